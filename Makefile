@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-all bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned here only: 2.13.0 is the CPU wheel these machines serve locally;
+# the package itself asks for torch>=2.4.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) ppl_examples/alarm.py
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "" tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bn_exact.py
+	$(PY) benchmarks/hmm_exact.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
