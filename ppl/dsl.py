@@ -1,0 +1,357 @@
+"""The modelling language: ``@ppl.model``, the :class:`Model` object, Pyro's primitives
+re-exported, and the binding of a user's ``data`` mapping to a model.
+
+A model is an ordinary Python function written with Pyro's primitives.  ``@ppl.model``
+wraps it without changing what it means: calling the :class:`Model` calls the function,
+so it stays a valid Pyro model (``pyro.poutine`` handlers, ``Predictive`` and
+``pyro.render_model`` all work on it).
+
+Data binding (DESIGN.md, "What a user does"): ``data`` is a mapping.  A key that names a
+parameter of the model function is passed as that argument; a key that names a sample
+site conditions that site (it becomes observed).  Any other key raises
+:class:`~ppl.errors.DataError` listing the valid names.  numpy arrays, lists, Python
+scalars and torch tensors are accepted; the user's objects are copied, never modified.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.ops.indexing import Vindex
+
+from .errors import DataError, ModelError
+
+__all__ = [
+    "model",
+    "Model",
+    "BoundData",
+    "sample",
+    "param",
+    "plate",
+    "markov",
+    "deterministic",
+    "factor",
+    "Vindex",
+]
+
+# Pyro's primitives, re-exported unchanged: ppl models are Pyro models.
+sample = pyro.sample
+param = pyro.param
+plate = pyro.plate
+markov = pyro.markov
+deterministic = pyro.deterministic
+factor = pyro.factor
+
+
+@dataclass
+class BoundData:
+    """The result of binding a ``data`` mapping to a model.
+
+    Attributes
+    ----------
+    args : tuple
+        Positional arguments for the model function (always empty: data binds by name).
+    kwargs : dict[str, Any]
+        Model-function arguments taken from ``data``; arrays converted to torch tensors
+        (copies).
+    observations : dict[str, torch.Tensor]
+        Sample-site name -> observed value (a copy of the user's value, as a tensor whose
+        dtype suits the site: ``int64`` for integer data, the default float dtype for
+        floating data).
+    """
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    observations: dict = field(default_factory=dict)
+
+
+class Model:
+    """A probabilistic model: a Python function written with Pyro primitives.
+
+    Create one with the :func:`model` decorator.  Calling it calls the wrapped function.
+
+    Parameters
+    ----------
+    fn : callable
+        The model function.
+    name : str, optional
+        Display name; defaults to ``fn.__name__``.
+    state_names : dict[str, list[str]], optional
+        For discrete sites whose states have names (Bayesian networks): site -> names of
+        its states, state ``i`` having name ``state_names[site][i]``.  Observed values may
+        then be given as names in ``data``.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is not callable.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None, state_names: Mapping[str, list] | None = None):
+        if not callable(fn):
+            raise TypeError(f"@ppl.model expects a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "model")
+        self.state_names = {k: list(v) for k, v in (state_names or {}).items()}
+        functools.update_wrapper(self, fn)
+        try:
+            self.signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins / C callables
+            self.signature = None
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self):
+        return f"<ppl.Model {self.name}>"
+
+    # ------------------------------------------------------------------ binding
+    @property
+    def argument_names(self) -> list[str]:
+        """Names of the model function's parameters (keys of ``data`` passed as arguments)."""
+        if self.signature is None:
+            return []
+        return [
+            p.name
+            for p in self.signature.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def site_names(self, **kwargs) -> list[str]:
+        """Names of the sample sites one prior run of the model visits, in order.
+
+        Deterministic sites and ``factor`` sites are excluded (they cannot be observed).
+
+        Raises
+        ------
+        ModelError
+            If the model raises while running (duplicate site names included).
+        """
+        trace = trace_model(self, BoundData(kwargs=kwargs))
+        return [
+            name
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not _is_deterministic(site) and not _is_factor(site)
+        ]
+
+    def bind(self, data: Mapping[str, Any] | None) -> BoundData:
+        """Split ``data`` into model arguments and observations (DESIGN.md data binding).
+
+        Parameters
+        ----------
+        data : mapping of str to array-like, or None
+            Keys naming a function parameter become arguments; keys naming a sample site
+            condition that site.  Values: torch tensors, numpy arrays, lists, Python
+            scalars, or (for sites with ``state_names``) state names.
+
+        Returns
+        -------
+        BoundData
+
+        Raises
+        ------
+        DataError
+            If ``data`` is not a mapping, a key names neither an argument nor a sample
+            site (the message lists the valid names), a required argument is missing, a
+            value cannot be converted to a tensor, or a floating value holds NaN/inf.
+        """
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise DataError(f"data must be a mapping of names to values, got {type(data).__name__}")
+        arg_names = self.argument_names
+        kwargs, rest = {}, {}
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise DataError(f"data keys must be strings, got {key!r}")
+            if key in arg_names:
+                kwargs[key] = _convert_argument(key, value)
+            else:
+                rest[key] = value
+        self._check_required_arguments(kwargs)
+        observations = {}
+        if rest:
+            sites = self.site_names(**kwargs)
+            unknown = [k for k in rest if k not in sites]
+            if unknown:
+                raise DataError(
+                    f"data key(s) {unknown} of model '{self.name}' name neither an argument nor a sample site; "
+                    f"valid argument names: {arg_names}; valid sample sites: {sites}"
+                )
+            for key, value in rest.items():
+                observations[key] = _convert_observation(key, value, self.state_names.get(key))
+        return BoundData(kwargs=kwargs, observations=observations)
+
+    def _check_required_arguments(self, kwargs):
+        if self.signature is None:
+            return
+        missing = [
+            p.name
+            for p in self.signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in kwargs
+        ]
+        if missing:
+            raise DataError(
+                f"model '{self.name}' needs argument(s) {missing}: pass them in data, e.g. data={{'{missing[0]}': ...}}"
+            )
+
+
+def model(fn: Callable | None = None, *, name: str | None = None, state_names=None):
+    """Decorator that turns a Pyro-style function into a :class:`Model`.
+
+    Usable bare (``@ppl.model``) or with options (``@ppl.model(name="gmm")``).
+
+    Parameters
+    ----------
+    fn : callable
+        The model function, written with ``ppl.sample``/``ppl.plate``/... (Pyro primitives).
+    name : str, optional
+        Display name.
+    state_names : dict[str, list[str]], optional
+        Names of the states of discrete sites (see :class:`Model`).
+
+    Returns
+    -------
+    Model
+    """
+    if fn is None:
+        return lambda f: Model(f, name=name, state_names=state_names)
+    if isinstance(fn, Model):
+        return fn
+    return Model(fn, name=name, state_names=state_names)
+
+
+def as_model(obj) -> Model:
+    """Return ``obj`` as a :class:`Model` (wrapping a plain callable).
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is not callable.
+    """
+    if isinstance(obj, Model):
+        return obj
+    if callable(obj):
+        return Model(obj)
+    raise TypeError(f"expected a ppl.model or a callable model function, got {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------- tracing
+def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
+    """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
+
+    The run uses a forked RNG and an isolated param store context is *not* created:
+    ``ppl.param`` sites read/initialise Pyro's global param store, as in Pyro.
+
+    Parameters
+    ----------
+    model : Model
+    bound : BoundData
+    *messengers : pyro Messenger
+        Extra handlers, applied inside the trace (outermost first).
+
+    Raises
+    ------
+    ModelError
+        If the model raises while running (duplicate site names, shape errors, ...).
+    """
+    fn = poutine.condition(model.fn, data=bound.observations) if bound.observations else model.fn
+    for messenger in reversed(messengers):
+        fn = messenger(fn)
+    try:
+        with torch.random.fork_rng(), torch.no_grad():
+            return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
+    except (DataError, ModelError):
+        raise
+    except RuntimeError as e:
+        if "Multiple sample sites named" in str(e):
+            first = str(e).splitlines()[0]
+            raise ModelError(f"model '{model.name}': {first}; every sample site needs a unique name") from None
+        raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+    except Exception as e:
+        raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+
+
+def _is_deterministic(site) -> bool:
+    return bool(site.get("infer", {}).get("_deterministic", False))
+
+
+def _is_factor(site) -> bool:
+    fn = site["fn"]
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__ == "Unit"
+
+
+# ------------------------------------------------------------------- conversion
+def _to_tensor(key: str, value) -> torch.Tensor:
+    """Copy an array-like into a new tensor: integers -> int64, bool -> default float dtype,
+    floating values keep their precision (float64 data stays float64)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().clone()
+    else:
+        try:
+            arr = np.array(value)  # always a copy
+        except Exception as e:  # pragma: no cover - numpy accepts nearly everything
+            raise DataError(f"data['{key}']: cannot convert {type(value).__name__} to an array ({e})") from None
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise DataError(
+                f"data['{key}']: expected numbers (array, list or tensor), got values of dtype {arr.dtype}"
+            )
+        t = torch.from_numpy(arr)
+    if t.dtype == torch.bool:
+        t = t.to(torch.get_default_dtype())
+    elif not t.is_floating_point() and not t.is_complex() and t.dtype != torch.int64:
+        t = t.long()
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero()
+        where = tuple(bad[0].tolist())
+        raise DataError(
+            f"data['{key}'] holds NaN or inf (first at index {where}, value {t[where].item()}); "
+            "expected finite numbers. Drop or impute missing values, or mask them with ppl.plate/poutine.mask"
+        )
+    return t
+
+
+def _convert_argument(key: str, value):
+    """Model arguments: arrays become tensors; scalars, strings, callables pass unchanged."""
+    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+        return _to_tensor(key, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"data['{key}'] is {value}; expected a finite number")
+    return value
+
+
+def _convert_observation(key: str, value, state_names) -> torch.Tensor:
+    """Observed values: state names -> indices, arrays -> tensors (copies)."""
+    if state_names is not None:
+        value = _names_to_indices(key, value, state_names)
+    return _to_tensor(key, value)
+
+
+def _names_to_indices(key, value, state_names):
+    def one(v):
+        if isinstance(v, str):
+            try:
+                return state_names.index(v)
+            except ValueError:
+                raise DataError(
+                    f"data['{key}'] = {v!r} is not a state of site '{key}'; expected one of {state_names}"
+                ) from None
+        return v
+
+    if isinstance(value, str):
+        return one(value)
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype.kind in "USO"):
+        return np.vectorize(one, otypes=[np.int64])(np.asarray(value, dtype=object))
+    return value

@@ -1,0 +1,80 @@
+"""Errors and warnings raised by ppl.
+
+Every error derives from :class:`PPLError`; the ones that correspond to a builtin
+category also derive from that builtin, so ``except ValueError`` keeps working in
+user code.  Messages always name the site or argument at fault and say what was
+expected and what was found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PPLError",
+    "ModelError",
+    "DataError",
+    "UnsupportedModelError",
+    "IntractableError",
+    "BackendNotFoundError",
+    "ConvergenceWarning",
+    "BoundDecreaseWarning",
+]
+
+
+class PPLError(Exception):
+    """Base class of every error ppl raises on purpose."""
+
+
+class ModelError(PPLError):
+    """The model itself is malformed: a duplicate site name, a bad plate, a model that
+    raises while being traced.  Raised by :func:`ppl.compile` and everything that
+    traces a model."""
+
+
+class DataError(PPLError, ValueError):
+    """The ``data`` mapping does not fit the model: an unknown key, a value of the
+    wrong shape or dtype, NaN/inf, or a value outside the support of the site it
+    observes.  The message names the key/site, the expected and the actual value."""
+
+
+class UnsupportedModelError(PPLError):
+    """A backend cannot handle this model.  The message names the site(s), the
+    reason, and the methods that do apply."""
+
+
+class IntractableError(PPLError, MemoryError):
+    """Exact inference would need more memory than the budget allows.
+
+    Attributes
+    ----------
+    treewidth : int
+        Upper bound on the treewidth of the moral graph (largest clique size − 1).
+    clique_states : int
+        Number of joint states of the largest intermediate table (plate-aware).
+    bytes : int
+        Memory the largest intermediate table would take, in bytes.
+    budget : int
+        The memory budget in bytes that was exceeded.
+    """
+
+    def __init__(self, message: str, *, treewidth=None, clique_states=None, bytes=None, budget=None):
+        super().__init__(message)
+        self.treewidth = treewidth
+        self.clique_states = clique_states
+        self.bytes = bytes
+        self.budget = budget
+
+
+class BackendNotFoundError(PPLError, KeyError):
+    """``method=`` names no registered backend.  The message lists the registered names."""
+
+    def __str__(self):  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative backend stopped at its iteration limit before meeting ``tol``."""
+
+
+class BoundDecreaseWarning(UserWarning):
+    """A bound that theory says cannot decrease (EM log-likelihood, sequential CAVI
+    ELBO) decreased by more than round-off; the message gives the iteration."""
