@@ -1,0 +1,50 @@
+"""ppl: write a latent-variable model once, get every sensible inference method for it.
+
+Public API (see docs/ and DESIGN.md)::
+
+    import ppl, ppl.distributions as dist
+
+    @ppl.model
+    def m(...): ...
+
+    ppl.analyze(m, data)                 # structure, treewidth, cost, which methods apply
+    post = ppl.infer(m, data, method="exact")
+    ppl.compare(m, data, methods=[...])
+"""
+
+from . import distributions, errors
+from .api import analyze, compare, compile, infer
+from .backends import Backend, get_backend, register_backend, registered_backends
+from .compiler import FactorGraph
+from .analysis import Analysis
+from .dsl import Model, Vindex, deterministic, factor, markov, model, param, plate, sample
+from .errors import (
+    BackendNotFoundError,
+    BoundDecreaseWarning,
+    ConvergenceWarning,
+    DataError,
+    IntractableError,
+    ModelError,
+    PPLError,
+    UnsupportedModelError,
+)
+from .posterior import Posterior
+from .table import Table
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions",
+    "compile", "analyze", "infer", "compare", "FactorGraph", "Analysis", "Posterior", "Table",
+    "Backend", "register_backend", "get_backend", "registered_backends",
+    "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError",
+    "ConvergenceWarning", "BoundDecreaseWarning", "errors", "models",
+]
+
+
+def __getattr__(name):  # lazy: ppl.models imports optional peers only when used
+    if name == "models":
+        import importlib
+
+        return importlib.import_module(".models", __name__)
+    raise AttributeError(f"module 'ppl' has no attribute {name!r}")

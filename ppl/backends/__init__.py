@@ -1,0 +1,9 @@
+"""Inference backends, registered by name.  Importing this package registers the built-in ones."""
+
+from .base import Applicability, Backend
+from .exact import ExactBackend
+from .registry import get_backend, register_backend, registered_backends
+
+register_backend(ExactBackend(), overwrite=True)
+
+__all__ = ["Applicability", "Backend", "ExactBackend", "get_backend", "register_backend", "registered_backends"]

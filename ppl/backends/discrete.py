@@ -1,0 +1,206 @@
+"""The compiled contraction of a model's discrete latents, shared by every backend that
+eliminates discrete latents exactly (exact; the E-step of EM; max-product MAP).
+
+A :class:`DiscretePlan` holds the log-factor tables (one enumerated run of the model),
+long chains pre-stacked for the parallel scan, and the elimination order of the
+analysis.  It answers:
+
+* :meth:`log_partition` — ``log Σ_h p(h, v)`` (the log evidence) and, by one backward
+  pass, every latent's marginal: ∂ log Z / ∂ log φ_f(x_f) = p(x_f | v), the adjoint
+  trick (Darwiche 2003; Pyro's ``compute_marginals``);
+* :meth:`argmax` — the joint MAP assignment and ``max_h log p(h, v)`` (max-product with
+  backtracking: the same engine, the other semiring);
+* :meth:`sample` — exact joint posterior samples (backward sampling).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..compiler import families
+from ..compiler.tables import enumeration_dims, log_factor_tables
+from ..ops.contract import ChainFactor, LogFactor, contract
+
+__all__ = ["DiscretePlan", "discrete_plan"]
+
+
+class DiscretePlan:
+    """See the module docstring.  Build with :func:`discrete_plan` (cached per graph)."""
+
+    def __init__(self, graph, analysis, dtype=torch.float64, device=None):
+        self.graph = graph
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        plates = graph.plates
+        self.plate_order = tuple(sorted(plates, key=lambda p: (plates[p].dim, p)))
+        self.var_plates = {v: frozenset(graph.variables[v].plates) for v in analysis.discrete}
+        self.cards = {v: graph.variables[v].cardinality for v in analysis.discrete}
+        self.dims = enumeration_dims(graph, analysis.moral)
+        tables = log_factor_tables(graph, self.dims, self.plate_order, dtype=dtype, device=self.device)
+        self.chains = list(analysis.chains)
+        interior = {v: ch for ch in self.chains for v in ch.interior}
+        self.chain_tables = [None] * len(self.chains)
+        chain_parts: list[list] = [[] for _ in self.chains]
+        index = {id(ch): i for i, ch in enumerate(self.chains)}
+        self.factors: dict[str, LogFactor] = {}
+        for name, f in tables.items():
+            hit = next((interior[v] for v in f.vars if v in interior), None)
+            if hit is None:
+                self.factors[name] = f
+            else:
+                chain_parts[index[id(hit)]].append(f)
+        for i, ch in enumerate(self.chains):
+            self.chain_tables[i] = self._stack_chain(ch, chain_parts[i])
+        self.order = list(analysis.order) + [v for ch in self.chains for v in ch.interior]
+        self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
+
+    # ------------------------------------------------------------------ build
+    def _stack_chain(self, chain, parts) -> torch.Tensor:
+        """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
+        pos = {v: t for t, v in enumerate(chain.vars)}
+        length, k = len(chain.vars) - 1, chain.cardinality
+        cplates = tuple(p for p in self.plate_order if p in chain.plates)
+        batch = tuple(self.graph.plates[p].size for p in cplates)
+        pair = torch.zeros(batch + (length, k, k), dtype=self.dtype, device=self.device)
+        unary = torch.zeros(batch + (length, k), dtype=self.dtype, device=self.device)
+        for f in parts:
+            table = f.table
+            extra = tuple(i for i, p in enumerate(f.plates) if p not in chain.plates)
+            if extra:  # product over plate copies that only touch this chain variable
+                table = table.sum(dim=extra)
+            if len(f.vars) == 1:
+                t = pos[f.vars[0]]
+                unary[..., t - 1, :] += table
+            else:
+                i, j = pos[f.vars[0]], pos[f.vars[1]]
+                if j == i + 1:
+                    pair[..., i, :, :] += table
+                else:
+                    pair[..., j, :, :] += table.transpose(-1, -2)
+        return pair + unary.unsqueeze(-2)
+
+    # ---------------------------------------------------------------- queries
+    def _factor_list(self, tables=None, chains=None):
+        tables = self.factors if tables is None else tables
+        chains = self.chain_tables if chains is None else chains
+        out = list(tables.values())
+        cplates = [tuple(p for p in self.plate_order if p in ch.plates) for ch in self.chains]
+        out += [ChainFactor(t, ps, ch.vars) for t, ps, ch in zip(chains, cplates, self.chains)]
+        return out
+
+    def log_partition(self, marginals: bool = True):
+        """Log evidence and (optionally) every discrete latent's posterior marginal.
+
+        Returns
+        -------
+        log_z : torch.Tensor, scalar
+            ``log p(v)`` in nats (``-inf`` if the evidence is impossible).
+        marginals : dict[str, torch.Tensor] or None
+            Site -> probabilities of shape ``(plate sizes of the site, in plate order) + (K,)``.
+        """
+        if not marginals:
+            with torch.no_grad():
+                log_z, _ = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
+                                    plate_order=self.plate_order, semiring="sum")
+            return log_z, None
+        with torch.enable_grad():
+            leaves = {n: f.table.detach().requires_grad_() for n, f in self.factors.items()}
+            chain_leaves = [t.detach().requires_grad_() for t in self.chain_tables]
+            tables = {n: LogFactor(leaves[n], f.plates, f.vars) for n, f in self.factors.items()}
+            log_z, _ = contract(self._factor_list(tables, chain_leaves), order=self.order,
+                                var_plates=self.var_plates, plate_order=self.plate_order, semiring="sum")
+            inputs = list(leaves.values()) + chain_leaves
+            if not inputs or not log_z.requires_grad or not torch.isfinite(log_z):
+                return log_z.detach(), None
+            grads = torch.autograd.grad(log_z, inputs, allow_unused=True)
+        g_f = dict(zip(leaves, grads[: len(leaves)]))
+        g_c = grads[len(leaves):]
+        out = {}
+        for ch, g in zip(self.chains, g_c):
+            g = torch.zeros_like(self.chain_tables[self.chains.index(ch)]) if g is None else g
+            out[ch.vars[0]] = g[..., 0, :, :].sum(-1)
+            inner = g.sum(-2)  # (..., L, K): marginal of vars[1:]
+            for t, v in enumerate(ch.vars[1:]):
+                out[v] = inner[..., t, :]
+        for v in self.cards:
+            if v in out:
+                continue
+            f, g = self._factor_with(v, g_f)
+            n = len(f.plates)
+            axis = n + f.vars.index(v)
+            keep_plates = tuple(i for i, p in enumerate(f.plates) if p in self.var_plates[v])
+            other = tuple(i for i in range(g.dim()) if i != axis and i not in keep_plates)
+            m = g.sum(dim=tuple(i for i in other if i >= n)) if other else g
+            # extra plates (factor replicated beyond the variable's plates): every copy holds
+            # the same marginal; take the first
+            drop = [i for i in other if i < n]
+            for i in sorted(drop, reverse=True):
+                m = m.select(i, 0)
+            out[v] = m
+        return log_z.detach(), out
+
+    def _factor_with(self, v, grads):
+        if v in self.factors and v in self.factors[v].vars and grads.get(v) is not None:
+            return self.factors[v], grads[v]
+        for n, f in self.factors.items():
+            if v in f.vars and grads.get(n) is not None:
+                return f, grads[n]
+        raise KeyError(v)  # unreachable: every latent's own factor mentions it
+
+    def argmax(self):
+        """Joint MAP assignment by max-product with backtracking.
+
+        Returns
+        -------
+        max_log_joint : torch.Tensor, scalar
+            ``max_h log p(h, v)``.
+        values : dict[str, torch.LongTensor]
+            Site -> state indices, shape ``(1,) + global plate layout``.
+        """
+        with torch.no_grad():
+            best, tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
+                                  plate_order=self.plate_order, semiring="max", tape=True)
+            return best, tape.backtrace(1)
+
+    def sample(self, num_samples: int, generator=None) -> dict:
+        """``num_samples`` exact joint samples: site -> indices ``(S,) + global plate layout``."""
+        with torch.no_grad():
+            _, tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
+                               plate_order=self.plate_order, semiring="sum", tape=True)
+            return tape.backtrace(num_samples, generator)
+
+    # ------------------------------------------------------------- layouts
+    def batch_layout(self, v) -> tuple:
+        """The site's plate batch shape: plate sizes at their dims, 1 elsewhere."""
+        plates = [self.graph.plates[p] for p in self.plate_order if p in self.var_plates[v]]
+        if not plates:
+            return ()
+        width = max(-p.dim for p in plates)
+        shape = [1] * width
+        for p in plates:
+            shape[width + p.dim] = p.size
+        return tuple(shape)
+
+    def to_batch(self, v, x: torch.Tensor, lead: int, plate_dims: int) -> torch.Tensor:
+        """Reshape ``x`` of shape ``lead dims + plate_dims dims + tail`` to ``lead dims +
+        batch_layout(v) + tail``.  The plate dims are either the variable's plates in plate
+        order or the global layout (size 1 for plates the variable is not in): both
+        reshape the same way because plate order follows tensor dims."""
+        tail = x.shape[lead + plate_dims:]
+        return x.reshape(tuple(x.shape[:lead]) + self.batch_layout(v) + tuple(tail))
+
+    def values(self, v, idx: torch.Tensor, lead: int) -> torch.Tensor:
+        """Support values of ``v`` at state indices ``idx`` (lead dims + global plate layout)."""
+        support = self.supports[v].to(self.device)
+        vals = support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
+        return self.to_batch(v, vals, lead, len(self.plate_order))
+
+
+def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:
+    """The :class:`DiscretePlan` of ``graph``, built once and cached on the graph."""
+    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, tuple(analysis.order))
+    plan = graph.cache.get(key)
+    if plan is None:
+        plan = DiscretePlan(graph, analysis, dtype=dtype, device=device)
+        graph.cache[key] = plan
+    return plan

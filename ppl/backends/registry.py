@@ -1,0 +1,54 @@
+"""The backend registry: ``method=`` names -> :class:`~ppl.backends.base.Backend` instances."""
+
+from __future__ import annotations
+
+from ..errors import BackendNotFoundError
+from .base import Backend
+
+__all__ = ["register_backend", "get_backend", "registered_backends"]
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, name: str | None = None, overwrite: bool = False) -> Backend:
+    """Register ``backend`` under ``name`` (default ``backend.name``) for ``ppl.infer(method=name)``.
+
+    Raises
+    ------
+    TypeError
+        If ``backend`` lacks ``check``/``run``.
+    ValueError
+        If the name is taken and ``overwrite`` is False, or the name is ``"auto"``.
+    """
+    name = name or getattr(backend, "name", None)
+    if not name or not isinstance(name, str):
+        raise ValueError("a backend needs a non-empty string name")
+    if name == "auto":
+        raise ValueError("'auto' is reserved for automatic routing")
+    if not callable(getattr(backend, "check", None)) or not callable(getattr(backend, "run", None)):
+        raise TypeError(f"backend '{name}' must define check(analysis) and run(graph, analysis, **options)")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a backend named '{name}' is already registered (pass overwrite=True to replace it)")
+    _REGISTRY[name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``.
+
+    Raises
+    ------
+    BackendNotFoundError
+        Listing the registered names.
+    """
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise BackendNotFoundError(
+            f"no inference method named {name!r}; registered methods: {sorted(_REGISTRY)} (or 'auto')"
+        ) from None
+
+
+def registered_backends() -> dict:
+    """Name -> backend, in registration order."""
+    return dict(_REGISTRY)

@@ -1,0 +1,239 @@
+"""The Posterior: one interface for the result of every backend (DESIGN.md).
+
+Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
+``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
+``diagnostics``, ``summary()``, ``to_arviz()``.  A field a backend cannot fill is
+``None``, never a made-up value.
+
+Subclasses hold the representation of each backend: :class:`TablePosterior` (exact
+tables over discrete latents).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DataError
+from .table import Table
+
+__all__ = ["Posterior", "TablePosterior"]
+
+
+class Posterior:
+    """Base class of inference results.
+
+    Attributes
+    ----------
+    method : str
+        Registered name of the backend that produced it.
+    elbo : float or None
+        Evidence lower bound in nats (equal to ``log_evidence`` for exact inference,
+        where KL(q‖p) = 0; Goodfellow et al. 2016, eq. 19.1).
+    log_evidence : float or None
+        Exact ``log p(observed)`` in nats, or ``None`` when the backend cannot give it.
+    params : dict[str, torch.Tensor]
+        Learned ``ppl.param`` values (empty when nothing is learned).
+    history : list[float]
+        Objective per iteration (empty for one-shot backends).
+    converged : bool or None
+        ``None`` for non-iterative backends.
+    elapsed : float
+        Wall-clock seconds of the backend's run.
+    diagnostics : dict
+        Backend-specific facts (e.g. ``"routing"``, ``"map_log_joint"``).
+    """
+
+    def __init__(self, method, *, graph=None, elbo=None, log_evidence=None, params=None, history=None,
+                 converged=None, elapsed=0.0, diagnostics=None):
+        self.method = method
+        self.graph = graph
+        self.elbo = elbo
+        self.log_evidence = log_evidence
+        self.params = dict(params or {})
+        self.history = list(history or [])
+        self.converged = converged
+        self.elapsed = float(elapsed)
+        self.diagnostics = dict(diagnostics or {})
+
+    # The members below are filled by subclasses.
+    @property
+    def sites(self) -> list:
+        """Latent sites this posterior describes."""
+        return []
+
+    def marginal(self, site: str):
+        """Posterior marginal of ``site`` as a torch Distribution whose batch shape is the
+        site's plate batch shape."""
+        raise self._unknown(site)
+
+    def mean(self, site: str) -> torch.Tensor:
+        """Posterior mean of ``site``, shape ``batch_shape + event_shape``."""
+        return self.marginal(site).mean
+
+    def variance(self, site: str) -> torch.Tensor:
+        """Posterior variance of ``site`` (elementwise), shape ``batch_shape + event_shape``."""
+        return _variance(self.marginal(site))
+
+    def sample(self, num_samples: int) -> dict:
+        """``num_samples`` joint posterior draws: site -> tensor of shape
+        ``(num_samples,) + batch_shape + event_shape``."""
+        raise TypeError(f"posterior of method '{self.method}' cannot be sampled")
+
+    def map(self) -> dict:
+        """The most probable joint assignment: site -> value (``batch_shape + event_shape``)."""
+        raise TypeError(f"posterior of method '{self.method}' has no MAP assignment")
+
+    def summary(self, quantiles=(0.05, 0.5, 0.95)) -> Table:
+        """Per-site table of mean, standard deviation and quantiles (scalar elements;
+        plated sites give one row per element, first 20 shown).
+
+        Returns
+        -------
+        ppl.table.Table
+        """
+        rows = []
+        for site in self.sites:
+            marg = self.marginal(site)
+            mean = self.mean(site).reshape(-1)
+            var = self.variance(site).reshape(-1)
+            qs = [_quantile(marg, q).reshape(-1) for q in quantiles]
+            n = mean.numel()
+            for i in range(min(n, 20)):
+                label = site if n == 1 else f"{site}[{i}]"
+                row = {"site": label, "mean": float(mean[i]), "sd": float(var[i].clamp_min(0).sqrt())}
+                for q, qv in zip(quantiles, qs):
+                    row[f"{q:.0%}"] = float(qv[i])
+                rows.append(row)
+        return Table(rows, title=f"posterior summary ({self.method})")
+
+    def to_arviz(self, num_samples: int = 1000):
+        """Posterior draws as an ``arviz.InferenceData`` (one chain).
+
+        Raises
+        ------
+        ImportError
+            If ArviZ is not installed (``pip install arviz``).
+        """
+        try:
+            import arviz as az
+        except ImportError as e:
+            raise ImportError("to_arviz() needs ArviZ: pip install arviz") from e
+        draws = self.sample(num_samples)
+        return az.from_dict(posterior={k: v.detach().cpu().numpy()[None] for k, v in draws.items()})
+
+    def _unknown(self, site):
+        return DataError(f"'{site}' is not a latent site of this posterior; latent sites: {self.sites}")
+
+    def __repr__(self):
+        bits = [f"method='{self.method}'"]
+        if self.log_evidence is not None:
+            bits.append(f"log_evidence={self.log_evidence:.6g}")
+        elif self.elbo is not None:
+            bits.append(f"elbo={self.elbo:.6g}")
+        bits.append(f"elapsed={self.elapsed:.3g}s")
+        return f"<Posterior {' '.join(bits)}>"
+
+
+def _variance(marg):
+    try:
+        return marg.variance
+    except NotImplementedError:
+        return torch.full_like(marg.mean, float("nan"))
+
+
+def _quantile(marg, q):
+    probs = getattr(marg, "probs", None)
+    if isinstance(marg, torch.distributions.Categorical):
+        cdf = probs.cumsum(-1)
+        return (cdf < q).sum(-1).to(probs.dtype)
+    if isinstance(marg, torch.distributions.Bernoulli):
+        return (probs > 1 - q).to(probs.dtype)
+    try:
+        return marg.icdf(torch.tensor(q, dtype=marg.mean.dtype))
+    except NotImplementedError:
+        return torch.full_like(marg.mean, float("nan"))
+
+
+class TablePosterior(Posterior):
+    """Exact posterior over discrete latents, held as marginal tables.
+
+    Parameters
+    ----------
+    marginals : dict[str, torch.Tensor]
+        Site -> probabilities, shape ``batch_shape + (K,)``.
+    supports : dict[str, torch.Tensor]
+        Site -> support values, shape ``(K,) + event_shape``.
+    families : dict[str, str]
+        Site -> distribution family (``"Bernoulli"`` marginals are returned as Bernoulli).
+    sampler : callable(n, seed) -> dict, optional
+        Exact joint sampler.
+    map_assignment : dict[str, torch.Tensor], optional
+    """
+
+    def __init__(self, method, *, marginals, supports, families, sampler=None, map_assignment=None, **kw):
+        super().__init__(method, **kw)
+        self._marginals = marginals
+        self._supports = supports
+        self._families = families
+        self._sampler = sampler
+        self._map = map_assignment
+
+    @property
+    def sites(self) -> list:
+        return list(self._marginals)
+
+    def probs(self, site: str) -> torch.Tensor:
+        """Marginal probabilities of ``site``, shape ``batch_shape + (K,)``; state ``k`` is
+        the site's ``k``-th support value."""
+        if site not in self._marginals:
+            raise self._unknown(site)
+        return self._marginals[site]
+
+    def marginal(self, site: str):
+        """Exact posterior marginal: ``Bernoulli`` for Bernoulli sites, ``OneHotCategorical``
+        for one-hot sites, else ``Categorical`` over the support's indices; batch shape =
+        the site's plate batch shape."""
+        p = self.probs(site)
+        family = self._families.get(site)
+        if family == "Bernoulli":
+            return torch.distributions.Bernoulli(probs=p[..., 1], validate_args=False)
+        if family == "OneHotCategorical":
+            return torch.distributions.OneHotCategorical(probs=p, validate_args=False)
+        return torch.distributions.Categorical(probs=p, validate_args=False)
+
+    def mean(self, site: str) -> torch.Tensor:
+        """``E[site]`` under the exact posterior: Σ_k p_k · value_k."""
+        p = self.probs(site)
+        values = self._supports[site].to(p.dtype)
+        event = values.shape[1:]
+        p = p.reshape(p.shape + (1,) * len(event))
+        return (p * values).sum(dim=-1 - len(event))
+
+    def variance(self, site: str) -> torch.Tensor:
+        """``Var[site]`` under the exact posterior: E[value²] − E[value]²."""
+        p = self.probs(site)
+        values = self._supports[site].to(p.dtype)
+        event = values.shape[1:]
+        p = p.reshape(p.shape + (1,) * len(event))
+        second = (p * values**2).sum(dim=-1 - len(event))
+        return (second - self.mean(site) ** 2).clamp_min(0)
+
+    def sample(self, num_samples: int, seed: int | None = None) -> dict:
+        """Exact joint posterior samples: site -> tensor ``(num_samples,) + batch_shape + event_shape``.
+
+        Raises
+        ------
+        ValueError
+            If ``num_samples`` is not a positive integer.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        if self._sampler is None:
+            return super().sample(num_samples)
+        return self._sampler(num_samples, seed)
+
+    def map(self) -> dict:
+        """The joint MAP assignment (max-product), site -> value with the site's batch shape."""
+        if self._map is None:
+            return super().map()
+        return dict(self._map)
