@@ -18,7 +18,7 @@ nodes, with ``cpds``, ``nodes`` (topological order), ``cardinalities`` and
 imported only by the functions that need it.
 """
 
-from .bayesian_network import bayesian_network
+from .bn import bayesian_network
 from .pgmpy_io import available_examples, example_network, from_pgmpy, load_pgmpy_example, read_bif
 
 __all__ = [

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..dsl import Model
 from ..errors import ModelError
-from .bayesian_network import bayesian_network
+from .bn import bayesian_network
 
 __all__ = ["from_pgmpy", "read_bif", "example_network", "load_pgmpy_example", "available_examples"]
 
@@ -196,6 +196,16 @@ def read_bif(source, name: str | None = None) -> Model:
         :func:`~ppl.models.bayesian_network` rejects the tables.  Messages name the
         variable.
     """
+    net_name, stem, states, blocks = _parse_bif(source)
+    if name is None:
+        name = net_name if net_name and net_name != "unknown" else (stem or "bayesian_network")
+    cpds = {var: blocks[var] for var in states}  # declaration order breaks topological ties
+    return bayesian_network(cpds, state_names=states, name=name)
+
+
+def _parse_bif(source):
+    """Parse BIF into (network name or None, file stem or None, variable -> state names,
+    variable -> (parents, raw table of shape (card(P_1), ..., card(P_k), card(X))))."""
     text, stem = _read_source(source)
     if "/*" in text or "//" in text:
         text = _COMMENT_RE.sub("", text)
@@ -228,12 +238,8 @@ def read_bif(source, name: str | None = None) -> Model:
     if missing:
         raise ModelError(f"BIF variable(s) {missing} have no 'probability ( ... )' block")
 
-    if name is None:
-        match = _NETWORK_RE.search(text)
-        net = match.group(1).strip() if match else None
-        name = net if net and net != "unknown" else (stem or "bayesian_network")
-    cpds = {var: blocks[var] for var in states}  # declaration order breaks topological ties
-    return bayesian_network(cpds, state_names=states, name=name)
+    match = _NETWORK_RE.search(text)
+    return (match.group(1).strip() if match else None), stem, states, blocks
 
 
 def _read_source(source) -> tuple[str, str | None]:
@@ -370,7 +376,10 @@ def _check_count(var, values, expected, what):
 # ------------------------------------------------------------------ bundled examples
 def _example_dir() -> Path:
     """pgmpy's bundled example directory, found without importing pgmpy."""
-    spec = importlib.util.find_spec("pgmpy")
+    try:
+        spec = importlib.util.find_spec("pgmpy")
+    except (ImportError, ValueError):  # e.g. sys.modules["pgmpy"] is None
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"pgmpy is needed for the bundled example networks: {_PGMPY_HINT}")
     return Path(list(spec.submodule_search_locations)[0]).joinpath(*_EXAMPLE_DIR)
