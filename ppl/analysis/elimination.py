@@ -3,10 +3,10 @@
 The order comes from networkx's treewidth heuristics (min-fill-in by default,
 min-degree as an option; Bodlaender & Koster 2010): the tree decomposition they return
 is peeled leaf by leaf into a perfect elimination order whose largest bucket is the
-largest bag.  :func:`elimination_cost` then replays the plated elimination of
-:func:`ppl.ops.contract.contract` symbolically (sets, not tensors) to give the largest
-table it will allocate, plate-aware: a table replicated over a plate of N copies costs
-N times one copy (Obermeyer et al. 2019).
+largest bag.  :func:`elimination_cost` measures the tables of the symbolic plan
+(:func:`ppl.ops.contract.plan_elimination`) that the exact backend will run,
+plate-aware: a table replicated over a plate of N copies costs N times one copy
+(Obermeyer et al. 2019).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 from networkx.algorithms.approximation import treewidth_min_degree, treewidth_min_fill_in
+
+from ..ops.contract import IntractablePlatesError, plan_elimination
 
 __all__ = ["HEURISTICS", "elimination_order", "EliminationCost", "elimination_cost"]
 
@@ -101,17 +103,17 @@ class EliminationCost:
     peak_entries: int = 1
     total_entries: int = 0
     intractable: str | None = None
-    steps: list = field(default_factory=list, repr=False)
+    plan: object = field(default=None, repr=False)
 
     def bytes(self, itemsize: int = 8) -> int:
         """Bytes of the largest table at ``itemsize`` bytes per entry (8: float64)."""
         return self.peak_entries * itemsize
 
 
-def elimination_cost(scopes, var_plates: dict, cards: dict, plate_sizes: dict, order, chains=()) -> EliminationCost:
-    """Replay plated elimination on scopes (no tensors) and measure its tables.
-
-    Mirrors :func:`ppl.ops.contract.contract` step for step.
+def elimination_cost(scopes, var_plates: dict, cards: dict, plate_sizes: dict, order, chains=(),
+                     plate_order=None) -> EliminationCost:
+    """Plan plated elimination (:func:`ppl.ops.contract.plan_elimination`, the plan the
+    exact backend runs) and measure its tables.
 
     Parameters
     ----------
@@ -124,51 +126,34 @@ def elimination_cost(scopes, var_plates: dict, cards: dict, plate_sizes: dict, o
         Elimination order of every variable in ``scopes``.
     chains : iterable of ppl.analysis.chains.Chain
         Chains contracted by scan first; each adds a factor over its two ends.
+    plate_order : tuple[str, ...], optional
+        Defaults to sorted plate names.
 
     Returns
     -------
     EliminationCost
     """
-    rank = {v: i for i, v in enumerate(order)}
+    plate_order = tuple(sorted(plate_sizes)) if plate_order is None else tuple(plate_order)
+    inputs = [(tuple(vs), tuple(p for p in plate_order if p in ps), False) for vs, ps in scopes]
+    inputs += [(tuple(ch.vars), tuple(p for p in plate_order if p in ch.plates), True) for ch in chains]
     cost = EliminationCost()
-    groups: dict[frozenset, list] = {}
-    for vs, ps in scopes:
-        groups.setdefault(frozenset(ps), []).append(frozenset(vs))
     for ch in chains:
-        ps = frozenset(ch.plates)
-        groups.setdefault(ps, []).append(frozenset((ch.vars[0], ch.vars[-1])))
-        reps = math.prod(plate_sizes[p] for p in ps)
-        cost.total_entries += len(ch.vars) * ch.cardinality ** 2 * reps
-
-    def record(vs, plates):
-        states = math.prod(cards[v] for v in vs)
-        entries = states * math.prod(plate_sizes[p] for p in plates)
+        reps = math.prod(plate_sizes[p] for p in ch.plates)
+        cost.total_entries += (len(ch.vars) - 1) * ch.cardinality ** 2 * reps
+    try:
+        plan = plan_elimination(inputs, order, var_plates, plate_order, cards)
+    except IntractablePlatesError as e:
+        cost.intractable = str(e)
+        return cost
+    rank = {v: i for i, v in enumerate(order)}
+    for step in plan.buckets():
+        states = math.prod(cards[v] for v in step.joint_vars)
+        entries = states * math.prod(plate_sizes[p] for p in step.plates)
         cost.total_entries += entries
-        cost.width = max(cost.width, len(vs) - 1)
+        cost.width = max(cost.width, len(step.joint_vars) - 1)
         if entries > cost.peak_entries or not cost.largest_clique:
             cost.peak_entries, cost.clique_states = entries, states
-            cost.largest_clique = tuple(sorted(vs, key=lambda v: rank.get(v, -1)))
-            cost.clique_plates = tuple(sorted(plates))
-
-    while groups:
-        leaf = max(groups, key=len)
-        terms = groups.pop(leaf)
-        local = sorted({v for t in terms for v in t if var_plates.get(v, frozenset()) == leaf}, key=rank.__getitem__)
-        for v in local:
-            bucket = [t for t in terms if v in t]
-            terms = [t for t in terms if v not in t]
-            joint = frozenset().union(*bucket)
-            record(joint, leaf)
-            cost.steps.append((v, joint, leaf))
-            terms.append(joint - {v})
-        for t in terms:
-            parent = frozenset().union(*(var_plates.get(v, frozenset()) for v in t)) if t else frozenset()
-            if not parent <= leaf or (parent == leaf and t):
-                cost.intractable = (
-                    f"variables {sorted(t)} stay coupled inside plates {sorted(leaf)}: a factor joins variables "
-                    f"of plates that do not nest, or depends on every copy of a plated variable"
-                )
-                return cost
-            if t:
-                groups.setdefault(parent, []).append(t)
+            cost.largest_clique = tuple(sorted(step.joint_vars, key=lambda v: rank.get(v, -1)))
+            cost.clique_plates = tuple(step.plates)
+    cost.plan = plan
     return cost

@@ -191,7 +191,7 @@ def analyze_graph(graph, heuristic: str = "min_fill", memory_budget: int | None 
         for f, s in scopes.items()
         if s and not (set(s) & interior)
     ]
-    cost = elimination_cost(factor_scopes, var_plates, cards, plate_sizes, order, chains)
+    cost = elimination_cost(factor_scopes, var_plates, cards, plate_sizes, order, chains, graph.plate_order)
     log10_states = sum(
         math.log10(cards[n]) * math.prod(plate_sizes[p] for p in var_plates[n]) for n in discrete
     )

@@ -19,7 +19,7 @@ import torch
 
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..ops.contract import ChainFactor, LogFactor, contract
+from ..ops.contract import ChainFactor, LogFactor, contract, contract_scaled, plan_elimination, to_scaled
 
 __all__ = ["DiscretePlan", "discrete_plan"]
 
@@ -31,8 +31,7 @@ class DiscretePlan:
         self.graph = graph
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        plates = graph.plates
-        self.plate_order = tuple(sorted(plates, key=lambda p: (plates[p].dim, p)))
+        self.plate_order = graph.plate_order
         self.var_plates = {v: frozenset(graph.variables[v].plates) for v in analysis.discrete}
         self.cards = {v: graph.variables[v].cardinality for v in analysis.discrete}
         self.dims = enumeration_dims(graph, analysis.moral)
@@ -51,7 +50,11 @@ class DiscretePlan:
                 chain_parts[index[id(hit)]].append(f)
         for i, ch in enumerate(self.chains):
             self.chain_tables[i] = self._stack_chain(ch, chain_parts[i])
-        self.order = list(analysis.order) + [v for ch in self.chains for v in ch.interior]
+        self.order = list(analysis.order)
+        factors = self._factor_list()
+        self.plan = plan_elimination([(f.vars, f.plates, isinstance(f, ChainFactor)) for f in factors],
+                                     self.order, self.var_plates, self.plate_order, self.cards)
+        self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in self.factors.items()}
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
 
     # ------------------------------------------------------------------ build
@@ -80,16 +83,19 @@ class DiscretePlan:
         return pair + unary.unsqueeze(-2)
 
     # ---------------------------------------------------------------- queries
-    def _factor_list(self, tables=None, chains=None):
-        tables = self.factors if tables is None else tables
-        chains = self.chain_tables if chains is None else chains
-        out = list(tables.values())
-        cplates = [tuple(p for p in self.plate_order if p in ch.plates) for ch in self.chains]
-        out += [ChainFactor(t, ps, ch.vars) for t, ps, ch in zip(chains, cplates, self.chains)]
-        return out
+    def _factor_list(self):
+        return list(self.factors.values()) + self._chain_factors(self.chain_tables)
+
+    def _chain_factors(self, tables):
+        return [ChainFactor(t, tuple(p for p in self.plate_order if p in ch.plates), ch.vars)
+                for t, ch in zip(tables, self.chains)]
 
     def log_partition(self, marginals: bool = True):
         """Log evidence and (optionally) every discrete latent's posterior marginal.
+
+        Runs the plan with the scaled probability-domain executor
+        (:func:`ppl.ops.contract.contract_scaled`); marginals come from one backward
+        pass: ``p(x_f | v) = φ_f(x_f) · ∂ log Z / ∂ φ_f(x_f)``.
 
         Returns
         -------
@@ -100,26 +106,24 @@ class DiscretePlan:
         """
         if not marginals:
             with torch.no_grad():
-                log_z, _ = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
-                                    plate_order=self.plate_order, semiring="sum")
-            return log_z, None
+                inputs = list(self.scaled.values()) + self._chain_factors(self.chain_tables)
+                return contract_scaled(self.plan, inputs), None
         with torch.enable_grad():
-            leaves = {n: f.table.detach().requires_grad_() for n, f in self.factors.items()}
+            leaves = {n: p.detach().requires_grad_() for n, (p, _) in self.scaled.items()}
             chain_leaves = [t.detach().requires_grad_() for t in self.chain_tables]
-            tables = {n: LogFactor(leaves[n], f.plates, f.vars) for n, f in self.factors.items()}
-            log_z, _ = contract(self._factor_list(tables, chain_leaves), order=self.order,
-                                var_plates=self.var_plates, plate_order=self.plate_order, semiring="sum")
-            inputs = list(leaves.values()) + chain_leaves
-            if not inputs or not log_z.requires_grad or not torch.isfinite(log_z):
+            inputs = [(leaves[n], sc) for n, (_, sc) in self.scaled.items()] + self._chain_factors(chain_leaves)
+            log_z = contract_scaled(self.plan, inputs)
+            grads_in = list(leaves.values()) + chain_leaves
+            if not grads_in or not log_z.requires_grad or not torch.isfinite(log_z):
                 return log_z.detach(), None
-            grads = torch.autograd.grad(log_z, inputs, allow_unused=True)
-        g_f = dict(zip(leaves, grads[: len(leaves)]))
+            grads = torch.autograd.grad(log_z, grads_in, allow_unused=True)
+        g_f = {n: (None if g is None else g * leaves[n].detach()) for n, g in zip(leaves, grads[: len(leaves)])}
         g_c = grads[len(leaves):]
         out = {}
-        for ch, g in zip(self.chains, g_c):
-            g = torch.zeros_like(self.chain_tables[self.chains.index(ch)]) if g is None else g
+        for ch, table, g in zip(self.chains, self.chain_tables, g_c):
+            g = torch.zeros_like(table) if g is None else g
             out[ch.vars[0]] = g[..., 0, :, :].sum(-1)
-            inner = g.sum(-2)  # (..., L, K): marginal of vars[1:]
+            inner = g.sum(-2)  # (..., L, K): marginals of vars[1:]
             for t, v in enumerate(ch.vars[1:]):
                 out[v] = inner[..., t, :]
         for v in self.cards:
@@ -128,13 +132,11 @@ class DiscretePlan:
             f, g = self._factor_with(v, g_f)
             n = len(f.plates)
             axis = n + f.vars.index(v)
-            keep_plates = tuple(i for i, p in enumerate(f.plates) if p in self.var_plates[v])
-            other = tuple(i for i in range(g.dim()) if i != axis and i not in keep_plates)
-            m = g.sum(dim=tuple(i for i in other if i >= n)) if other else g
-            # extra plates (factor replicated beyond the variable's plates): every copy holds
-            # the same marginal; take the first
-            drop = [i for i in other if i < n]
-            for i in sorted(drop, reverse=True):
+            var_dims = tuple(i for i in range(n, g.dim()) if i != axis)
+            m = g.sum(dim=var_dims) if var_dims else g
+            # a factor replicated over plates the variable is not in holds the same marginal
+            # in every copy: take the first
+            for i in sorted((i for i, p in enumerate(f.plates) if p not in self.var_plates[v]), reverse=True):
                 m = m.select(i, 0)
             out[v] = m
         return log_z.detach(), out
@@ -159,14 +161,14 @@ class DiscretePlan:
         """
         with torch.no_grad():
             best, tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
-                                  plate_order=self.plate_order, semiring="max", tape=True)
+                                  plate_order=self.plate_order, semiring="max", tape=True, plan=self.plan)
             return best, tape.backtrace(1)
 
     def sample(self, num_samples: int, generator=None) -> dict:
         """``num_samples`` exact joint samples: site -> indices ``(S,) + global plate layout``."""
         with torch.no_grad():
             _, tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
-                               plate_order=self.plate_order, semiring="sum", tape=True)
+                               plate_order=self.plate_order, semiring="sum", tape=True, plan=self.plan)
             return tape.backtrace(num_samples, generator)
 
     # ------------------------------------------------------------- layouts

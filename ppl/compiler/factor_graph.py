@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-import torch
 
 from ..dsl import BoundData, Model, as_model
 from . import families
@@ -114,6 +113,12 @@ class FactorGraph:
     _nx: Any = field(default=None, repr=False)
 
     # --------------------------------------------------------------- queries
+    @property
+    def plate_order(self) -> tuple:
+        """Plate names ordered by tensor dim (outermost position first), then name: the
+        layout every backend uses for plate dims."""
+        return tuple(sorted(self.plates, key=lambda p: (self.plates[p].dim, p)))
+
     def latent(self) -> list[str]:
         """Names of latent variables, in trace order."""
         return [n for n, v in self.variables.items() if v.role == "latent"]

@@ -1,26 +1,33 @@
 """Log-space variable elimination over plated factor graphs, in two semirings.
 
-One engine serves log evidence and marginals (sum-product) and the MAP assignment
-(max-product) by swapping the semiring, and exact joint samples / the argmax by
-replaying the elimination backwards (a "tape" of bucket tables).
+One elimination *plan* (:func:`plan_elimination`, symbolic: sets of names, no tensors)
+serves every use by swapping the executor:
+
+* :func:`contract` — log-domain broadcasting executor for the ``"sum"``
+  (logsumexp, +) and ``"max"`` (max, +) semirings; with ``tape=True`` it records each
+  bucket so that :meth:`Tape.backtrace` gives exact joint samples (sum) or the MAP
+  assignment (max).  Also the reference the fast executor is tested against.
+* :func:`contract_scaled` — the fast sum-product executor: probability domain, one
+  kernel per bucket chosen by the planner (a sum, a batched matrix product, or a
+  broadcast product), each intermediate rescaled to max 1 with its log scale carried
+  separately, so nothing under- or overflows; differentiable, so one backward pass gives
+  every marginal (the adjoint trick, Darwiche 2003).
+* :func:`ppl.analysis.elimination.elimination_cost` — sizes of the plan's tables.
 
 Plates follow tensor variable elimination (Obermeyer et al. 2019, "Tensor Variable
-Elimination for Plated Factor Graphs", Alg. 1): factors are grouped by the set of plates
-they live in; the deepest group eliminates the variables local to it, then takes the
-product over the plates its remaining variables do not live in (a ``sum`` of log
+Elimination for Plated Factor Graphs", Alg. 1): factors are grouped by the set of
+plates they live in; the deepest group eliminates the variables local to it, then takes
+the product over the plates its remaining variables do not live in (a ``sum`` of log
 values along those plate dims) and hands the result to the enclosing group.  A plate of
-N i.i.d. copies thus costs N times one copy, never K**N.
+N i.i.d. copies costs N times one copy, never K**N.
 
-Within a group, variables are eliminated in the order the analysis gives (min-fill by
-default): each step combines the tables that mention the variable (broadcast ``+``)
-and reduces it out (``logsumexp`` or ``max``); the largest table ever built is the
-largest clique of that order, which is what the analysis budgets for.
+Within a group, variables are eliminated in the given order (min-fill by default): each
+step combines the tables that mention the variable and sums (or maxes) it out; the
+largest table is the largest clique of that order.  Chains handed in as
+:class:`ChainFactor` are first contracted to their two ends by a parallel scan
+(:mod:`ppl.ops.scan`).
 
-Chains handed in as :class:`ChainFactor` are first contracted to their two ends by a
-parallel scan (:mod:`ppl.ops.scan`).
-
-:func:`naive_contract` is the slow, obviously right reference: it builds the whole
-joint table.
+:func:`naive_contract` is the slow, obviously right reference: it builds the whole joint.
 """
 
 from __future__ import annotations
@@ -31,9 +38,17 @@ from dataclasses import dataclass, field
 import torch
 
 from .scan import _choose, chain_backtrace, chain_reduce
-from .semiring import reduce
+from .semiring import reduce, safe_log
 
-__all__ = ["LogFactor", "ChainFactor", "Tape", "contract", "naive_contract"]
+__all__ = [
+    "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape",
+    "contract", "contract_scaled", "naive_contract", "IntractablePlatesError",
+]
+
+
+class IntractablePlatesError(ValueError):
+    """Plated elimination cannot proceed: variables of plates that do not nest are
+    coupled, or a factor depends on every copy of a plated variable."""
 
 
 @dataclass
@@ -75,11 +90,200 @@ class ChainFactor:
     vars: tuple
 
 
+# ---------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Slot:
+    """Symbolic table: the variables and plates of an intermediate result."""
+
+    vars: tuple
+    plates: tuple
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """Contract chain input ``src`` to a table over its ends, into ``dst``."""
+
+    src: int
+    dst: int
+
+
+@dataclass(frozen=True)
+class BucketStep:
+    """Combine ``srcs`` into a table over ``joint_vars`` (eliminated ``var`` last) and
+    reduce ``var`` out, into ``dst`` (whose variables are ``joint_vars[:-1]``).
+
+    ``kernel`` says how the scaled executor computes it: ``"sum"`` (one table: sum
+    ``var`` out) or ``"matmul"`` (a batched matrix product over ``var``).  With more
+    than two tables, ``merges`` lists the pairwise broadcast products done first
+    (pairs of positions in the working list, smallest union first) until two remain.
+    """
+
+    var: str
+    srcs: tuple
+    joint_vars: tuple
+    plates: tuple
+    dst: int
+    kernel: str = "matmul"
+    merges: tuple = ()
+
+
+@dataclass(frozen=True)
+class PlateStep:
+    """Product over the plate copies of ``drop`` (a sum of log values), into ``dst``."""
+
+    src: int
+    drop: tuple
+    dst: int
+
+
 @dataclass
-class _Step:
-    var: str | None            # eliminated variable (None for a chain step)
-    table: torch.Tensor         # bucket table: plates (global layout, size-1 if absent) + cards of vars
-    vars: tuple                # variables of the bucket table, last one is `var`
+class EliminationPlan:
+    """A symbolic plated elimination: run it with :func:`contract` or :func:`contract_scaled`.
+
+    Attributes
+    ----------
+    slots : list[Slot]
+        Inputs first (one per factor, in the order given), then intermediates.
+    steps : list[ChainStep | BucketStep | PlateStep]
+    totals : list[int]
+        Slots left with no variables and no plates; their sum is the result.
+    plate_order : tuple[str, ...]
+    n_inputs : int
+    """
+
+    slots: list
+    steps: list
+    totals: list
+    plate_order: tuple
+    n_inputs: int
+    cards: dict = field(default_factory=dict)
+
+    def buckets(self):
+        """The bucket steps (one per eliminated variable outside chains)."""
+        return [s for s in self.steps if isinstance(s, BucketStep)]
+
+
+def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None) -> EliminationPlan:
+    """Plan plated variable elimination of every variable of ``inputs``.
+
+    Parameters
+    ----------
+    inputs : sequence of (vars, plates, is_chain)
+        Scope of each input factor; for a chain, ``vars`` are all its variables.
+    order : sequence[str]
+        Elimination order (must contain every variable outside chain interiors).
+    var_plates : dict[str, frozenset[str]]
+    plate_order : tuple[str, ...]
+    cards : dict[str, int], optional
+        Cardinalities (needed by :func:`contract_scaled`).
+
+    Returns
+    -------
+    EliminationPlan
+
+    Raises
+    ------
+    IntractablePlatesError
+        If the plate structure does not allow plated elimination.
+    ValueError
+        If a variable is missing from ``order``.
+    """
+    plate_order = tuple(plate_order)
+    rank = {v: i for i, v in enumerate(order)}
+    slots: list[Slot] = []
+    steps: list = []
+    totals: list[int] = []
+    groups: dict[frozenset, list[int]] = {}
+
+    def new(vars_, plates):
+        slots.append(Slot(tuple(vars_), tuple(p for p in plate_order if p in plates)))
+        return len(slots) - 1
+
+    for vars_, plates, is_chain in inputs:
+        i = new(vars_, plates)
+        groups.setdefault(frozenset(plates), []).append(i)
+        if is_chain:
+            slots[i] = Slot(tuple(vars_), slots[i].plates)
+    chain_inputs = {i for i, (_, _, is_chain) in enumerate(inputs) if is_chain}
+    needed = {v for i, s in enumerate(slots) for v in ((s.vars[0], s.vars[-1]) if i in chain_inputs else s.vars)}
+    missing = [v for v in needed if v not in rank]
+    if missing:
+        raise ValueError(f"variables {missing} are not in the elimination order")
+
+    while groups:
+        leaf = max(groups, key=len)
+        live = []
+        for i in groups.pop(leaf):
+            if i in chain_inputs:
+                s = slots[i]
+                j = new((s.vars[0], s.vars[-1]), s.plates)
+                steps.append(ChainStep(i, j))
+                live.append(j)
+            else:
+                live.append(i)
+        local = sorted({v for i in live for v in slots[i].vars if var_plates.get(v, frozenset()) == leaf},
+                       key=rank.__getitem__)
+        for v in local:
+            bucket = tuple(i for i in live if v in slots[i].vars)
+            live = [i for i in live if v not in slots[i].vars]
+            kernel, merges, out_vars = _bucket_kernel([slots[i].vars for i in bucket], v)
+            j = new(out_vars, leaf)
+            steps.append(BucketStep(v, bucket, out_vars + (v,), slots[j].plates, j, kernel, merges))
+            live.append(j)
+        for i in live:
+            vs = slots[i].vars
+            parent = frozenset().union(*(var_plates.get(v, frozenset()) for v in vs)) if vs else frozenset()
+            if not parent <= leaf or (parent == leaf and vs):
+                raise IntractablePlatesError(
+                    f"variables {sorted(vs)} stay coupled inside plates {sorted(leaf)}: a factor joins variables "
+                    "of plates that do not nest, or depends on every copy of a plated variable"
+                )
+            drop = tuple(p for p in slots[i].plates if p not in parent)
+            if drop:
+                j = new(vs, parent)
+                steps.append(PlateStep(i, drop, j))
+                i = j
+            if vs or parent:
+                groups.setdefault(parent, []).append(i)
+            else:
+                totals.append(i)
+    return EliminationPlan(slots, steps, totals, plate_order, len(inputs), dict(cards or {}))
+
+
+def _union(a, b):
+    return tuple(a) + tuple(u for u in b if u not in a)
+
+
+def _bucket_kernel(scopes, v):
+    """Choose how a bucket is computed: ``(kernel, merges, result variable order)``."""
+    if len(scopes) == 1:
+        return "sum", (), tuple(u for u in scopes[0] if u != v)
+    work = [tuple(s) for s in scopes]
+    merges = []
+    while len(work) > 2:
+        i, j = min(((i, j) for i in range(len(work)) for j in range(i + 1, len(work))),
+                   key=lambda ij: len(set(work[ij[0]]) | set(work[ij[1]])))
+        merged = _union(work[i], work[j])
+        merges.append((i, j))
+        work = [w for k, w in enumerate(work) if k not in (i, j)] + [merged]
+    a, b = work
+    batch = tuple(u for u in a if u in b and u != v)
+    free_a = tuple(u for u in a if u not in b)
+    free_b = tuple(u for u in b if u not in a)
+    return "matmul", tuple(merges), batch + free_a + free_b
+
+
+def _plan_for(factors, order, var_plates, plate_order):
+    inputs = [(f.vars, f.plates, isinstance(f, ChainFactor)) for f in factors]
+    return plan_elimination(inputs, order, var_plates, plate_order)
+
+
+# ------------------------------------------------------------ log-domain executor
+@dataclass
+class _Record:
+    var: str | None
+    table: torch.Tensor | None   # bucket joint in global plate layout
+    vars: tuple
     chain: ChainFactor | None = None
     levels: list = field(default_factory=list)
 
@@ -95,7 +299,6 @@ class Tape:
     steps: list
     plate_order: tuple
     plate_sizes: dict
-    var_plates: dict
     semiring: str
 
     def backtrace(self, num_samples: int = 1, generator: torch.Generator | None = None) -> dict:
@@ -103,8 +306,8 @@ class Tape:
 
         Variables are visited in reverse elimination order; each one is drawn from (or
         maximised over) its bucket table with the variables eliminated after it already
-        fixed — forward filtering, backward sampling generalised to any elimination
-        order (Koller & Friedman 2009, §9.6 and §13.3).
+        fixed: forward filtering, backward sampling generalised to any elimination order
+        (Koller & Friedman 2009, §9.6 and §13.3).
 
         Parameters
         ----------
@@ -121,40 +324,31 @@ class Tape:
         """
         mode = "argmax" if self.semiring == "max" else "sample"
         values: dict[str, torch.Tensor] = {}
-        for step in reversed(self.steps):
-            if step.chain is not None:
-                chain = step.chain
-                first = _to_global(values[chain.vars[0]], ())
-                last = _to_global(values[chain.vars[-1]], ())
-                levels = [self._chain_level_global(lv, chain.plates) for lv in step.levels]
-                if not levels:  # chain of one segment: nothing interior
+        nplate = len(self.plate_order)
+        for rec in reversed(self.steps):
+            if rec.chain is not None:
+                if not rec.levels:  # one segment: nothing interior
                     continue
-                decoded = chain_backtrace(levels, first, last, mode, generator)
+                chain = rec.chain
+                levels = [_global_view(lv, chain.plates, self.plate_order, tail=3) for lv in rec.levels]
+                decoded = chain_backtrace(levels, values[chain.vars[0]], values[chain.vars[-1]], mode, generator)
                 for t, name in enumerate(chain.vars[1:-1], start=1):
                     values[name] = decoded[..., t]
                 continue
-            table = step.table.unsqueeze(0)  # (1, G..., cards)
-            ndim_plates = len(self.plate_order)
-            for u in step.vars[:-1]:
+            table = rec.table.unsqueeze(0)  # (1, G..., cards)
+            for u in rec.vars[:-1]:
                 idx = values[u]  # (S, G...)
-                pos = 1 + ndim_plates  # the first remaining card dim is always u's
+                pos = 1 + nplate  # the first remaining card dim is always u's
                 index = idx.reshape(idx.shape + (1,) * (table.dim() - idx.dim()))
                 table = torch.take_along_dim(table, index, dim=pos).squeeze(pos)
-            table = table.expand((num_samples,) + table.shape[1:]) if table.shape[0] == 1 else table
-            values[step.var] = _choose(table, mode, generator)
+            if table.shape[0] == 1:
+                table = table.expand((num_samples,) + table.shape[1:])
+            values[rec.var] = _choose(table, mode, generator)
         return values
 
-    def _chain_level_global(self, level, plates):
-        shape = tuple(self.plate_sizes[p] if p in plates else 1 for p in self.plate_order)
-        return level.reshape(shape + level.shape[len(plates):])
 
-
-def _to_global(x, _):
-    return x
-
-
-def _global_view(table: torch.Tensor, plates: tuple, plate_order: tuple) -> torch.Tensor:
-    """Reshape a factor table whose leading dims follow ``plates`` (a subsequence of
+def _global_view(table: torch.Tensor, plates: tuple, plate_order: tuple, tail: int | None = None) -> torch.Tensor:
+    """Reshape a table whose leading dims follow ``plates`` (a subsequence of
     ``plate_order``) to the global plate layout (size 1 for absent plates)."""
     if plates == plate_order:
         return table
@@ -164,38 +358,26 @@ def _global_view(table: torch.Tensor, plates: tuple, plate_order: tuple) -> torc
     return table.reshape(shape + table.shape[n:])
 
 
-def _combine(tables_vars, var_cards, out_vars, plate_order):
-    """Broadcast-sum global-layout tables into one table over ``out_vars``."""
-    nplate = len(plate_order)
-    total = None
-    for table, vars_ in tables_vars:
-        # permute the var dims of `table` into out_vars order, inserting size-1 dims
-        perm = [out_vars.index(v) for v in vars_]
-        order = sorted(range(len(vars_)), key=lambda i: perm[i])
-        t = table.permute(tuple(range(nplate)) + tuple(nplate + i for i in order))
-        sorted_vars = [vars_[i] for i in order]
-        shape = list(t.shape[:nplate])
-        j = 0
-        for v in out_vars:
-            if j < len(sorted_vars) and sorted_vars[j] == v:
-                shape.append(var_cards[v])
-                j += 1
-            else:
-                shape.append(1)
-        t = t.reshape(shape)
-        total = t if total is None else total + t
-    return total
+def _align(table, vars_, out_vars, cards, nplate):
+    """Permute/reshape a global-layout table over ``vars_`` to broadcast over ``out_vars``."""
+    if tuple(vars_) == tuple(out_vars):
+        return table
+    pos = {v: i for i, v in enumerate(vars_)}
+    present = [v for v in out_vars if v in pos]
+    t = table.permute(tuple(range(nplate)) + tuple(nplate + pos[v] for v in present))
+    shape = list(t.shape[:nplate]) + [cards[v] if v in pos else 1 for v in out_vars]
+    return t.reshape(shape)
 
 
-def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape=False):
-    """Eliminate every variable of ``factors`` and return the semiring total.
+def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape=False, plan=None):
+    """Eliminate every variable of ``factors`` in the log domain; return the semiring total.
 
     Parameters
     ----------
     factors : list[LogFactor | ChainFactor]
         Log tables; every table's leading dims follow its ``plates``.
     order : sequence[str]
-        Elimination order; must contain every variable of the factors.
+        Elimination order; must contain every variable outside chain interiors.
     var_plates : dict[str, frozenset[str]]
         The plates each variable lives in.  A factor's plates must include the plates
         of each of its variables.
@@ -204,93 +386,196 @@ def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape
     semiring : {"sum", "max"}
     tape : bool
         Record the bucket tables for :meth:`Tape.backtrace`.
+    plan : EliminationPlan, optional
+        A plan made by :func:`plan_elimination` for these factors (else made here).
 
     Returns
     -------
     total : torch.Tensor, scalar
-        ``log Σ_x Π_f f(x)`` (sum) or ``log max_x Π_f f(x)`` (max), plates multiplied
-        out.
+        ``log Σ_x Π_f f(x)`` (sum) or ``log max_x Π_f f(x)`` (max), plates multiplied out.
     tape : Tape or None
 
     Raises
     ------
-    ValueError
-        If the plate structure is not tractable for plated elimination (a factor
-        couples variables of two plates neither of which contains the other), or a
-        variable is missing from ``order``.
+    IntractablePlatesError, ValueError
+        As :func:`plan_elimination`.
     """
     plate_order = tuple(plate_order)
-    rank = {v: i for i, v in enumerate(order)}
-    var_cards: dict[str, int] = {}
+    plan = plan or _plan_for(factors, order, var_plates, plate_order)
+    nplate = len(plate_order)
+    cards: dict[str, int] = {}
     plate_sizes: dict[str, int] = {}
-    groups: dict[frozenset, list] = {}
-    for f in factors:
+    env: list = [None] * len(plan.slots)
+    for i, f in enumerate(factors):
         n = len(f.plates)
-        for p, s in zip(f.plates, f.table.shape[:n]):
-            plate_sizes[p] = int(s)
+        plate_sizes.update(zip(f.plates, (int(s) for s in f.table.shape[:n])))
         if isinstance(f, ChainFactor):
-            k = f.table.shape[-1]
-            for v in f.vars:
-                var_cards[v] = int(k)
+            cards.update((v, int(f.table.shape[-1])) for v in f.vars)
+            env[i] = f
         else:
-            for v, k in zip(f.vars, f.table.shape[n:]):
-                var_cards[v] = int(k)
-        groups.setdefault(frozenset(f.plates), []).append(f)
-    missing = [v for v in var_cards if v not in rank]
-    if missing:
-        raise ValueError(f"variables {missing} are not in the elimination order")
-
-    steps: list[_Step] = []
-    total = None
-    while groups:
-        leaf = max(groups, key=len)
-        terms = groups.pop(leaf)
-        leaf_plates = tuple(p for p in plate_order if p in leaf)
-        # 1. chains first: contract each to a pairwise factor between its ends
-        flat = []
-        for f in terms:
-            if isinstance(f, ChainFactor):
-                end, levels = chain_reduce(f.table, semiring, keep_levels=tape)
-                flat.append((_global_view(end, f.plates, plate_order), (f.vars[0], f.vars[-1])))
-                if tape:
-                    steps.append(_Step(None, None, f.vars, chain=f, levels=levels))
-            else:
-                flat.append((_global_view(f.table, f.plates, plate_order), tuple(f.vars)))
-        # 2. eliminate the variables local to this plate set, in the given order
-        local = sorted({v for _, vs in flat for v in vs if var_plates.get(v, frozenset()) == leaf}, key=rank.__getitem__)
-        for v in local:
-            bucket = [tv for tv in flat if v in tv[1]]
-            flat = [tv for tv in flat if v not in tv[1]]
-            out_vars = tuple(sorted({u for _, vs in bucket for u in vs if u != v}, key=rank.__getitem__, reverse=True)) + (v,)
-            joint = _combine(bucket, var_cards, out_vars, plate_order)
+            cards.update(zip(f.vars, (int(s) for s in f.table.shape[n:])))
+            env[i] = _global_view(f.table, f.plates, plate_order)
+    records: list[_Record] = []
+    for step in plan.steps:
+        if isinstance(step, ChainStep):
+            chain = env[step.src]
+            end, levels = chain_reduce(chain.table, semiring, keep_levels=tape)
+            env[step.dst] = _global_view(end, chain.plates, plate_order)
             if tape:
-                steps.append(_Step(v, joint, out_vars))
-            flat.append((reduce(joint, joint.dim() - 1, semiring), out_vars[:-1]))
-        # 3. multiply out plates the remaining variables do not live in; pass to parent
-        for table, vs in flat:
-            parent = frozenset().union(*(var_plates.get(v, frozenset()) for v in vs)) if vs else frozenset()
-            if not parent <= leaf or (parent == leaf and vs):
-                raise ValueError(
-                    f"plated elimination is intractable here: variables {list(vs)} remain in plates "
-                    f"{sorted(leaf)} after eliminating the variables local to them"
-                )
-            drop = tuple(i for i, p in enumerate(plate_order) if p in leaf and p not in parent)
-            if drop:
-                table = table.sum(dim=drop, keepdim=True)
-            if not vs and not parent:
-                s = table.sum()
-                total = s if total is None else total + s
-            else:
-                par = tuple(p for p in plate_order if p in parent)
-                idx = tuple(i for i, p in enumerate(plate_order) if p in parent)
-                squeezed = table.reshape(tuple(table.shape[i] for i in idx) + table.shape[len(plate_order):])
-                groups.setdefault(parent, []).append(LogFactor(squeezed, par, vs))
+                records.append(_Record(None, None, chain.vars, chain=chain, levels=levels))
+        elif isinstance(step, BucketStep):
+            joint = None
+            for i in step.srcs:
+                t = _align(env[i], plan.slots[i].vars, step.joint_vars, cards, nplate)
+                joint = t if joint is None else joint + t
+            if tape:
+                records.append(_Record(step.var, joint, step.joint_vars))
+            env[step.dst] = reduce(joint, joint.dim() - 1, semiring)
+        else:  # PlateStep
+            drop = tuple(i for i, p in enumerate(plate_order) if p in step.drop)
+            env[step.dst] = env[step.src].sum(dim=drop, keepdim=True)
+    total = None
+    for i in plan.totals:
+        s = env[i].sum()
+        total = s if total is None else total + s
     if total is None:
         total = torch.zeros((), dtype=torch.get_default_dtype())
-    rec = Tape(steps, plate_order, plate_sizes, dict(var_plates), semiring) if tape else None
-    return total, rec
+    return total, (Tape(records, plate_order, plate_sizes, semiring) if tape else None)
 
 
+# ---------------------------------------------------- scaled probability executor
+def _matmul_bucket(a, b, a_vars, b_vars, v, n, cards):
+    """Σ_v a·b as one batched matrix product (``n`` leading plate dims); the result is
+    over ``batch + free_a + free_b`` (see :func:`_bucket_kernel`)."""
+    batch = [u for u in a_vars if u in b_vars and u != v]
+    free_a = [u for u in a_vars if u not in b_vars]
+    free_b = [u for u in b_vars if u not in a_vars]
+    pa = {u: n + i for i, u in enumerate(a_vars)}
+    pb = {u: n + i for i, u in enumerate(b_vars)}
+    lead = list(range(n))
+    a = a.permute(lead + [pa[u] for u in batch] + [pa[u] for u in free_a] + [pa[v]])
+    b = b.permute(lead + [pb[u] for u in batch] + [pb[v]] + [pb[u] for u in free_b])
+    head = a.shape[: n + len(batch)]
+    k = cards[v]
+    out = torch.matmul(a.reshape(head + (_prod(cards[u] for u in free_a), k)),
+                       b.reshape(head + (k, _prod(cards[u] for u in free_b))))
+    return out.reshape(head + tuple(cards[u] for u in free_a) + tuple(cards[u] for u in free_b))
+
+
+def _broadcast_product(a, b, a_vars, b_vars, n, cards):
+    """Elementwise product over the union of both variable lists (``a``'s order first)."""
+    out_vars = _union(a_vars, b_vars)
+    pos = {u: n + i for i, u in enumerate(b_vars)}
+    present = [u for u in out_vars if u in pos]
+    if [pos[u] for u in present] != sorted(pos.values()):
+        b = b.permute(list(range(n)) + [pos[u] for u in present])
+    b = b.reshape(b.shape[:n] + tuple(cards[u] if u in pos else 1 for u in out_vars))
+    a = a.reshape(a.shape + (1,) * (len(out_vars) - len(a_vars)))
+    return a * b, out_vars
+
+
+def _run_bucket(step: BucketStep, tensors, scopes, cards):
+    """The scaled executor's kernel for one bucket (see :class:`BucketStep`)."""
+    n = len(step.plates)
+    if step.kernel == "sum":
+        return tensors[0].sum(dim=n + scopes[0].index(step.var))
+    work = list(zip(tensors, scopes))
+    for i, j in step.merges:
+        (ta, va), (tb, vb) = work[i], work[j]
+        merged = _broadcast_product(ta, tb, va, vb, n, cards)
+        work = [w for k, w in enumerate(work) if k not in (i, j)] + [merged]
+    (ta, va), (tb, vb) = work
+    return _matmul_bucket(ta, tb, va, vb, step.var, n, cards)
+
+
+def _prod(values):
+    out = 1
+    for x in values:
+        out *= x
+    return out
+
+
+def to_scaled(log_table: torch.Tensor, n_plates: int):
+    """Split a log table into ``(exp(x - m), m)`` with ``m`` the max over its variable dims
+    (one per plate copy, ``-inf``-safe), so the first part has max 1 where not all zero."""
+    nvar = log_table.dim() - n_plates
+    dims = tuple(range(n_plates, log_table.dim()))
+    m = log_table.detach().amax(dim=dims) if nvar else log_table.detach()
+    m = m.masked_fill(~torch.isfinite(m), 0.0)
+    return (log_table - m.reshape(m.shape + (1,) * nvar)).exp(), m
+
+
+def contract_scaled(plan: EliminationPlan, inputs) -> torch.Tensor:
+    """Sum-product of ``plan`` in the probability domain with rescaling; differentiable.
+
+    Each bucket result is divided by its maximum (per plate copy) and the log of that
+    maximum is carried beside it, so values stay in [0, 1] with their maximum 1:
+    nothing under- or overflows, and no ``exp``/``log`` is taken per entry.
+
+    Parameters
+    ----------
+    plan : EliminationPlan
+    inputs : list
+        Per input slot: ``(probs, log_scale)`` for a factor, with ``probs`` of shape
+        ``plate sizes + cards`` and ``log_scale`` of shape ``plate sizes`` (the factor is
+        ``probs * exp(log_scale)``), or a :class:`ChainFactor` (log domain) for a chain.
+
+    Returns
+    -------
+    torch.Tensor, scalar
+        ``log Σ_x Π_f f(x)``; ``-inf`` if every configuration has zero weight.
+    """
+    env: list = [None] * len(plan.slots)
+    env[: len(inputs)] = list(inputs)
+    cards = plan.cards
+    scalar_logs = []  # log-scales of unplated steps, summed once at the end
+    for step in plan.steps:
+        if isinstance(step, BucketStep):
+            srcs = step.srcs
+            out = _run_bucket(step, [env[i][0] for i in srcs], [plan.slots[i].vars for i in srcs], cards)
+            scale = env[srcs[0]][1]
+            for i in srcs[1:]:
+                scale = scale + env[i][1]
+            if step.plates:
+                m = out.detach().amax(dim=tuple(range(len(step.plates), out.dim()))) if out.dim() > len(step.plates) \
+                    else out.detach()
+                m = torch.where(m > 0, m, torch.ones_like(m))
+                out = out / m.reshape(m.shape + (1,) * (out.dim() - len(step.plates)))
+                scale = scale + m.log()
+            else:
+                m = out.detach().amax()
+                out = out / m
+                scalar_logs.append(m)
+            env[step.dst] = (out, scale)
+        elif isinstance(step, ChainStep):
+            chain = env[step.src]
+            end, _ = chain_reduce(chain.table, "sum")
+            env[step.dst] = to_scaled(end, len(chain.plates))
+        else:  # PlateStep
+            probs, scale = env[step.src]
+            src = plan.slots[step.src]
+            nvar = len(src.vars)
+            logt = safe_log(probs) + scale.reshape(scale.shape + (1,) * nvar)
+            drop = tuple(i for i, p in enumerate(src.plates) if p in step.drop)
+            env[step.dst] = to_scaled(logt.sum(dim=drop), len(src.plates) - len(drop))
+    total = None
+    for i in plan.totals:
+        probs, scale = env[i]
+        s = (safe_log(probs) + scale).sum()
+        total = s if total is None else total + s
+    if scalar_logs:
+        maxima = torch.stack(scalar_logs)
+        if bool((maxima > 0).all()):
+            s = maxima.log().sum()
+            total = s if total is None else total + s
+        else:  # an all-zero intermediate: no configuration has positive weight
+            return torch.full((), -torch.inf, dtype=maxima.dtype, device=maxima.device)
+    if total is None:
+        total = torch.zeros(())
+    return total
+
+
+# ------------------------------------------------------------------- reference
 def naive_contract(factors, var_cards: dict, semiring: str = "sum") -> torch.Tensor:
     """Reference: build the full joint table of all variables and reduce it.
 

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SEMIRINGS", "safe_logsumexp", "reduce", "log_matmul"]
+__all__ = ["SEMIRINGS", "safe_log", "safe_logsumexp", "reduce", "log_matmul"]
 
 SEMIRINGS = ("sum", "max")
+
+
+def safe_log(x: torch.Tensor) -> torch.Tensor:
+    """``log(x)`` for ``x >= 0`` whose gradient is 0 (not NaN) where ``x == 0``."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).log(), -torch.inf)
 
 
 def safe_logsumexp(x: torch.Tensor, dims) -> torch.Tensor:
@@ -42,9 +48,7 @@ def safe_logsumexp(x: torch.Tensor, dims) -> torch.Tensor:
     shift = x.detach().amax(dim=dims, keepdim=True)
     shift = shift.masked_fill(~torch.isfinite(shift), 0.0)
     total = (x - shift).exp().sum(dim=dims)
-    positive = total > 0
-    out = torch.where(positive, torch.where(positive, total, torch.ones_like(total)).log(), -torch.inf)
-    return out + shift.squeeze(dims) if dims else out
+    return safe_log(total) + shift.squeeze(dims)
 
 
 def reduce(x: torch.Tensor, dims, semiring: str) -> torch.Tensor:
@@ -83,6 +87,4 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     sb = b.detach().amax(dim=-2, keepdim=True)
     sb = sb.masked_fill(~torch.isfinite(sb), 0.0)
     prod = torch.matmul((a - sa).exp(), (b - sb).exp())
-    positive = prod > 0
-    out = torch.where(positive, torch.where(positive, prod, torch.ones_like(prod)).log(), -torch.inf)
-    return out + sa + sb
+    return safe_log(prod) + sa + sb
