@@ -95,7 +95,9 @@ class DiscretePlan:
 
         Runs the plan with the scaled probability-domain executor
         (:func:`ppl.ops.contract.contract_scaled`); marginals come from one backward
-        pass: ``p(x_f | v) = φ_f(x_f) · ∂ log Z / ∂ φ_f(x_f)``.
+        pass: ``p(x_f | v) = φ_f(x_f) · ∂ log Z / ∂ φ_f(x_f)``.  If an intermediate
+        underflows entirely there (factors disagreeing by more than ~745 nats), the
+        log-domain executor is run instead, which is exact over the float64 range.
 
         Returns
         -------
@@ -104,20 +106,25 @@ class DiscretePlan:
         marginals : dict[str, torch.Tensor] or None
             Site -> probabilities of shape ``(plate sizes of the site, in plate order) + (K,)``.
         """
-        if not marginals:
-            with torch.no_grad():
-                inputs = list(self.scaled.values()) + self._chain_factors(self.chain_tables)
-                return contract_scaled(self.plan, inputs), None
-        with torch.enable_grad():
-            leaves = {n: p.detach().requires_grad_() for n, (p, _) in self.scaled.items()}
-            chain_leaves = [t.detach().requires_grad_() for t in self.chain_tables]
+        with torch.set_grad_enabled(marginals):
+            leaves = {n: p.detach().requires_grad_(marginals) for n, (p, _) in self.scaled.items()}
+            chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
             inputs = [(leaves[n], sc) for n, (_, sc) in self.scaled.items()] + self._chain_factors(chain_leaves)
             log_z = contract_scaled(self.plan, inputs)
+            scaled = True
+            if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
+                leaves = {n: f.table.detach().requires_grad_(marginals) for n, f in self.factors.items()}
+                factors = [LogFactor(leaves[n], f.plates, f.vars) for n, f in self.factors.items()]
+                log_z, _ = contract(factors + self._chain_factors(chain_leaves), order=self.order,
+                                    var_plates=self.var_plates, plate_order=self.plate_order, plan=self.plan)
+                scaled = False
             grads_in = list(leaves.values()) + chain_leaves
-            if not grads_in or not log_z.requires_grad or not torch.isfinite(log_z):
+            if not marginals or not grads_in or not log_z.requires_grad or not torch.isfinite(log_z):
                 return log_z.detach(), None
             grads = torch.autograd.grad(log_z, grads_in, allow_unused=True)
-        g_f = {n: (None if g is None else g * leaves[n].detach()) for n, g in zip(leaves, grads[: len(leaves)])}
+        # factor marginals: φ·∂logZ/∂φ in the probability domain, ∂logZ/∂logφ in the log domain
+        g_f = {n: (None if g is None else (g * leaves[n].detach() if scaled else g))
+               for n, g in zip(leaves, grads[: len(leaves)])}
         g_c = grads[len(leaves):]
         out = {}
         for ch, table, g in zip(self.chains, self.chain_tables, g_c):

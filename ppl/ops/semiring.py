@@ -68,8 +68,11 @@ def reduce(x: torch.Tensor, dims, semiring: str) -> torch.Tensor:
 def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     """Semiring matrix product of log matrices: ``out[..., i, k] = ⊕_j a[..., i, j] + b[..., j, k]``.
 
-    For ``"sum"`` this is computed as a shifted ``exp`` / BLAS matmul / ``log`` (no
-    ``K³`` intermediate); for ``"max"`` by broadcasting.
+    For ``"sum"`` this is a shifted ``exp`` / BLAS matmul / ``log`` (no ``I·J·K``
+    intermediate).  Shifting rows of ``a`` and columns of ``b`` separately can
+    underflow when their maxima sit at different ``j`` (values more than ~745 nats
+    apart); entries whose product came out 0 are recomputed exactly in the log domain,
+    so the result is right over the whole float64 range.  For ``"max"`` it broadcasts.
 
     Parameters
     ----------
@@ -87,4 +90,15 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     sb = b.detach().amax(dim=-2, keepdim=True)
     sb = sb.masked_fill(~torch.isfinite(sb), 0.0)
     prod = torch.matmul((a - sa).exp(), (b - sb).exp())
-    return safe_log(prod) + sa + sb
+    out = safe_log(prod) + sa + sb
+    zero = prod == 0
+    if bool(zero.any()):  # true zeros or underflow: recompute those entries exactly
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a_e = a.expand(batch + a.shape[-2:])
+        b_e = b.expand(batch + b.shape[-2:])
+        idx = zero.expand(batch + zero.shape[-2:]).nonzero(as_tuple=True)
+        rows = a_e[idx[:-1]]                                  # (n, J)
+        cols = b_e.transpose(-1, -2)[idx[:-2] + (idx[-1],)]   # (n, J)
+        exact = safe_logsumexp(rows + cols, -1)
+        out = torch.index_put(out.expand(batch + out.shape[-2:]), idx, exact)
+    return out
