@@ -157,10 +157,22 @@ class EliminationPlan:
     plate_order: tuple
     n_inputs: int
     cards: dict = field(default_factory=dict)
+    _kernels: list | None = field(default=None, repr=False)
 
     def buckets(self):
         """The bucket steps (one per eliminated variable outside chains)."""
         return [s for s in self.steps if isinstance(s, BucketStep)]
+
+    def kernels(self) -> list:
+        """Per step, the compiled kernel of the scaled executor (``None`` for non-bucket
+        steps); built once, permutations and shapes precomputed."""
+        if self._kernels is None:
+            self._kernels = [
+                _compile_bucket(s, [self.slots[i].vars for i in s.srcs], self.cards)
+                if isinstance(s, BucketStep) else None
+                for s in self.steps
+            ]
+        return self._kernels
 
 
 def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None) -> EliminationPlan:
@@ -444,48 +456,83 @@ def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape
 
 
 # ---------------------------------------------------- scaled probability executor
-def _matmul_bucket(a, b, a_vars, b_vars, v, n, cards):
-    """Σ_v a·b as one batched matrix product (``n`` leading plate dims); the result is
-    over ``batch + free_a + free_b`` (see :func:`_bucket_kernel`)."""
+def _perm_or_none(perm):
+    return None if list(perm) == sorted(perm) else tuple(perm)
+
+
+def _compile_product(a_vars, b_vars, n, cards):
+    """Kernel: elementwise product over the union of both variable lists (``a``'s order
+    first).  Returns ``(fn(a, b), out_vars)`` with permutations and shapes precomputed."""
+    out_vars = _union(a_vars, b_vars)
+    pos = {u: n + i for i, u in enumerate(b_vars)}
+    perm_b = _perm_or_none(list(range(n)) + [pos[u] for u in out_vars if u in pos])
+    b_tail = tuple(cards[u] if u in pos else 1 for u in out_vars)
+    a_pad = (1,) * (len(out_vars) - len(a_vars))
+
+    def product(a, b):
+        if perm_b is not None:
+            b = b.permute(perm_b)
+        b = b.reshape(b.shape[:n] + b_tail)
+        if a_pad:
+            a = a.reshape(a.shape + a_pad)
+        return a * b
+
+    return product, out_vars
+
+
+def _compile_matmul(a_vars, b_vars, v, n, cards):
+    """Kernel: Σ_v a·b as one batched matrix product (``n`` leading plate dims); the
+    result is over ``batch + free_a + free_b`` (see :func:`_bucket_kernel`)."""
     batch = [u for u in a_vars if u in b_vars and u != v]
     free_a = [u for u in a_vars if u not in b_vars]
     free_b = [u for u in b_vars if u not in a_vars]
     pa = {u: n + i for i, u in enumerate(a_vars)}
     pb = {u: n + i for i, u in enumerate(b_vars)}
     lead = list(range(n))
-    a = a.permute(lead + [pa[u] for u in batch] + [pa[u] for u in free_a] + [pa[v]])
-    b = b.permute(lead + [pb[u] for u in batch] + [pb[v]] + [pb[u] for u in free_b])
-    head = a.shape[: n + len(batch)]
+    perm_a = _perm_or_none(lead + [pa[u] for u in batch] + [pa[u] for u in free_a] + [pa[v]])
+    perm_b = _perm_or_none(lead + [pb[u] for u in batch] + [pb[v]] + [pb[u] for u in free_b])
     k = cards[v]
-    out = torch.matmul(a.reshape(head + (_prod(cards[u] for u in free_a), k)),
-                       b.reshape(head + (k, _prod(cards[u] for u in free_b))))
-    return out.reshape(head + tuple(cards[u] for u in free_a) + tuple(cards[u] for u in free_b))
+    a_mat = (_prod(cards[u] for u in free_a), k)
+    b_mat = (k, _prod(cards[u] for u in free_b))
+    out_tail = tuple(cards[u] for u in free_a) + tuple(cards[u] for u in free_b)
+    nhead = n + len(batch)
+
+    def matmul(a, b):
+        if perm_a is not None:
+            a = a.permute(perm_a)
+        if perm_b is not None:
+            b = b.permute(perm_b)
+        head = a.shape[:nhead]
+        return torch.matmul(a.reshape(head + a_mat), b.reshape(head + b_mat)).reshape(head + out_tail)
+
+    return matmul
 
 
-def _broadcast_product(a, b, a_vars, b_vars, n, cards):
-    """Elementwise product over the union of both variable lists (``a``'s order first)."""
-    out_vars = _union(a_vars, b_vars)
-    pos = {u: n + i for i, u in enumerate(b_vars)}
-    present = [u for u in out_vars if u in pos]
-    if [pos[u] for u in present] != sorted(pos.values()):
-        b = b.permute(list(range(n)) + [pos[u] for u in present])
-    b = b.reshape(b.shape[:n] + tuple(cards[u] if u in pos else 1 for u in out_vars))
-    a = a.reshape(a.shape + (1,) * (len(out_vars) - len(a_vars)))
-    return a * b, out_vars
-
-
-def _run_bucket(step: BucketStep, tensors, scopes, cards):
-    """The scaled executor's kernel for one bucket (see :class:`BucketStep`)."""
+def _compile_bucket(step: BucketStep, scopes, cards):
+    """The scaled executor's kernel for one bucket (see :class:`BucketStep`), as a
+    function of the source tensors."""
     n = len(step.plates)
     if step.kernel == "sum":
-        return tensors[0].sum(dim=n + scopes[0].index(step.var))
-    work = list(zip(tensors, scopes))
+        dim = n + scopes[0].index(step.var)
+        return lambda t: t.sum(dim=dim)
+    work = list(scopes)
+    merges = []
     for i, j in step.merges:
-        (ta, va), (tb, vb) = work[i], work[j]
-        merged = _broadcast_product(ta, tb, va, vb, n, cards)
+        fn, merged = _compile_product(work[i], work[j], n, cards)
+        merges.append((i, j, fn))
         work = [w for k, w in enumerate(work) if k not in (i, j)] + [merged]
-    (ta, va), (tb, vb) = work
-    return _matmul_bucket(ta, tb, va, vb, step.var, n, cards)
+    final = _compile_matmul(work[0], work[1], step.var, n, cards)
+    if not merges:
+        return final
+
+    def bucket(*tensors):
+        tensors = list(tensors)
+        for i, j, fn in merges:
+            merged = fn(tensors[i], tensors[j])
+            tensors = [t for k, t in enumerate(tensors) if k not in (i, j)] + [merged]
+        return final(*tensors)
+
+    return bucket
 
 
 def _prod(values):
@@ -525,54 +572,69 @@ def contract_scaled(plan: EliminationPlan, inputs) -> torch.Tensor:
     torch.Tensor, scalar
         ``log Σ_x Π_f f(x)``; ``-inf`` if every configuration has zero weight.
     """
+    kernels = plan.kernels()
     env: list = [None] * len(plan.slots)
-    env[: len(inputs)] = list(inputs)
-    cards = plan.cards
-    scalar_logs = []  # log-scales of unplated steps, summed once at the end
-    for step in plan.steps:
+    logs = []     # log-scales of unplated tables, summed once at the end
+    maxima = []   # maxima divided out of unplated bucket results
+    for i, item in enumerate(inputs):
+        if isinstance(item, ChainFactor) or plan.slots[i].plates:
+            env[i] = item
+        else:
+            env[i] = (item[0], None)
+            logs.append(item[1])
+    for step, kernel in zip(plan.steps, kernels):
         if isinstance(step, BucketStep):
             srcs = step.srcs
-            out = _run_bucket(step, [env[i][0] for i in srcs], [plan.slots[i].vars for i in srcs], cards)
-            scale = env[srcs[0]][1]
-            for i in srcs[1:]:
-                scale = scale + env[i][1]
+            out = kernel(*[env[i][0] for i in srcs])
             if step.plates:
-                m = out.detach().amax(dim=tuple(range(len(step.plates), out.dim()))) if out.dim() > len(step.plates) \
-                    else out.detach()
+                scale = env[srcs[0]][1]
+                for i in srcs[1:]:
+                    scale = scale + env[i][1]
+                nvar = out.dim() - len(step.plates)
+                m = out.detach().amax(dim=tuple(range(len(step.plates), out.dim()))) if nvar else out.detach()
                 m = torch.where(m > 0, m, torch.ones_like(m))
-                out = out / m.reshape(m.shape + (1,) * (out.dim() - len(step.plates)))
-                scale = scale + m.log()
+                out = out / m.reshape(m.shape + (1,) * nvar)
+                env[step.dst] = (out, scale + m.log())
             else:
                 m = out.detach().amax()
-                out = out / m
-                scalar_logs.append(m)
-            env[step.dst] = (out, scale)
+                maxima.append(m)
+                env[step.dst] = (out / m, None)
         elif isinstance(step, ChainStep):
             chain = env[step.src]
             end, _ = chain_reduce(chain.table, "sum")
-            env[step.dst] = to_scaled(end, len(chain.plates))
+            env[step.dst] = _scaled_slot(to_scaled(end, len(chain.plates)), plan.slots[step.dst], logs)
         else:  # PlateStep
             probs, scale = env[step.src]
             src = plan.slots[step.src]
-            nvar = len(src.vars)
-            logt = safe_log(probs) + scale.reshape(scale.shape + (1,) * nvar)
+            logt = safe_log(probs) + scale.reshape(scale.shape + (1,) * len(src.vars))
             drop = tuple(i for i, p in enumerate(src.plates) if p in step.drop)
-            env[step.dst] = to_scaled(logt.sum(dim=drop), len(src.plates) - len(drop))
-    total = None
+            scaled = to_scaled(logt.sum(dim=drop), len(src.plates) - len(drop))
+            env[step.dst] = _scaled_slot(scaled, plan.slots[step.dst], logs)
+    parts = []
     for i in plan.totals:
         probs, scale = env[i]
-        s = (safe_log(probs) + scale).sum()
-        total = s if total is None else total + s
-    if scalar_logs:
-        maxima = torch.stack(scalar_logs)
-        if bool((maxima > 0).all()):
-            s = maxima.log().sum()
-            total = s if total is None else total + s
-        else:  # an all-zero intermediate: no configuration has positive weight
-            return torch.full((), -torch.inf, dtype=maxima.dtype, device=maxima.device)
-    if total is None:
-        total = torch.zeros(())
+        parts.append(safe_log(probs).sum() if scale is None else (safe_log(probs) + scale).sum())
+    if logs:
+        parts.append(torch.stack(logs).sum())
+    if maxima:
+        stacked = torch.stack(maxima)
+        if not bool((stacked > 0).all()):  # an all-zero intermediate: no configuration has weight
+            return torch.full((), -torch.inf, dtype=stacked.dtype, device=stacked.device)
+        parts.append(stacked.log().sum())
+    if not parts:
+        return torch.zeros(())
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
     return total
+
+
+def _scaled_slot(scaled, slot: Slot, logs: list):
+    probs, scale = scaled
+    if slot.plates:
+        return probs, scale
+    logs.append(scale)
+    return probs, None
 
 
 # ------------------------------------------------------------------- reference
