@@ -235,13 +235,25 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
                 live.append(i)
         local = sorted({v for i in live for v in slots[i].vars if var_plates.get(v, frozenset()) == leaf},
                        key=rank.__getitem__)
+        holders: dict = {}  # variable -> live slots that mention it, in creation order
+        for i in live:
+            for v in slots[i].vars:
+                holders.setdefault(v, {})[i] = None
+        alive = dict.fromkeys(live)
         for v in local:
-            bucket = tuple(i for i in live if v in slots[i].vars)
-            live = [i for i in live if v not in slots[i].vars]
+            bucket = tuple(holders.pop(v, {}))
+            for i in bucket:
+                del alive[i]
+                for u in slots[i].vars:
+                    if u != v:
+                        holders[u].pop(i, None)
             kernel, merges, out_vars = _bucket_kernel([slots[i].vars for i in bucket], v)
             j = new(out_vars, leaf)
             steps.append(BucketStep(v, bucket, out_vars + (v,), slots[j].plates, j, kernel, merges))
-            live.append(j)
+            alive[j] = None
+            for u in out_vars:
+                holders.setdefault(u, {})[j] = None
+        live = list(alive)
         for i in live:
             vs = slots[i].vars
             parent = frozenset().union(*(var_plates.get(v, frozenset()) for v in vs)) if vs else frozenset()
