@@ -27,6 +27,10 @@ compile = _compile
 #: closed-form methods next, stochastic ones last.
 AUTO_PREFERENCE = ("exact", "cavi", "em", "svi", "map")
 
+#: Options of :func:`infer` that shape the analysis (and are passed on only to backends
+#: that declare them).
+ANALYSIS_OPTIONS = ("heuristic", "memory_budget")
+
 
 def _graph(model, data) -> FactorGraph:
     if isinstance(model, FactorGraph):
@@ -112,7 +116,8 @@ def infer(model, data=None, method: str = "auto", **options):
         the others were passed over go in ``posterior.diagnostics["routing"]``.
     **options
         Passed to the backend (see ``ppl.registered_backends()[method].options``);
-        ``heuristic`` and ``memory_budget`` also shape the analysis.
+        ``heuristic`` and ``memory_budget`` shape the analysis and reach the backend only
+        if it declares them.
 
     Returns
     -------
@@ -137,6 +142,8 @@ def infer(model, data=None, method: str = "auto", **options):
         method, why, passed = _choose_auto(analysis)
         routing = {"method": method, "reason": why, "passed_over": passed}
     backend = get_backend(method)
+    # options that only shape the analysis go to the backend only if it declares them
+    options = {k: v for k, v in options.items() if k not in ANALYSIS_OPTIONS or k in backend.options}
     backend.validate_options(options)
     verdict = backend.check(analysis)
     if not verdict.ok:
@@ -195,6 +202,11 @@ def compare(model, data=None, methods=("exact",), **options) -> Comparison:
     **options
         Options given to every method (e.g. ``device``); per-method options win.
 
+    Raises
+    ------
+    BackendNotFoundError
+        If a method name is not registered (before anything runs).
+
     Returns
     -------
     Comparison
@@ -209,6 +221,8 @@ def compare(model, data=None, methods=("exact",), **options) -> Comparison:
         analysis = _analysis(graph)
         methods = [n for n, (ok, _) in analysis.backends.items() if ok]
     entries = [_label(m) for m in methods]
+    for _, name, _ in entries:
+        get_backend(name)  # a misspelt name is an error, not a "not run" row
     posteriors, rows = {}, []
     for label, name, opts in entries:
         merged = {**options, **opts}

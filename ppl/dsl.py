@@ -26,6 +26,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.ops.indexing import Vindex
+from pyro.poutine.util import site_is_subsample
 
 from .errors import DataError, ModelError
 
@@ -128,7 +129,7 @@ class Model:
     def site_names(self, **kwargs) -> list[str]:
         """Names of the sample sites one prior run of the model visits, in order.
 
-        Deterministic sites and ``factor`` sites are excluded (they cannot be observed).
+        Plates, deterministic sites and ``factor`` sites are excluded (they cannot be observed).
 
         Raises
         ------
@@ -139,7 +140,8 @@ class Model:
         return [
             name
             for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not _is_deterministic(site) and not _is_factor(site)
+            if site["type"] == "sample" and not site_is_subsample(site) and not _is_deterministic(site)
+            and not _is_factor(site)
         ]
 
     def bind(self, data: Mapping[str, Any] | None) -> BoundData:
@@ -276,7 +278,10 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
     except RuntimeError as e:
         if "Multiple sample sites named" in str(e):
             first = str(e).splitlines()[0]
-            raise ModelError(f"model '{model.name}': {first}; every sample site needs a unique name") from None
+            raise ModelError(
+                f"model '{model.name}': {first}; every sample site needs a unique name (plates count as sites: "
+                "a plate name must not repeat a site's, and a plate reused by name must keep its size)"
+            ) from None
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e

@@ -47,9 +47,9 @@ class IntractableError(PPLError, MemoryError):
     Attributes
     ----------
     treewidth : int
-        Upper bound on the treewidth of the moral graph (largest clique size − 1).
+        Upper bound on the treewidth of the moral graph (widest elimination bucket − 1).
     clique_states : int
-        Number of joint states of the largest intermediate table (plate-aware).
+        Number of joint states of the largest intermediate table (one plate copy).
     bytes : int
         Memory the largest intermediate table would take, in bytes.
     budget : int

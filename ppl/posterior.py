@@ -172,7 +172,7 @@ class TablePosterior(Posterior):
 
     def __init__(self, method, *, marginals, supports, families, sampler=None, map_assignment=None, **kw):
         super().__init__(method, **kw)
-        self._marginals = marginals
+        self._marginals = marginals  # empty when the backend was asked not to compute them
         self._supports = supports
         self._families = families
         self._sampler = sampler
@@ -180,13 +180,22 @@ class TablePosterior(Posterior):
 
     @property
     def sites(self) -> list:
-        return list(self._marginals)
+        return list(self._supports)
 
     def probs(self, site: str) -> torch.Tensor:
         """Marginal probabilities of ``site``, shape ``batch_shape + (K,)``; state ``k`` is
-        the site's ``k``-th support value."""
-        if site not in self._marginals:
+        the site's ``k``-th support value.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site, or marginals were not computed
+            (``marginals=False``)."""
+        if site not in self._supports:
             raise self._unknown(site)
+        if site not in self._marginals:
+            raise DataError(f"marginals were not computed for this posterior (it was run with marginals=False); "
+                            f"run ppl.infer(..., marginals=True) to get '{site}'")
         return self._marginals[site]
 
     def marginal(self, site: str):

@@ -45,16 +45,21 @@ def elimination_order(graph: nx.Graph, heuristic: str = "min_fill") -> list:
     """
     if heuristic not in HEURISTICS:
         raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
+    # networkx breaks ties by set iteration order; integer labels (in the graph's node
+    # order, i.e. trace order) make that, and so the order, independent of PYTHONHASHSEED
+    names = list(graph.nodes)
+    index = {v: i for i, v in enumerate(names)}
+    relabelled = nx.relabel_nodes(graph, index, copy=True)
     order: list = []
-    for comp in nx.connected_components(graph):
-        sub = graph.subgraph(comp)
+    for comp in sorted(nx.connected_components(relabelled), key=min):
+        sub = relabelled.subgraph(comp)
         if len(comp) <= 2:
-            order.extend(sorted(comp, key=str))
+            order.extend(sorted(comp))
             continue
         decompose = treewidth_min_fill_in if heuristic == "min_fill" else treewidth_min_degree
         _, tree = decompose(sub)
         order.extend(_order_from_decomposition(tree))
-    return order
+    return [names[i] for i in order]
 
 
 def _order_from_decomposition(tree: nx.Graph) -> list:
@@ -62,12 +67,12 @@ def _order_from_decomposition(tree: nx.Graph) -> list:
     eliminates the variables it does not share with its parent."""
     if tree.number_of_nodes() == 0:
         return []
-    root = max(tree.nodes, key=len)
+    root = max(tree.nodes, key=lambda bag: (len(bag), sorted(bag)))
     parent = dict(nx.bfs_predecessors(tree, root))
     order, done = [], set()
     for bag in nx.dfs_postorder_nodes(tree, root):
         keep = parent.get(bag, frozenset())
-        for v in sorted(bag - keep - done, key=str):
+        for v in sorted(bag - keep - done):
             order.append(v)
             done.add(v)
     return order

@@ -56,6 +56,7 @@ class DiscretePlan:
                                      self.order, self.var_plates, self.plate_order, self.cards)
         self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in self.factors.items()}
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
+        self._sample_tape = None
 
     # ------------------------------------------------------------------ build
     def _stack_chain(self, chain, parts) -> torch.Tensor:
@@ -172,11 +173,14 @@ class DiscretePlan:
             return best, tape.backtrace(1)
 
     def sample(self, num_samples: int, generator=None) -> dict:
-        """``num_samples`` exact joint samples: site -> indices ``(S,) + global plate layout``."""
+        """``num_samples`` exact joint samples: site -> indices ``(S,) + global plate layout``.
+
+        The taped sum-product pass is run once and kept; later calls only backtrace."""
         with torch.no_grad():
-            _, tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
-                               plate_order=self.plate_order, semiring="sum", tape=True, plan=self.plan)
-            return tape.backtrace(num_samples, generator)
+            if self._sample_tape is None:
+                _, self._sample_tape = contract(self._factor_list(), order=self.order, var_plates=self.var_plates,
+                                                plate_order=self.plate_order, semiring="sum", tape=True, plan=self.plan)
+            return self._sample_tape.backtrace(num_samples, generator)
 
     # ------------------------------------------------------------- layouts
     def batch_layout(self, v) -> tuple:

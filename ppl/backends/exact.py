@@ -66,9 +66,9 @@ class ExactBackend(Backend):
         if analysis.clique_bytes > analysis.memory_budget:
             return Applicability(
                 False,
-                f"largest clique ({len(analysis.largest_clique)} variables, treewidth {analysis.treewidth}) needs "
-                f"{analysis.clique_states:,} states = {format_bytes(analysis.clique_bytes)}, over the "
-                f"{format_bytes(analysis.memory_budget)} memory budget",
+                f"the largest table ({len(analysis.largest_clique)} variables, {analysis.clique_states:,} states"
+                f"{' per plate copy' if analysis.cost.clique_plates else ''}) needs {format_bytes(analysis.clique_bytes)}, "
+                f"over the {format_bytes(analysis.memory_budget)} memory budget (treewidth <= {analysis.treewidth})",
                 IntractableError,
                 details,
             )
@@ -123,7 +123,7 @@ class ExactBackend(Backend):
             if s is not None:
                 gen = torch.Generator(device=device)
                 gen.manual_seed(int(s))
-            idx = plan.sample(n, gen)
+            idx = plan.sample(n, gen)  # the taped forward pass is built once per plan
             return {v: plan.values(v, idx[v], 1) for v in plan.cards}
 
         value = float(log_z)

@@ -11,6 +11,8 @@ share a factor can share a dimension, so dimensions are a colouring of the moral
 
 from __future__ import annotations
 
+import contextlib
+
 import networkx as nx
 import pyro
 import torch
@@ -20,6 +22,7 @@ from ..dsl import trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from . import families
+from .observations import CheckObservations
 
 __all__ = ["enumeration_dims", "log_factor_tables"]
 
@@ -46,6 +49,21 @@ class _EnumerateSites(Messenger):
         msg["infer"] = dict(msg.get("infer") or {}, _enumerate_dim=dim)
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    """Run the enumerated trace with ``dtype`` as torch's default float dtype, so tensors
+    the model creates (``torch.ones(K)``...) have the precision the tables are asked in."""
+    old = torch.get_default_dtype()
+    if dtype not in (torch.float32, torch.float64) or dtype == old:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def enumeration_dims(graph, moral: nx.Graph) -> dict:
     """Assign each discrete latent a (negative) tensor dim left of every plate dim, so that
     latents sharing a factor get different dims.
@@ -62,7 +80,10 @@ def enumeration_dims(graph, moral: nx.Graph) -> dict:
     discrete = graph.discrete_latent()
     sub = nx.Graph(moral.subgraph(discrete))  # a concrete copy: colouring on a view is slow
     colours = nx.greedy_color(sub, strategy="smallest_last") if len(sub) else {}
-    first = -1 - max((-p.dim for p in graph.plates.values()), default=0)
+    # left of every plate dim and of every batch dim any site has, declared or not, so an
+    # undeclared batch dim can never be mistaken for a latent's enumeration dim
+    batch_rank = max((len(r.fn.batch_shape) for r in graph.sites.values() if r.fn is not None), default=0)
+    first = -1 - max(max((-p.dim for p in graph.plates.values()), default=0), batch_rank)
     dims = {v: first - colours.get(v, 0) for v in discrete}
     if dims and -min(dims.values()) > _MAX_DIMS:
         raise UnsupportedModelError(
@@ -100,9 +121,10 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
         If the model fails under enumeration (e.g. Python control flow on a latent's
         value, or indexing that does not broadcast; use ``ppl.Vindex``).
     """
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
-            trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims))
+            trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims),
+                                CheckObservations(graph.model, graph.bound.observations))
             trace.compute_log_prob()
         except ModelError as e:
             raise ModelError(

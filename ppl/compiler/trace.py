@@ -18,8 +18,9 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from ..dsl import BoundData, Model, _is_deterministic, _is_factor, trace_model
-from ..errors import DataError, ModelError
+from ..errors import ModelError
 from . import families
+from .observations import CheckObservations
 from .provenance import TrackProvenance, provenance_of, strip
 
 __all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance"]
@@ -82,7 +83,7 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         expected and the actual).
     """
     with pyro.validation_enabled(False):
-        trace = trace_model(model, bound, TrackProvenance())
+        trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations))
     records: list[SiteRecord] = []
     for name, site in trace.nodes.items():
         if site["type"] == "param":
@@ -107,8 +108,6 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         )
         scope: tuple = ()
         if kind in ("sample", "factor"):
-            if kind == "sample" and site["is_observed"]:
-                _validate_observation(model, name, fn, value)
             try:
                 log_prob = fn.log_prob(raw_value)
             except Exception as e:
@@ -143,31 +142,3 @@ def _check_plates(model, records):
                     f"model '{model.name}': plate '{p.name}' is used with size {q.size} at dim {q.dim} and with "
                     f"size {p.size} at dim {p.dim} (site '{r.name}'); a plate name must keep its size and dim"
                 )
-
-
-def _validate_observation(model: Model, name: str, fn, value: torch.Tensor) -> None:
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        raise DataError(f"observed site '{name}' has NaN or inf values; expected finite values in its support")
-    expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
-    try:
-        torch.broadcast_shapes(tuple(value.shape), expected)
-    except RuntimeError:
-        raise DataError(
-            f"observed site '{name}': value of shape {tuple(value.shape)} does not fit the site's "
-            f"batch_shape + event_shape {expected} ({families.family_name(fn)})"
-        ) from None
-    support = fn.support
-    try:
-        ok = support.check(value)
-    except Exception:
-        return
-    if not bool(torch.as_tensor(ok).all()):
-        bad = (~torch.as_tensor(ok)).nonzero()
-        idx = tuple(bad[0].tolist()) if bad.numel() else ()
-        offending = value[idx] if idx and value.dim() >= len(idx) else value
-        names = model.state_names.get(name)
-        hint = f" (states: {names})" if names else ""
-        raise DataError(
-            f"observed site '{name}': value {offending.tolist()} is outside the support "
-            f"{families.support_repr(fn)} of its {families.family_name(fn)} distribution{hint}"
-        )

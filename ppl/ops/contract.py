@@ -257,10 +257,16 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
         for i in live:
             vs = slots[i].vars
             parent = frozenset().union(*(var_plates.get(v, frozenset()) for v in vs)) if vs else frozenset()
-            if not parent <= leaf or (parent == leaf and vs):
+            if not parent <= leaf:
+                outside = sorted(parent - leaf)
+                raise IntractablePlatesError(
+                    f"a factor outside plate(s) {outside} depends on variables {sorted(vs)} that live inside them, "
+                    "i.e. on every copy of a plated variable at once: exact elimination would need all copies jointly"
+                )
+            if parent == leaf and vs:
                 raise IntractablePlatesError(
                     f"variables {sorted(vs)} stay coupled inside plates {sorted(leaf)}: a factor joins variables "
-                    "of plates that do not nest, or depends on every copy of a plated variable"
+                    "of plates that do not nest"
                 )
             drop = tuple(p for p in slots[i].plates if p not in parent)
             if drop:

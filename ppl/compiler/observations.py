@@ -1,0 +1,100 @@
+"""Checking observed values against their sites while the model runs.
+
+The check runs as a Pyro messenger right after ``condition`` has put the observed value
+into the site, *before* the model reads it back: a value outside the support raises a
+:class:`~ppl.errors.DataError` naming the site even when the model would first use it to
+index a table (a Bayesian-network parent), instead of an IndexError deep in the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+from ..errors import DataError
+from . import families
+
+__all__ = ["CheckObservations"]
+
+# Families whose values index tables in model code and must stay integer.
+_INDEX_FAMILIES = ("Categorical", "OneHotCategorical")
+
+
+class CheckObservations(Messenger):
+    """Validate (and, for integer data on float-valued families, cast) each observed value.
+
+    Parameters
+    ----------
+    model : ppl.dsl.Model
+        For messages (name, state names).
+    observations : dict[str, torch.Tensor]
+        The bound observations; cast values are written back so later runs agree.
+
+    Raises
+    ------
+    DataError
+        An observed value with NaN/inf, a shape that does not fit the site's
+        ``batch_shape + event_shape`` (it may be smaller and broadcast, never larger),
+        or a value outside the support; the message names the site, expected and actual.
+    """
+
+    def __init__(self, model, observations: dict):
+        super().__init__()
+        self.model = model
+        self.observations = observations
+
+    def _pyro_sample(self, msg):
+        name = msg["name"]
+        if not msg["is_observed"] or name not in self.observations:
+            return
+        value = msg["value"]
+        if not isinstance(value, torch.Tensor):
+            return
+        fn = msg["fn"]
+        family = families.family_name(fn)
+        if not value.is_floating_point() and family not in _INDEX_FAMILIES and value.dtype != torch.bool:
+            dtype = _float_dtype(fn)
+            value = value.to(dtype)
+            msg["value"] = self.observations[name] = value
+        check_observation(self.model, name, fn, value)
+
+
+def _float_dtype(fn) -> torch.dtype:
+    try:
+        mean = fn.mean
+        if mean.is_floating_point():
+            return mean.dtype
+    except (NotImplementedError, AttributeError):
+        pass
+    return torch.get_default_dtype()
+
+
+def check_observation(model, name: str, fn, value: torch.Tensor) -> None:
+    """Raise :class:`DataError` if ``value`` does not fit site ``name`` with distribution ``fn``."""
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise DataError(f"observed site '{name}' has NaN or inf values; expected finite values in its support")
+    expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    try:
+        fits = torch.broadcast_shapes(tuple(value.shape), expected) == torch.Size(expected)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise DataError(
+            f"observed site '{name}': value of shape {tuple(value.shape)} does not fit the site's "
+            f"batch_shape + event_shape {expected} ({families.family_name(fn)}); it may broadcast to that "
+            "shape but not add or enlarge dimensions (declare repeated observations with ppl.plate)"
+        )
+    try:
+        ok = torch.as_tensor(fn.support.check(value))
+    except Exception:  # a support whose check does not apply to this value type
+        return
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()
+        idx = tuple(bad[0].tolist()) if bad.numel() else ()
+        offending = value[idx] if idx and value.dim() >= len(idx) else value
+        names = model.state_names.get(name)
+        hint = f" (states: {names})" if names else ""
+        raise DataError(
+            f"observed site '{name}': value {offending.tolist()} is outside the support "
+            f"{families.support_repr(fn)} of its {families.family_name(fn)} distribution{hint}"
+        )
