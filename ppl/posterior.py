@@ -213,7 +213,7 @@ class TablePosterior(Posterior):
     def mean(self, site: str) -> torch.Tensor:
         """``E[site]`` under the exact posterior: Σ_k p_k · value_k."""
         p = self.probs(site)
-        values = self._supports[site].to(p.dtype)
+        values = self._supports[site].to(device=p.device, dtype=p.dtype)
         event = values.shape[1:]
         p = p.reshape(p.shape + (1,) * len(event))
         return (p * values).sum(dim=-1 - len(event))
@@ -221,7 +221,7 @@ class TablePosterior(Posterior):
     def variance(self, site: str) -> torch.Tensor:
         """``Var[site]`` under the exact posterior: E[value²] − E[value]²."""
         p = self.probs(site)
-        values = self._supports[site].to(p.dtype)
+        values = self._supports[site].to(device=p.device, dtype=p.dtype)
         event = values.shape[1:]
         p = p.reshape(p.shape + (1,) * len(event))
         second = (p * values**2).sum(dim=-1 - len(event))
