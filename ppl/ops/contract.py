@@ -33,6 +33,7 @@ largest table is the largest clique of that order.  Chains handed in as
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,9 @@ __all__ = [
     "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape",
     "contract", "contract_scaled", "naive_contract", "IntractablePlatesError",
 ]
+
+
+_MAX_LOG_BOUND = 300.0  # nats: tables may grow to e^300 before they must be rescaled
 
 
 class IntractablePlatesError(ValueError):
@@ -116,6 +120,9 @@ class BucketStep:
     ``var`` out) or ``"matmul"`` (a batched matrix product over ``var``).  With more
     than two tables, ``merges`` lists the pairwise broadcast products done first
     (pairs of positions in the working list, smallest union first) until two remain.
+    ``rescale`` is False where the result provably needs no rescaling: a sum over one
+    variable of a table whose maximum lies in [1, B] has its maximum in [1, K·B], so it
+    can neither underflow nor (for small B) overflow.
     """
 
     var: str
@@ -125,6 +132,7 @@ class BucketStep:
     dst: int
     kernel: str = "matmul"
     merges: tuple = ()
+    rescale: bool = True
 
 
 @dataclass(frozen=True)
@@ -211,12 +219,14 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
         slots.append(Slot(tuple(vars_), tuple(p for p in plate_order if p in plates)))
         return len(slots) - 1
 
+    log_bound: dict[int, float] = {}  # slot -> log of an upper bound on its max (lower bound: 1)
     for vars_, plates, is_chain in inputs:
         i = new(vars_, plates)
         groups.setdefault(frozenset(plates), []).append(i)
         if is_chain:
             slots[i] = Slot(tuple(vars_), slots[i].plates)
     chain_inputs = {i for i, (_, _, is_chain) in enumerate(inputs) if is_chain}
+    log_bound.update((i, 0.0) for i in range(len(inputs)) if i not in chain_inputs)
     needed = {v for i, s in enumerate(slots) for v in ((s.vars[0], s.vars[-1]) if i in chain_inputs else s.vars)}
     missing = [v for v in needed if v not in rank]
     if missing:
@@ -230,6 +240,7 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
                 s = slots[i]
                 j = new((s.vars[0], s.vars[-1]), s.plates)
                 steps.append(ChainStep(i, j))
+                log_bound[j] = 0.0
                 live.append(j)
             else:
                 live.append(i)
@@ -249,7 +260,15 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
                         holders[u].pop(i, None)
             kernel, merges, out_vars = _bucket_kernel([slots[i].vars for i in bucket], v)
             j = new(out_vars, leaf)
-            steps.append(BucketStep(v, bucket, out_vars + (v,), slots[j].plates, j, kernel, merges))
+            rescale = True
+            if kernel == "sum" and bucket[0] in log_bound and cards:
+                bound = log_bound[bucket[0]] + math.log(cards[v])
+                if bound < _MAX_LOG_BOUND:
+                    rescale = False
+                    log_bound[j] = bound
+            if rescale:
+                log_bound[j] = 0.0
+            steps.append(BucketStep(v, bucket, out_vars + (v,), slots[j].plates, j, kernel, merges, rescale))
             alive[j] = None
             for u in out_vars:
                 holders.setdefault(u, {})[j] = None
@@ -272,6 +291,7 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
             if drop:
                 j = new(vs, parent)
                 steps.append(PlateStep(i, drop, j))
+                log_bound[j] = 0.0
                 i = j
             if vs or parent:
                 groups.setdefault(parent, []).append(i)
@@ -604,7 +624,9 @@ def contract_scaled(plan: EliminationPlan, inputs) -> torch.Tensor:
         if isinstance(step, BucketStep):
             srcs = step.srcs
             out = kernel(*[env[i][0] for i in srcs])
-            if step.plates:
+            if not step.rescale:  # a one-table sum whose max stays in [1, e^300]
+                env[step.dst] = (out, env[srcs[0]][1])
+            elif step.plates:
                 scale = env[srcs[0]][1]
                 for i in srcs[1:]:
                     scale = scale + env[i][1]
