@@ -19,7 +19,8 @@ import torch
 
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..ops.contract import ChainFactor, LogFactor, contract, contract_scaled, plan_elimination, to_scaled
+from ..ops.contract import ChainFactor, LogFactor, contract, plan_elimination
+from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 
 __all__ = ["DiscretePlan", "discrete_plan"]
 
@@ -95,8 +96,8 @@ class DiscretePlan:
         """Log evidence and (optionally) every discrete latent's posterior marginal.
 
         Runs the plan with the scaled probability-domain executor
-        (:func:`ppl.ops.contract.contract_scaled`); marginals come from one backward
-        pass: ``p(x_f | v) = φ_f(x_f) · ∂ log Z / ∂ φ_f(x_f)``.  If an intermediate
+        (:mod:`ppl.ops.scaled`); marginals come from its reverse sweep:
+        ``p(x_f | v) = φ_f(x_f) · ∂ log Z / ∂ φ_f(x_f)``.  If an intermediate
         underflows entirely there (factors disagreeing by more than ~745 nats), the
         log-domain executor is run instead, which is exact over the float64 range.
 
@@ -107,26 +108,30 @@ class DiscretePlan:
         marginals : dict[str, torch.Tensor] or None
             Site -> probabilities of shape ``(plate sizes of the site, in plate order) + (K,)``.
         """
-        with torch.set_grad_enabled(marginals):
-            leaves = {n: p.detach().requires_grad_(marginals) for n, (p, _) in self.scaled.items()}
-            chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
-            inputs = [(leaves[n], sc) for n, (_, sc) in self.scaled.items()] + self._chain_factors(chain_leaves)
-            log_z = contract_scaled(self.plan, inputs)
-            scaled = True
-            if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
-                leaves = {n: f.table.detach().requires_grad_(marginals) for n, f in self.factors.items()}
-                factors = [LogFactor(leaves[n], f.plates, f.vars) for n, f in self.factors.items()]
+        chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
+        inputs = list(self.scaled.values()) + self._chain_factors(chain_leaves)
+        names = list(self.scaled)
+        if marginals:
+            log_z, grads = scaled_gradients(self.plan, inputs)
+        else:
+            with torch.no_grad():
+                log_z, grads = contract_scaled(self.plan, inputs), None
+        scaled = True
+        if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
+            with torch.set_grad_enabled(marginals):
+                leaves = [self.factors[n].table.detach().requires_grad_(marginals) for n in names]
+                factors = [LogFactor(t, self.factors[n].plates, self.factors[n].vars) for n, t in zip(names, leaves)]
                 log_z, _ = contract(factors + self._chain_factors(chain_leaves), order=self.order,
                                     var_plates=self.var_plates, plate_order=self.plate_order, plan=self.plan)
-                scaled = False
-            grads_in = list(leaves.values()) + chain_leaves
-            if not marginals or not grads_in or not log_z.requires_grad or not torch.isfinite(log_z):
-                return log_z.detach(), None
-            grads = torch.autograd.grad(log_z, grads_in, allow_unused=True)
+                if marginals and torch.isfinite(log_z) and log_z.requires_grad:
+                    grads = torch.autograd.grad(log_z, leaves + chain_leaves, allow_unused=True)
+            scaled = False
+        if not marginals or grads is None or not torch.isfinite(log_z):
+            return log_z.detach(), None
         # factor marginals: φ·∂logZ/∂φ in the probability domain, ∂logZ/∂logφ in the log domain
-        g_f = {n: (None if g is None else (g * leaves[n].detach() if scaled else g))
-               for n, g in zip(leaves, grads[: len(leaves)])}
-        g_c = grads[len(leaves):]
+        g_f = {n: (None if g is None else (g * self.scaled[n][0] if scaled else g))
+               for n, g in zip(names, grads[: len(names)])}
+        g_c = grads[len(names):]
         out = {}
         for ch, table, g in zip(self.chains, self.chain_tables, g_c):
             g = torch.zeros_like(table) if g is None else g

@@ -7,11 +7,11 @@ serves every use by swapping the executor:
   (logsumexp, +) and ``"max"`` (max, +) semirings; with ``tape=True`` it records each
   bucket so that :meth:`Tape.backtrace` gives exact joint samples (sum) or the MAP
   assignment (max).  Also the reference the fast executor is tested against.
-* :func:`contract_scaled` — the fast sum-product executor: probability domain, one
-  kernel per bucket chosen by the planner (a sum, a batched matrix product, or a
-  broadcast product), each intermediate rescaled to max 1 with its log scale carried
-  separately, so nothing under- or overflows; differentiable, so one backward pass gives
-  every marginal (the adjoint trick, Darwiche 2003).
+* :mod:`ppl.ops.scaled` — the fast sum-product executor: probability domain, one
+  kernel per bucket chosen by the planner (a sum, or a batched matrix product after
+  broadcast products), each intermediate rescaled to max 1 with its log scale carried
+  separately, and an explicit reverse sweep for every marginal (the adjoint trick,
+  Darwiche 2003).
 * :func:`ppl.analysis.elimination.elimination_cost` — sizes of the plan's tables.
 
 Plates follow tensor variable elimination (Obermeyer et al. 2019, "Tensor Variable
@@ -43,7 +43,7 @@ from .semiring import reduce, safe_log
 
 __all__ = [
     "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape",
-    "contract", "contract_scaled", "naive_contract", "IntractablePlatesError",
+    "contract", "naive_contract", "IntractablePlatesError",
 ]
 
 
@@ -146,7 +146,8 @@ class PlateStep:
 
 @dataclass
 class EliminationPlan:
-    """A symbolic plated elimination: run it with :func:`contract` or :func:`contract_scaled`.
+    """A symbolic plated elimination: run it with :func:`contract` or
+    :func:`ppl.ops.scaled.contract_scaled`.
 
     Attributes
     ----------
@@ -171,15 +172,11 @@ class EliminationPlan:
         """The bucket steps (one per eliminated variable outside chains)."""
         return [s for s in self.steps if isinstance(s, BucketStep)]
 
-    def kernels(self) -> list:
-        """Per step, the compiled kernel of the scaled executor (``None`` for non-bucket
-        steps); built once, permutations and shapes precomputed."""
+    def kernels(self, compile_kernels) -> list:
+        """Per step, an executor's compiled kernel, built once by ``compile_kernels(plan)``
+        and kept (see :func:`ppl.ops.scaled.compile_kernels`)."""
         if self._kernels is None:
-            self._kernels = [
-                _compile_bucket(s, [self.slots[i].vars for i in s.srcs], self.cards)
-                if isinstance(s, BucketStep) else None
-                for s in self.steps
-            ]
+            self._kernels = compile_kernels(self)
         return self._kernels
 
 
@@ -195,7 +192,7 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
     var_plates : dict[str, frozenset[str]]
     plate_order : tuple[str, ...]
     cards : dict[str, int], optional
-        Cardinalities (needed by :func:`contract_scaled`).
+        Cardinalities (needed by :mod:`ppl.ops.scaled`).
 
     Returns
     -------
@@ -491,190 +488,6 @@ def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape
     if total is None:
         total = torch.zeros((), dtype=torch.get_default_dtype())
     return total, (Tape(records, plate_order, plate_sizes, semiring) if tape else None)
-
-
-# ---------------------------------------------------- scaled probability executor
-def _perm_or_none(perm):
-    return None if list(perm) == sorted(perm) else tuple(perm)
-
-
-def _compile_product(a_vars, b_vars, n, cards):
-    """Kernel: elementwise product over the union of both variable lists (``a``'s order
-    first).  Returns ``(fn(a, b), out_vars)`` with permutations and shapes precomputed."""
-    out_vars = _union(a_vars, b_vars)
-    pos = {u: n + i for i, u in enumerate(b_vars)}
-    perm_b = _perm_or_none(list(range(n)) + [pos[u] for u in out_vars if u in pos])
-    b_tail = tuple(cards[u] if u in pos else 1 for u in out_vars)
-    a_pad = (1,) * (len(out_vars) - len(a_vars))
-
-    def product(a, b):
-        if perm_b is not None:
-            b = b.permute(perm_b)
-        b = b.reshape(b.shape[:n] + b_tail)
-        if a_pad:
-            a = a.reshape(a.shape + a_pad)
-        return a * b
-
-    return product, out_vars
-
-
-def _compile_matmul(a_vars, b_vars, v, n, cards):
-    """Kernel: Σ_v a·b as one batched matrix product (``n`` leading plate dims); the
-    result is over ``batch + free_a + free_b`` (see :func:`_bucket_kernel`)."""
-    batch = [u for u in a_vars if u in b_vars and u != v]
-    free_a = [u for u in a_vars if u not in b_vars]
-    free_b = [u for u in b_vars if u not in a_vars]
-    pa = {u: n + i for i, u in enumerate(a_vars)}
-    pb = {u: n + i for i, u in enumerate(b_vars)}
-    lead = list(range(n))
-    perm_a = _perm_or_none(lead + [pa[u] for u in batch] + [pa[u] for u in free_a] + [pa[v]])
-    perm_b = _perm_or_none(lead + [pb[u] for u in batch] + [pb[v]] + [pb[u] for u in free_b])
-    k = cards[v]
-    a_mat = (_prod(cards[u] for u in free_a), k)
-    b_mat = (k, _prod(cards[u] for u in free_b))
-    out_tail = tuple(cards[u] for u in free_a) + tuple(cards[u] for u in free_b)
-    nhead = n + len(batch)
-
-    def matmul(a, b):
-        if perm_a is not None:
-            a = a.permute(perm_a)
-        if perm_b is not None:
-            b = b.permute(perm_b)
-        head = a.shape[:nhead]
-        return torch.matmul(a.reshape(head + a_mat), b.reshape(head + b_mat)).reshape(head + out_tail)
-
-    return matmul
-
-
-def _compile_bucket(step: BucketStep, scopes, cards):
-    """The scaled executor's kernel for one bucket (see :class:`BucketStep`), as a
-    function of the source tensors."""
-    n = len(step.plates)
-    if step.kernel == "sum":
-        dim = n + scopes[0].index(step.var)
-        return lambda t: t.sum(dim=dim)
-    work = list(scopes)
-    merges = []
-    for i, j in step.merges:
-        fn, merged = _compile_product(work[i], work[j], n, cards)
-        merges.append((i, j, fn))
-        work = [w for k, w in enumerate(work) if k not in (i, j)] + [merged]
-    final = _compile_matmul(work[0], work[1], step.var, n, cards)
-    if not merges:
-        return final
-
-    def bucket(*tensors):
-        tensors = list(tensors)
-        for i, j, fn in merges:
-            merged = fn(tensors[i], tensors[j])
-            tensors = [t for k, t in enumerate(tensors) if k not in (i, j)] + [merged]
-        return final(*tensors)
-
-    return bucket
-
-
-def _prod(values):
-    out = 1
-    for x in values:
-        out *= x
-    return out
-
-
-def to_scaled(log_table: torch.Tensor, n_plates: int):
-    """Split a log table into ``(exp(x - m), m)`` with ``m`` the max over its variable dims
-    (one per plate copy, ``-inf``-safe), so the first part has max 1 where not all zero."""
-    nvar = log_table.dim() - n_plates
-    dims = tuple(range(n_plates, log_table.dim()))
-    m = log_table.detach().amax(dim=dims) if nvar else log_table.detach()
-    m = m.masked_fill(~torch.isfinite(m), 0.0)
-    return (log_table - m.reshape(m.shape + (1,) * nvar)).exp(), m
-
-
-def contract_scaled(plan: EliminationPlan, inputs) -> torch.Tensor:
-    """Sum-product of ``plan`` in the probability domain with rescaling; differentiable.
-
-    Each bucket result is divided by its maximum (per plate copy) and the log of that
-    maximum is carried beside it, so values stay in [0, 1] with their maximum 1:
-    nothing under- or overflows, and no ``exp``/``log`` is taken per entry.
-
-    Parameters
-    ----------
-    plan : EliminationPlan
-    inputs : list
-        Per input slot: ``(probs, log_scale)`` for a factor, with ``probs`` of shape
-        ``plate sizes + cards`` and ``log_scale`` of shape ``plate sizes`` (the factor is
-        ``probs * exp(log_scale)``), or a :class:`ChainFactor` (log domain) for a chain.
-
-    Returns
-    -------
-    torch.Tensor, scalar
-        ``log Σ_x Π_f f(x)``; ``-inf`` if every configuration has zero weight.
-    """
-    kernels = plan.kernels()
-    env: list = [None] * len(plan.slots)
-    logs = []     # log-scales of unplated tables, summed once at the end
-    maxima = []   # maxima divided out of unplated bucket results
-    for i, item in enumerate(inputs):
-        if isinstance(item, ChainFactor) or plan.slots[i].plates:
-            env[i] = item
-        else:
-            env[i] = (item[0], None)
-            logs.append(item[1])
-    for step, kernel in zip(plan.steps, kernels):
-        if isinstance(step, BucketStep):
-            srcs = step.srcs
-            out = kernel(*[env[i][0] for i in srcs])
-            if not step.rescale:  # a one-table sum whose max stays in [1, e^300]
-                env[step.dst] = (out, env[srcs[0]][1])
-            elif step.plates:
-                scale = env[srcs[0]][1]
-                for i in srcs[1:]:
-                    scale = scale + env[i][1]
-                nvar = out.dim() - len(step.plates)
-                m = out.detach().amax(dim=tuple(range(len(step.plates), out.dim()))) if nvar else out.detach()
-                m = torch.where(m > 0, m, torch.ones_like(m))
-                out = out / m.reshape(m.shape + (1,) * nvar)
-                env[step.dst] = (out, scale + m.log())
-            else:
-                m = out.detach().amax()
-                maxima.append(m)
-                env[step.dst] = (out / m, None)
-        elif isinstance(step, ChainStep):
-            chain = env[step.src]
-            end, _ = chain_reduce(chain.table, "sum")
-            env[step.dst] = _scaled_slot(to_scaled(end, len(chain.plates)), plan.slots[step.dst], logs)
-        else:  # PlateStep
-            probs, scale = env[step.src]
-            src = plan.slots[step.src]
-            logt = safe_log(probs) + scale.reshape(scale.shape + (1,) * len(src.vars))
-            drop = tuple(i for i, p in enumerate(src.plates) if p in step.drop)
-            scaled = to_scaled(logt.sum(dim=drop), len(src.plates) - len(drop))
-            env[step.dst] = _scaled_slot(scaled, plan.slots[step.dst], logs)
-    parts = []
-    for i in plan.totals:
-        probs, scale = env[i]
-        parts.append(safe_log(probs).sum() if scale is None else (safe_log(probs) + scale).sum())
-    if logs:
-        parts.append(torch.stack(logs).sum())
-    if maxima:
-        stacked = torch.stack(maxima)
-        if not bool((stacked > 0).all()):  # an all-zero intermediate: no configuration has weight
-            return torch.full((), -torch.inf, dtype=stacked.dtype, device=stacked.device)
-        parts.append(stacked.log().sum())
-    if not parts:
-        return torch.zeros(())
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    return total
-
-
-def _scaled_slot(scaled, slot: Slot, logs: list):
-    probs, scale = scaled
-    if slot.plates:
-        return probs, scale
-    logs.append(scale)
-    return probs, None
 
 
 # ------------------------------------------------------------------- reference
