@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from .chains import Chain, find_chains
+from .chains import find_chains
 from .elimination import EliminationCost, elimination_cost, elimination_order
 from .moral import latent_scopes, moral_graph
 

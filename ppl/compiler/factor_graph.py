@@ -14,7 +14,7 @@ import networkx as nx
 
 from ..dsl import BoundData, Model, as_model
 from . import families
-from .trace import PlateInfo, SiteRecord, trace_with_provenance
+from .trace import trace_with_provenance
 
 __all__ = ["Variable", "Factor", "FactorGraph", "compile"]
 

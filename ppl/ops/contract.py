@@ -32,14 +32,13 @@ largest table is the largest clique of that order.  Chains handed in as
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 from .scan import _choose, chain_backtrace, chain_reduce
-from .semiring import reduce, safe_log
+from .semiring import reduce
 
 __all__ = [
     "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape",
@@ -524,10 +523,3 @@ def naive_contract(factors, var_cards: dict, semiring: str = "sum") -> torch.Ten
         return torch.zeros(())
     joint = joint.expand([var_cards[n] for n in names]) if names else joint
     return reduce(joint, tuple(range(joint.dim())), semiring)
-
-
-def brute_force_assignments(var_cards: dict):
-    """All joint assignments of ``var_cards`` (dict var -> cardinality), as dicts.  For tests."""
-    names = list(var_cards)
-    for values in itertools.product(*(range(var_cards[n]) for n in names)):
-        yield dict(zip(names, values))
