@@ -15,6 +15,8 @@ analysis.  It answers:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from ..compiler import families
@@ -22,7 +24,7 @@ from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..ops.contract import ChainFactor, LogFactor, contract, plan_elimination
 from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 
-__all__ = ["DiscretePlan", "discrete_plan"]
+__all__ = ["DiscretePlan", "Marginals", "discrete_plan"]
 
 
 class DiscretePlan:
@@ -57,6 +59,8 @@ class DiscretePlan:
                                      self.order, self.var_plates, self.plate_order, self.cards)
         self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in self.factors.items()}
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
+        self.families = {v: graph.variables[v].family for v in analysis.discrete}
+        self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
         self._sample_tape = None
 
     # ------------------------------------------------------------------ build
@@ -105,8 +109,8 @@ class DiscretePlan:
         -------
         log_z : torch.Tensor, scalar
             ``log p(v)`` in nats (``-inf`` if the evidence is impossible).
-        marginals : dict[str, torch.Tensor] or None
-            Site -> probabilities of shape ``(plate sizes of the site, in plate order) + (K,)``.
+        marginals : Marginals or None
+            Site -> probabilities with the site's plate batch shape + ``(K,)``.
         """
         chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
         inputs = list(self.scaled.values()) + self._chain_factors(chain_leaves)
@@ -132,15 +136,13 @@ class DiscretePlan:
         g_f = {n: (None if g is None else (g * self.scaled[n][0] if scaled else g))
                for n, g in zip(names, grads[: len(names)])}
         g_c = grads[len(names):]
-        out = {}
-        for ch, table, g in zip(self.chains, self.chain_tables, g_c):
+        blocks = []  # per chain: marginals of all its variables, (..., L + 1, K)
+        for table, g in zip(self.chain_tables, g_c):
             g = torch.zeros_like(table) if g is None else g
-            out[ch.vars[0]] = g[..., 0, :, :].sum(-1)
-            inner = g.sum(-2)  # (..., L, K): marginals of vars[1:]
-            for t, v in enumerate(ch.vars[1:]):
-                out[v] = inner[..., t, :]
+            blocks.append(torch.cat([g[..., :1, :, :].sum(-1), g.sum(-2)], dim=-2))
+        out = {}
         for v in self.cards:
-            if v in out:
+            if v in self.chain_position:
                 continue
             f, g = self._factor_with(v, g_f)
             n = len(f.plates)
@@ -152,7 +154,7 @@ class DiscretePlan:
             for i in sorted((i for i, p in enumerate(f.plates) if p not in self.var_plates[v]), reverse=True):
                 m = m.select(i, 0)
             out[v] = m
-        return log_z.detach(), out
+        return log_z.detach(), Marginals(self, out, blocks)
 
     def _factor_with(self, v, grads):
         if v in self.factors and v in self.factors[v].vars and grads.get(v) is not None:
@@ -212,6 +214,33 @@ class DiscretePlan:
         support = self.supports[v].to(self.device)
         vals = support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
         return self.to_batch(v, vals, lead, len(self.plate_order))
+
+
+class Marginals(Mapping):
+    """Site -> exact marginal probabilities (shape ``batch_shape + (K,)``), resolved on
+    access: variables of a chain are slices of one tensor per chain, so a 100 000-step
+    chain costs no per-variable work until a marginal is asked for."""
+
+    def __init__(self, plan: DiscretePlan, direct: dict, blocks: list):
+        self._plan = plan
+        self._direct = direct
+        self._blocks = blocks
+
+    def __getitem__(self, v):
+        plan = self._plan
+        if v in self._direct:
+            return plan.to_batch(v, self._direct[v], 0, len(plan.var_plates[v]))
+        c, t = plan.chain_position[v]  # KeyError for unknown sites, as a dict
+        return plan.to_batch(v, self._blocks[c][..., t, :], 0, len(plan.var_plates[v]))
+
+    def __iter__(self):
+        return iter(self._plan.cards)
+
+    def __len__(self):
+        return len(self._plan.cards)
+
+    def __contains__(self, v):
+        return v in self._plan.cards
 
 
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:

@@ -104,18 +104,14 @@ class ExactBackend(Backend):
                 "(log evidence = -inf): some observed value is impossible given the others"
             )
         diagnostics = {"plan_seconds": build, "treewidth": analysis.treewidth,
-                       "largest_clique_bytes": analysis.clique_bytes, "elimination_order": list(plan.order),
-                       "chains": [ch.vars for ch in plan.chains], "device": str(device)}
+                       "largest_clique_bytes": analysis.clique_bytes, "elimination_order": plan.order,
+                       "chains": plan.chains, "device": str(device)}
         map_assignment = None
         if map and plan.cards:
             best, idx = plan.argmax()
             map_assignment = {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}
             diagnostics["map_log_joint"] = float(best)
-        out_marginals = {}
-        if probs is not None:
-            for v in plan.cards:
-                out_marginals[v] = plan.to_batch(v, probs[v], 0, len(plan.var_plates[v]))
-        families = {v: graph.variables[v].family for v in plan.cards}
+        out_marginals = probs if probs is not None else {}
 
         def sampler(n, sample_seed=None):
             s = seed if sample_seed is None else sample_seed
@@ -132,7 +128,7 @@ class ExactBackend(Backend):
             graph=graph,
             marginals=out_marginals,
             supports=plan.supports,
-            families=families,
+            families=plan.families,
             sampler=sampler,
             map_assignment=map_assignment,
             elbo=value,

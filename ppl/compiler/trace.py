@@ -82,45 +82,45 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         If an observed value does not fit its site (the message names the site, the
         expected and the actual).
     """
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False):  # the scopes' log_prob calls below too: no per-site validation
         trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations))
-    records: list[SiteRecord] = []
-    for name, site in trace.nodes.items():
-        if site["type"] == "param":
-            value = strip(site["value"])
-            records.append(SiteRecord(name, "param", False, None, value, (), (name,)))
-            continue
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if _is_deterministic(site):
-            kind = "deterministic"
-        elif _is_factor(site):
-            kind = "factor"
-        else:
-            kind = "sample"
-        fn = site["fn"]
-        raw_value = site["value"]
-        value = strip(raw_value)
-        plates = tuple(
-            PlateInfo(f.name, int(f.size), int(f.dim), None)
-            for f in reversed(site["cond_indep_stack"])
-            if f.vectorized and f.dim is not None
-        )
-        scope: tuple = ()
-        if kind in ("sample", "factor"):
-            try:
-                log_prob = fn.log_prob(raw_value)
-            except Exception as e:
-                raise ModelError(
-                    f"site '{name}': log_prob of its {families.family_name(fn)} distribution at the traced value "
-                    f"failed ({type(e).__name__}: {e})"
-                ) from e
-            # the traced value is stored before TrackProvenance wraps it, so a site's own
-            # name is added explicitly: a sample site's density always depends on its value
-            scope = tuple(provenance_of(log_prob) | ({name} if kind == "sample" else set()))
-        records.append(
-            SiteRecord(name, kind, bool(site["is_observed"]), fn, value, plates, scope, dict(site.get("infer") or {}))
-        )
+        records: list[SiteRecord] = []
+        for name, site in trace.nodes.items():
+            if site["type"] == "param":
+                value = strip(site["value"])
+                records.append(SiteRecord(name, "param", False, None, value, (), (name,)))
+                continue
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if _is_deterministic(site):
+                kind = "deterministic"
+            elif _is_factor(site):
+                kind = "factor"
+            else:
+                kind = "sample"
+            fn = site["fn"]
+            raw_value = site["value"]
+            value = strip(raw_value)
+            plates = tuple(
+                PlateInfo(f.name, int(f.size), int(f.dim), None)
+                for f in reversed(site["cond_indep_stack"])
+                if f.vectorized and f.dim is not None
+            )
+            scope: tuple = ()
+            if kind in ("sample", "factor"):
+                try:
+                    log_prob = fn.log_prob(raw_value)
+                except Exception as e:
+                    raise ModelError(
+                        f"site '{name}': log_prob of its {families.family_name(fn)} distribution at the traced value "
+                        f"failed ({type(e).__name__}: {e})"
+                    ) from e
+                # the traced value is stored before TrackProvenance wraps it, so a site's own
+                # name is added explicitly: a sample site's density always depends on its value
+                scope = tuple(provenance_of(log_prob) | ({name} if kind == "sample" else set()))
+            records.append(
+                SiteRecord(name, kind, bool(site["is_observed"]), fn, value, plates, scope, dict(site.get("infer") or {}))
+            )
     _order_scopes(records)
     _check_plates(model, records)
     return records
