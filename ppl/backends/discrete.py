@@ -23,6 +23,7 @@ from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..ops.contract import ChainFactor, LogFactor, contract, plan_elimination
 from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
+from ..ops.scan import to_scaled_chain
 
 __all__ = ["DiscretePlan", "Marginals", "discrete_plan"]
 
@@ -58,6 +59,7 @@ class DiscretePlan:
         self.plan = plan_elimination([(f.vars, f.plates, isinstance(f, ChainFactor)) for f in factors],
                                      self.order, self.var_plates, self.plate_order, self.cards)
         self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in self.factors.items()}
+        self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
         self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
@@ -112,8 +114,8 @@ class DiscretePlan:
         marginals : Marginals or None
             Site -> probabilities with the site's plate batch shape + ``(K,)``.
         """
-        chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
-        inputs = list(self.scaled.values()) + self._chain_factors(chain_leaves)
+        chain_leaves = [p.detach().requires_grad_(marginals) for p, _ in self.chain_scaled]
+        inputs = list(self.scaled.values()) + [(p, s) for p, (_, s) in zip(chain_leaves, self.chain_scaled)]
         names = list(self.scaled)
         if marginals:
             log_z, grads = scaled_gradients(self.plan, inputs)
@@ -123,6 +125,7 @@ class DiscretePlan:
         scaled = True
         if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
             with torch.set_grad_enabled(marginals):
+                chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
                 leaves = [self.factors[n].table.detach().requires_grad_(marginals) for n in names]
                 factors = [LogFactor(t, self.factors[n].plates, self.factors[n].vars) for n, t in zip(names, leaves)]
                 log_z, _ = contract(factors + self._chain_factors(chain_leaves), order=self.order,
@@ -137,8 +140,8 @@ class DiscretePlan:
                for n, g in zip(names, grads[: len(names)])}
         g_c = grads[len(names):]
         blocks = []  # per chain: marginals of all its variables, (..., L + 1, K)
-        for table, g in zip(self.chain_tables, g_c):
-            g = torch.zeros_like(table) if g is None else g
+        for table, (probs, _), g in zip(self.chain_tables, self.chain_scaled, g_c):
+            g = torch.zeros_like(table) if g is None else (g * probs if scaled else g)
             blocks.append(torch.cat([g[..., :1, :, :].sum(-1), g.sum(-2)], dim=-2))
         out = {}
         for v in self.cards:

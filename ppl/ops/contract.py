@@ -171,6 +171,10 @@ class EliminationPlan:
         """The bucket steps (one per eliminated variable outside chains)."""
         return [s for s in self.steps if isinstance(s, BucketStep)]
 
+    def chain_inputs(self) -> set:
+        """Input slots that are chains (sources of a :class:`ChainStep`)."""
+        return {s.src for s in self.steps if isinstance(s, ChainStep)}
+
     def kernels(self, compile_kernels) -> list:
         """Per step, an executor's compiled kernel, built once by ``compile_kernels(plan)``
         and kept (see :func:`ppl.ops.scaled.compile_kernels`)."""

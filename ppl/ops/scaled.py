@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .contract import BucketStep, ChainFactor, ChainStep, EliminationPlan, Slot, _union
-from .scan import chain_reduce
+from .scan import chain_reduce, chain_reduce_scaled
 from .semiring import safe_log
 
 __all__ = ["to_scaled", "contract_scaled", "scaled_gradients", "compile_kernels"]
@@ -218,8 +218,9 @@ def _forward(plan: EliminationPlan, inputs, keep: bool):
     saved: list = [None] * len(plan.steps) if keep else None
     logs = []     # log-scales of unplated tables, summed once at the end
     maxima = []   # maxima divided out of unplated bucket results
+    chain_inputs = plan.chain_inputs()
     for i, item in enumerate(inputs):
-        if isinstance(item, ChainFactor) or plan.slots[i].plates:
+        if i in chain_inputs or plan.slots[i].plates:
             env[i] = item
         else:
             env[i] = (item[0], None)
@@ -249,10 +250,16 @@ def _forward(plan: EliminationPlan, inputs, keep: bool):
         elif isinstance(step, ChainStep):
             chain = env[step.src]
             with torch.set_grad_enabled(keep or torch.is_grad_enabled()):
-                end, _ = chain_reduce(chain.table, "sum")
-            env[step.dst] = _scaled_slot(to_scaled(end, len(chain.plates)), plan.slots[step.dst], logs)
+                if isinstance(chain, ChainFactor):  # log domain
+                    end, _ = chain_reduce(chain.table, "sum")
+                    scaled = to_scaled(end, len(chain.plates))
+                    leaf = chain.table
+                else:  # (probs, log scales), see ppl.ops.scan.to_scaled_chain
+                    scaled = chain_reduce_scaled(*chain)
+                    leaf = chain[0]
+            env[step.dst] = _scaled_slot(scaled, plan.slots[step.dst], logs)
             if keep:
-                saved[k] = end
+                saved[k] = (scaled[0], leaf)
         else:  # PlateStep
             probs, scale = env[step.src]
             src = plan.slots[step.src]
@@ -297,8 +304,10 @@ def contract_scaled(plan: EliminationPlan, inputs) -> torch.Tensor:
     inputs : list
         Per input slot: ``(probs, log_scale)`` for a factor, with ``probs`` of shape
         ``plate sizes + cards`` and ``log_scale`` of shape ``plate sizes`` (the factor is
-        ``probs * exp(log_scale)``), or a :class:`~ppl.ops.contract.ChainFactor` (log
-        domain) for a chain.
+        ``probs * exp(log_scale)``); for a chain either ``(probs, log_scales)`` of shapes
+        ``plate sizes + (L, K, K)`` and ``plate sizes + (L,)`` (see
+        :func:`ppl.ops.scan.to_scaled_chain`) or a :class:`~ppl.ops.contract.ChainFactor`
+        (log domain).
 
     Returns
     -------
@@ -315,16 +324,17 @@ def scaled_gradients(plan: EliminationPlan, inputs):
     Parameters
     ----------
     plan, inputs
-        As :func:`contract_scaled`; the ``probs`` need not require grad.  Chain tables
-        must require grad (their adjoint is taken with autograd through the scan).
+        As :func:`contract_scaled`; the ``probs`` need not require grad.  Chain inputs
+        (their probabilities, or a ChainFactor's table) must require grad: their adjoint
+        is taken with autograd through the scan.
 
     Returns
     -------
     log_z : torch.Tensor, scalar
     grads : list
-        Per input: ``∂ log Z / ∂ probs`` (same shape as ``probs``) for a factor, and
-        ``∂ log Z / ∂ table`` (the pairwise marginals) for a chain; ``None`` entries if
-        ``log_z`` is not finite.
+        Per input: ``∂ log Z / ∂ probs`` (same shape as ``probs``); for a ChainFactor,
+        ``∂ log Z / ∂ table`` (the pairwise marginals); ``None`` entries if ``log_z`` is
+        not finite.
     """
     with torch.no_grad():
         log_z, env, saved = _forward(plan, inputs, keep=True)
@@ -351,10 +361,9 @@ def scaled_gradients(plan: EliminationPlan, inputs):
                 gd = g[step.dst]
                 if gd is None:
                     continue
-                end = saved[k]
-                g_end = gd * env[step.dst][0]
+                end, leaf = saved[k]
                 with torch.enable_grad():
-                    (g[step.src],) = torch.autograd.grad(end, env[step.src].table, g_end)
+                    (g[step.src],) = torch.autograd.grad(end, leaf, gd)
             else:  # PlateStep: q = exp(Σ_drop(log p + s) - m)
                 gd = g[step.dst]
                 if gd is None:

@@ -17,7 +17,7 @@ import torch
 
 from .semiring import log_matmul
 
-__all__ = ["chain_reduce", "chain_backtrace"]
+__all__ = ["chain_reduce", "chain_reduce_scaled", "to_scaled_chain", "chain_backtrace"]
 
 
 def chain_reduce(m: torch.Tensor, semiring: str = "sum", keep_levels: bool = False):
@@ -50,6 +50,52 @@ def chain_reduce(m: torch.Tensor, semiring: str = "sum", keep_levels: bool = Fal
             paired = torch.cat([paired, m[..., even:, :, :]], dim=-3)
         m = paired
     return m[..., 0, :, :], levels
+
+
+def to_scaled_chain(m: torch.Tensor):
+    """Split log matrices ``m`` (..., L, K, K) into probabilities with max 1 per matrix and
+    their log scales (..., L) (``-inf``-safe)."""
+    scale = m.detach().amax(dim=(-1, -2))
+    scale = scale.masked_fill(~torch.isfinite(scale), 0.0)
+    return (m - scale[..., None, None]).exp(), scale
+
+
+def chain_reduce_scaled(p: torch.Tensor, scale: torch.Tensor):
+    """Sum-product chain contraction in the probability domain with rescaling.
+
+    The same balanced tree as :func:`chain_reduce`, but each level is one batched BLAS
+    matrix product of probability matrices followed by division by each product's
+    maximum (whose log joins the scale), so there is no ``exp``/``log`` per entry.
+    Differentiable.  If a product underflows entirely (matrices disagreeing by more than
+    ~745 nats) the result is all zero; callers detect that and use :func:`chain_reduce`.
+
+    Parameters
+    ----------
+    p : torch.Tensor, shape (..., L, K, K)
+        ``exp(m - scale)`` of log matrices ``m`` (see :func:`to_scaled_chain`).
+    scale : torch.Tensor, shape (..., L)
+
+    Returns
+    -------
+    end : torch.Tensor, shape (..., K, K)
+        Probabilities with max 1 (or all zero).
+    end_scale : torch.Tensor, shape (...)
+        ``log Σ exp(...)`` of the chain = ``log(end) + end_scale`` entrywise.
+    """
+    while p.shape[-3] > 1:
+        length = p.shape[-3]
+        even = length - length % 2
+        c = torch.matmul(p[..., 0:even:2, :, :], p[..., 1:even:2, :, :])
+        cs = scale[..., 0:even:2] + scale[..., 1:even:2]
+        m = c.detach().amax(dim=(-1, -2))
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        c = c / m[..., None, None]
+        cs = cs + m.log()
+        if length % 2:
+            c = torch.cat([c, p[..., even:, :, :]], dim=-3)
+            cs = torch.cat([cs, scale[..., even:]], dim=-1)
+        p, scale = c, cs
+    return p[..., 0, :, :], scale[..., 0]
 
 
 def chain_backtrace(levels, first: torch.Tensor, last: torch.Tensor, mode: str, generator=None) -> torch.Tensor:
