@@ -273,14 +273,18 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
     try:
         with torch.random.fork_rng(), torch.no_grad():
             return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
-    except (DataError, ModelError):
+    except (DataError, ModelError) as e:
+        # Pyro appends its trace-shape table to errors raised inside a model; ours say enough
+        message = str(e.args[0]) if e.args else str(e)
+        if "\nTrace Shapes:" in message:
+            raise type(e)(message.split("\nTrace Shapes:")[0].rstrip()) from None
         raise
     except RuntimeError as e:
         if "Multiple sample sites named" in str(e):
             first = str(e).splitlines()[0]
             raise ModelError(
                 f"model '{model.name}': {first}; every sample site needs a unique name (plates count as sites: "
-                "a plate name must not repeat a site's, and a plate reused by name must keep its size)"
+                "a plate's name must differ from every site's and from other plates')"
             ) from None
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
     except Exception as e:

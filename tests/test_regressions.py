@@ -107,3 +107,92 @@ def test_sampling_reuses_the_taped_pass_and_stays_exact():
     p = float(post.marginal("c").probs)
     se = (p * (1 - p) / 4000) ** 0.5
     assert abs(float(a) - p) < 5 * se and abs(float(b) - p) < 5 * se
+
+
+def _flips_model():
+    def coin(flips):
+        c = pyro.sample("c", dist.Bernoulli(0.3))
+        with pyro.plate("n", len(flips)):
+            pyro.sample("y", dist.Bernoulli(0.2 + 0.5 * c), obs=flips)
+
+    return ppl.model(coin)
+
+
+@pytest.mark.parametrize(
+    "flips, match",
+    [
+        (torch.tensor([1.0, 2.0, 0.0]), "outside the support"),  # once gave -1.347 silently
+        (torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]), "does not fit"),  # once collided with c's dim
+    ],
+)
+def test_obs_given_in_model_code_is_checked(flips, match):
+    with pytest.raises(ppl.DataError, match=match) as info:
+        ppl.infer(_flips_model(), {"flips": flips}, method="exact")
+    assert "Trace Shapes" not in str(info.value)
+
+
+def test_obs_scalar_in_model_code_is_checked():
+    @ppl.model
+    def scalar():
+        c = pyro.sample("c", dist.Bernoulli(0.3))
+        pyro.sample("y", dist.Bernoulli(0.2 + 0.5 * c), obs=-1.0)  # once reported log evidence +0.82
+
+    with pytest.raises(ppl.DataError, match="'y'.*outside the support"):
+        ppl.infer(scalar, {}, method="exact")
+
+
+def test_integer_obs_in_model_code_on_bernoulli():
+    ints = ppl.infer(_flips_model(), {"flips": torch.tensor([1, 0, 1])}, method="exact").log_evidence
+    floats = ppl.infer(_flips_model(), {"flips": torch.tensor([1.0, 0.0, 1.0])}, method="exact").log_evidence
+    # by hand: p = 0.7 * .2*.8*.2 + 0.3 * .7*.3*.7
+    assert ints == pytest.approx(np.log(0.7 * 0.2 * 0.8 * 0.2 + 0.3 * 0.7 * 0.3 * 0.7), abs=1e-12)
+    assert ints == floats
+
+
+def test_changed_param_rebuilds_cached_tables():
+    pyro.clear_param_store()
+
+    @ppl.model
+    def m(x):
+        w = ppl.param("w_regression", torch.tensor([0.5, 0.5], dtype=torch.float64), constraint=dist.constraints.simplex)
+        with ppl.plate("d", len(x)):
+            z = ppl.sample("z", dist.Categorical(w))
+            ppl.sample("o", dist.Normal(z.double(), 1.0), obs=x)
+
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    g = ppl.compile(m, {"x": x})
+    ppl.infer(g, method="exact")
+    pyro.get_param_store()["w_regression"] = torch.tensor([0.9, 0.1], dtype=torch.float64)
+    got = ppl.infer(g, method="exact").log_evidence
+    normal = torch.distributions.Normal(torch.tensor([0.0, 1.0], dtype=torch.float64), 1.0)
+    want = sum(float(torch.logsumexp(torch.log(torch.tensor([0.9, 0.1], dtype=torch.float64))
+                                     + normal.log_prob(xi), 0)) for xi in x)
+    assert got == pytest.approx(want, abs=1e-12)
+    pyro.clear_param_store()
+
+
+def test_analysis_reports_undeclared_batch_dims():
+    @ppl.model
+    def m():
+        pyro.sample("z", dist.Categorical(torch.ones(3) / 3).expand([4]))
+
+    analysis = ppl.analyze(m, {})
+    assert analysis.undeclared_batch == {"z": [-1]}
+    ok, why = analysis.backends["exact"]
+    assert not ok and "ppl.plate" in why
+
+
+def test_chain_detection_independent_of_hash_seed():
+    code = ("import torch, pyro, ppl, ppl.distributions as dist\n"
+            "def hmm(y):\n"
+            "    x = pyro.sample('x_0', dist.Categorical(torch.ones(2) / 2))\n"
+            "    for t in pyro.markov(range(1, len(y))):\n"
+            "        x = pyro.sample(f'x_{t}', dist.Categorical(ppl.Vindex(torch.tensor([[.9, .1], [.2, .8]]))[x]))\n"
+            "        pyro.sample(f'y_{t}', dist.Normal(x.double(), 1.0), obs=y[t])\n"
+            "print(ppl.analyze(ppl.model(hmm), {'y': torch.zeros(30)}).chains[0].vars)\n")
+    outs = set()
+    for seed in ("0", "1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        outs.add(subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True,
+                                text=True, check=True).stdout)
+    assert len(outs) == 1

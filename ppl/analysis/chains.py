@@ -65,13 +65,14 @@ def find_chains(moral: nx.Graph, scopes: dict, min_interior: int = MIN_CHAIN_INT
         card, plates = attrs[v]["cardinality"], attrs[v]["plates"]
         return all(attrs[u]["cardinality"] == card and attrs[u]["plates"] == plates for u in moral[v])
 
+    rank = {v: i for i, v in enumerate(moral.nodes)}  # trace order: results independent of hashing
     interior = [v for v in moral.nodes if eligible(v)]
     sub = moral.subgraph(interior)
     chains = []
-    for comp in nx.connected_components(sub):
+    for comp in sorted(nx.connected_components(sub), key=lambda c: min(rank[v] for v in c)):
         if len(comp) < min_interior:
             continue
-        ends = [v for v in comp if sub.degree(v) <= 1]
+        ends = sorted((v for v in comp if sub.degree(v) <= 1), key=rank.__getitem__)
         if len(ends) != 2 and len(comp) > 1:
             continue  # a cycle
         start = ends[0] if ends else next(iter(comp))
@@ -86,7 +87,8 @@ def find_chains(moral: nx.Graph, scopes: dict, min_interior: int = MIN_CHAIN_INT
         a = [u for u in moral[path[0]] if u not in comp]
         b = [u for u in moral[path[-1]] if u not in comp]
         if len(path) == 1:  # one interior variable: its two neighbours are the ends
-            a, b = sorted(moral[path[0]])[:1], sorted(moral[path[0]])[1:]
+            around = sorted(moral[path[0]], key=rank.__getitem__)
+            a, b = around[:1], around[1:]
         if len(a) != 1 or len(b) != 1 or a[0] == b[0]:
             continue
         node = path[0]

@@ -55,6 +55,9 @@ class Analysis:
     log10_states : float
         log10 of the number of joint states of all discrete latents (plates unrolled):
         what brute-force enumeration would face.
+    undeclared_batch : dict[str, list[int]]
+        Sites whose density involves a discrete latent and that have batch dims (listed,
+        negative) not declared by a ``ppl.plate``: such a model cannot be enumerated.
     backends : dict[str, tuple[bool, str]]
         Registered backend -> (applies, why); filled by :func:`ppl.analyze`.
     """
@@ -71,6 +74,7 @@ class Analysis:
     itemsize: int
     memory_budget: int
     log10_states: float
+    undeclared_batch: dict = field(default_factory=dict)
     backends: dict = field(default_factory=dict)
 
     # ----------------------------------------------------------- derived facts
@@ -132,6 +136,8 @@ class Analysis:
             lines.append(f"  work of one elimination pass: {self.cost.total_entries:,} table entries")
             if self.cost.intractable:
                 lines.append(f"  plates: {self.cost.intractable}")
+            for site, dims in self.undeclared_batch.items():
+                lines.append(f"  site '{site}' has batch dims {dims} that no ppl.plate declares")
         for ch in self.chains:
             lines.append(
                 f"  chain: {ch.vars[0]} .. {ch.vars[-1]} ({len(ch.interior)} interior variables, "
@@ -196,4 +202,20 @@ def analyze_graph(graph, heuristic: str = "min_fill", memory_budget: int | None 
         math.log10(cards[n]) * math.prod(plate_sizes[p] for p in var_plates[n]) for n in discrete
     )
     return Analysis(graph, moral, components, discrete, continuous, heuristic, order, chains, cost,
-                    itemsize, budget, log10_states)
+                    itemsize, budget, log10_states, _undeclared_batch(graph, dset, scopes))
+
+
+def _undeclared_batch(graph, discrete: set, scopes: dict) -> dict:
+    """Sites touching a discrete latent whose batch shape has dims no plate declares."""
+    out = {}
+    for name, record in graph.sites.items():
+        if record.fn is None or record.kind not in ("sample", "factor"):
+            continue
+        if not (set(scopes.get(name, ())) & discrete) and name not in discrete:
+            continue
+        shape = tuple(record.fn.batch_shape)
+        declared = {p.dim for p in record.plates}
+        bad = [i - len(shape) for i, size in enumerate(shape) if size != 1 and (i - len(shape)) not in declared]
+        if bad:
+            out[name] = bad
+    return out

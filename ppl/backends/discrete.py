@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pyro
 import torch
 
 from ..compiler import families
@@ -246,9 +247,18 @@ class Marginals(Mapping):
         return v in self._plan.cards
 
 
+def _param_state(graph) -> tuple:
+    """Identity and in-place version of every ``ppl.param`` the graph reads, so a plan
+    built from older param values is not reused after they change."""
+    store = dict(pyro.get_param_store().named_parameters())
+    return tuple((n, id(store.get(n)), getattr(store.get(n), "_version", None)) for n in graph.params())
+
+
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:
-    """The :class:`DiscretePlan` of ``graph``, built once and cached on the graph."""
-    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, tuple(analysis.order))
+    """The :class:`DiscretePlan` of ``graph``, built once per precision, device, order and
+    state of the ``ppl.param`` values, and cached on the graph."""
+    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, tuple(analysis.order),
+           _param_state(graph))
     plan = graph.cache.get(key)
     if plan is None:
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device)

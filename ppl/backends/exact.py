@@ -57,6 +57,14 @@ class ExactBackend(Backend):
         if analysis.continuous:
             shown = ", ".join(analysis.continuous[:6]) + (" ..." if len(analysis.continuous) > 6 else "")
             return Applicability(False, f"continuous latent(s) {shown} cannot be enumerated", UnsupportedModelError)
+        if analysis.undeclared_batch:
+            site, dims = next(iter(analysis.undeclared_batch.items()))
+            return Applicability(
+                False,
+                f"site '{site}' has batch dims {dims} not declared by a plate, so its discrete latents cannot be "
+                "enumerated: declare i.i.d. copies with ppl.plate",
+                UnsupportedModelError,
+            )
         if not analysis.discrete:
             return Applicability(True, "no latent variables: the log likelihood is exact")
         if analysis.cost.intractable:

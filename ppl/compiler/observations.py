@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from ..errors import DataError
 from . import families
@@ -21,14 +22,19 @@ _INDEX_FAMILIES = ("Categorical", "OneHotCategorical")
 
 
 class CheckObservations(Messenger):
-    """Validate (and, for integer data on float-valued families, cast) each observed value.
+    """Validate each observed value, whether bound from ``data`` or given with ``obs=``, and
+    cast it to what its family computes with: integer/bool data on float-valued families
+    (Bernoulli, Poisson, ...) to the family's float dtype, lower-precision floats up to it,
+    integral floats on Categorical sites to int64 (model code indexes tables with them).  Values are replaced, never
+    modified in place.
 
     Parameters
     ----------
     model : ppl.dsl.Model
         For messages (name, state names).
     observations : dict[str, torch.Tensor]
-        The bound observations; cast values are written back so later runs agree.
+        The bound observations (unused: every observed site is checked, whether its value
+        came from ``data`` or from ``obs=`` in the model; kept for messages).
 
     Raises
     ------
@@ -44,18 +50,29 @@ class CheckObservations(Messenger):
         self.observations = observations
 
     def _pyro_sample(self, msg):
-        name = msg["name"]
-        if not msg["is_observed"] or name not in self.observations:
-            return
-        value = msg["value"]
-        if not isinstance(value, torch.Tensor):
+        if not msg["is_observed"] or site_is_subsample(msg) or msg.get("infer", {}).get("_deterministic"):
             return
         fn = msg["fn"]
         family = families.family_name(fn)
-        if not value.is_floating_point() and family not in _INDEX_FAMILIES and value.dtype != torch.bool:
+        if family == "factor":
+            return
+        name = msg["name"]
+        value = msg["value"]
+        if not isinstance(value, torch.Tensor):  # obs= given a Python number or list
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise DataError(f"observed site '{name}': cannot read its value {value!r} as numbers") from None
+        if family in _INDEX_FAMILIES:
+            if value.is_floating_point() and bool(torch.isfinite(value).all()) and bool((value == value.round()).all()):
+                value = value.long()  # integral floats index tables in model code
+        elif not value.is_floating_point():
+            value = value.to(_float_dtype(fn))  # int/bool data on a float-valued family (Bernoulli, Poisson...)
+        else:
             dtype = _float_dtype(fn)
-            value = value.to(dtype)
-            msg["value"] = self.observations[name] = value
+            if torch.finfo(dtype).bits > torch.finfo(value.dtype).bits:
+                value = value.to(dtype)  # lossless: float32 data must not pull a float64 density down
+        msg["value"] = value
         check_observation(self.model, name, fn, value)
 
 
