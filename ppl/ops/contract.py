@@ -116,7 +116,8 @@ class BucketStep:
     reduce ``var`` out, into ``dst`` (whose variables are ``joint_vars[:-1]``).
 
     ``kernel`` says how the scaled executor computes it: ``"sum"`` (one table: sum
-    ``var`` out) or ``"matmul"`` (a batched matrix product over ``var``).  With more
+    ``var`` out) or ``"matmul"`` (a batched matrix product over ``var``;
+    ``"matmul_swapped"``: with the last two tables in the other role, which saves a copy).  With more
     than two tables, ``merges`` lists the pairwise broadcast products done first
     (pairs of positions in the working list, smallest union first) until two remain.
     ``rescale`` is False where the result provably needs no rescaling: a sum over one
@@ -317,10 +318,22 @@ def _bucket_kernel(scopes, v):
         merges.append((i, j))
         work = [w for k, w in enumerate(work) if k not in (i, j)] + [merged]
     a, b = work
+    swap = _permutes(b, a, v) < _permutes(a, b, v)  # fewer permute-copies with the roles swapped
+    if swap:
+        a, b = b, a
     batch = tuple(u for u in a if u in b and u != v)
     free_a = tuple(u for u in a if u not in b)
     free_b = tuple(u for u in b if u not in a)
-    return "matmul", tuple(merges), batch + free_a + free_b
+    return ("matmul_swapped" if swap else "matmul"), tuple(merges), batch + free_a + free_b
+
+
+def _permutes(a, b, v) -> int:
+    """How many of the two tables a batched matmul ``Σ_v a·b`` must permute (copy) first:
+    ``a`` must read (batch, free_a, v) and ``b`` (batch, v, free_b), batch in ``a``'s order."""
+    batch = [u for u in a if u in b and u != v]
+    want_a = batch + [u for u in a if u not in b] + [v]
+    want_b = batch + [v] + [u for u in b if u not in a]
+    return int(list(a) != want_a) + int(list(b) != want_b)
 
 
 def _plan_for(factors, order, var_plates, plate_order):

@@ -168,7 +168,9 @@ class _Bucket:
             product = _Product(work[i], work[j], n, cards)
             self.merges.append((i, j, product))
             work = [w for k, w in enumerate(work) if k not in (i, j)] + [product.out_vars]
-        self.final = _Matmul(work[0], work[1], step.var, n, cards)
+        self.swap = step.kernel == "matmul_swapped"
+        first, second = (work[1], work[0]) if self.swap else (work[0], work[1])
+        self.final = _Matmul(first, second, step.var, n, cards)
 
     def forward(self, *tensors):
         work = list(range(len(tensors)))  # positions in `values` of the working list
@@ -179,13 +181,15 @@ class _Bucket:
             saved.append((work[i], work[j], s))
             values.append(out)
             work = [w for k, w in enumerate(work) if k not in (i, j)] + [len(values) - 1]
-        out, s = self.final.forward(values[work[0]], values[work[1]])
+        x, y = (work[1], work[0]) if self.swap else (work[0], work[1])
+        out, s = self.final.forward(values[x], values[y])
         return out, (saved, work, s, len(values))
 
     def backward(self, saved, g):
         merged, work, s, count = saved
         grads = [None] * count
-        grads[work[0]], grads[work[1]] = self.final.backward(s, g)
+        x, y = (work[1], work[0]) if self.swap else (work[0], work[1])
+        grads[x], grads[y] = self.final.backward(s, g)
         for (a, b, ps), (_, _, product) in zip(reversed(merged), reversed(self.merges)):
             out_index = count - 1
             count -= 1
@@ -203,7 +207,7 @@ def compile_kernels(plan: EliminationPlan) -> list:
         scopes = [plan.slots[i].vars for i in step.srcs]
         if step.kernel == "sum":
             kernels.append(_Sum(len(step.plates) + scopes[0].index(step.var)))
-        elif not step.merges:
+        elif not step.merges and step.kernel == "matmul":
             kernels.append(_Matmul(scopes[0], scopes[1], step.var, len(step.plates), plan.cards))
         else:
             kernels.append(_Bucket(step, scopes, plan.cards))
