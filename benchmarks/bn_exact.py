@@ -457,8 +457,6 @@ def main(argv=None) -> int:
     """Run the benchmark; returns a process exit code (1 if a result disagrees with pgmpy)."""
     args = parse_args(argv)
     add_repo_to_path()
-    import torch
-
     import ppl
 
     threads = limit_threads(args.threads)

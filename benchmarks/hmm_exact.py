@@ -326,8 +326,6 @@ def main(argv=None) -> int:
     """Run the benchmark; returns a process exit code (1 if the implementations disagree)."""
     args = parse_args(argv)
     add_repo_to_path()
-    import torch
-
     import ppl
 
     threads = limit_threads(args.threads)
@@ -352,7 +350,8 @@ def main(argv=None) -> int:
     else:
         print(f"OK: log Z agrees (rtol {LOGZ_RTOL:g}) and marginals agree (atol {MARGINAL_ATOL:g}) at every T")
     if args.json:
-        write_json(args.json, {"machine": info, "args": vars(args), "results": rows, "params": params})
+        write_json(args.json, {"machine": info, "args": vars(args), "results": rows,
+                               "params": {k: v.tolist() for k, v in params.items()}})
     return 1 if bad else 0
 
 
