@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -276,8 +277,9 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
     except (DataError, ModelError) as e:
         # Pyro appends its trace-shape table to errors raised inside a model; ours say enough
         message = str(e.args[0]) if e.args else str(e)
-        if "\nTrace Shapes:" in message:
-            raise type(e)(message.split("\nTrace Shapes:")[0].rstrip()) from None
+        head = _TRACE_TABLE.split(message, maxsplit=1)[0].rstrip()
+        if head != message:
+            raise type(e)(head) from None
         raise
     except RuntimeError as e:
         if "Multiple sample sites named" in str(e):
@@ -289,6 +291,9 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+
+
+_TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")
 
 
 def _is_deterministic(site) -> bool:
