@@ -59,7 +59,15 @@ class DiscretePlan:
         factors = self._factor_list()
         self.plan = plan_elimination([(f.vars, f.plates, isinstance(f, ChainFactor)) for f in factors],
                                      self.order, self.var_plates, self.plate_order, self.cards)
-        self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in self.factors.items()}
+        # the sum-product plan leaves barren latents out; their marginals are propagated forward
+        self.barren = self._barren_latents()
+        pruned = {v for v, _ in self.barren}
+        kept = [n for n in self.factors if n not in pruned]
+        self.sum_plan = plan_elimination(
+            [(self.factors[n].vars, self.factors[n].plates, False) for n in kept]
+            + [(ch.vars, tuple(p for p in self.plate_order if p in ch.plates), True) for ch in self.chains],
+            [v for v in self.order if v not in pruned], self.var_plates, self.plate_order, self.cards)
+        self.scaled = {n: to_scaled(self.factors[n].table, len(self.factors[n].plates)) for n in kept}
         self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
@@ -67,6 +75,48 @@ class DiscretePlan:
         self._sample_tape = None
 
     # ------------------------------------------------------------------ build
+    def _barren_latents(self) -> list:
+        """Barren latents for the sum-product pass: ``(v, parent or None)`` in forward order.
+
+        A latent ``v`` whose only factor is its own, normalised over ``v`` (checked
+        numerically: a scaled or masked site is never pruned), with at most one other
+        latent ``u`` in the same plates, contributes ``Σ_v p(v | u) = 1`` to the log
+        evidence and nothing to any other marginal; removing it, leaves first, is barren
+        node removal (Koller & Friedman 2009, §9.7; what pgmpy does per query).  Its
+        marginal is then ``p(v) = Σ_u p(u | e) p(v | u)``, propagated forward.
+        """
+        users: dict = {}
+        for name, f in self.factors.items():
+            for v in f.vars:
+                users.setdefault(v, set()).add(name)
+        pruned: list = []
+        gone: set = set()
+        changed = True
+        while changed:
+            changed = False
+            for v in self.cards:
+                f = self.factors.get(v)
+                if v in gone or v in self.chain_position_vars() or f is None or v not in f.vars:
+                    continue
+                if users.get(v, set()) - {v} - gone:
+                    continue  # another live factor still needs v
+                parents = [u for u in f.vars if u != v]
+                if len(parents) > 1 or (parents and self.var_plates[parents[0]] != self.var_plates[v]):
+                    continue
+                if tuple(f.plates) != tuple(p for p in self.plate_order if p in self.var_plates[v]):
+                    continue
+                axis = len(f.plates) + f.vars.index(v)
+                if not bool((torch.logsumexp(f.table, dim=axis).abs() < 1e-9).all()):
+                    continue  # not a normalised conditional of v
+                pruned.append((v, parents[0] if parents else None))
+                gone.add(v)
+                changed = True
+        return pruned[::-1]
+
+    def chain_position_vars(self) -> set:
+        """Variables of chains (never pruned: the scan needs them)."""
+        return {v for ch in self.chains for v in ch.vars}
+
     def _stack_chain(self, chain, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
         pos = {v: t for t, v in enumerate(chain.vars)}
@@ -119,12 +169,13 @@ class DiscretePlan:
         inputs = list(self.scaled.values()) + [(p, s) for p, (_, s) in zip(chain_leaves, self.chain_scaled)]
         names = list(self.scaled)
         if marginals:
-            log_z, grads = scaled_gradients(self.plan, inputs)
+            log_z, grads = scaled_gradients(self.sum_plan, inputs)
         else:
             with torch.no_grad():
-                log_z, grads = contract_scaled(self.plan, inputs), None
+                log_z, grads = contract_scaled(self.sum_plan, inputs), None
         scaled = True
         if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
+            names = list(self.factors)
             with torch.set_grad_enabled(marginals):
                 chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
                 leaves = [self.factors[n].table.detach().requires_grad_(marginals) for n in names]
@@ -145,8 +196,9 @@ class DiscretePlan:
             g = torch.zeros_like(table) if g is None else (g * probs if scaled else g)
             blocks.append(torch.cat([g[..., :1, :, :].sum(-1), g.sum(-2)], dim=-2))
         out = {}
+        barren = {v for v, _ in self.barren} if scaled else set()
         for v in self.cards:
-            if v in self.chain_position:
+            if v in self.chain_position or v in barren:
                 continue
             f, g = self._factor_with(v, g_f)
             n = len(f.plates)
@@ -158,7 +210,27 @@ class DiscretePlan:
             for i in sorted((i for i, p in enumerate(f.plates) if p not in self.var_plates[v]), reverse=True):
                 m = m.select(i, 0)
             out[v] = m
+        if scaled:
+            self._propagate_barren(out, blocks)
         return log_z.detach(), Marginals(self, out, blocks)
+
+    def _propagate_barren(self, out: dict, blocks: list) -> None:
+        """Marginals of the pruned barren latents: ``p(v) = Σ_u p(u | e) p(v | u)``, in
+        forward order (a parent's marginal is known before its child's)."""
+        for v, u in self.barren:
+            f = self.factors[v]
+            probs = f.table.exp()
+            if u is None:
+                out[v] = probs
+                continue
+            if f.vars.index(u) > f.vars.index(v):
+                probs = probs.transpose(-1, -2)
+            if u in out:
+                parent = out[u]
+            else:
+                c, t = self.chain_position[u]
+                parent = blocks[c][..., t, :]
+            out[v] = torch.matmul(parent.unsqueeze(-2), probs).squeeze(-2)
 
     def _factor_with(self, v, grads):
         if v in self.factors and v in self.factors[v].vars and grads.get(v) is not None:
