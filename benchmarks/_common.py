@@ -244,3 +244,23 @@ def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` (results plus machine info) as indented JSON."""
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)
+
+
+def add_common_args(parser) -> None:
+    """The options every benchmark script takes: ``--threads`` and ``--json``."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (0: the libraries' defaults); see _common.limit_threads")
+    parser.add_argument("--json", default=None, help="also write raw results to this JSON file")
+
+
+def start(args, extra_versions: Sequence[str]):
+    """Put the repo on the path, limit threads, print the machine; returns ``(ppl, info)``."""
+    add_repo_to_path()
+    import ppl
+
+    threads = limit_threads(args.threads)
+    info = machine_info(extra_versions=extra_versions, threads=threads)
+    print_machine(info)
+    print()
+    return ppl, info
+

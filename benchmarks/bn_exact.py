@@ -45,11 +45,11 @@ import zlib
 import numpy as np
 
 try:  # run as a script (python benchmarks/bn_exact.py) or as a module (python -m benchmarks.bn_exact)
-    from _common import (Timer, add_repo_to_path, fmt_ratio, fmt_sci, fmt_seconds, machine_info,
-                         limit_threads, markdown_table, print_machine, time_repeated, write_json)
+    from _common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+                         print_machine, start, time_repeated, write_json)
 except ImportError:  # pragma: no cover
-    from benchmarks._common import (Timer, add_repo_to_path, fmt_ratio, fmt_sci, fmt_seconds, machine_info,
-                                    limit_threads, markdown_table, print_machine, time_repeated, write_json)
+    from benchmarks._common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+                                    print_machine, start, time_repeated, write_json)
 
 ALL_NETWORKS = ("asia", "child", "insurance", "alarm", "hepar2", "win95pts", "andes", "munin")
 QUICK_NETWORKS = ("asia", "child", "insurance", "alarm")
@@ -447,23 +447,15 @@ def parse_args(argv=None):
     parser.add_argument("--check-nodes", type=int, default=10,
                         help="nodes to check with pgmpy given ppl's elimination order when fewer default "
                              "queries finish")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch and BLAS threads (0: the libraries' defaults); see _common.limit_threads")
-    parser.add_argument("--json", default=None, help="also write raw results to this JSON file")
+    add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     """Run the benchmark; returns a process exit code (1 if a result disagrees with pgmpy)."""
     args = parse_args(argv)
-    add_repo_to_path()
-    import ppl
-
-    threads = limit_threads(args.threads)
+    ppl, info = start(args, ("pyro", "pgmpy", "networkx"))
     names = list(QUICK_NETWORKS) if args.quick else [n.strip() for n in args.networks.split(",") if n.strip()]
-    info = machine_info(extra_versions=("pyro", "pgmpy", "networkx"), threads=threads)
-    print_machine(info)
-    print()
     warm_up(ppl)
     rows = [run_network(name, args, ppl) for name in names]
     print()

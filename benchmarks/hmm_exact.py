@@ -39,11 +39,11 @@ import sys
 import numpy as np
 
 try:  # run as a script (python benchmarks/hmm_exact.py) or as a module
-    from _common import (Timer, add_repo_to_path, fmt_ratio, fmt_sci, fmt_seconds, machine_info,
-                         limit_threads, markdown_table, print_machine, time_repeated, write_json)
+    from _common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+                         print_machine, start, time_repeated, write_json)
 except ImportError:  # pragma: no cover
-    from benchmarks._common import (Timer, add_repo_to_path, fmt_ratio, fmt_sci, fmt_seconds, machine_info,
-                                    limit_threads, markdown_table, print_machine, time_repeated, write_json)
+    from benchmarks._common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+                                    print_machine, start, time_repeated, write_json)
 
 K = 4
 #: |Δ log Z| allowed between implementations, relative to |log Z| (plus the same absolute).
@@ -231,7 +231,7 @@ def run_T(T: int, args, ppl, params, model) -> dict:
     row["ok"] = all(d <= tol for d in diffs.values()) and row["marginal_diff"] < MARGINAL_ATOL
     print(f"[T={T}] log Z: numpy {ref:.10f}, ppl {row['ppl_log_z']:.10f}, hmmlearn {row['hmmlearn_log_z']:.10f}"
           + (f", Pyro {row['pyro_log_z']:.10f}" if row["pyro_log_z"] is not None else "")
-          + f"; |Δ| vs numpy: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+          + "; |Δ| vs numpy: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
           + f"; max |Δ marginal| ppl vs hmmlearn {row['marginal_diff']:.1e}", flush=True)
     return row
 
@@ -316,23 +316,15 @@ def parse_args(argv=None):
                         help="stop repeating a measurement (after 3 calls) once it took this many seconds")
     parser.add_argument("--pyro-max-T", type=int, default=1000, help="run Pyro only for T up to this")
     parser.add_argument("--pyro-repeat", type=int, default=5, help="timed Pyro calls (median reported)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch and BLAS threads (0: the libraries' defaults); see _common.limit_threads")
-    parser.add_argument("--json", default=None, help="also write raw results to this JSON file")
+    add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     """Run the benchmark; returns a process exit code (1 if the implementations disagree)."""
     args = parse_args(argv)
-    add_repo_to_path()
-    import ppl
-
-    threads = limit_threads(args.threads)
+    ppl, info = start(args, ("pyro", "hmmlearn"))
     lengths = [1000] if args.quick else [int(s.replace("_", "")) for s in args.T.split(",") if s.strip()]
-    info = machine_info(extra_versions=("pyro", "hmmlearn"), threads=threads)
-    print_machine(info)
-    print()
     params = make_params(args.seed)
     model = make_hmm_model(params, ppl)
     warm_up(ppl, params)
