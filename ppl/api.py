@@ -41,17 +41,22 @@ def _graph(model, data) -> FactorGraph:
 
 
 def _itemsize(dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size() if dtype is not None else 8
+    return dtype.itemsize if dtype is not None else 8
+
+
+def _analysis_key(heuristic, memory_budget, dtype) -> tuple:
+    return ("analysis", heuristic, memory_budget, _itemsize(dtype))
 
 
 def _analysis(graph, heuristic="min_fill", memory_budget=None, dtype=torch.float64) -> Analysis:
-    key = ("analysis", heuristic, memory_budget, _itemsize(dtype))
+    key = _analysis_key(heuristic, memory_budget, dtype)
     analysis = graph.cache.get(key)
     if analysis is None:
         analysis = analyze_graph(graph, heuristic=heuristic, memory_budget=memory_budget, itemsize=_itemsize(dtype))
         for name, backend in registered_backends().items():
             verdict = backend.check(analysis)
             analysis.backends[name] = (verdict.ok, verdict.reason)
+            graph.cache[("verdict", key, name)] = verdict
         graph.cache[key] = analysis
     return analysis
 
@@ -135,8 +140,8 @@ def infer(model, data=None, method: str = "auto", **options):
         As :func:`ppl.compile`.
     """
     graph = _graph(model, data)
-    analysis = _analysis(graph, options.get("heuristic", "min_fill"), options.get("memory_budget"),
-                         options.get("dtype", torch.float64))
+    shape = (options.get("heuristic", "min_fill"), options.get("memory_budget"), options.get("dtype", torch.float64))
+    analysis = _analysis(graph, *shape)
     routing = None
     if method == "auto":
         method, why, passed = _choose_auto(analysis)
@@ -145,7 +150,7 @@ def infer(model, data=None, method: str = "auto", **options):
     # options that only shape the analysis go to the backend only if it declares them
     options = {k: v for k, v in options.items() if k not in ANALYSIS_OPTIONS or k in backend.options}
     backend.validate_options(options)
-    verdict = backend.check(analysis)
+    verdict = graph.cache.get(("verdict", _analysis_key(*shape), method)) or backend.check(analysis)
     if not verdict.ok:
         others = [n for n, (ok, _) in analysis.backends.items() if ok and n != method]
         hint = f"; methods that apply: {others}" if others else "; no registered method applies"

@@ -327,10 +327,10 @@ def _param_state(graph) -> tuple:
 
 
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:
-    """The :class:`DiscretePlan` of ``graph``, built once per precision, device, order and
-    state of the ``ppl.param`` values, and cached on the graph."""
-    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, tuple(analysis.order),
-           _param_state(graph))
+    """The :class:`DiscretePlan` of ``graph``, built once per precision, device, ordering
+    heuristic (orders are deterministic) and state of the ``ppl.param`` values, and cached
+    on the graph."""
+    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, _param_state(graph))
     plan = graph.cache.get(key)
     if plan is None:
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device)
