@@ -5,9 +5,11 @@ A :class:`DiscretePlan` holds the log-factor tables (one enumerated run of the m
 long chains pre-stacked for the parallel scan, and the elimination order of the
 analysis.  It answers:
 
-* :meth:`log_partition` — ``log Σ_h p(h, v)`` (the log evidence) and, by one backward
-  pass, every latent's marginal: ∂ log Z / ∂ log φ_f(x_f) = p(x_f | v), the adjoint
-  trick (Darwiche 2003; Pyro's ``compute_marginals``);
+* :meth:`log_partition` — ``log Σ_h p(h, v)`` (the log evidence) and, by one reverse
+  sweep (:func:`ppl.ops.scaled.scaled_gradients`), every latent's marginal:
+  ∂ log Z / ∂ log φ_f(x_f) = p(x_f | v), the adjoint trick (Darwiche 2003; Pyro's
+  ``compute_marginals``); barren latents are left out of that pass and propagated
+  forward;
 * :meth:`argmax` — the joint MAP assignment and ``max_h log p(h, v)`` (max-product with
   backtracking: the same engine, the other semiring);
 * :meth:`sample` — exact joint posterior samples (backward sampling).
@@ -15,6 +17,7 @@ analysis.  It answers:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 
 import pyro
@@ -89,33 +92,29 @@ class DiscretePlan:
         for name, f in self.factors.items():
             for v in f.vars:
                 users.setdefault(v, set()).add(name)
+        in_chains = {v for ch in self.chains for v in ch.vars}  # the scan needs them
         pruned: list = []
         gone: set = set()
-        changed = True
-        while changed:
-            changed = False
-            for v in self.cards:
-                f = self.factors.get(v)
-                if v in gone or v in self.chain_position_vars() or f is None or v not in f.vars:
-                    continue
-                if users.get(v, set()) - {v} - gone:
-                    continue  # another live factor still needs v
-                parents = [u for u in f.vars if u != v]
-                if len(parents) > 1 or (parents and self.var_plates[parents[0]] != self.var_plates[v]):
-                    continue
-                if tuple(f.plates) != tuple(p for p in self.plate_order if p in self.var_plates[v]):
-                    continue
-                axis = len(f.plates) + f.vars.index(v)
-                if not bool((torch.logsumexp(f.table, dim=axis).abs() < 1e-9).all()):
-                    continue  # not a normalised conditional of v
-                pruned.append((v, parents[0] if parents else None))
-                gone.add(v)
-                changed = True
+        queue = deque(self.cards)  # worklist: a variable is re-examined when a child goes
+        while queue:
+            v = queue.popleft()
+            f = self.factors.get(v)
+            if v in gone or v in in_chains or f is None or v not in f.vars:
+                continue
+            if users.get(v, set()) - {v} - gone:
+                continue  # another live factor still needs v
+            parents = [u for u in f.vars if u != v]
+            if len(parents) > 1 or (parents and self.var_plates[parents[0]] != self.var_plates[v]):
+                continue
+            if tuple(f.plates) != tuple(p for p in self.plate_order if p in self.var_plates[v]):
+                continue
+            axis = len(f.plates) + f.vars.index(v)
+            if not bool((torch.logsumexp(f.table, dim=axis).abs() < 1e-9).all()):
+                continue  # not a normalised conditional of v
+            pruned.append((v, parents[0] if parents else None))
+            gone.add(v)
+            queue.extend(parents)
         return pruned[::-1]
-
-    def chain_position_vars(self) -> set:
-        """Variables of chains (never pruned: the scan needs them)."""
-        return {v for ch in self.chains for v in ch.vars}
 
     def _stack_chain(self, chain, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
