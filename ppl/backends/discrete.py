@@ -25,7 +25,7 @@ import torch
 
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..ops.contract import ChainFactor, LogFactor, contract, plan_elimination
+from ..ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
 from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 from ..ops.scan import to_scaled_chain
 
@@ -65,12 +65,12 @@ class DiscretePlan:
         # the sum-product plan leaves barren latents out; their marginals are propagated forward
         self.barren = self._barren_latents()
         pruned = {v for v, _ in self.barren}
-        kept = [n for n in self.factors if n not in pruned]
+        kept = self._absorb([n for n in self.factors if n not in pruned])
         self.sum_plan = plan_elimination(
-            [(self.factors[n].vars, self.factors[n].plates, False) for n in kept]
+            [(f.vars, f.plates, False) for f in kept.values()]
             + [(ch.vars, tuple(p for p in self.plate_order if p in ch.plates), True) for ch in self.chains],
             [v for v in self.order if v not in pruned], self.var_plates, self.plate_order, self.cards)
-        self.scaled = {n: to_scaled(self.factors[n].table, len(self.factors[n].plates)) for n in kept}
+        self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in kept.items()}
         self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
@@ -78,6 +78,41 @@ class DiscretePlan:
         self._sample_tape = None
 
     # ------------------------------------------------------------------ build
+    def _absorb(self, names) -> dict:
+        """Multiply each input factor into another whose scope contains its own (same
+        plates), once, at plan time: the tables are constants, so the sum-product pass then
+        has fewer tables and fewer broadcast products per call.  The absorbing factor keeps
+        its variables and order, so every marginal can still be read from the gradient of
+        some factor that contains the variable.
+
+        Returns
+        -------
+        dict[str, LogFactor]
+            The factors left, with absorbed tables added in (log domain).
+        """
+        tables = {n: self.factors[n] for n in names}
+        holders: dict = {}
+        for n, f in tables.items():
+            for v in f.vars:
+                holders.setdefault(v, []).append(n)
+        rank = {n: i for i, n in enumerate(names)}
+        alive = dict.fromkeys(names)
+        for s in sorted(names, key=lambda n: (len(tables[n].vars), rank[n])):
+            small = tables[s]
+            if not small.vars:
+                continue
+            scope = set(small.vars)
+            target = next((t for t in holders[small.vars[0]] if t != s and t in alive
+                           and scope <= set(tables[t].vars) and tables[t].plates == small.plates
+                           and (len(tables[t].vars), rank[t]) > (len(small.vars), rank[s])), None)
+            if target is None:
+                continue
+            big = tables[target]
+            aligned = align_table(small.table, small.vars, big.vars, self.cards, len(big.plates))
+            tables[target] = LogFactor(big.table + aligned, big.plates, big.vars)
+            del alive[s]
+        return {n: tables[n] for n in alive}
+
     def _barren_latents(self) -> list:
         """Barren latents for the sum-product pass: ``(v, parent or None)`` in forward order.
 

@@ -41,7 +41,7 @@ from .scan import _choose, chain_backtrace, chain_reduce
 from .semiring import reduce
 
 __all__ = [
-    "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape",
+    "LogFactor", "ChainFactor", "EliminationPlan", "plan_elimination", "Tape", "align_table",
     "contract", "naive_contract", "IntractablePlatesError",
 ]
 
@@ -421,8 +421,23 @@ def _global_view(table: torch.Tensor, plates: tuple, plate_order: tuple, tail: i
     return table.reshape(shape + table.shape[n:])
 
 
-def _align(table, vars_, out_vars, cards, nplate):
-    """Permute/reshape a global-layout table over ``vars_`` to broadcast over ``out_vars``."""
+def align_table(table, vars_, out_vars, cards, nplate):
+    """Permute/reshape a table whose first ``nplate`` dims are plates and whose other dims
+    follow ``vars_`` so that it broadcasts against tables over ``out_vars`` (size 1 for
+    the variables it lacks).
+
+    Parameters
+    ----------
+    table : torch.Tensor, shape (plates...) + (cards of vars_)
+    vars_, out_vars : sequence[str]
+        ``vars_`` must be a subset of ``out_vars``.
+    cards : dict[str, int]
+    nplate : int
+
+    Returns
+    -------
+    torch.Tensor, shape (plates...) + (card or 1 for each of out_vars)
+    """
     if tuple(vars_) == tuple(out_vars):
         return table
     pos = {v: i for i, v in enumerate(vars_)}
@@ -489,7 +504,7 @@ def contract(factors, *, order, var_plates, plate_order=(), semiring="sum", tape
         elif isinstance(step, BucketStep):
             joint = None
             for i in step.srcs:
-                t = _align(env[i], plan.slots[i].vars, step.joint_vars, cards, nplate)
+                t = align_table(env[i], plan.slots[i].vars, step.joint_vars, cards, nplate)
                 joint = t if joint is None else joint + t
             if tape:
                 records.append(_Record(step.var, joint, step.joint_vars))
