@@ -76,6 +76,7 @@ class DiscretePlan:
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
         self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
         self._sample_tape = None
+        self._sources: dict = {}
 
     # ------------------------------------------------------------------ build
     def _absorb(self, names) -> dict:
@@ -231,17 +232,12 @@ class DiscretePlan:
             blocks.append(torch.cat([g[..., :1, :, :].sum(-1), g.sum(-2)], dim=-2))
         out = {}
         barren = {v for v, _ in self.barren} if scaled else set()
-        for v in self.cards:
-            if v in self.chain_position or v in barren:
+        available = tuple(n for n, g in g_f.items() if g is not None)
+        for v, (name, sum_dims, drop) in self._marginal_sources(available).items():
+            if v in barren:
                 continue
-            f, g = self._factor_with(v, g_f)
-            n = len(f.plates)
-            axis = n + f.vars.index(v)
-            var_dims = tuple(i for i in range(n, g.dim()) if i != axis)
-            m = g.sum(dim=var_dims) if var_dims else g
-            # a factor replicated over plates the variable is not in holds the same marginal
-            # in every copy: take the first
-            for i in sorted((i for i, p in enumerate(f.plates) if p not in self.var_plates[v]), reverse=True):
+            m = g_f[name].sum(dim=sum_dims) if sum_dims else g_f[name]
+            for i in drop:  # copies of a factor beyond v's plates all hold the same marginal
                 m = m.select(i, 0)
             out[v] = m
         if scaled:
@@ -266,13 +262,33 @@ class DiscretePlan:
                 parent = blocks[c][..., t, :]
             out[v] = torch.matmul(parent.unsqueeze(-2), probs).squeeze(-2)
 
-    def _factor_with(self, v, grads):
-        if v in self.factors and v in self.factors[v].vars and grads.get(v) is not None:
-            return self.factors[v], grads[v]
-        for n, f in self.factors.items():
-            if v in f.vars and grads.get(n) is not None:
-                return f, grads[n]
-        raise KeyError(v)  # unreachable: every latent's own factor mentions it
+    def _marginal_sources(self, available: tuple) -> dict:
+        """For every latent outside chains: the factor (among ``available``) whose marginal
+        gives its own, the variable dims to sum out and the extra plate dims to drop.
+        Static per plan and per set of factors, so computed once."""
+        cached = self._sources.get(available)
+        if cached is not None:
+            return cached
+        names = set(available)
+        holders: dict = {}
+        for n in available:
+            for v in self.factors[n].vars:
+                holders.setdefault(v, n)
+        sources = {}
+        for v in self.cards:
+            if v in self.chain_position:
+                continue
+            name = v if v in names and v in self.factors[v].vars else holders.get(v)
+            if name is None:
+                continue  # a pruned barren latent: propagated forward instead
+            f = self.factors[name]
+            n = len(f.plates)
+            axis = n + f.vars.index(v)
+            sum_dims = tuple(i for i in range(n, n + len(f.vars)) if i != axis)
+            drop = tuple(sorted((i for i, p in enumerate(f.plates) if p not in self.var_plates[v]), reverse=True))
+            sources[v] = (name, sum_dims, drop)
+        self._sources[available] = sources
+        return sources
 
     def argmax(self):
         """Joint MAP assignment by max-product with backtracking.
