@@ -221,11 +221,8 @@ def plan_elimination(inputs, order, var_plates: dict, plate_order=(), cards=None
         return len(slots) - 1
 
     log_bound: dict[int, float] = {}  # slot -> log of an upper bound on its max (lower bound: 1)
-    for vars_, plates, is_chain in inputs:
-        i = new(vars_, plates)
-        groups.setdefault(frozenset(plates), []).append(i)
-        if is_chain:
-            slots[i] = Slot(tuple(vars_), slots[i].plates)
+    for vars_, plates, _ in inputs:
+        groups.setdefault(frozenset(plates), []).append(new(vars_, plates))
     chain_inputs = {i for i, (_, _, is_chain) in enumerate(inputs) if is_chain}
     log_bound.update((i, 0.0) for i in range(len(inputs)) if i not in chain_inputs)
     needed = {v for i, s in enumerate(slots) for v in ((s.vars[0], s.vars[-1]) if i in chain_inputs else s.vars)}
