@@ -45,6 +45,8 @@ class DiscretePlan:
         self.dims = enumeration_dims(graph, analysis.moral)
         tables = log_factor_tables(graph, self.dims, self.plate_order, dtype=dtype, device=self.device)
         self.chains = list(analysis.chains)
+        self.chain_plates = [tuple(p for p in self.plate_order if p in ch.plates) for ch in self.chains]
+        self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
         interior = {v: ch for ch in self.chains for v in ch.interior}
         self.chain_tables = [None] * len(self.chains)
         chain_parts: list[list] = [[] for _ in self.chains]
@@ -57,28 +59,28 @@ class DiscretePlan:
             else:
                 chain_parts[index[id(hit)]].append(f)
         for i, ch in enumerate(self.chains):
-            self.chain_tables[i] = self._stack_chain(ch, chain_parts[i])
+            self.chain_tables[i] = self._stack_chain(ch, self.chain_plates[i], chain_parts[i])
         self.order = list(analysis.order)
-        factors = self._factor_list()
-        self.plan = plan_elimination([(f.vars, f.plates, isinstance(f, ChainFactor)) for f in factors],
-                                     self.order, self.var_plates, self.plate_order, self.cards)
+        self.plan = self._plan(self.factors.values(), self.order)
         # the sum-product plan leaves barren latents out; their marginals are propagated forward
         self.barren = self._barren_latents()
         pruned = {v for v, _ in self.barren}
         kept = self._absorb([n for n in self.factors if n not in pruned])
-        self.sum_plan = plan_elimination(
-            [(f.vars, f.plates, False) for f in kept.values()]
-            + [(ch.vars, tuple(p for p in self.plate_order if p in ch.plates), True) for ch in self.chains],
-            [v for v in self.order if v not in pruned], self.var_plates, self.plate_order, self.cards)
+        self.sum_plan = self._plan(kept.values(), [v for v in self.order if v not in pruned])
         self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in kept.items()}
         self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
-        self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
         self._sample_tape = None
         self._sources: dict = {}
 
     # ------------------------------------------------------------------ build
+    def _plan(self, factors, order):
+        """The elimination plan of ``factors`` (LogFactors) plus this plan's chains."""
+        inputs = [(f.vars, f.plates, False) for f in factors]
+        inputs += [(ch.vars, plates, True) for ch, plates in zip(self.chains, self.chain_plates)]
+        return plan_elimination(inputs, order, self.var_plates, self.plate_order, self.cards)
+
     def _absorb(self, names) -> dict:
         """Multiply each input factor into another whose scope contains its own (same
         plates), once, at plan time: the tables are constants, so the sum-product pass then
@@ -128,14 +130,13 @@ class DiscretePlan:
         for name, f in self.factors.items():
             for v in f.vars:
                 users.setdefault(v, set()).add(name)
-        in_chains = {v for ch in self.chains for v in ch.vars}  # the scan needs them
         pruned: list = []
         gone: set = set()
         queue = deque(self.cards)  # worklist: a variable is re-examined when a child goes
         while queue:
             v = queue.popleft()
             f = self.factors.get(v)
-            if v in gone or v in in_chains or f is None or v not in f.vars:
+            if v in gone or v in self.chain_position or f is None or v not in f.vars:  # the scan needs chains
                 continue
             if users.get(v, set()) - {v} - gone:
                 continue  # another live factor still needs v
@@ -152,11 +153,10 @@ class DiscretePlan:
             queue.extend(parents)
         return pruned[::-1]
 
-    def _stack_chain(self, chain, parts) -> torch.Tensor:
+    def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
         pos = {v: t for t, v in enumerate(chain.vars)}
         length, k = len(chain.vars) - 1, chain.cardinality
-        cplates = tuple(p for p in self.plate_order if p in chain.plates)
         batch = tuple(self.graph.plates[p].size for p in cplates)
         pair = torch.zeros(batch + (length, k, k), dtype=self.dtype, device=self.device)
         unary = torch.zeros(batch + (length, k), dtype=self.dtype, device=self.device)
@@ -181,8 +181,7 @@ class DiscretePlan:
         return list(self.factors.values()) + self._chain_factors(self.chain_tables)
 
     def _chain_factors(self, tables):
-        return [ChainFactor(t, tuple(p for p in self.plate_order if p in ch.plates), ch.vars)
-                for t, ch in zip(tables, self.chains)]
+        return [ChainFactor(t, plates, ch.vars) for t, plates, ch in zip(tables, self.chain_plates, self.chains)]
 
     def log_partition(self, marginals: bool = True):
         """Log evidence and (optionally) every discrete latent's posterior marginal.
