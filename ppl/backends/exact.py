@@ -54,6 +54,10 @@ class ExactBackend(Backend):
     }
 
     def check(self, analysis) -> Applicability:
+        """Exact applies when every latent is discrete and enumerable (batch dims declared
+        by plates), the plates nest, and the largest table of the elimination plan fits
+        ``analysis.memory_budget``; otherwise says which of these fails, naming the sites,
+        with ``UnsupportedModelError`` or (over budget) ``IntractableError``."""
         if analysis.continuous:
             shown = ", ".join(analysis.continuous[:6]) + (" ..." if len(analysis.continuous) > 6 else "")
             return Applicability(False, f"continuous latent(s) {shown} cannot be enumerated", UnsupportedModelError)
