@@ -250,7 +250,7 @@ def as_model(obj) -> Model:
 
 
 # ---------------------------------------------------------------------- tracing
-def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
+def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:
     """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
 
     The run uses a forked RNG and an isolated param store context is *not* created:
@@ -262,6 +262,9 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
     bound : BoundData
     *messengers : pyro Messenger
         Extra handlers, applied inside the trace (outermost first).
+    grad : bool
+        Record autograd history (default off: tracing never needs it, except a gradient
+        M-step that differentiates factor tables with respect to ``ppl.param`` values).
 
     Raises
     ------
@@ -272,7 +275,7 @@ def trace_model(model: Model, bound: BoundData, *messengers) -> poutine.Trace:
     for messenger in reversed(messengers):
         fn = messenger(fn)
     try:
-        with torch.random.fork_rng(), torch.no_grad():
+        with torch.random.fork_rng(), torch.set_grad_enabled(grad):
             return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
     except (DataError, ModelError) as e:
         # Pyro appends its trace-shape table to errors raised inside a model; ours say enough

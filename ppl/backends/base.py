@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["Applicability", "Backend"]
+__all__ = ["Applicability", "Backend", "BoundMonitor"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,72 @@ class Backend(ABC):
 
     def __repr__(self):
         return f"<backend '{self.name}': {self.summary}>"
+
+
+class BoundMonitor:
+    """The iteration loop's bookkeeping, shared by iterative backends (EM, CAVI): the
+    objective per iteration (``history``), the stopping rule, the monotonicity check and
+    an optional tqdm progress bar.
+
+    Parameters
+    ----------
+    what : str
+        Name of the objective in messages (``"log-likelihood"``, ``"ELBO"``).
+    tol : float
+        Converged when ``|Δ objective| / n_obs < tol`` between consecutive iterations.
+    n_obs : int
+        Number of observed values the objective is averaged over for ``tol``.
+    max_iter : int
+        For the progress bar.
+    progress : bool or None
+        Show a tqdm bar with the running objective; ``None`` shows it only on a terminal.
+    monotone : bool
+        The objective must not decrease (EM, sequential CAVI): a decrease of more than
+        ``1e-9 · (1 + |objective|)`` warns with :class:`~ppl.errors.BoundDecreaseWarning`.
+    desc : str
+        Label of the progress bar.
+    """
+
+    def __init__(self, what: str, tol: float, n_obs: int, max_iter: int, progress=None, monotone: bool = True,
+                 desc: str = ""):
+        self.what = what
+        self.tol = float(tol)
+        self.n_obs = max(int(n_obs), 1)
+        self.monotone = monotone
+        self.history: list = []
+        self.converged = False
+        self._bar = None
+        if progress or progress is None:
+            import sys
+
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=max_iter, desc=desc or what, leave=False,
+                             disable=None if progress is None else not progress, file=sys.stderr)
+
+    def record(self, value: float) -> bool:
+        """Append ``value`` (nats); returns True once converged."""
+        import warnings
+
+        from ..errors import BoundDecreaseWarning
+
+        value = float(value)
+        if self.history:
+            prev = self.history[-1]
+            if self.monotone and value < prev - 1e-9 * (1.0 + abs(prev)):
+                warnings.warn(
+                    f"the {self.what} decreased at iteration {len(self.history)}: {prev:.10g} -> {value:.10g} nats "
+                    f"(by {prev - value:.3g}); this should not happen for an exact monotone method - please report it",
+                    BoundDecreaseWarning, stacklevel=3)
+            self.converged = abs(value - prev) / self.n_obs < self.tol
+        self.history.append(value)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{self.what} {value:.6g}")
+            if len(self.history) > 1:
+                self._bar.update(1)
+        return self.converged
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -17,6 +17,8 @@ analysis.  It answers:
 
 from __future__ import annotations
 
+import copy
+import time
 from collections import deque
 from collections.abc import Mapping
 
@@ -28,14 +30,15 @@ from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
 from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 from ..ops.scan import to_scaled_chain
+from ..posterior import TablePosterior
 
-__all__ = ["DiscretePlan", "Marginals", "discrete_plan"]
+__all__ = ["DiscretePlan", "Marginals", "discrete_plan", "table_posterior"]
 
 
 class DiscretePlan:
     """See the module docstring.  Build with :func:`discrete_plan` (cached per graph)."""
 
-    def __init__(self, graph, analysis, dtype=torch.float64, device=None):
+    def __init__(self, graph, analysis, dtype=torch.float64, device=None, tables=None):
         self.graph = graph
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -43,7 +46,9 @@ class DiscretePlan:
         self.var_plates = {v: frozenset(graph.variables[v].plates) for v in analysis.discrete}
         self.cards = {v: graph.variables[v].cardinality for v in analysis.discrete}
         self.dims = enumeration_dims(graph, analysis.moral)
-        tables = log_factor_tables(graph, self.dims, self.plate_order, dtype=dtype, device=self.device)
+        if tables is None:
+            tables = log_factor_tables(graph, self.dims, self.plate_order, dtype=dtype, device=self.device)
+        chain_members: list[list] = [[] for _ in analysis.chains]
         self.chains = list(analysis.chains)
         self.chain_plates = [tuple(p for p in self.plate_order if p in ch.plates) for ch in self.chains]
         self.chain_position = {v: (c, t) for c, ch in enumerate(self.chains) for t, v in enumerate(ch.vars)}
@@ -58,21 +63,42 @@ class DiscretePlan:
                 self.factors[name] = f
             else:
                 chain_parts[index[id(hit)]].append(f)
+                chain_members[index[id(hit)]].append(name)
+        self.chain_members = chain_members  # per chain, the names of the factors stacked into it
         for i, ch in enumerate(self.chains):
             self.chain_tables[i] = self._stack_chain(ch, self.chain_plates[i], chain_parts[i])
         self.order = list(analysis.order)
         self.plan = self._plan(self.factors.values(), self.order)
+        self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
+        self.families = {v: graph.variables[v].family for v in analysis.discrete}
+        self._sum_plans: dict = {}
+        self._numeric()
+
+    def _numeric(self) -> None:
+        """The parts that depend on the table values: barren latents (their check is
+        numeric), absorption, the scaled inputs; caches of taped passes reset."""
         # the sum-product plan leaves barren latents out; their marginals are propagated forward
         self.barren = self._barren_latents()
         pruned = {v for v, _ in self.barren}
         kept = self._absorb([n for n in self.factors if n not in pruned])
-        self.sum_plan = self._plan(kept.values(), [v for v in self.order if v not in pruned])
+        key = (tuple(self.barren), tuple(kept))
+        if key not in self._sum_plans:
+            self._sum_plans[key] = self._plan(kept.values(), [v for v in self.order if v not in pruned])
+        self.sum_plan = self._sum_plans[key]
         self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in kept.items()}
         self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
-        self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
-        self.families = {v: graph.variables[v].family for v in analysis.discrete}
         self._sample_tape = None
         self._sources: dict = {}
+
+    def with_tables(self, tables: list, chain_tables: list) -> "DiscretePlan":
+        """A plan with the same structure and new tables (log domain): ``tables`` in the
+        order of :attr:`factors`, ``chain_tables`` per chain (``plates + (L, K, K)``).
+        Only the value-dependent parts are recomputed (EM's posterior at the learned θ)."""
+        new = copy.copy(self)
+        new.factors = {n: LogFactor(t, f.plates, f.vars) for (n, f), t in zip(self.factors.items(), tables)}
+        new.chain_tables = list(chain_tables)
+        new._numeric()
+        return new
 
     # ------------------------------------------------------------------ build
     def _plan(self, factors, order):
@@ -243,6 +269,52 @@ class DiscretePlan:
             self._propagate_barren(out, blocks)
         return log_z.detach(), Marginals(self, out, blocks)
 
+    def factor_posteriors(self, tables: list, chain_tables: list):
+        """Log evidence and the posterior marginal of every factor's scope, for new tables
+        with this plan's structure (the E-step of EM).
+
+        Runs the full plan (no barren pruning or absorption, so every input's adjoint is
+        its factor's marginal): ``p(x_f | v) = φ_f ∂ log Z / ∂ φ_f``.
+
+        Parameters
+        ----------
+        tables : list[torch.Tensor]
+            Log tables of the factors outside chains, in the order of :attr:`factors`.
+        chain_tables : list[torch.Tensor]
+            Per chain, the stacked ``plates + (L, K, K)`` log table (see :meth:`_stack_chain`).
+
+        Returns
+        -------
+        log_z : torch.Tensor, scalar
+        factor_marginals : list[torch.Tensor] or None
+            Same shapes as ``tables`` (each sums to 1 over its variables per plate copy).
+        chain_marginals : list[torch.Tensor] or None
+            Per chain, ``p(x_t, x_{t+1} | v)`` of shape ``plates + (L, K, K)``.
+            ``None`` for both when the evidence is impossible (``log_z = -inf``).
+        """
+        metas = list(self.factors.values())
+        scaled = [to_scaled(t, len(f.plates)) for t, f in zip(tables, metas)]
+        chains = [to_scaled_chain(t) for t in chain_tables]
+        leaves = [p.detach().requires_grad_(True) for p, _ in chains]
+        log_z, grads = scaled_gradients(self.plan, scaled + [(p, s) for p, (_, s) in zip(leaves, chains)])
+        n = len(tables)
+        if torch.isfinite(log_z):
+            fm = [torch.zeros_like(t) if g is None else g * p for g, (p, _), t in zip(grads[:n], scaled, tables)]
+            cm = [torch.zeros_like(t) if g is None else g * p for g, (p, _), t in zip(grads[n:], chains, chain_tables)]
+            return log_z.detach(), fm, cm
+        # underflow in the probability domain (or impossible evidence): log domain
+        leaves = [t.detach().requires_grad_(True) for t in tables]
+        cleaves = [t.detach().requires_grad_(True) for t in chain_tables]
+        with torch.enable_grad():
+            factors = [LogFactor(t, f.plates, f.vars) for t, f in zip(leaves, metas)]
+            log_z, _ = contract(factors + self._chain_factors(cleaves), order=self.order,
+                                var_plates=self.var_plates, plate_order=self.plate_order, plan=self.plan)
+            if not torch.isfinite(log_z) or not log_z.requires_grad:
+                return log_z.detach(), None, None
+            grads = torch.autograd.grad(log_z, leaves + cleaves, allow_unused=True)
+        out = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tables + list(chain_tables))]
+        return log_z.detach(), out[:n], out[n:]
+
     def _propagate_barren(self, out: dict, blocks: list) -> None:
         """Marginals of the pruned barren latents: ``p(v) = Σ_u p(u | e) p(v | u)``, in
         forward order (a parent's marginal is known before its child's)."""
@@ -385,3 +457,47 @@ def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> Discrete
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device)
         graph.cache[key] = plan
     return plan
+
+
+def table_posterior(method: str, graph, plan: DiscretePlan, marginals, *, seed=None, map: bool = True,
+                    start: float, diagnostics: dict, **fields):
+    """The :class:`~ppl.posterior.TablePosterior` of ``plan``'s tables: its marginals, the
+    MAP assignment (max-product) if ``map``, and an exact joint sampler.
+
+    Parameters
+    ----------
+    method : str
+    graph : FactorGraph
+    plan : DiscretePlan
+    marginals : Marginals or None
+        From :meth:`DiscretePlan.log_partition`.
+    seed : int, optional
+        Default seed of ``sample()``.
+    map : bool
+    start : float
+        ``time.perf_counter()`` at the start of the run (for ``elapsed``).
+    diagnostics : dict
+        Updated with ``"map_log_joint"``.
+    **fields
+        Posterior fields (``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``).
+    """
+    map_assignment = None
+    if map and plan.cards:
+        best, idx = plan.argmax()
+        map_assignment = {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}
+        diagnostics["map_log_joint"] = float(best)
+    device = plan.device
+
+    def sampler(n, sample_seed=None):
+        s = seed if sample_seed is None else sample_seed
+        gen = None
+        if s is not None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(s))
+        idx = plan.sample(n, gen)  # the taped forward pass is built once per plan
+        return {v: plan.values(v, idx[v], 1) for v in plan.cards}
+
+    return TablePosterior(method, graph=graph, marginals=marginals if marginals is not None else {},
+                          supports=plan.supports, families=plan.families, sampler=sampler,
+                          map_assignment=map_assignment, elapsed=time.perf_counter() - start,
+                          diagnostics=diagnostics, **fields)

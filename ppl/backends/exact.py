@@ -15,9 +15,8 @@ import torch
 
 from ..analysis.report import format_bytes
 from ..errors import DataError, IntractableError, UnsupportedModelError
-from ..posterior import TablePosterior
 from .base import Applicability, Backend
-from .discrete import discrete_plan
+from .discrete import discrete_plan, table_posterior
 
 __all__ = ["ExactBackend"]
 
@@ -118,34 +117,6 @@ class ExactBackend(Backend):
         diagnostics = {"plan_seconds": build, "treewidth": analysis.treewidth,
                        "largest_clique_bytes": analysis.clique_bytes, "elimination_order": plan.order,
                        "chains": plan.chains, "device": str(device)}
-        map_assignment = None
-        if map and plan.cards:
-            best, idx = plan.argmax()
-            map_assignment = {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}
-            diagnostics["map_log_joint"] = float(best)
-        out_marginals = probs if probs is not None else {}
-
-        def sampler(n, sample_seed=None):
-            s = seed if sample_seed is None else sample_seed
-            gen = None
-            if s is not None:
-                gen = torch.Generator(device=device)
-                gen.manual_seed(int(s))
-            idx = plan.sample(n, gen)  # the taped forward pass is built once per plan
-            return {v: plan.values(v, idx[v], 1) for v in plan.cards}
-
         value = float(log_z)
-        return TablePosterior(
-            self.name,
-            graph=graph,
-            marginals=out_marginals,
-            supports=plan.supports,
-            families=plan.families,
-            sampler=sampler,
-            map_assignment=map_assignment,
-            elbo=value,
-            log_evidence=value,
-            converged=None,
-            elapsed=time.perf_counter() - start,
-            diagnostics=diagnostics,
-        )
+        return table_posterior(self.name, graph, plan, probs, seed=seed, map=map, elbo=value, log_evidence=value,
+                               converged=None, start=start, diagnostics=diagnostics)

@@ -12,6 +12,7 @@ share a factor can share a dimension, so dimensions are a colouring of the moral
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import networkx as nx
 import pyro
@@ -24,7 +25,7 @@ from ..ops.contract import LogFactor
 from . import families
 from .observations import CheckObservations
 
-__all__ = ["enumeration_dims", "log_factor_tables"]
+__all__ = ["FactorLayout", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
 
 _MAX_DIMS = 60  # torch supports 64 dims
 
@@ -93,7 +94,8 @@ def enumeration_dims(graph, moral: nx.Graph) -> dict:
     return dims
 
 
-def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64, device=None) -> dict:
+def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64, device=None,
+                      messengers=(), names=None, grad: bool = False) -> dict:
     """Evaluate every factor as a compact :class:`~ppl.ops.contract.LogFactor`.
 
     Parameters
@@ -105,6 +107,12 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
         Global plate order; each table's leading dims follow it.
     dtype : torch.dtype
     device : torch.device or str, optional
+    messengers : sequence of pyro Messenger
+        Extra handlers for the run (e.g. ``poutine.substitute`` of ``ppl.param`` values).
+    names : collection of str, optional
+        Only these factors (default all).
+    grad : bool
+        Keep autograd history (tables differentiable in substituted param tensors).
 
     Returns
     -------
@@ -121,10 +129,22 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
         If the model fails under enumeration (e.g. Python control flow on a latent's
         value, or indexing that does not broadcast; use ``ppl.Vindex``).
     """
+    trace = enumerated_trace(graph, dims, dtype, *messengers, grad=grad)
+    tables = {}
+    for name in graph.factors if names is None else names:
+        layout = factor_layout(graph, name, trace.nodes[name]["log_prob"].shape, dims, plate_order)
+        table = layout.canonical(trace.nodes[name]["log_prob"], 0, expand=True)
+        tables[name] = LogFactor(table.to(dtype=dtype, device=device), layout.plates, layout.vars)
+    return tables
+
+
+def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False):
+    """One run of the model with every discrete latent enumerated (see the module
+    docstring), ``log_prob`` computed at every site.  Raises as :func:`log_factor_tables`."""
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
-            trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims),
-                                CheckObservations(graph.model, graph.bound.observations))
+            trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims), *messengers,
+                                CheckObservations(graph.model, graph.bound.observations), grad=grad)
             trace.compute_log_prob()
         except ModelError as e:
             raise ModelError(
@@ -137,30 +157,73 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
                 f"model '{graph.model.name}' failed with its discrete latents enumerated ({type(e).__name__}: {e}); "
                 "no Python control flow on latent values, and use ppl.Vindex for indexing with several latents"
             ) from e
-    plates = graph.plates
-    discrete = set(dims)
-    tables = {}
-    for name, f in graph.factors.items():
-        site = trace.nodes[name]
-        lp = site["log_prob"]
-        vars_ = tuple(v for v in f.scope if v in discrete)
-        fplates = tuple(p for p in plate_order if p in f.plates)
-        keep = [plates[p].dim for p in fplates] + [dims[v] for v in vars_]
-        sizes = [plates[p].size for p in fplates] + [graph.variables[v].cardinality for v in vars_]
-        rank = max([-d for d in keep] + [lp.dim()])
-        lp = lp.reshape((1,) * (rank - lp.dim()) + tuple(lp.shape))
-        positions = [rank + d for d in keep]
-        stray = [i - rank for i in range(rank) if i not in positions and lp.shape[i] != 1]
+    return trace
+
+
+@dataclass(frozen=True)
+class FactorLayout:
+    """Where a factor's batch dims go in its table: plates (global order), then its
+    discrete latents (scope order).
+
+    Attributes
+    ----------
+    name : str
+    plates, vars : tuple[str, ...]
+    sizes : tuple[int, ...]
+        The table shape.
+    rank : int
+        Number of batch dims of the enumerated ``log_prob`` (padded on the left).
+    positions : tuple[int, ...]
+        Batch dim (of ``rank``) of each plate / latent, in table order.
+    """
+
+    name: str
+    plates: tuple
+    vars: tuple
+    sizes: tuple
+    rank: int
+    positions: tuple
+
+    def canonical(self, x: torch.Tensor, tail: int, expand: bool = False) -> torch.Tensor:
+        """Lay ``x`` (batch dims as the enumerated ``log_prob``, right-aligned, then
+        ``tail`` trailing dims) out as the table: shape ``sizes + x's tail``, with size 1
+        where ``x`` is constant (broadcast) unless ``expand``.
+
+        Raises
+        ------
+        UnsupportedModelError
+            If ``x`` varies along a batch dim that is neither a plate nor a latent's.
+        """
+        batch = tuple(x.shape[: x.dim() - tail])
+        tail_shape = tuple(x.shape[x.dim() - tail:])
+        if len(batch) > self.rank:
+            raise UnsupportedModelError(
+                f"site '{self.name}': a tensor of shape {tuple(x.shape)} has more batch dims than its log density")
+        batch = (1,) * (self.rank - len(batch)) + batch
+        stray = [i - self.rank for i in range(self.rank) if i not in self.positions and batch[i] != 1]
         if stray:
             raise UnsupportedModelError(
-                f"site '{name}': its log density has shape {tuple(lp.shape)}, with dims {stray} that are neither a "
+                f"site '{self.name}': its log density has shape {batch}, with dims {stray} that are neither a "
                 "declared plate nor an enumerated discrete latent; declare i.i.d. copies with ppl.plate"
             )
-        full = [1] * rank
-        for d, s in zip(keep, sizes):
-            full[rank + d] = s
-        lp = lp.expand(full)
-        others = [i for i in range(rank) if i not in positions]
-        table = lp.permute(positions + others).reshape(sizes) if others or positions else lp.reshape(())
-        tables[name] = LogFactor(table.to(dtype=dtype, device=device), fplates, vars_)
-    return tables
+        x = x.reshape(batch + tail_shape)
+        if expand:
+            x = x.expand(tuple(self.sizes[self.positions.index(i)] if i in self.positions else 1
+                               for i in range(self.rank)) + tail_shape)
+        others = [i for i in range(self.rank) if i not in self.positions]
+        order = list(self.positions) + others + list(range(self.rank, self.rank + len(tail_shape)))
+        x = x.permute(order) if order else x
+        return x.reshape(tuple(x.shape[: len(self.positions)]) + tail_shape)
+
+
+def factor_layout(graph, name: str, lp_shape, dims: dict, plate_order: tuple) -> FactorLayout:
+    """The :class:`FactorLayout` of factor ``name`` whose enumerated ``log_prob`` has shape
+    ``lp_shape``."""
+    f = graph.factors[name]
+    plates = graph.plates
+    vars_ = tuple(v for v in f.scope if v in dims)
+    fplates = tuple(p for p in plate_order if p in f.plates)
+    keep = [plates[p].dim for p in fplates] + [dims[v] for v in vars_]
+    sizes = tuple([plates[p].size for p in fplates] + [graph.variables[v].cardinality for v in vars_])
+    rank = max([-d for d in keep] + [len(lp_shape)])
+    return FactorLayout(name, fplates, vars_, sizes, rank, tuple(rank + d for d in keep))

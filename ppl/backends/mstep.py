@@ -1,0 +1,436 @@
+"""M-steps of EM: closed-form updates from expected sufficient statistics where a
+parameter's role is recognised, L-BFGS on the expected complete-data log-likelihood
+otherwise.
+
+With the E-step weights ``W_f(x_f) = p(x_f | v; θ_old)`` of every factor, the M-step
+maximises (Goodfellow et al. 2016, §19.2, eq. 19.8 with q fixed)
+
+    Q(θ) = Σ_f Σ_{x_f} W_f(x_f) log φ_f(x_f; θ).
+
+A parameter used only as a *gather* (:mod:`ppl.compiler.probe`) in a role listed in
+:data:`RULES` has a closed-form maximiser, computed here from weighted sums over the
+factor tables' entries (:func:`grouped_sum`):
+
+========================  ===========================================================
+role                      update (sums over the entries that select the element/row)
+========================  ===========================================================
+Normal loc                ``μ = Σ W x/σ² / Σ W/σ²`` (exact for any fixed scales)
+Normal scale              ``σ² = Σ W (x-μ)² / Σ W + reg_covar``
+MultivariateNormal loc    ``μ = Σ W x / Σ W`` (rows whose entries share one covariance)
+MultivariateNormal cov    ``Σ = Σ W (x-μ)(x-μ)ᵀ / Σ W + reg_covar I`` (covariance_matrix;
+                          its Cholesky factor for scale_tril, inverse for precision_matrix)
+Categorical probs/logits  ``p ∝ Σ W onehot(x)`` (whole rows of a simplex / real param)
+Bernoulli probs/logits    ``p = Σ W x / Σ W``
+Poisson rate              ``λ = Σ W x / Σ W``
+Exponential rate          ``λ = Σ W / Σ W x``
+========================  ===========================================================
+
+Locations are updated before scales (an expectation-conditional maximisation step,
+Meng & Rubin 1993): each update maximises Q over its parameter given the others, so Q
+never decreases and the log-likelihood never decreases (the generalised-EM argument of
+Dempster, Laird & Rubin 1977).  For mixtures whose location and scale select the same
+component (the usual GMM, every covariance type of scikit-learn), it is the joint
+maximiser, identical to scikit-learn's and hmmlearn's M-steps.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import biject_to, constraints
+
+from ..errors import DataError
+
+__all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
+
+_LETTERS = string.ascii_lowercase
+
+
+def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "") -> torch.Tensor:
+    """``out[g] = Σ_{e : index[e] = g} Π_k operand_k[e]`` over broadcast entries ``e``.
+
+    Entries are the broadcast of ``index`` and the operands' leading dims; each operand
+    may carry trailing dims named by upper-case letters (``(x, "D")``), and the product
+    keeps those named in ``out_tail`` (``"DE"`` for an outer product).  Dims along which
+    ``index`` is constant are summed by ``torch.einsum`` before the scatter, so a sum
+    over N data points and K components grouped by component costs one GEMM, never an
+    ``N·K·D²`` intermediate.
+
+    Parameters
+    ----------
+    index : torch.LongTensor
+        Group of each entry, in ``[0, n_out)``.
+    operands : list[tuple[torch.Tensor, str]]
+    n_out : int
+    out_tail : str
+
+    Returns
+    -------
+    torch.Tensor, shape ``(n_out,) + tail sizes``
+    """
+    rank = max([index.dim()] + [t.dim() - len(tl) for t, tl in operands])
+    idx = index.reshape((1,) * (rank - index.dim()) + tuple(index.shape))
+    kept = [d for d in range(rank) if idx.shape[d] > 1]
+    specs, tensors, present, tail_sizes = [], [], set(), {}
+    for t, tl in operands:
+        e = t.dim() - len(tl)
+        t = t.reshape((1,) * (rank - e) + tuple(t.shape))
+        keep = [d for d in range(rank) if t.shape[d] != 1]
+        t = t.reshape(tuple(t.shape[d] for d in keep) + tuple(t.shape[rank:]))
+        for letter, size in zip(tl, t.shape[len(keep):]):
+            tail_sizes[letter] = size
+        specs.append("".join(_LETTERS[d] for d in keep) + tl)
+        tensors.append(t)
+        present.update(keep)
+    out_kept = [d for d in kept if d in present]
+    res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out_kept) + out_tail, *tensors)
+    # kept dims no operand varies along: broadcast
+    shape = []
+    view = []
+    j = 0
+    for d in kept:
+        shape.append(idx.shape[d])
+        if d in present:
+            view.append(res.shape[j])
+            j += 1
+        else:
+            view.append(1)
+    tail = tuple(tail_sizes[c] for c in out_tail)
+    res = res.reshape(tuple(view) + tail).expand(tuple(shape) + tail)
+    gid = idx.reshape(tuple(idx.shape[d] for d in kept)).expand(tuple(shape))
+    out = torch.zeros((n_out,) + tail, dtype=res.dtype, device=res.device)
+    out.index_add_(0, gid.reshape(-1), res.reshape((-1,) + tail))
+    return out
+
+
+# ------------------------------------------------------------------ roles
+def _is(c, kind) -> bool:
+    c = getattr(c, "base_constraint", c) if isinstance(c, constraints.independent) else c
+    if kind == "real":
+        return c is None or isinstance(c, type(constraints.real))
+    if kind == "positive":
+        return isinstance(c, constraints.greater_than) and float(c.lower_bound) == 0.0
+    if kind == "unit":
+        return isinstance(c, constraints.interval) and float(c.lower_bound) == 0.0 and float(c.upper_bound) == 1.0
+    return isinstance(c, type(getattr(constraints, kind)))
+
+
+#: (family, slot) -> (role, constraint the param must have, event size of the slot)
+RULES = {
+    ("Normal", "loc"): ("normal_loc", "real", 0),
+    ("Normal", "scale"): ("normal_scale", "positive", 0),
+    ("MultivariateNormal", "loc"): ("mvn_loc", "real", 1),
+    ("MultivariateNormal", "covariance_matrix"): ("mvn_cov", "positive_definite", 2),
+    ("MultivariateNormal", "scale_tril"): ("mvn_cov", "lower_cholesky", 2),
+    ("MultivariateNormal", "precision_matrix"): ("mvn_cov", "positive_definite", 2),
+    ("Categorical", "probs"): ("cat", "simplex", 1),
+    ("Categorical", "logits"): ("cat", "real", 1),
+    ("Bernoulli", "probs"): ("mean", "unit", 0),
+    ("Bernoulli", "logits"): ("mean", "real", 0),
+    ("Poisson", "rate"): ("mean", "positive", 0),
+    ("Exponential", "rate"): ("inverse_mean", "positive", 0),
+}
+_ORDER = {"normal_loc": 0, "mvn_loc": 0, "normal_scale": 1, "mvn_cov": 1, "cat": 2, "mean": 2, "inverse_mean": 2}
+LABEL = {
+    "normal_loc": "Normal loc", "normal_scale": "Normal scale", "mvn_loc": "MultivariateNormal loc",
+    "mvn_cov": "MultivariateNormal covariance", "cat": "Categorical probabilities", "mean": "mean parameter",
+    "inverse_mean": "Exponential rate",
+}
+
+
+@dataclass
+class ClosedFormUpdate:
+    """The closed-form update of one param: its role and the (group, slot) uses."""
+
+    param: str
+    role: str
+    uses: list  # [(group index, slot name)]
+    label: str
+
+
+def _rows_ok(pos: torch.Tensor, ev: int, offset: int, shape) -> bool:
+    """The trailing ``ev`` dims of ``pos`` select whole trailing rows/matrices of the param."""
+    if ev == 0:
+        return True
+    tail = tuple(pos.shape[-ev:])
+    if tuple(shape[-ev:]) != tail:
+        return False
+    width = int(torch.tensor(tail).prod())
+    start = pos.reshape(pos.shape[: pos.dim() - ev] + (width,))
+    expect = start[..., :1] + torch.arange(width, device=pos.device)
+    return bool(torch.equal(start, expect)) and bool(((start[..., 0] - offset) % width == 0).all())
+
+
+def plan_closed_forms(pt, gradient_only: bool = False):
+    """Decide, per param, the closed-form update or the gradient M-step.
+
+    Returns
+    -------
+    updates : list[ClosedFormUpdate]
+        In update order (locations first).
+    gradient : list[str]
+        Params left to the gradient M-step.
+    why : dict[str, str]
+        Param -> the reason it has no closed form (for diagnostics).
+    """
+    space = pt.space
+    uses: dict = {p: [] for p in space.names}
+    why: dict = {}
+    for name in pt.slow:
+        for p in pt.templates[name].deps:
+            why.setdefault(p, f"factor '{name}': {pt.templates[name].slow}")
+    for gi, g in enumerate(pt.groups):
+        fam = g.template.family
+        for slot, (kind, pos) in g.slots.items():
+            if kind != "gather":
+                continue
+            owners = space.owners(pos)
+            rule = RULES.get((fam, slot))
+            for p in owners:
+                if rule is None:
+                    why.setdefault(p, f"{fam} {slot} has no closed-form update")
+                uses[p].append((gi, slot, rule))
+    updates, gradient = [], []
+    for p in space.names:
+        us = uses[p]
+        if gradient_only or p in why or not us:
+            if us or p in why:
+                gradient.append(p)
+                why.setdefault(p, "gradient M-step requested" if gradient_only else "no use found")
+            continue
+        roles = {r[0] for _, _, r in us}
+        if len(roles) != 1:
+            why[p] = f"used in several roles ({sorted(roles)})"
+            gradient.append(p)
+            continue
+        role, need, ev = us[0][2]
+        c = space.constraints.get(p)
+        if not all(_is(c, r[1]) for _, _, r in us):
+            why[p] = f"its constraint {c} does not match its role ({LABEL[role]})"
+            gradient.append(p)
+            continue
+        bad = [gi for gi, slot, _ in us
+               if not _rows_ok(pt.groups[gi].slots[slot][1], ev, space.offsets[p], space.shapes[p])
+               or len(space.owners(pt.groups[gi].slots[slot][1])) != 1]
+        if bad:
+            why[p] = f"{LABEL[role]} entries do not select whole rows of '{p}'"
+            gradient.append(p)
+            continue
+        if role == "mvn_loc" and not all(_one_cov_per_row(pt.groups[gi], space) for gi, _, _ in us):
+            why[p] = "rows of this MultivariateNormal loc meet several covariances"
+            gradient.append(p)
+            continue
+        updates.append(ClosedFormUpdate(p, role, [(gi, slot) for gi, slot, _ in us], f"closed form ({LABEL[role]})"))
+    updates.sort(key=lambda u: _ORDER[u.role])
+    return updates, gradient, why
+
+
+def _one_cov_per_row(group, space) -> bool:
+    scale_slot = next(s for s in group.slots if s != "loc")
+    kind, cov = group.slots[scale_slot]
+    if kind == "const" and all(s == 1 for s in cov.shape[:-2]):
+        return True
+    loc = group.slots["loc"][1][..., 0]
+    c = cov[..., 0, 0] if kind == "gather" else cov.reshape(cov.shape[:-2] + (-1,)).sum(-1)
+    a, b = torch.broadcast_tensors(loc, c)
+    pairs = torch.unique(torch.stack([a.reshape(-1).to(b.dtype), b.reshape(-1)], 1), dim=0)
+    return pairs.shape[0] == torch.unique(a).numel()
+
+
+# ------------------------------------------------------------------ closed-form step
+def _entry_weights(group, w: torch.Tensor) -> torch.Tensor:
+    """The group's weights on its base distribution's entries: mask and scale applied,
+    broadcast over Independent dims."""
+    t = group.template
+    if group.mask is not None:
+        w = w * group.mask
+    if t.scale != 1.0:
+        w = w * t.scale
+    return w.reshape(tuple(w.shape) + (1,) * t.n_re)
+
+
+def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float) -> None:
+    """Update ``u.param`` in ``flat`` (θ as one vector) in place; see the module table.
+
+    Raises
+    ------
+    DataError
+        If a covariance is not positive definite after adding ``reg_covar``.
+    """
+    space = pt.space
+    off, shape = space.offsets[u.param], space.shapes[u.param]
+    numel = shape.numel()
+    cur = flat[off:off + numel].reshape(shape)
+    role = u.role
+    acc: dict = {}
+
+    def add(key, val):
+        acc[key] = val if key not in acc else acc[key] + val
+
+    def theta(slot_pair):
+        kind, t = slot_pair
+        return flat[t] if kind == "gather" else t
+
+    for gi, slot in u.uses:
+        g = pt.groups[gi]
+        w = _entry_weights(g, weights[gi])
+        pos = g.slots[slot][1]
+        x = g.value
+        if role in ("normal_loc", "normal_scale"):
+            ids = pos - off
+            if role == "normal_loc":
+                prec = theta(g.slots["scale"]).pow(-2)
+                add("num", grouped_sum(ids, [(w, ""), (prec, ""), (x, "")], numel))
+                add("den", grouped_sum(ids, [(w, ""), (prec, "")], numel))
+            else:
+                mu = theta(g.slots["loc"])
+                add("num", grouped_sum(ids, [(w, ""), (x * x, "")], numel)
+                    - 2 * grouped_sum(ids, [(w, ""), (x, ""), (mu, "")], numel)
+                    + grouped_sum(ids, [(w, ""), (mu * mu, "")], numel))
+                add("den", grouped_sum(ids, [(w, "")], numel))
+        elif role == "mvn_loc":
+            d = shape[-1]
+            rows = (pos[..., 0] - off) // d
+            add("num", grouped_sum(rows, [(w, ""), (x, "D")], numel // d, "D"))
+            add("den", grouped_sum(rows, [(w, "")], numel // d))
+        elif role == "mvn_cov":
+            d = shape[-1]
+            mats = (pos[..., 0, 0] - off) // (d * d)
+            mu = theta(g.slots["loc"])
+            n = numel // (d * d)
+            b = grouped_sum(mats, [(w, ""), (x, "D"), (mu, "E")], n, "DE")
+            add("num", grouped_sum(mats, [(w, ""), (x, "D"), (x, "E")], n, "DE") - b - b.transpose(-1, -2)
+                + grouped_sum(mats, [(w, ""), (mu, "D"), (mu, "E")], n, "DE"))
+            add("den", grouped_sum(mats, [(w, "")], n))
+        elif role == "cat":
+            k = shape[-1]
+            rows = (pos[..., 0] - off) // k
+            onehot = torch.nn.functional.one_hot(x.long(), k).to(flat.dtype)
+            add("num", grouped_sum(rows, [(w, ""), (onehot, "K")], numel // k, "K"))
+        else:  # mean / inverse_mean
+            ids = pos - off
+            add("num", grouped_sum(ids, [(w, ""), (x, "")], numel))
+            add("den", grouped_sum(ids, [(w, "")], numel))
+    tiny = torch.finfo(flat.dtype).tiny
+    if role == "cat":
+        counts = acc["num"]
+        total = counts.sum(-1, keepdim=True)
+        new = torch.where(total > 0, counts / total.clamp_min(tiny), cur.reshape(counts.shape))
+        if u.uses and pt.groups[u.uses[0][0]].slots.get("logits") is not None:
+            new = torch.where(total > 0, new.clamp_min(tiny).log(), cur.reshape(counts.shape))
+    else:
+        den = acc["den"]
+        has = den > 0
+        safe = den.clamp_min(tiny)
+        if role == "normal_loc":
+            new = torch.where(has, acc["num"] / safe, cur.reshape(-1))
+        elif role == "normal_scale":
+            var = acc["num"] / safe + reg_covar
+            if bool((has & ~(var > 0)).any()):
+                raise DataError(f"param '{u.param}': a variance collapsed to {float(var[has].min()):.3g} "
+                                "(a component holds a single value); increase reg_covar")
+            new = torch.where(has, var.clamp_min(tiny).sqrt(), cur.reshape(-1))
+        elif role == "mvn_loc":
+            new = torch.where(has[:, None], acc["num"] / safe[:, None], cur.reshape(acc["num"].shape))
+        elif role == "mvn_cov":
+            d = shape[-1]
+            cov = acc["num"] / safe[:, None, None] + reg_covar * torch.eye(d, dtype=flat.dtype, device=flat.device)
+            cov = 0.5 * (cov + cov.transpose(-1, -2))
+            chol, info = torch.linalg.cholesky_ex(cov)
+            if bool((has & (info > 0)).any()):
+                raise DataError(f"param '{u.param}': a covariance matrix is singular after the M-step (too few "
+                                "points with weight in some component, or collinear data); increase reg_covar")
+            slot = u.uses[0][1]
+            if slot == "scale_tril":
+                cov = chol
+            elif slot == "precision_matrix":
+                cov = torch.cholesky_inverse(chol)
+            new = torch.where(has[:, None, None], cov, cur.reshape(cov.shape))
+        else:
+            mean = acc["num"] / safe
+            if role == "inverse_mean":
+                mean = safe / acc["num"].clamp_min(tiny)
+            if _is(space.constraints.get(u.param), "real"):  # logits
+                mean = torch.logit(mean.clamp(tiny, 1 - 1e-16))
+            elif _is(space.constraints.get(u.param), "positive"):
+                mean = mean.clamp_min(tiny)
+            new = torch.where(has, mean, cur.reshape(-1))
+    flat[off:off + numel] = new.reshape(-1)
+
+
+# ------------------------------------------------------------------ gradient step
+def expected_log_lik(pt, flat: torch.Tensor, values: dict, weights: list, other_weights: dict,
+                     groups=None, slow: bool = True) -> torch.Tensor:
+    """``Q(θ) = Σ_f Σ_x W_f(x) log φ_f(x; θ)`` (nats) over the chosen groups and, if
+    ``slow``, the slow factors (one model run); differentiable in ``flat``/``values``."""
+    total = flat.new_zeros(())
+    for gi in (range(len(pt.groups)) if groups is None else groups):
+        t = pt.groups[gi].log_tables(flat)
+        w = weights[gi]
+        total = total + torch.where(w > 0, w * t, torch.zeros((), dtype=t.dtype, device=t.device)).sum()
+    if slow and pt.slow:
+        for n, t in pt.slow_tables(values, grad=True).items():
+            w = other_weights[n]
+            total = total + torch.where(w > 0, w * t, torch.zeros((), dtype=t.dtype, device=t.device)).sum()
+    return total
+
+
+class GradientMStep:
+    """Maximise Q over the params without a closed form, by L-BFGS (strong Wolfe line
+    search) in the unconstrained space ``biject_to(constraint)`` (Nocedal & Wright 2006,
+    §7.2).  A step that does not increase Q is rejected, so EM stays monotone.
+
+    Parameters
+    ----------
+    pt : ParametricTables
+    params : list[str]
+    max_iter : int
+        L-BFGS iterations per M-step.
+    """
+
+    def __init__(self, pt, params, max_iter: int = 20):
+        self.pt = pt
+        self.params = list(params)
+        self.max_iter = max_iter
+        deps = set(self.params)
+        self.groups = [gi for gi, g in enumerate(pt.groups) if g.deps & deps]
+        self.slow = any(pt.templates[n].deps & deps for n in pt.slow)
+        self.transforms = {p: biject_to(pt.space.constraints.get(p) or constraints.real) for p in self.params}
+
+    def __call__(self, flat: torch.Tensor, weights: list, other_weights: dict) -> None:
+        """Update the params in ``flat`` in place."""
+        if not self.params:
+            return
+        space = self.pt.space
+        fixed = space.unflat(flat.detach())
+        u = {p: self.transforms[p].inv(fixed[p]).detach().clone().requires_grad_(True) for p in self.params}
+
+        def q():
+            values = dict(fixed)
+            values.update({p: self.transforms[p](u[p]) for p in self.params})
+            return expected_log_lik(self.pt, space.flat(values), values, weights, other_weights,
+                                    groups=self.groups, slow=self.slow)
+
+        with torch.no_grad():
+            before = float(q())
+        opt = torch.optim.LBFGS(list(u.values()), max_iter=self.max_iter, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-10, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            loss = -q()
+            if not torch.isfinite(loss):
+                return loss
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        with torch.no_grad():
+            after = float(q())
+            if after >= before and after == after:
+                for p in self.params:
+                    off, n = space.offsets[p], space.shapes[p].numel()
+                    flat[off:off + n] = self.transforms[p](u[p]).reshape(-1)

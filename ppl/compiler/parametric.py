@@ -1,0 +1,462 @@
+"""Factor tables as functions of the ``ppl.param`` values θ, re-evaluated without
+re-running the model.
+
+One enumerated run of the model with every ``ppl.param`` replaced by a
+:class:`~ppl.compiler.probe.Probe` shows, for every factor, whether each parameter of
+its distribution is a *gather* of θ (``loc[z]``: entry ``e`` is θ element ``i(e)``), a
+constant, or some other function of θ.  A factor whose distribution parameters are all
+gathers or constants is *fast*: its log table at any θ is
+``Family(**{slot: θ[i]}).log_prob(value)``, and factors with the same family and shapes
+(the ``T`` emission factors of a ``markov`` loop) are stacked and evaluated as one batch.
+Every other factor is *slow*: its table is recomputed by a model run with the new θ
+substituted (exact for any model code, but a full trace per evaluation).
+
+Layouts follow :func:`ppl.compiler.tables.factor_layout`: plates (global order), then the
+factor's discrete latents (scope order), then the slot's own trailing dims (Independent
+dims, then the parameter's event dims); size 1 where a tensor is constant.
+
+This is what the EM backend's E-step (tables at the new θ) and M-step (closed forms
+over gathers; expected complete-data log-likelihood for L-BFGS) are built on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+
+from . import families
+from .probe import Probe, escaped_params, positions_of
+from .tables import enumerated_trace, factor_layout, log_factor_tables
+
+__all__ = ["ParamSpace", "FactorTemplate", "FactorGroup", "ParametricTables", "parametric_tables"]
+
+#: Distribution families rebuilt from their constructor arguments (slots).
+FAMILY_SLOTS = {
+    "Normal": ("loc", "scale"),
+    "Laplace": ("loc", "scale"),
+    "Cauchy": ("loc", "scale"),
+    "StudentT": ("df", "loc", "scale"),
+    "Gamma": ("concentration", "rate"),
+    "Exponential": ("rate",),
+    "Poisson": ("rate",),
+    "Categorical": None,  # probs or logits
+    "Bernoulli": None,  # probs or logits
+    "MultivariateNormal": None,  # loc and one of covariance_matrix / scale_tril / precision_matrix
+}
+_MVN_SCALES = ("covariance_matrix", "scale_tril", "precision_matrix")
+
+
+def slot_event_rank(family: str, slot: str) -> int:
+    """Trailing dims of a distribution parameter beyond the batch shape."""
+    if family == "Categorical":
+        return 1
+    if family == "MultivariateNormal":
+        return 1 if slot == "loc" else 2
+    return 0
+
+
+@dataclass
+class ParamSpace:
+    """The ``ppl.param`` values θ as one flat vector.
+
+    Attributes
+    ----------
+    names : tuple[str, ...]
+    shapes : dict[str, torch.Size]
+    constraints : dict[str, Constraint]
+    offsets : dict[str, int]
+        Position of each param's first element in the flat vector.
+    size : int
+    """
+
+    names: tuple
+    shapes: dict
+    constraints: dict
+    offsets: dict
+    size: int
+
+    @staticmethod
+    def build(values: dict, constraints: dict) -> "ParamSpace":
+        offsets, n = {}, 0
+        for k, v in values.items():
+            offsets[k] = n
+            n += v.numel()
+        return ParamSpace(tuple(values), {k: v.shape for k, v in values.items()}, dict(constraints), offsets, n)
+
+    def flat(self, values: dict) -> torch.Tensor:
+        """θ as one vector of length :attr:`size`."""
+        return torch.cat([values[k].reshape(-1) for k in self.names]) if self.names else torch.zeros(0)
+
+    def unflat(self, flat: torch.Tensor) -> dict:
+        """Name -> view of ``flat`` with the param's shape."""
+        return {k: flat[o:o + self.shapes[k].numel()].reshape(self.shapes[k]) for k, o in self.offsets.items()}
+
+    def owners(self, positions: torch.Tensor) -> set:
+        """Names of the params holding the flat elements ``positions``."""
+        if not self.names or positions.numel() == 0:
+            return set()
+        starts = torch.tensor([self.offsets[k] for k in self.names], device=positions.device)
+        which = torch.searchsorted(starts, positions.reshape(-1).unique(), right=True) - 1
+        return {self.names[i] for i in which.unique().tolist()}
+
+
+@dataclass
+class FactorTemplate:
+    """One factor, from the probe run.
+
+    Attributes
+    ----------
+    name : str
+    family : str
+    cls : type
+        The distribution class to rebuild.
+    slots : dict[str, tuple[str, torch.Tensor]]
+        Slot -> ``("gather", positions)`` or ``("const", values)``, in the factor layout.
+    value : torch.Tensor
+        The site's value (observed data, or the enumerated support), factor layout.
+    n_re : int
+        Dims reinterpreted as event dims (``Independent``).
+    mask : torch.BoolTensor or None
+        Factor layout, batch dims only.
+    scale : float
+    plates, vars : tuple[str, ...]
+    sizes : tuple[int, ...]
+        Table shape.
+    deps : frozenset[str]
+        Params the table depends on.
+    slow : str or None
+        Why the table cannot be rebuilt from slots (``None`` if it can).
+    """
+
+    name: str
+    family: str
+    cls: type = None
+    slots: dict = field(default_factory=dict)
+    value: torch.Tensor = None
+    n_re: int = 0
+    mask: torch.Tensor = None
+    scale: float = 1.0
+    plates: tuple = ()
+    vars: tuple = ()
+    sizes: tuple = ()
+    deps: frozenset = frozenset()
+    slow: str = None
+
+    def key(self):
+        """Templates with equal keys are evaluated as one stacked batch."""
+        slots = tuple((s, k, tuple(t.shape), t.dtype) for s, (k, t) in sorted(self.slots.items()))
+        mask = None if self.mask is None else tuple(self.mask.shape)
+        return (self.cls, slots, tuple(self.value.shape), self.value.dtype, self.n_re, mask, self.scale,
+                self.plates, len(self.vars), self.sizes)
+
+
+@dataclass
+class FactorGroup:
+    """Fast factors with the same key, stacked along a leading dim of size ``G``
+    (size 1 where all members agree).
+
+    Attributes
+    ----------
+    members : list[str]
+        Factor names, in stacking order.
+    template : FactorTemplate
+        The first member (family, n_re, layout); its slots and value replaced by the stacks.
+    slots : dict[str, tuple[str, torch.Tensor]]
+    value : torch.Tensor
+    mask : torch.Tensor or None
+    deps : frozenset[str]
+    """
+
+    members: list
+    template: FactorTemplate
+    slots: dict
+    value: torch.Tensor
+    mask: torch.Tensor
+    deps: frozenset
+
+    def distribution(self, theta_flat: torch.Tensor):
+        """The members' base distribution at θ, batch shape ``(G,) + layout``."""
+        kw = {s: (theta_flat[t] if k == "gather" else t) for s, (k, t) in self.slots.items()}
+        return self.template.cls(**kw, validate_args=False)
+
+    def log_tables(self, theta_flat: torch.Tensor) -> torch.Tensor:
+        """Log tables of every member at θ: shape ``(G,) + sizes`` (G possibly broadcast 1)."""
+        t = self.template
+        lp = self.distribution(theta_flat).log_prob(self.value)
+        if t.n_re:
+            lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
+        if self.mask is not None:
+            lp = torch.where(self.mask, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
+        if t.scale != 1.0:
+            lp = lp * t.scale
+        return lp.expand((len(self.members),) + t.sizes)
+
+
+class _SubstituteParams(Messenger):
+    """Give every ``ppl.param`` site the value in ``values`` (and record its constraint)."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+        self.constraints: dict = {}
+
+    def _pyro_param(self, msg):
+        name = msg["name"]
+        if name in self.values:
+            msg["value"] = self.values[name]
+            self.constraints[name] = msg["kwargs"].get("constraint")
+
+
+def _compact(x: torch.Tensor) -> torch.Tensor:
+    """Shrink broadcast (stride 0) dims to size 1."""
+    for d in range(x.dim()):
+        if x.shape[d] > 1 and x.stride(d) == 0:
+            x = x.narrow(d, 0, 1)
+    return x
+
+
+def _compact_equal(x: torch.Tensor) -> torch.Tensor:
+    """Shrink every dim along which ``x`` is constant to size 1."""
+    x = _compact(x)
+    for d in range(x.dim()):
+        if x.shape[d] > 1:
+            first = x.narrow(d, 0, 1)
+            if torch.equal(x, first.expand_as(x)):
+                x = first
+    return x
+
+
+def _plain(x):
+    return x.as_subclass(torch.Tensor) if isinstance(x, Probe) else x
+
+
+class ParametricTables:
+    """Every factor's log table as a function of θ (see the module docstring).
+
+    Parameters
+    ----------
+    graph : FactorGraph
+    dims : dict[str, int]
+        Enumeration dims (:func:`ppl.compiler.tables.enumeration_dims`).
+    plate_order : tuple[str, ...]
+    values : dict[str, torch.Tensor]
+        θ at which the probe run is made (constrained values).
+    dtype, device
+        Of the tables.
+
+    Attributes
+    ----------
+    space : ParamSpace
+    templates : dict[str, FactorTemplate]
+    groups : list[FactorGroup]
+        The fast factors.
+    slow : list[str]
+        Factors re-evaluated by a model run.
+    constant : dict[str, LogFactor]
+        Tables that depend on no param (computed once).
+    """
+
+    def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None):
+        self.graph = graph
+        self.dims = dims
+        self.plate_order = plate_order
+        self.dtype = dtype
+        self.device = device
+        values = {k: torch.as_tensor(v).to(dtype=dtype, device=device) for k, v in values.items()}
+        escaped_params(reset=True)
+        probe_values, offset = {}, 0
+        for k, v in values.items():
+            pos = torch.arange(offset, offset + v.numel(), device=device).reshape(v.shape)
+            probe_values[k] = Probe.wrap(v.clone(), pos, {k})
+            offset += v.numel()
+        sub = _SubstituteParams(probe_values)
+        trace = enumerated_trace(graph, dims, dtype, sub)
+        self.space = ParamSpace.build(values, sub.constraints)
+        escaped = escaped_params(reset=True)
+        self.templates = {}
+        traced = {}
+        for name in graph.factors:
+            site = trace.nodes[name]
+            layout = factor_layout(graph, name, site["log_prob"].shape, dims, plate_order)
+            _, lp_deps = positions_of(site["log_prob"])
+            traced[name] = layout.canonical(_plain(site["log_prob"]).detach(), 0, expand=True).to(dtype)
+            self.templates[name] = self._template(name, site, layout, lp_deps, escaped)
+        # constant tables, groups of fast ones, the slow rest
+        self.constant = {}
+        buckets: dict = {}
+        self.slow = []
+        for name, t in self.templates.items():
+            if not t.deps and t.slow is None:
+                self.constant[name] = traced[name]
+            elif t.slow is None:
+                buckets.setdefault(t.key(), []).append(t)
+            else:
+                self.slow.append(name)
+        self.groups = [self._stack(ts) for ts in buckets.values()]
+        self._verify(values, traced)
+        self.layouts = {n: (t.plates, t.vars) for n, t in self.templates.items()}
+
+    # ---------------------------------------------------------------- build
+    def _template(self, name, site, layout, lp_deps, escaped) -> FactorTemplate:
+        fn = site["fn"]
+        t = FactorTemplate(name, families.family_name(fn), plates=layout.plates, vars=layout.vars,
+                           sizes=layout.sizes, deps=frozenset(lp_deps))
+        if lp_deps & escaped:
+            t.slow = f"param(s) {sorted(lp_deps & escaped)} leave torch (float()/item()/numpy) in the model"
+            return t
+        mask = site.get("mask")
+        if mask is True:
+            mask = None
+        elif isinstance(mask, torch.Tensor):
+            mask = _plain(mask)
+        scale = site.get("scale", 1.0)
+        if isinstance(scale, torch.Tensor):
+            if scale.numel() != 1:
+                t.slow = "a tensor-valued poutine.scale"
+                return t
+            scale = float(scale)
+        t.scale = float(scale)
+        # look through wrappers: a mask above Independent, Independent, expand
+        n_re = 0
+        while True:
+            kind = type(fn).__name__
+            if kind == "MaskedDistribution" and n_re == 0:
+                m = _plain(fn._mask)
+                mask = m if mask is None or isinstance(mask, bool) else (mask & m)
+                fn = fn.base_dist
+            elif kind == "Independent":
+                n_re += fn.reinterpreted_batch_ndims
+                fn = fn.base_dist
+            elif kind == "ExpandedDistribution":
+                fn = fn.base_dist
+            else:
+                break
+        family = type(fn).__name__
+        if mask is False:
+            t.slow = "a site masked out entirely"
+            return t
+        if family not in FAMILY_SLOTS:
+            t.slow = f"family {family} is re-evaluated by a model run"
+            return t
+        names = FAMILY_SLOTS[family]
+        if names is None:
+            if family == "MultivariateNormal":
+                scale_slot = next((s for s in _MVN_SCALES if s in fn.__dict__), None)
+                names = ("loc", scale_slot)
+            else:
+                names = ("probs",) if fn.__dict__.get("probs") is fn._param else ("logits",)
+        t.cls, t.n_re = type(fn), n_re
+        slot_deps = set()
+        for s in names:
+            x = fn.__dict__.get(s)
+            if x is None:
+                t.slow = f"{family} without its '{s}' argument"
+                return t
+            tail = n_re + slot_event_rank(family, s)
+            pos, deps = positions_of(x)
+            if deps and pos is None:
+                t.slow = f"{family} {s} is computed from param(s) {sorted(deps)} (not a plain selection)"
+                return t
+            slot_deps |= deps
+            src = pos if pos is not None else _plain(x).detach().to(self.dtype)
+            src = layout.canonical(_compact(src), tail)
+            t.slots[s] = ("gather", _compact_equal(src)) if pos is not None else ("const", _compact(src))
+        if set(t.deps) - slot_deps:
+            t.slow = f"depends on param(s) {sorted(set(t.deps) - slot_deps)} outside its distribution's arguments"
+            return t
+        value = _plain(site["value"]).detach()
+        if value.is_floating_point():
+            value = value.to(self.dtype)
+        t.value = _compact(layout.canonical(_compact(value), n_re + len(fn.event_shape)))
+        if mask is not None and not isinstance(mask, bool):
+            t.mask = _compact(layout.canonical(_compact(mask.bool()), 0))
+        return t
+
+    def _stack(self, ts) -> FactorGroup:
+        first = ts[0]
+
+        def stack(xs):
+            s = torch.stack(xs) if len(xs) > 1 else xs[0].unsqueeze(0)
+            if s.shape[0] > 1 and torch.equal(s, s[:1].expand_as(s)):
+                s = s[:1]
+            return s
+
+        slots = {s: (k, stack([t.slots[s][1] for t in ts])) for s, (k, _) in first.slots.items()}
+        mask = None if first.mask is None else stack([t.mask for t in ts])
+        deps = frozenset().union(*(t.deps for t in ts))
+        return FactorGroup([t.name for t in ts], first, slots, stack([t.value for t in ts]), mask, deps)
+
+    def _verify(self, values, traced) -> None:
+        """Rebuilt tables must equal the traced ones at the probe θ; a group that does not
+        (an unusual wrapper, a constructor that transforms its arguments) is demoted to slow."""
+        flat = self.space.flat(values)
+        keep = []
+        for g in self.groups:
+            try:
+                with torch.no_grad():
+                    tables = g.log_tables(flat)
+                ok = all(_same(tables[i], traced[n]) for i, n in enumerate(g.members))
+            except Exception:  # a constructor that refuses the stacked layout
+                ok = False
+            if ok:
+                keep.append(g)
+            else:
+                for n in g.members:
+                    self.templates[n].slow = "rebuilding its distribution did not reproduce the traced table"
+                    self.slow.append(n)
+        self.groups = keep
+
+    # ---------------------------------------------------------------- use
+    def tables(self, values: dict, grad: bool = False) -> dict:
+        """Every factor's log table at θ = ``values``.
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            Factor name -> table (its layout's full shape).  Group members are views of
+            one stacked tensor per group (see :meth:`group_tables`).
+        """
+        flat = self.space.flat(values)
+        out = dict(self.constant)
+        for g, stacked in zip(self.groups, self.group_tables(flat)):
+            for i, n in enumerate(g.members):
+                out[n] = stacked[i]
+        out.update(self.slow_tables(values, grad=grad))
+        return out
+
+    def group_tables(self, flat: torch.Tensor) -> list:
+        """Per group, the stacked tables ``(G,) + sizes``."""
+        return [g.log_tables(flat) for g in self.groups]
+
+    def slow_tables(self, values: dict, grad: bool = False) -> dict:
+        """Tables of the slow factors, by one model run with θ substituted."""
+        if not self.slow:
+            return {}
+        sub = poutine.substitute(data=dict(values))
+        tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
+                                   messengers=(sub,), names=self.slow, grad=grad)
+        return {n: f.table for n, f in tables.items()}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.expand_as(b), b
+    finite = torch.isfinite(b)
+    if not torch.equal(torch.isfinite(a), finite) or not torch.equal(a[~finite], b[~finite]):
+        return False
+    return bool(torch.allclose(a[finite], b[finite], rtol=1e-9, atol=1e-9))
+
+
+def parametric_tables(graph, dims, plate_order, values, dtype=torch.float64, device=None) -> ParametricTables:
+    """Build (or fetch from ``graph.cache``) the :class:`ParametricTables` of ``graph``.
+
+    The structure found does not depend on θ, so one probe run per graph, precision and
+    device is kept; ``values`` is only the point of the probe run and of its check."""
+    key = ("parametric_tables", dtype, str(device or "cpu"), tuple(sorted(dims.items())))
+    pt = graph.cache.get(key)
+    if pt is None:
+        pt = ParametricTables(graph, dims, plate_order, values, dtype=dtype, device=device)
+        graph.cache[key] = pt
+    return pt

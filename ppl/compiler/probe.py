@@ -1,0 +1,161 @@
+"""Which tensors in a model run are plain selections of ``ppl.param`` elements.
+
+A :class:`Probe` is a ``ppl.param`` value that carries, beside its values, the flat
+position of every element in the concatenated parameter vector θ.  Indexing and
+shape-only operations (``loc[z]``, ``Vindex``, ``expand``, ``reshape``, broadcasting...)
+apply the same operation to the positions, so their result is still a Probe whose
+positions say which θ element each entry is: a *gather* of θ.  Any other operation
+(arithmetic, ``softplus``, ``cholesky``...) gives a Probe without positions that only
+remembers which params it depends on.
+
+The EM backend uses this to recognise, from an ordinary model run, that a distribution
+parameter is θ indexed by discrete latents (``Normal(loc[z], scale[z])``), which is what
+makes a closed-form M-step and a fast, vectorised re-evaluation of the factor tables
+possible.  Two normalisations that torch distributions apply in their constructors
+(``probs / probs.sum(-1, keepdim=True)`` in ``Categorical``; ``logits -
+logits.logsumexp(-1, keepdim=True)``) keep the positions: rebuilding the distribution
+from the gathered θ applies them again, so the table is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["Probe", "positions_of", "escaped_params"]
+
+# Operations that only select, reorder or broadcast elements: applied to the positions.
+_VIEWS = frozenset({
+    "__getitem__", "index_select", "reshape", "view", "expand", "expand_as", "broadcast_to", "unsqueeze",
+    "squeeze", "permute", "transpose", "t", "movedim", "moveaxis", "swapaxes", "flatten", "unflatten", "select",
+    "narrow", "broadcast_tensors", "stack", "cat", "concat", "unbind", "split", "chunk", "gather",
+    "take_along_dim", "repeat", "tile", "repeat_interleave", "flip", "roll", "diagonal", "tril", "triu",
+})
+# Operations that keep every element where it is (dtype/device changes, copies).
+_SAME = frozenset({"to", "double", "float", "type", "type_as", "clone", "contiguous", "detach", "cpu", "cuda",
+                   "requires_grad_", "__deepcopy__"})
+# Operations that take a value out of torch: θ then enters the model untracked.
+_ESCAPES = frozenset({"item", "tolist", "numpy", "__float__", "__int__", "__index__", "__bool__", "__array__"})
+_SUMS = frozenset({"sum"})
+_LSE = frozenset({"logsumexp"})
+_DIVS = frozenset({"div", "__truediv__", "true_divide", "divide"})
+_SUBS = frozenset({"sub", "__sub__", "subtract"})
+
+#: Names of params whose values left torch during a probe run (``float(theta)``...).
+_escaped: set = set()
+
+
+class Probe(torch.Tensor):
+    """A tensor that knows which parameter elements it is made of (see the module docstring).
+
+    Attributes
+    ----------
+    ppl_positions : torch.LongTensor or None
+        Same shape as the tensor: flat index into θ of each element, or ``None`` when the
+        tensor is not a plain selection of θ.
+    ppl_deps : frozenset[str]
+        Names of the params the values depend on.
+    """
+
+    ppl_positions = None
+    ppl_deps: frozenset = frozenset()
+    ppl_rowop = None  # (kind, source probe) for the row sums / logsumexps of a gather
+
+    @staticmethod
+    def wrap(value: torch.Tensor, positions, deps) -> "Probe":
+        """``value`` as a Probe with the given positions (LongTensor or None) and deps."""
+        out = value.as_subclass(Probe)
+        out.ppl_positions = positions
+        out.ppl_deps = frozenset(deps)
+        out.ppl_rowop = None
+        return out
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat, _ = tree_flatten((args, kwargs))
+        probes = [a for a in flat if isinstance(a, Probe)]
+        name = getattr(func, "__name__", "")
+        if name in _ESCAPES:
+            for p in probes:
+                _escaped.update(p.ppl_deps)
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if not probes or name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
+            return out
+        deps = frozenset().union(*(p.ppl_deps for p in probes))
+        positions = _positions(name, func, args, kwargs, probes, out)
+        return _wrap_out(out, positions, deps, name, args, kwargs, probes)
+
+
+def _plain(x):
+    """Strip Probe-ness (a view of the same data as a plain tensor)."""
+    return x.as_subclass(torch.Tensor) if isinstance(x, Probe) else x
+
+
+def _positions(name, func, args, kwargs, probes, out):
+    """Positions of the output of a view op applied to probes, or None."""
+    if len(args) == 2 and isinstance(args[1], Probe) and args[1].ppl_rowop is not None:
+        kind, source = args[1].ppl_rowop
+        if source is args[0] and ((name in _DIVS and kind == "sum") or (name in _SUBS and kind == "lse")):
+            return args[0].ppl_positions
+    if not all(p.ppl_positions is not None for p in probes):
+        return None
+    if name in _SAME and isinstance(out, torch.Tensor) and out.shape == probes[0].shape:
+        return probes[0].ppl_positions
+    if name in _VIEWS:
+        # every tensor argument that carries values (not an index) must be a gather
+        def swap(a):
+            return a.ppl_positions if isinstance(a, Probe) else a
+        if name in ("stack", "cat", "concat"):
+            flat, _ = tree_flatten(args[0])
+            if not all(isinstance(a, Probe) for a in flat):
+                return None
+        try:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*tree_map(swap, args), **tree_map(swap, kwargs))
+        except Exception:  # an op the positions cannot follow (dtype-specific): not a gather
+            return None
+    return None
+
+
+def _wrap_out(out, positions, deps, name, args, kwargs, probes):
+    if isinstance(out, (tuple, list)):
+        pos = positions if isinstance(positions, (tuple, list)) else [None] * len(out)
+        return type(out)(_wrap_out(o, p, deps, name, args, kwargs, probes) for o, p in zip(out, pos))
+    if not isinstance(out, torch.Tensor):
+        return out
+    if isinstance(positions, torch.Tensor) and positions.shape != out.shape:
+        positions = None
+    res = Probe.wrap(out, positions if isinstance(positions, torch.Tensor) else None, deps)
+    # remember row sums / logsumexps over the last dim of a gather, for the normalisations
+    if (name in _SUMS or name in _LSE) and len(probes) == 1 and probes[0].ppl_positions is not None \
+            and args and args[0] is probes[0]:
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
+        if isinstance(dim, (tuple, list)) and len(dim) == 1:
+            dim = dim[0]
+        if isinstance(dim, int) and dim in (-1, probes[0].dim() - 1) and keep is True:
+            if name in _SUMS:
+                res.ppl_rowop = ("sum", probes[0])
+            elif name in _LSE:
+                res.ppl_rowop = ("lse", probes[0])
+    return res
+
+
+def positions_of(x):
+    """``(positions, deps)`` of a tensor from a probe run: positions is a LongTensor for a
+    gather of θ, ``None`` otherwise; deps is the set of params it depends on (empty for a
+    constant)."""
+    if isinstance(x, Probe):
+        return (None if x.ppl_positions is None else _plain(x.ppl_positions)), x.ppl_deps
+    return None, frozenset()
+
+
+def escaped_params(reset: bool = False) -> set:
+    """Params whose values were turned into Python numbers or numpy arrays during probe
+    runs (their uses are invisible to tracking); ``reset`` clears the record."""
+    out = set(_escaped)
+    if reset:
+        _escaped.clear()
+    return out
