@@ -22,6 +22,7 @@ import math
 import time
 import warnings
 
+import pyro
 import torch
 
 from ..compiler.parametric import parametric_tables
@@ -50,8 +51,9 @@ class EMBackend(Backend):
         Restarts (default 1); the one with the highest final log-likelihood is kept.
         Restarts after the first re-seed location parameters by k-means++.
     init : None, dict, "kmeans++" or "random"
-        ``None``: the values the model's ``ppl.param`` statements give (Pyro's param
-        store); a dict name -> value (constrained space) overrides some; ``"kmeans++"``:
+        ``None``: the current values of the ``ppl.param`` sites in Pyro's param store
+        (where the model's ``ppl.param`` statements put them; EM leaves its result there,
+        so a second run continues from it); a dict name -> value (constrained space) overrides some; ``"kmeans++"``:
         every param used as the location of a Normal / MultivariateNormal selected by a
         discrete latent gets k-means++ seeds (Arthur & Vassilvitskii 2007) from its observed
         data as rows; ``"random"``: random data rows.
@@ -136,7 +138,9 @@ class EMBackend(Backend):
             raise ValueError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         names = graph.params()
-        theta0 = {p: graph.sites[p].value.detach().to(dtype=dtype, device=device) for p in names}
+        store = pyro.get_param_store()
+        theta0 = {p: (store[p] if p in store else graph.sites[p].value).detach().to(dtype=dtype, device=device)
+                  for p in names}
         dims = enumeration_dims(graph, analysis.moral)
         pt = parametric_tables(graph, dims, graph.plate_order, theta0, dtype=dtype, device=device)
         space = pt.space
@@ -166,6 +170,7 @@ class EMBackend(Backend):
         final = plan.with_tables(*run["tables"])
         log_z, probs = final.log_partition(marginals=marginals)
         params = {k: v.clone() for k, v in space.unflat(run["flat"]).items()}
+        _store(params)
         m_steps = {u.param: u.label for u in updates}
         m_steps.update({p: f"gradient (L-BFGS): {why.get(p, '')}".rstrip(": ") for p in gradient})
         iters = len(run["history"]) - 1
@@ -241,6 +246,16 @@ def _structure(graph, analysis, pt, theta0, dtype, device) -> DiscretePlan:
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device, tables=factors)
         graph.cache[key] = plan
     return plan
+
+
+def _store(params: dict) -> None:
+    """Leave the learned values in Pyro's param store (as SVI does), in each param's own
+    dtype, so the model run afterwards (``method="exact"``, ``Predictive``) uses them."""
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for k, v in params.items():
+            old = store[k] if k in store else None
+            store[k] = v.to(dtype=old.dtype, device=old.device) if old is not None else v
 
 
 def _count_observations(graph) -> int:

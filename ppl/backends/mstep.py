@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import biject_to, constraints
 
+from ..compiler.parametric import slot_event_rank
 from ..errors import DataError
 
 __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
@@ -48,7 +49,7 @@ __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMSte
 _LETTERS = string.ascii_lowercase
 
 
-def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "") -> torch.Tensor:
+def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "", entries=None) -> torch.Tensor:
     """``out[g] = Σ_{e : index[e] = g} Π_k operand_k[e]`` over broadcast entries ``e``.
 
     Entries are the broadcast of ``index`` and the operands' leading dims; each operand
@@ -65,6 +66,10 @@ def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "") -
     operands : list[tuple[torch.Tensor, str]]
     n_out : int
     out_tail : str
+    entries : tuple[int, ...], optional
+        The full entry shape, when some entries differ only along dims no operand
+        varies along (each such entry counts once: the sum over such a dim is a product
+        by its size).
 
     Returns
     -------
@@ -85,6 +90,12 @@ def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "") -
         tensors.append(t)
         present.update(keep)
     out_kept = [d for d in kept if d in present]
+    mult = 1
+    if entries is not None:
+        entries = (1,) * (rank - len(entries)) + tuple(entries)
+        for d in range(rank):
+            if d not in present and d not in kept and entries[d] > 1:
+                mult *= entries[d]
     res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out_kept) + out_tail, *tensors)
     # kept dims no operand varies along: broadcast
     shape = []
@@ -102,7 +113,7 @@ def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "") -
     gid = idx.reshape(tuple(idx.shape[d] for d in kept)).expand(tuple(shape))
     out = torch.zeros((n_out,) + tail, dtype=res.dtype, device=res.device)
     out.index_add_(0, gid.reshape(-1), res.reshape((-1,) + tail))
-    return out
+    return out * mult if mult != 1 else out
 
 
 # ------------------------------------------------------------------ roles
@@ -251,6 +262,18 @@ def _entry_weights(group, w: torch.Tensor) -> torch.Tensor:
     return w.reshape(tuple(w.shape) + (1,) * t.n_re)
 
 
+def _entry_shape(group, w: torch.Tensor) -> tuple:
+    """Broadcast shape of the base distribution's entries: weights, value and slots
+    without their event dims."""
+    fam = group.template.family
+    ev = 1 if fam == "MultivariateNormal" else 0
+    shapes = [tuple(w.shape), tuple(group.value.shape[: group.value.dim() - ev])]
+    for s, (_, t) in group.slots.items():
+        e = slot_event_rank(fam, s)
+        shapes.append(tuple(t.shape[: t.dim() - e]))
+    return tuple(torch.broadcast_shapes(*shapes))
+
+
 def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float) -> None:
     """Update ``u.param`` in ``flat`` (θ as one vector) in place; see the module table.
 
@@ -278,41 +301,46 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
         w = _entry_weights(g, weights[gi])
         pos = g.slots[slot][1]
         x = g.value
+        ent = _entry_shape(g, w)
+
+        def gsum(index, operands, n_out, out_tail=""):
+            return grouped_sum(index, operands, n_out, out_tail, entries=ent)
+
         if role in ("normal_loc", "normal_scale"):
             ids = pos - off
             if role == "normal_loc":
                 prec = theta(g.slots["scale"]).pow(-2)
-                add("num", grouped_sum(ids, [(w, ""), (prec, ""), (x, "")], numel))
-                add("den", grouped_sum(ids, [(w, ""), (prec, "")], numel))
+                add("num", gsum(ids, [(w, ""), (prec, ""), (x, "")], numel))
+                add("den", gsum(ids, [(w, ""), (prec, "")], numel))
             else:
                 mu = theta(g.slots["loc"])
-                add("num", grouped_sum(ids, [(w, ""), (x * x, "")], numel)
-                    - 2 * grouped_sum(ids, [(w, ""), (x, ""), (mu, "")], numel)
-                    + grouped_sum(ids, [(w, ""), (mu * mu, "")], numel))
-                add("den", grouped_sum(ids, [(w, "")], numel))
+                add("num", gsum(ids, [(w, ""), (x * x, "")], numel)
+                    - 2 * gsum(ids, [(w, ""), (x, ""), (mu, "")], numel)
+                    + gsum(ids, [(w, ""), (mu * mu, "")], numel))
+                add("den", gsum(ids, [(w, "")], numel))
         elif role == "mvn_loc":
             d = shape[-1]
             rows = (pos[..., 0] - off) // d
-            add("num", grouped_sum(rows, [(w, ""), (x, "D")], numel // d, "D"))
-            add("den", grouped_sum(rows, [(w, "")], numel // d))
+            add("num", gsum(rows, [(w, ""), (x, "D")], numel // d, "D"))
+            add("den", gsum(rows, [(w, "")], numel // d))
         elif role == "mvn_cov":
             d = shape[-1]
             mats = (pos[..., 0, 0] - off) // (d * d)
             mu = theta(g.slots["loc"])
             n = numel // (d * d)
-            b = grouped_sum(mats, [(w, ""), (x, "D"), (mu, "E")], n, "DE")
-            add("num", grouped_sum(mats, [(w, ""), (x, "D"), (x, "E")], n, "DE") - b - b.transpose(-1, -2)
-                + grouped_sum(mats, [(w, ""), (mu, "D"), (mu, "E")], n, "DE"))
-            add("den", grouped_sum(mats, [(w, "")], n))
+            b = gsum(mats, [(w, ""), (x, "D"), (mu, "E")], n, "DE")
+            add("num", gsum(mats, [(w, ""), (x, "D"), (x, "E")], n, "DE") - b - b.transpose(-1, -2)
+                + gsum(mats, [(w, ""), (mu, "D"), (mu, "E")], n, "DE"))
+            add("den", gsum(mats, [(w, "")], n))
         elif role == "cat":
             k = shape[-1]
             rows = (pos[..., 0] - off) // k
             onehot = torch.nn.functional.one_hot(x.long(), k).to(flat.dtype)
-            add("num", grouped_sum(rows, [(w, ""), (onehot, "K")], numel // k, "K"))
+            add("num", gsum(rows, [(w, ""), (onehot, "K")], numel // k, "K"))
         else:  # mean / inverse_mean
             ids = pos - off
-            add("num", grouped_sum(ids, [(w, ""), (x, "")], numel))
-            add("den", grouped_sum(ids, [(w, "")], numel))
+            add("num", gsum(ids, [(w, ""), (x, "")], numel))
+            add("den", gsum(ids, [(w, "")], numel))
     tiny = torch.finfo(flat.dtype).tiny
     if role == "cat":
         counts = acc["num"]

@@ -20,7 +20,6 @@ from the gathered θ applies them again, so the table is unchanged.
 from __future__ import annotations
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 
 __all__ = ["Probe", "positions_of", "escaped_params"]
 
@@ -73,8 +72,7 @@ class Probe(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        flat, _ = tree_flatten((args, kwargs))
-        probes = [a for a in flat if isinstance(a, Probe)]
+        probes = _find(args) + (_find(kwargs.values()) if kwargs else [])
         name = getattr(func, "__name__", "")
         if name in _ESCAPES:
             for p in probes:
@@ -86,6 +84,27 @@ class Probe(torch.Tensor):
         deps = frozenset().union(*(p.ppl_deps for p in probes))
         positions = _positions(name, func, args, kwargs, probes, out)
         return _wrap_out(out, positions, deps, name, args, kwargs, probes)
+
+
+def _find(items) -> list:
+    """Probes among ``items`` and inside list/tuple items (one level: torch ops take
+    tensors or sequences of tensors)."""
+    out = []
+    for a in items:
+        if isinstance(a, Probe):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x for x in a if isinstance(x, Probe))
+    return out
+
+
+def _swap(a):
+    """Replace probes by their positions (one level into lists/tuples)."""
+    if isinstance(a, Probe):
+        return a.ppl_positions
+    if isinstance(a, (list, tuple)):
+        return type(a)(x.ppl_positions if isinstance(x, Probe) else x for x in a)
+    return a
 
 
 def _plain(x):
@@ -105,15 +124,11 @@ def _positions(name, func, args, kwargs, probes, out):
         return probes[0].ppl_positions
     if name in _VIEWS:
         # every tensor argument that carries values (not an index) must be a gather
-        def swap(a):
-            return a.ppl_positions if isinstance(a, Probe) else a
-        if name in ("stack", "cat", "concat"):
-            flat, _ = tree_flatten(args[0])
-            if not all(isinstance(a, Probe) for a in flat):
-                return None
+        if name in ("stack", "cat", "concat") and not all(isinstance(a, Probe) for a in args[0]):
+            return None
         try:
             with torch._C.DisableTorchFunctionSubclass():
-                return func(*tree_map(swap, args), **tree_map(swap, kwargs))
+                return func(*(_swap(a) for a in args), **{k: _swap(v) for k, v in kwargs.items()})
         except Exception:  # an op the positions cannot follow (dtype-specific): not a gather
             return None
     return None

@@ -138,14 +138,16 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
     return tables
 
 
-def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False):
+def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, log_prob: bool = True):
     """One run of the model with every discrete latent enumerated (see the module
-    docstring), ``log_prob`` computed at every site.  Raises as :func:`log_factor_tables`."""
+    docstring), ``log_prob`` computed at every site unless ``log_prob=False``.  Raises as
+    :func:`log_factor_tables`."""
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
             trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims), *messengers,
                                 CheckObservations(graph.model, graph.bound.observations), grad=grad)
-            trace.compute_log_prob()
+            if log_prob:
+                trace.compute_log_prob()
         except ModelError as e:
             raise ModelError(
                 f"{e}\n(while evaluating factor tables with every discrete latent enumerated: the model must "
