@@ -21,6 +21,7 @@ over gathers; expected complete-data log-likelihood for L-BFGS) are built on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +30,7 @@ from pyro.poutine.messenger import Messenger
 
 from . import families
 from .probe import Probe, escaped_params, positions_of
-from .tables import enumerated_trace, factor_layout, log_factor_tables
+from .tables import enumerated_trace, factor_layout, latent_mask, log_factor_tables, masked_latent_log_prob
 
 __all__ = ["ParamSpace", "FactorTemplate", "FactorGroup", "ParametricTables", "parametric_tables"]
 
@@ -144,13 +145,14 @@ class FactorTemplate:
     sizes: tuple = ()
     deps: frozenset = frozenset()
     slow: str = None
+    masked_fill: float = 0.0  # log table entry of masked-out copies (-log K for a latent's own factor)
 
     def key(self):
         """Templates with equal keys are evaluated as one stacked batch."""
         slots = tuple((s, k, tuple(t.shape), t.dtype) for s, (k, t) in sorted(self.slots.items()))
         mask = None if self.mask is None else tuple(self.mask.shape)
         return (self.cls, slots, tuple(self.value.shape), self.value.dtype, self.n_re, mask, self.scale,
-                self.plates, len(self.vars), self.sizes)
+                self.plates, len(self.vars), self.sizes, self.masked_fill)
 
 
 @dataclass
@@ -189,7 +191,7 @@ class FactorGroup:
         if t.n_re:
             lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
         if self.mask is not None:
-            lp = torch.where(self.mask, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
+            lp = torch.where(self.mask, lp, torch.full((), t.masked_fill, dtype=lp.dtype, device=lp.device))
         if t.scale != 1.0:
             lp = lp * t.scale
         return lp.expand((len(self.members),) + t.sizes)
@@ -316,7 +318,13 @@ class ParametricTables:
             elif mask is False:
                 lp = torch.zeros_like(lp)
             lp = lp * _plain(scale) if not (isinstance(scale, float) and scale == 1.0) else lp
-        return layout.canonical(lp.detach(), 0, expand=True).to(self.dtype)
+            table = layout.canonical(lp.detach(), 0, expand=True).to(self.dtype)
+            own = latent_mask(site) if name in self.dims else None
+            if own is not None:
+                keep = layout.canonical(_plain(own), 0, expand=True)
+                fill = masked_latent_log_prob(self.graph.variables[name].cardinality, table)
+                table = torch.where(keep, table, fill)
+        return table
 
     # ---------------------------------------------------------------- build
     def _template(self, name, site, layout, lp_deps, escaped) -> FactorTemplate:
@@ -392,6 +400,8 @@ class ParametricTables:
         t.value = _compact(layout.canonical(_compact(value), n_re + len(fn.event_shape)))
         if mask is not None and not isinstance(mask, bool):
             t.mask = _compact(layout.canonical(_compact(mask.bool()), 0))
+            if name in self.dims:
+                t.masked_fill = -math.log(self.graph.variables[name].cardinality)
         return t
 
     def _stack(self, ts) -> FactorGroup:

@@ -12,6 +12,7 @@ share a factor can share a dimension, so dimensions are a colouring of the moral
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -25,7 +26,7 @@ from ..ops.contract import LogFactor
 from . import families
 from .observations import CheckObservations
 
-__all__ = ["FactorLayout", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
+__all__ = ["FactorLayout", "latent_mask", "masked_latent_log_prob", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
 
 _MAX_DIMS = 60  # torch supports 64 dims
 
@@ -132,10 +133,45 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
     trace = enumerated_trace(graph, dims, dtype, *messengers, grad=grad)
     tables = {}
     for name in graph.factors if names is None else names:
-        layout = factor_layout(graph, name, trace.nodes[name]["log_prob"].shape, dims, plate_order)
-        table = layout.canonical(trace.nodes[name]["log_prob"], 0, expand=True)
+        site = trace.nodes[name]
+        layout = factor_layout(graph, name, site["log_prob"].shape, dims, plate_order)
+        table = layout.canonical(site["log_prob"], 0, expand=True)
+        mask = latent_mask(site) if name in dims else None
+        if mask is not None:
+            keep = layout.canonical(mask, 0, expand=True)
+            table = torch.where(keep, table, masked_latent_log_prob(graph.variables[name].cardinality, table))
         tables[name] = LogFactor(table.to(dtype=dtype, device=device), layout.plates, layout.vars)
     return tables
+
+
+def latent_mask(site):
+    """The mask of a sample site (``poutine.mask``, ``.mask()``, ``obs_mask``'s unobserved
+    half) as a bool tensor, or ``None`` if it has none."""
+    masks = []
+    m = site.get("mask")
+    if isinstance(m, torch.Tensor):
+        masks.append(m)
+    fn = site["fn"]
+    while type(fn).__name__ in ("MaskedDistribution", "ExpandedDistribution"):
+        if type(fn).__name__ == "MaskedDistribution" and isinstance(fn._mask, torch.Tensor):
+            masks.append(fn._mask)
+        fn = fn.base_dist
+    if not masks:
+        return None
+    out = masks[0].bool()
+    for x in masks[1:]:
+        out = out & x.bool()
+    return out.as_subclass(torch.Tensor) if type(out) is not torch.Tensor else out
+
+
+def masked_latent_log_prob(cardinality: int, like: torch.Tensor) -> torch.Tensor:
+    """The log table entry of a masked-out copy of a discrete latent: ``-log K``.
+
+    A masked copy does not exist in the model (``obs_mask`` splits a site into an
+    observed and an unobserved half, each masked where the other holds); its own factor
+    must then sum to 1 over its K states, not to K (``log_prob`` 0), or the log evidence
+    would be off by ``log K`` per masked copy."""
+    return torch.full((), -math.log(cardinality), dtype=like.dtype, device=like.device)
 
 
 def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, log_prob: bool = True):
