@@ -293,6 +293,9 @@ class DiscretePlan:
             ``None`` for both when the evidence is impossible (``log_z = -inf``).
         """
         metas = list(self.factors.values())
+        mixture = self._mixture_var()
+        if mixture is not None and not chain_tables:
+            return self._mixture_posteriors(mixture, tables, metas)
         scaled = [to_scaled(t, len(f.plates)) for t, f in zip(tables, metas)]
         chains = [to_scaled_chain(t) for t in chain_tables]
         leaves = [p.detach().requires_grad_(True) for p, _ in chains]
@@ -314,6 +317,40 @@ class DiscretePlan:
             grads = torch.autograd.grad(log_z, leaves + cleaves, allow_unused=True)
         out = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tables + list(chain_tables))]
         return log_z.detach(), out[:n], out[n:]
+
+    def _mixture_var(self):
+        """The latent ``v`` when this is a mixture: one discrete latent, no chains, and
+        every factor over exactly ``v``'s plates (the GMM / HMM-free case), else None.
+        Its posterior is then a softmax per plate copy, done directly."""
+        if len(self.cards) != 1 or self.chains:
+            return None
+        (v,) = self.cards
+        plates = tuple(p for p in self.plate_order if p in self.var_plates[v])
+        if all(tuple(f.plates) == plates and tuple(f.vars) in ((v,), ()) for f in self.factors.values()):
+            return v
+        return None
+
+    def _mixture_posteriors(self, v, tables, metas):
+        """:meth:`factor_posteriors` of a mixture: ``log Z = Σ_n logsumexp_k Σ_f φ_f``,
+        responsibilities ``softmax_k`` (Bishop 2006, eq. 9.23)."""
+        total = None
+        for t, f in zip(tables, metas):
+            t = t if f.vars else t.unsqueeze(-1)
+            total = t if total is None else total + t
+        lse = torch.logsumexp(total, dim=-1, keepdim=True)
+        log_z = lse.sum()
+        if not torch.isfinite(log_z):
+            return log_z, None, None
+        resp = (total - lse).exp()
+        ones = None
+        out = []
+        for t, f in zip(tables, metas):
+            if f.vars:
+                out.append(resp)
+            else:
+                ones = torch.ones_like(t) if ones is None else ones
+                out.append(ones)
+        return log_z, out, []
 
     def _propagate_barren(self, out: dict, blocks: list) -> None:
         """Marginals of the pruned barren latents: ``p(v) = Σ_u p(u | e) p(v | u)``, in

@@ -329,7 +329,10 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
             mu = theta(g.slots["loc"])
             n = numel // (d * d)
             b = gsum(mats, [(w, ""), (x, "D"), (mu, "E")], n, "DE")
-            add("num", gsum(mats, [(w, ""), (x, "D"), (x, "E")], n, "DE") - b - b.transpose(-1, -2)
+            xx = g.outer()
+            second = gsum(mats, [(w, ""), (xx, "DE")], n, "DE") if xx is not None else \
+                gsum(mats, [(w, ""), (x, "D"), (x, "E")], n, "DE")
+            add("num", second - b - b.transpose(-1, -2)
                 + gsum(mats, [(w, ""), (mu, "D"), (mu, "E")], n, "DE"))
             add("den", gsum(mats, [(w, "")], n))
         elif role == "cat":

@@ -141,10 +141,14 @@ class TableFeed:
             The same for factors outside groups.
         """
         plan = self.plan
-        out = [torch.zeros((len(g.members),) + g.template.sizes, dtype=plan.dtype, device=plan.device)
-               for g in self.pt.groups]
+        out = [None if len(g.members) == 1 and gi in self.group_rows else
+               torch.zeros((len(g.members),) + g.template.sizes, dtype=plan.dtype, device=plan.device)
+               for gi, g in enumerate(self.pt.groups)]
         other = {}
         for gi, (rows, ks) in self.group_rows.items():
+            if len(self.pt.groups[gi].members) == 1:  # no copy: the group is this one factor
+                out[gi] = factor_marginals[ks[0]].expand(self.pt.groups[gi].template.sizes).unsqueeze(0)
+                continue
             out[gi].index_copy_(0, torch.tensor(rows, device=plan.device),
                                 torch.stack([factor_marginals[k] for k in ks]))
         for k, n in enumerate(self.standalone):

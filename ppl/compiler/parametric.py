@@ -28,6 +28,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
+from ..ops import expfam
 from . import families
 from .probe import Probe, escaped_params, positions_of
 from .tables import enumerated_trace, factor_layout, latent_mask, log_factor_tables, masked_latent_log_prob
@@ -178,6 +179,7 @@ class FactorGroup:
     value: torch.Tensor
     mask: torch.Tensor
     deps: frozenset
+    stats: dict = field(default_factory=dict)  # value-derived constants (x xᵀ)
 
     def distribution(self, theta_flat: torch.Tensor):
         """The members' base distribution at θ, batch shape ``(G,) + layout``."""
@@ -187,14 +189,44 @@ class FactorGroup:
     def log_tables(self, theta_flat: torch.Tensor) -> torch.Tensor:
         """Log tables of every member at θ: shape ``(G,) + sizes`` (G possibly broadcast 1)."""
         t = self.template
-        lp = self.distribution(theta_flat).log_prob(self.value)
-        if t.n_re:
-            lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
+        lp = self._gaussian(theta_flat)
+        if lp is None:
+            lp = self.distribution(theta_flat).log_prob(self.value)
+            if t.n_re:
+                lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
         if self.mask is not None:
             lp = torch.where(self.mask, lp, torch.full((), t.masked_fill, dtype=lp.dtype, device=lp.device))
         if t.scale != 1.0:
             lp = lp * t.scale
         return lp.expand((len(self.members),) + t.sizes)
+
+
+    def outer(self):
+        """``x xᵀ`` of the (constant) MultivariateNormal values, computed once, or None
+        when it would take more than 512 MiB."""
+        x = self.value
+        if self.stats.get("xx") is None and "xx" not in self.stats:
+            ok = x.is_floating_point() and x.numel() * x.shape[-1] * x.element_size() <= 2 ** 29
+            self.stats["xx"] = x.unsqueeze(-1) * x.unsqueeze(-2) if ok else None
+        return self.stats["xx"]
+
+    def _gaussian(self, theta_flat):
+        """Normal / MultivariateNormal tables by matrix products (:mod:`ppl.ops.expfam`),
+        or None for other families."""
+        t = self.template
+        kw = {s: (theta_flat[x] if k == "gather" else x) for s, (k, x) in self.slots.items()}
+        x = self.value
+        if t.family == "Normal" and x.is_floating_point():
+            return expfam.normal_log_prob(x, kw["loc"], kw["scale"], t.n_re)
+        if t.family == "MultivariateNormal" and t.n_re == 0 and x.is_floating_point():
+            if "covariance_matrix" in kw:
+                tril = torch.linalg.cholesky(kw["covariance_matrix"])
+            elif "scale_tril" in kw:
+                tril = kw["scale_tril"]
+            else:
+                tril = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(kw["precision_matrix"])))
+            return expfam.mvn_log_prob(x, kw["loc"], tril, self.outer())
+        return None
 
 
 class _SubstituteParams(Messenger):

@@ -1,0 +1,111 @@
+"""Exponential-family forms of the Gaussian log densities, for evaluating many
+(data point, component) pairs with matrix products.
+
+``log N(x | μ, Σ) = -½ (x-μ)ᵀ Λ (x-μ) - ½ log|Σ| - (D/2) log 2π`` with ``Λ = Σ⁻¹``
+(Bishop 2006, eq. 2.43).  Writing ``Λ = Aᵀ A`` with ``A = L⁻¹`` (``Σ = L Lᵀ``), the
+quadratic form is ``‖A x - A μ‖²``: one product of the data with every component's
+``A`` (a GEMM when data and components vary along different dims), instead of a
+triangular solve per (data point, component) pair.  The diagonal case (Normal with
+Independent dims) is ``Σ_d λ_d x_d² - 2 λ_d μ_d x_d + λ_d μ_d²`` (sufficient statistics
+``x, x²`` against natural parameters ``λμ, -λ/2``; eq. 2.220 ff.).
+
+Tensors are *compact*: leading dims broadcast against each other and are size 1 where a
+tensor is constant (data vary along plates, parameters along latents);
+:func:`broadcast_einsum` contracts them without materialising the broadcast.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import torch
+
+__all__ = ["broadcast_einsum", "normal_log_prob", "mvn_log_prob"]
+
+_LETTERS = string.ascii_lowercase
+
+
+def broadcast_einsum(operands, out_tail: str = "", keep=None) -> torch.Tensor:
+    """Product of ``operands`` summed over their trailing dims not in ``out_tail``.
+
+    Parameters
+    ----------
+    operands : list[tuple[torch.Tensor, str]]
+        Each tensor has broadcastable leading dims, then one trailing dim per upper-case
+        letter of its string.
+    out_tail : str
+        Trailing letters kept in the output.
+    keep : collection of int, optional
+        Leading dims (counted from the left of the common rank) to keep; default all.
+        The others are summed.
+
+    Returns
+    -------
+    torch.Tensor
+        Leading dims: the kept ones, size 1 where no operand varies along them; then
+        ``out_tail``.
+    """
+    rank = max(t.dim() - len(tl) for t, tl in operands)
+    keep = range(rank) if keep is None else keep
+    specs, tensors, present, sizes = [], [], set(), {}
+    for t, tl in operands:
+        e = t.dim() - len(tl)
+        t = t.reshape((1,) * (rank - e) + tuple(t.shape))
+        dims = [d for d in range(rank) if t.shape[d] != 1]
+        t = t.reshape(tuple(t.shape[d] for d in dims) + tuple(t.shape[rank:]))
+        specs.append("".join(_LETTERS[d] for d in dims) + tl)
+        tensors.append(t)
+        present.update(dims)
+        for d in dims:
+            sizes[d] = t.shape[dims.index(d)]
+    out = [d for d in keep if d in present]
+    res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out) + out_tail, *tensors)
+    shape = [sizes[d] if d in present else 1 for d in keep]
+    return res.reshape(tuple(shape) + tuple(res.shape[len(out):]))
+
+
+def _event_sum(t: torch.Tensor, n_event: int, count: int) -> torch.Tensor:
+    """Sum over the last ``n_event`` dims of a compact tensor, counting broadcast copies."""
+    dims = tuple(range(-n_event, 0))
+    return t.sum(dim=dims) * (count // math.prod(t.shape[-n_event:]))
+
+
+def normal_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, n_event: int) -> torch.Tensor:
+    """``Σ_{last n_event dims} log N(x | loc, scale²)`` for compact broadcastable tensors.
+
+    Returns the broadcast batch shape (compact where all inputs are size 1)."""
+    if n_event == 0:
+        return -((x - loc) ** 2) / (2 * scale * scale) - scale.log() - 0.5 * math.log(2 * math.pi)
+    event = tuple(torch.broadcast_shapes(x.shape, loc.shape, scale.shape)[-n_event:])
+    count = math.prod(event)
+    if tuple(x.shape[-n_event:]) != event:
+        x = x.expand(tuple(x.shape[:-n_event]) + event)
+    tail = string.ascii_uppercase[:n_event]
+    lam = scale.pow(-2).expand(tuple(scale.shape[:-n_event]) + event)
+    quad = (broadcast_einsum([(x * x, tail), (lam, tail)])
+            - 2 * broadcast_einsum([(x, tail), (lam * loc, tail)])
+            + _event_sum(lam * loc * loc, n_event, count))
+    return -0.5 * quad - _event_sum(scale.log(), n_event, count) - 0.5 * count * math.log(2 * math.pi)
+
+
+def mvn_log_prob(x: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor, xx: torch.Tensor = None):
+    """``log N(x | loc, L Lᵀ)`` for compact broadcastable ``x (..., D)``, ``loc (..., D)``,
+    ``scale_tril (..., D, D)``.  With ``xx = x xᵀ`` (``(..., D, D)``, data constants) the
+    quadratic form is ``⟨xxᵀ, Λ⟩ - 2 xᵀΛμ + μᵀΛμ``: two matrix products and no
+    ``(data × component × D)`` intermediate."""
+    d = x.shape[-1]
+    eye = torch.eye(d, dtype=scale_tril.dtype, device=scale_tril.device)
+    half_logdet = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    if xx is not None:
+        prec = torch.cholesky_inverse(scale_tril) if scale_tril.dim() == 2 else \
+            torch.cholesky_inverse(scale_tril.reshape(-1, d, d)).reshape(scale_tril.shape)
+        pmu = torch.einsum("...de,...e->...d", prec, loc)
+        quad = (broadcast_einsum([(xx, "DE"), (prec, "DE")]) - 2 * broadcast_einsum([(x, "D"), (pmu, "D")])
+                + (pmu * loc).sum(-1))
+    else:
+        a = torch.linalg.solve_triangular(scale_tril, eye.expand_as(scale_tril), upper=False)  # L⁻¹
+        ax = broadcast_einsum([(a, "DE"), (x, "E")], "D")
+        amu = torch.einsum("...de,...e->...d", a, loc)
+        quad = (ax - amu).pow(2).sum(-1)
+    return -0.5 * quad - half_logdet - 0.5 * d * math.log(2 * math.pi)
