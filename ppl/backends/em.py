@@ -255,7 +255,7 @@ def _store(params: dict) -> None:
     with torch.no_grad():
         for k, v in params.items():
             old = store[k] if k in store else None
-            store[k] = v.to(dtype=old.dtype, device=old.device) if old is not None else v
+            store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
 
 
 def _count_observations(graph) -> int:

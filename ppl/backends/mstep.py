@@ -39,7 +39,7 @@ import string
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import biject_to, constraints
+from torch.distributions import constraints, transform_to
 
 from ..compiler.parametric import slot_event_rank
 from ..errors import DataError
@@ -410,8 +410,8 @@ def expected_log_lik(pt, flat: torch.Tensor, values: dict, weights: list, other_
 
 class GradientMStep:
     """Maximise Q over the params without a closed form, by L-BFGS (strong Wolfe line
-    search) in the unconstrained space ``biject_to(constraint)`` (Nocedal & Wright 2006,
-    §7.2).  A step that does not increase Q is rejected, so EM stays monotone.
+    search) in the unconstrained space ``transform_to(constraint)`` (as Pyro's param
+    store; Nocedal & Wright 2006, §7.2).  A step that does not increase Q is rejected, so EM stays monotone.
 
     Parameters
     ----------
@@ -428,7 +428,7 @@ class GradientMStep:
         deps = set(self.params)
         self.groups = [gi for gi, g in enumerate(pt.groups) if g.deps & deps]
         self.slow = any(pt.templates[n].deps & deps for n in pt.slow)
-        self.transforms = {p: biject_to(pt.space.constraints.get(p) or constraints.real) for p in self.params}
+        self.transforms = {p: transform_to(pt.space.constraints.get(p) or constraints.real) for p in self.params}
 
     def __call__(self, flat: torch.Tensor, weights: list, other_weights: dict) -> None:
         """Update the params in ``flat`` in place."""
