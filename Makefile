@@ -31,6 +31,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bn_exact.py
 	$(PY) benchmarks/hmm_exact.py
+	$(PY) benchmarks/em.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
