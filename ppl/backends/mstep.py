@@ -35,7 +35,7 @@ maximiser, identical to scikit-learn's and hmmlearn's M-steps.
 
 from __future__ import annotations
 
-import string
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,11 +43,9 @@ from torch.distributions import constraints, transform_to
 
 from ..compiler.parametric import slot_event_rank
 from ..errors import DataError
+from ..ops.expfam import broadcast_einsum
 
 __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
-
-_LETTERS = string.ascii_lowercase
-
 
 def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "", entries=None) -> torch.Tensor:
     """``out[g] = Σ_{e : index[e] = g} Π_k operand_k[e]`` over broadcast entries ``e``.
@@ -78,39 +76,20 @@ def grouped_sum(index: torch.Tensor, operands, n_out: int, out_tail: str = "", e
     rank = max([index.dim()] + [t.dim() - len(tl) for t, tl in operands])
     idx = index.reshape((1,) * (rank - index.dim()) + tuple(index.shape))
     kept = [d for d in range(rank) if idx.shape[d] > 1]
-    specs, tensors, present, tail_sizes = [], [], set(), {}
-    for t, tl in operands:
-        e = t.dim() - len(tl)
-        t = t.reshape((1,) * (rank - e) + tuple(t.shape))
-        keep = [d for d in range(rank) if t.shape[d] != 1]
-        t = t.reshape(tuple(t.shape[d] for d in keep) + tuple(t.shape[rank:]))
-        for letter, size in zip(tl, t.shape[len(keep):]):
-            tail_sizes[letter] = size
-        specs.append("".join(_LETTERS[d] for d in keep) + tl)
-        tensors.append(t)
-        present.update(keep)
-    out_kept = [d for d in kept if d in present]
+    res = broadcast_einsum(operands, out_tail, keep=kept, rank=rank)  # kept dims (1 where constant) + tail
     mult = 1
-    if entries is not None:
+    if entries is not None:  # summed dims no operand varies along: each value counts entries[d] times
+        present = set()
+        for t, tl in operands:
+            lead = tuple(t.shape[: t.dim() - len(tl)])
+            lead = (1,) * (rank - len(lead)) + lead
+            present.update(d for d in range(rank) if lead[d] != 1)
         entries = (1,) * (rank - len(entries)) + tuple(entries)
-        for d in range(rank):
-            if d not in present and d not in kept and entries[d] > 1:
-                mult *= entries[d]
-    res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out_kept) + out_tail, *tensors)
-    # kept dims no operand varies along: broadcast
-    shape = []
-    view = []
-    j = 0
-    for d in kept:
-        shape.append(idx.shape[d])
-        if d in present:
-            view.append(res.shape[j])
-            j += 1
-        else:
-            view.append(1)
-    tail = tuple(tail_sizes[c] for c in out_tail)
-    res = res.reshape(tuple(view) + tail).expand(tuple(shape) + tail)
-    gid = idx.reshape(tuple(idx.shape[d] for d in kept)).expand(tuple(shape))
+        mult = math.prod(entries[d] for d in range(rank) if d not in present and d not in kept)
+    tail = tuple(res.shape[len(kept):])
+    shape = tuple(idx.shape[d] for d in kept)
+    res = res.expand(shape + tail)
+    gid = idx.reshape(shape)
     out = torch.zeros((n_out,) + tail, dtype=res.dtype, device=res.device)
     out.index_add_(0, gid.reshape(-1), res.reshape((-1,) + tail))
     return out * mult if mult != 1 else out

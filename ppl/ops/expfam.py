@@ -26,7 +26,7 @@ __all__ = ["broadcast_einsum", "normal_log_prob", "mvn_log_prob"]
 _LETTERS = string.ascii_lowercase
 
 
-def broadcast_einsum(operands, out_tail: str = "", keep=None) -> torch.Tensor:
+def broadcast_einsum(operands, out_tail: str = "", keep=None, rank: int = None) -> torch.Tensor:
     """Product of ``operands`` summed over their trailing dims not in ``out_tail``.
 
     Parameters
@@ -39,6 +39,8 @@ def broadcast_einsum(operands, out_tail: str = "", keep=None) -> torch.Tensor:
     keep : collection of int, optional
         Leading dims (counted from the left of the common rank) to keep; default all.
         The others are summed.
+    rank : int, optional
+        The common number of leading dims (default: the largest among the operands).
 
     Returns
     -------
@@ -46,7 +48,7 @@ def broadcast_einsum(operands, out_tail: str = "", keep=None) -> torch.Tensor:
         Leading dims: the kept ones, size 1 where no operand varies along them; then
         ``out_tail``.
     """
-    rank = max(t.dim() - len(tl) for t, tl in operands)
+    rank = max(t.dim() - len(tl) for t, tl in operands) if rank is None else rank
     keep = range(rank) if keep is None else keep
     specs, tensors, present, sizes = [], [], set(), {}
     for t, tl in operands:
