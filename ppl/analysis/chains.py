@@ -10,6 +10,7 @@ elimination steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import networkx as nx
 
@@ -36,6 +37,11 @@ class Chain:
     @property
     def interior(self) -> tuple:
         return self.vars[1:-1]
+
+    @cached_property
+    def position(self) -> dict:
+        """Variable -> its index ``t`` along the chain."""
+        return {v: t for t, v in enumerate(self.vars)}
 
 
 def find_chains(moral: nx.Graph, scopes: dict, min_interior: int = MIN_CHAIN_INTERIOR) -> list:

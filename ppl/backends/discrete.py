@@ -32,7 +32,7 @@ from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 from ..ops.scan import to_scaled_chain
 from ..posterior import TablePosterior
 
-__all__ = ["DiscretePlan", "Marginals", "discrete_plan", "table_posterior"]
+__all__ = ["DiscretePlan", "Marginals", "chain_slot", "discrete_plan", "table_posterior"]
 
 
 class DiscretePlan:
@@ -181,7 +181,6 @@ class DiscretePlan:
 
     def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
-        pos = {v: t for t, v in enumerate(chain.vars)}
         length, k = len(chain.vars) - 1, chain.cardinality
         batch = tuple(self.graph.plates[p].size for p in cplates)
         pair = torch.zeros(batch + (length, k, k), dtype=self.dtype, device=self.device)
@@ -191,15 +190,11 @@ class DiscretePlan:
             extra = tuple(i for i, p in enumerate(f.plates) if p not in chain.plates)
             if extra:  # product over plate copies that only touch this chain variable
                 table = table.sum(dim=extra)
-            if len(f.vars) == 1:
-                t = pos[f.vars[0]]
-                unary[..., t - 1, :] += table
+            kind, slot = chain_slot(chain, f.vars)
+            if kind == "unary":
+                unary[..., slot, :] += table
             else:
-                i, j = pos[f.vars[0]], pos[f.vars[1]]
-                if j == i + 1:
-                    pair[..., i, :, :] += table
-                else:
-                    pair[..., j, :, :] += table.transpose(-1, -2)
+                pair[..., slot, :, :] += table.transpose(-1, -2) if kind == "pairT" else table
         return pair + unary.unsqueeze(-2)
 
     # ---------------------------------------------------------------- queries
@@ -448,6 +443,18 @@ class DiscretePlan:
         support = self.supports[v].to(self.device)
         vals = support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
         return self.to_batch(v, vals, lead, len(self.plate_order))
+
+
+def chain_slot(chain, vars_) -> tuple:
+    """Where a factor over chain variables ``vars_`` goes in the chain's stacked
+    ``(L, K, K)`` table: ``("unary", t - 1)`` for a factor on ``x_t`` (added to the step
+    into ``x_t``), ``("pair", i)`` for ``(x_i, x_{i+1})``, ``("pairT", i)`` for
+    ``(x_{i+1}, x_i)`` (transposed)."""
+    pos = chain.position
+    if len(vars_) == 1:
+        return "unary", pos[vars_[0]] - 1
+    i, j = pos[vars_[0]], pos[vars_[1]]
+    return ("pair", i) if j == i + 1 else ("pairT", j)
 
 
 class Marginals(Mapping):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .discrete import chain_slot
+
 __all__ = ["TableFeed"]
 
 
@@ -60,16 +62,11 @@ class TableFeed:
     def _pieces(self, c) -> list:
         plan = self.plan
         chain = plan.chains[c]
-        pos = {v: t for t, v in enumerate(chain.vars)}
         cplates = plan.chain_plates[c]
         buckets: dict = {}
         for n in plan.chain_members[c]:
             plates, vars_ = self.pt.layouts[n]
-            if len(vars_) == 1:
-                kind, slot = "unary", pos[vars_[0]] - 1
-            else:
-                i, j = pos[vars_[0]], pos[vars_[1]]
-                kind, slot = ("pair", i) if j == i + 1 else ("pairT", j)
+            kind, slot = chain_slot(chain, vars_)
             extra = tuple(d for d, p in enumerate(plates) if p not in cplates)
             sizes = tuple(plan.graph.plates[plates[d]].size for d in extra)
             gi, row = self.member_of.get(n, (n, None))
