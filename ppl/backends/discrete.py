@@ -231,14 +231,7 @@ class DiscretePlan:
         scaled = True
         if not torch.isfinite(log_z):  # underflow, or truly impossible evidence
             names = list(self.factors)
-            with torch.set_grad_enabled(marginals):
-                chain_leaves = [t.detach().requires_grad_(marginals) for t in self.chain_tables]
-                leaves = [self.factors[n].table.detach().requires_grad_(marginals) for n in names]
-                factors = [LogFactor(t, self.factors[n].plates, self.factors[n].vars) for n, t in zip(names, leaves)]
-                log_z, _ = contract(factors + self._chain_factors(chain_leaves), order=self.order,
-                                    var_plates=self.var_plates, plate_order=self.plate_order, plan=self.plan)
-                if marginals and torch.isfinite(log_z) and log_z.requires_grad:
-                    grads = torch.autograd.grad(log_z, leaves + chain_leaves, allow_unused=True)
+            log_z, grads = self._log_domain([f.table for f in self.factors.values()], self.chain_tables, marginals)
             scaled = False
         if not marginals or grads is None or not torch.isfinite(log_z):
             return log_z.detach(), None
@@ -301,17 +294,26 @@ class DiscretePlan:
             cm = [torch.zeros_like(t) if g is None else g * p for g, (p, _), t in zip(grads[n:], chains, chain_tables)]
             return log_z.detach(), fm, cm
         # underflow in the probability domain (or impossible evidence): log domain
-        leaves = [t.detach().requires_grad_(True) for t in tables]
-        cleaves = [t.detach().requires_grad_(True) for t in chain_tables]
-        with torch.enable_grad():
-            factors = [LogFactor(t, f.plates, f.vars) for t, f in zip(leaves, metas)]
+        log_z, grads = self._log_domain(tables, chain_tables, True)
+        if grads is None:
+            return log_z, None, None
+        out = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, list(tables) + list(chain_tables))]
+        return log_z, out[:n], out[n:]
+
+    def _log_domain(self, tables: list, chain_tables: list, grad: bool):
+        """``log Z`` of the full plan by the log-domain executor (exact over the float64
+        range) for log tables in the order of :attr:`factors` and per chain; with ``grad``,
+        also ``∂ log Z / ∂ log φ`` of every input (the factor marginals), else ``None``."""
+        with torch.set_grad_enabled(grad):
+            leaves = [t.detach().requires_grad_(grad) for t in tables]
+            cleaves = [t.detach().requires_grad_(grad) for t in chain_tables]
+            factors = [LogFactor(t, f.plates, f.vars) for t, f in zip(leaves, self.factors.values())]
             log_z, _ = contract(factors + self._chain_factors(cleaves), order=self.order,
                                 var_plates=self.var_plates, plate_order=self.plate_order, plan=self.plan)
-            if not torch.isfinite(log_z) or not log_z.requires_grad:
-                return log_z.detach(), None, None
-            grads = torch.autograd.grad(log_z, leaves + cleaves, allow_unused=True)
-        out = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tables + list(chain_tables))]
-        return log_z.detach(), out[:n], out[n:]
+            grads = None
+            if grad and torch.isfinite(log_z) and log_z.requires_grad:
+                grads = torch.autograd.grad(log_z, leaves + cleaves, allow_unused=True)
+        return log_z.detach(), grads
 
     def _mixture_var(self):
         """The latent ``v`` when this is a mixture: one discrete latent, no chains, and
