@@ -21,11 +21,6 @@ import ppl.distributions as dist
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _fresh_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
 def sprinkler():

@@ -18,29 +18,18 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import ppl
+from em_helpers import em as _em
+from em_helpers import to_np as _np
 import ppl.distributions as dist
 from ppl.distributions import constraints
 
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _clear_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
-def _em(model, data, **options):
-    """ppl EM with BoundDecreaseWarning an error and the 'max_iter reached' warning silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
-        warnings.simplefilter("error", ppl.BoundDecreaseWarning)
-        return ppl.infer(model, data, method="em", **options)
 
 
-def _np(t):
-    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
 def _assert_monotone(history):

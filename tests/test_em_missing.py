@@ -56,9 +56,6 @@ def _np_loglik_and_step(a, b, pa, pb):
     return ll, ca / ca.sum(), cb / cb.sum(1, keepdims=True)
 
 
-@pytest.fixture(autouse=True)
-def _clear():
-    pyro.clear_param_store()
 
 
 def test_masked_log_evidence_matches_numpy():

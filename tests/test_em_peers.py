@@ -21,6 +21,8 @@ import pytest
 import torch
 
 import ppl
+from em_helpers import em as _em
+from em_helpers import to_np as _np
 import ppl.distributions as dist
 from ppl.distributions import constraints
 
@@ -29,23 +31,10 @@ N_ITER = 8  # EM iterations compared step by step
 REL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _clear_param_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
-def _em(model, data, **options):
-    """ppl EM, silencing only the expected 'max_iter reached' warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
-        warnings.simplefilter("error", ppl.BoundDecreaseWarning)
-        return ppl.infer(model, data, method="em", **options)
 
 
-def _np(t):
-    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
 # ====================================================================== scikit-learn
