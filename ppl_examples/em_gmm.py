@@ -26,7 +26,6 @@ Run: ``python ppl_examples/em_gmm.py`` (``--quick`` for a short smoke run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 import warnings
 
@@ -37,6 +36,11 @@ import torch
 import ppl
 import ppl.distributions as dist
 from ppl.distributions import constraints
+
+try:  # run as a script (python ppl_examples/...) or as a module
+    from _threads import limit_threads
+except ImportError:  # pragma: no cover
+    from ppl_examples._threads import limit_threads
 
 K = 3
 COVARIANCE_TYPES = ("full", "diag")
@@ -147,27 +151,6 @@ def same_start_check(X, cov_type, n_iter, reg_covar, seed):
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(X)
     return post.history[n_iter - 1] / N, float(gm.lower_bound_)
-
-
-@contextlib.contextmanager
-def limit_threads(n):
-    """``n`` threads for torch and for the BLAS/OpenMP pools (through threadpoolctl) while
-    the block runs, then the previous settings; ``n <= 0`` leaves the defaults."""
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # threadpoolctl comes with scikit-learn
-            yield
-        else:
-            with threadpool_limits(n):
-                yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def main(argv=None):

@@ -26,7 +26,6 @@ Run: ``python ppl_examples/em_hmm.py`` (``--quick`` for a short smoke run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
 import warnings
@@ -38,6 +37,11 @@ import torch
 import ppl
 import ppl.distributions as dist
 from ppl.distributions import constraints
+
+try:  # run as a script (python ppl_examples/...) or as a module
+    from _threads import limit_threads
+except ImportError:  # pragma: no cover
+    from ppl_examples._threads import limit_threads
 
 LEVELS = ("low", "medium", "high")
 
@@ -182,27 +186,6 @@ def hmmlearn_categorical(levels, K, n_iter, tol, theta0):
         warnings.simplefilter("ignore")
         h.fit(levels[:, None])
     return h
-
-
-@contextlib.contextmanager
-def limit_threads(n):
-    """``n`` threads for torch and for the BLAS/OpenMP pools (through threadpoolctl) while
-    the block runs, then the previous settings; ``n <= 0`` leaves the defaults."""
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # threadpoolctl comes with scikit-learn
-            yield
-        else:
-            with threadpool_limits(n):
-                yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def main(argv=None):

@@ -11,7 +11,6 @@ import re
 
 import networkx as nx
 import pyro
-import pytest
 import torch
 from pyro.ops.indexing import Vindex
 
