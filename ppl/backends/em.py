@@ -28,6 +28,7 @@ import torch
 from ..compiler.parametric import parametric_tables
 from ..compiler.tables import enumeration_dims
 from ..errors import ConvergenceWarning, DataError, UnsupportedModelError
+from ..ops.contract import LogFactor
 from .base import Applicability, Backend, BoundMonitor
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
@@ -141,12 +142,13 @@ class EMBackend(Backend):
         store = pyro.get_param_store()
         theta0 = {p: (store[p] if p in store else graph.sites[p].value).detach().to(dtype=dtype, device=device)
                   for p in names}
-        dims = enumeration_dims(graph, analysis.moral)
+        dims = graph.cache.get(("enumeration_dims", analysis.heuristic))
+        if dims is None:  # a graph colouring: seconds on a 100 000-step chain, so once per graph
+            dims = graph.cache[("enumeration_dims", analysis.heuristic)] = enumeration_dims(graph, analysis.moral)
         pt = parametric_tables(graph, dims, graph.plate_order, theta0, dtype=dtype, device=device)
         space = pt.space
         theta0.update(_user_init(init, space, dtype, device))
-        plan = _structure(graph, analysis, pt, theta0, dtype, device)
-        feed = TableFeed(plan, pt)
+        plan, feed = _structure(graph, analysis, pt, theta0, dtype, device)
         updates, gradient, why = plan_closed_forms(pt, gradient_only=(m_step == "gradient"))
         gstep = GradientMStep(pt, gradient, max_iter=gradient_steps)
         n_obs = _count_observations(graph)
@@ -233,19 +235,18 @@ def _check_numbers(**kw) -> None:
             raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
 
 
-def _structure(graph, analysis, pt, theta0, dtype, device) -> DiscretePlan:
-    """The elimination structure of the E-step (tables at θ0), cached per graph."""
-    from ..ops.contract import LogFactor
-
+def _structure(graph, analysis, pt, theta0, dtype, device):
+    """The elimination structure of the E-step (tables at θ0) and its :class:`TableFeed`,
+    cached per graph."""
     key = ("em_plan", dtype, str(device), analysis.heuristic)
-    plan = graph.cache.get(key)
-    if plan is None:
+    cached = graph.cache.get(key)
+    if cached is None:
         with torch.no_grad():
             tables = pt.tables(theta0)
         factors = {n: LogFactor(tables[n], *pt.layouts[n]) for n in graph.factors}
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device, tables=factors)
-        graph.cache[key] = plan
-    return plan
+        cached = graph.cache[key] = (plan, TableFeed(plan, pt))
+    return cached
 
 
 def _store(params: dict) -> None:
