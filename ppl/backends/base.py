@@ -128,6 +128,7 @@ class BoundMonitor:
         return self.converged
 
     def close(self) -> None:
+        """Close the progress bar (idempotent)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -82,6 +82,8 @@ class ParamSpace:
 
     @staticmethod
     def build(values: dict, constraints: dict) -> "ParamSpace":
+        """The space of ``values`` (name -> constrained tensor, in this order) with their
+        ``constraints`` (name -> Constraint or None)."""
         offsets, n = {}, 0
         for k, v in values.items():
             offsets[k] = n
