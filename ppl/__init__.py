@@ -25,6 +25,8 @@ from .errors import (
     DataError,
     IntractableError,
     ModelError,
+    NumericalError,
+    OptionError,
     PPLError,
     UnsupportedModelError,
 )
@@ -37,7 +39,7 @@ __all__ = [
     "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions",
     "compile", "analyze", "infer", "compare", "FactorGraph", "Analysis", "Posterior", "Table",
     "Backend", "register_backend", "get_backend", "registered_backends",
-    "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError",
+    "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "errors", "models",
 ]
 

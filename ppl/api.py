@@ -151,6 +151,7 @@ def infer(model, data=None, method: str = "auto", **options):
     options = {k: v for k, v in options.items() if k not in ANALYSIS_OPTIONS or k in backend.options}
     backend.validate_options(options)
     verdict = graph.cache.get(("verdict", _analysis_key(*shape), method)) or backend.check(analysis)
+    verdict = backend.check_options(analysis, verdict, options)
     if not verdict.ok:
         others = [n for n, (ok, _) in analysis.backends.items() if ok and n != method]
         hint = f"; methods that apply: {others}" if others else "; no registered method applies"

@@ -15,6 +15,8 @@ __all__ = [
     "UnsupportedModelError",
     "IntractableError",
     "BackendNotFoundError",
+    "OptionError",
+    "NumericalError",
     "ConvergenceWarning",
     "BoundDecreaseWarning",
 ]
@@ -69,6 +71,19 @@ class BackendNotFoundError(PPLError, KeyError):
 
     def __str__(self):  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class OptionError(PPLError, ValueError):
+    """An option of ``ppl.infer`` has a value the backend cannot use: an unknown guide,
+    loss or optimiser name, a number out of range, options that exclude each other.  The
+    message names the option, the value given and the values accepted.  (An option
+    *name* the backend does not take is a ``TypeError``.)"""
+
+
+class NumericalError(PPLError, FloatingPointError):
+    """An objective or a parameter became NaN or infinite during an iterative method
+    (e.g. an SVI loss at some step).  The message gives the step and what usually fixes it
+    (a smaller learning rate, a better initialisation, float64)."""
 
 
 class ConvergenceWarning(UserWarning):

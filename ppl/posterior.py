@@ -6,7 +6,8 @@ Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()`
 ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend: :class:`TablePosterior` (exact
-tables over discrete latents).
+tables over discrete latents), :class:`GuidePosterior` (a fitted SVI guide, with exact
+conditional marginals of enumerated discrete sites).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from .errors import DataError
 from .table import Table
 
-__all__ = ["Posterior", "TablePosterior"]
+__all__ = ["Posterior", "TablePosterior", "GuidePosterior"]
 
 
 class Posterior:
@@ -142,6 +143,9 @@ def _variance(marg):
 
 
 def _quantile(marg, q):
+    samples = getattr(marg, "_samples", None)
+    if samples is not None and type(marg).__name__ == "Empirical":  # draws: batch + (S,) + event
+        return samples.quantile(q, dim=len(marg.batch_shape))
     probs = getattr(marg, "probs", None)
     if isinstance(marg, torch.distributions.Categorical):
         cdf = probs.cumsum(-1)
@@ -154,7 +158,40 @@ def _quantile(marg, q):
         return torch.full_like(marg.mean, float("nan"))
 
 
-class TablePosterior(Posterior):
+class _DiscreteTables:
+    """Marginal tables of discrete sites: ``probs``/``marginal``/``mean``/``variance`` from
+    ``self._marginals`` (site -> probabilities ``batch_shape + (K,)``), ``self._supports``
+    (site -> values ``(K,) + event_shape``) and ``self._families`` (site -> family).
+    Shared by every posterior that holds discrete marginals (exact, EM, SVI with
+    enumerated sites)."""
+
+    def _discrete_probs(self, site: str) -> torch.Tensor:
+        if site not in self._marginals:
+            raise DataError(f"marginals were not computed for this posterior (it was run with marginals=False); "
+                            f"run ppl.infer(..., marginals=True) to get '{site}'")
+        return self._marginals[site]
+
+    def _discrete_marginal(self, site: str):
+        p = self._discrete_probs(site)
+        family = self._families.get(site)
+        if family == "Bernoulli":
+            return torch.distributions.Bernoulli(probs=p[..., 1], validate_args=False)
+        if family == "OneHotCategorical":
+            return torch.distributions.OneHotCategorical(probs=p, validate_args=False)
+        return torch.distributions.Categorical(probs=p, validate_args=False)
+
+    def _discrete_moment(self, site: str, power: int) -> torch.Tensor:
+        p = self._discrete_probs(site)
+        values = self._supports[site].to(device=p.device, dtype=p.dtype)
+        event = values.shape[1:]
+        p = p.reshape(p.shape + (1,) * len(event))
+        return (p * values**power).sum(dim=-1 - len(event))
+
+    def _discrete_variance(self, site: str) -> torch.Tensor:
+        return (self._discrete_moment(site, 2) - self._discrete_moment(site, 1) ** 2).clamp_min(0)
+
+
+class TablePosterior(_DiscreteTables, Posterior):
     """Exact posterior over discrete latents, held as marginal tables.
 
     Parameters
@@ -193,39 +230,24 @@ class TablePosterior(Posterior):
             (``marginals=False``)."""
         if site not in self._supports:
             raise self._unknown(site)
-        if site not in self._marginals:
-            raise DataError(f"marginals were not computed for this posterior (it was run with marginals=False); "
-                            f"run ppl.infer(..., marginals=True) to get '{site}'")
-        return self._marginals[site]
+        return self._discrete_probs(site)
 
     def marginal(self, site: str):
         """Exact posterior marginal: ``Bernoulli`` for Bernoulli sites, ``OneHotCategorical``
         for one-hot sites, else ``Categorical`` over the support's indices; batch shape =
         the site's plate batch shape."""
-        p = self.probs(site)
-        family = self._families.get(site)
-        if family == "Bernoulli":
-            return torch.distributions.Bernoulli(probs=p[..., 1], validate_args=False)
-        if family == "OneHotCategorical":
-            return torch.distributions.OneHotCategorical(probs=p, validate_args=False)
-        return torch.distributions.Categorical(probs=p, validate_args=False)
+        self.probs(site)
+        return self._discrete_marginal(site)
 
     def mean(self, site: str) -> torch.Tensor:
         """``E[site]`` under the exact posterior: Σ_k p_k · value_k."""
-        p = self.probs(site)
-        values = self._supports[site].to(device=p.device, dtype=p.dtype)
-        event = values.shape[1:]
-        p = p.reshape(p.shape + (1,) * len(event))
-        return (p * values).sum(dim=-1 - len(event))
+        self.probs(site)
+        return self._discrete_moment(site, 1)
 
     def variance(self, site: str) -> torch.Tensor:
         """``Var[site]`` under the exact posterior: E[value²] − E[value]²."""
-        p = self.probs(site)
-        values = self._supports[site].to(device=p.device, dtype=p.dtype)
-        event = values.shape[1:]
-        p = p.reshape(p.shape + (1,) * len(event))
-        second = (p * values**2).sum(dim=-1 - len(event))
-        return (second - self.mean(site) ** 2).clamp_min(0)
+        self.probs(site)
+        return self._discrete_variance(site)
 
     def sample(self, num_samples: int, seed: int | None = None) -> dict:
         """Exact joint posterior samples: site -> tensor ``(num_samples,) + batch_shape + event_shape``.
@@ -246,3 +268,130 @@ class TablePosterior(Posterior):
         if self._map is None:
             return super().map()
         return dict(self._map)
+
+
+class GuidePosterior(_DiscreteTables, Posterior):
+    """Posterior represented by a fitted guide q (SVI): continuous sites from q, discrete
+    sites that were enumerated from their exact conditional marginals.
+
+    Parameters
+    ----------
+    continuous : list[str]
+        Latent sites the guide samples.
+    marginal_fn : callable(site) -> Distribution or None
+        The guide's exact per-site marginal (batch shape = the site's plate batch shape,
+        event shape = the site's event shape) where the guide's form gives one (AutoNormal,
+        AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoDelta), else ``None``:
+        the marginal is then the empirical distribution of ``posterior_samples`` draws.
+    sampler : callable(n, seed, discrete=True) -> dict
+        Joint draws: site -> tensor ``(n,) + batch_shape + event_shape`` (continuous sites
+        from q, enumerated discrete sites from p(z | continuous draw, data) unless
+        ``discrete=False``).
+    marginals, supports, families : dict
+        As :class:`TablePosterior`, for the enumerated discrete sites: probabilities
+        ``batch_shape + (K,)`` averaged over guide draws (a Rao-Blackwellised estimate of
+        p(z | data); exact when the guide has no continuous sites).
+    posterior_samples : int
+        Draws behind sample-based marginals and moments.
+    point : dict, optional
+        For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
+    """
+
+    def __init__(self, method, *, continuous, marginal_fn, sampler, marginals, supports, families,
+                 posterior_samples=1000, point=None, **kw):
+        super().__init__(method, **kw)
+        self._continuous = list(continuous)
+        self._marginal_fn = marginal_fn
+        self._sampler = sampler
+        self._marginals = marginals
+        self._supports = supports
+        self._families = families
+        self._n_draws = int(posterior_samples)
+        self._point = point
+        self._cache: dict = {}
+        self._draws = None
+
+    @property
+    def sites(self) -> list:
+        return self._continuous + list(self._supports)
+
+    def probs(self, site: str) -> torch.Tensor:
+        """Posterior probabilities of an enumerated discrete site, shape ``batch_shape + (K,)``.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not an enumerated discrete latent site."""
+        if site not in self._supports:
+            raise self._unknown(site) if site not in self._continuous else DataError(
+                f"'{site}' is a continuous site: use marginal('{site}'), mean('{site}') or sample()")
+        return self._discrete_probs(site)
+
+    def _samples(self, site):
+        if self._draws is None:
+            self._draws = self._sampler(self._n_draws, None, discrete=False)
+        return self._draws[site]
+
+    def marginal(self, site: str):
+        """q's marginal of ``site`` (exact for Gaussian and point-mass guides, else an
+        ``Empirical`` over ``posterior_samples`` guide draws); enumerated discrete sites:
+        Categorical/Bernoulli of :meth:`probs`.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site."""
+        if site in self._supports:
+            return self._discrete_marginal(site)
+        if site not in self._continuous:
+            raise self._unknown(site)
+        if site not in self._cache:
+            marg = self._marginal_fn(site)
+            if marg is None:
+                import pyro.distributions as pdist
+
+                draws = self._samples(site)
+                batch = draws.dim() - 1 - len(self.graph.variables[site].event_shape) if self.graph else 0
+                values = draws.movedim(0, batch)
+                marg = pdist.Empirical(values, torch.zeros(values.shape[: batch + 1], dtype=values.dtype,
+                                                           device=values.device))
+            self._cache[site] = marg
+        return self._cache[site]
+
+    def mean(self, site: str) -> torch.Tensor:
+        """Mean of q's marginal (closed form where the family has one, else the mean of
+        ``posterior_samples`` draws), shape ``batch_shape + event_shape``."""
+        if site in self._supports:
+            return self._discrete_moment(site, 1)
+        try:
+            return self.marginal(site).mean
+        except NotImplementedError:
+            return self._samples(site).mean(0)
+
+    def variance(self, site: str) -> torch.Tensor:
+        """Elementwise variance of q's marginal (closed form or from draws)."""
+        if site in self._supports:
+            return self._discrete_variance(site)
+        try:
+            return self.marginal(site).variance
+        except NotImplementedError:
+            return self._samples(site).var(0)
+
+    def sample(self, num_samples: int, seed: int | None = None) -> dict:
+        """``num_samples`` joint draws from q (and p(z | draw, data) for enumerated sites):
+        site -> tensor ``(num_samples,) + batch_shape + event_shape``.
+
+        Raises
+        ------
+        ValueError
+            If ``num_samples`` is not a positive integer.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        return self._sampler(num_samples, seed)
+
+    def map(self) -> dict:
+        """The point of a point-mass guide (``guide="delta"``: the MAP estimate, §19.3)."""
+        if self._point is None:
+            return super().map()
+        return dict(self._point)

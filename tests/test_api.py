@@ -163,11 +163,22 @@ def test_auto_with_memory_budget_routes_to_another_backend(brute):
 
 def test_auto_with_nothing_applicable():
     @ppl.model
+    def undeclared():  # discrete latents with batch dims no plate declares: neither enumerable nor guided by name
+        z = ppl.sample("z", dist.Bernoulli(0.5 * torch.ones(3)))
+        ppl.sample("x", dist.Normal(z, 1.0), obs=torch.zeros(3))
+
+    with pytest.raises(ppl.UnsupportedModelError, match="z"):
+        ppl.infer(undeclared, method="auto")
+
+
+def test_auto_routes_a_continuous_model_to_svi():
+    @ppl.model
     def cont():
         ppl.sample("mu", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ppl.UnsupportedModelError):
-        ppl.infer(cont, method="auto")
+    a = ppl.analyze(cont)
+    assert not a.backends["exact"][0] and a.backends["svi"][0]
+    assert ppl.api._choose_auto(a)[0] == "svi"
 
 
 # ----------------------------------------------------------------- registry
@@ -247,8 +258,11 @@ def test_compare_against_brute_force(brute):
 
 def test_compare_all_runs_every_applicable_method(brute):
     table = ppl.compare(mix, DATA, methods="all")
-    assert table.column("method") == ["exact", "brute"]
-    assert table.column("status") == ["ok", "ok"]
+    assert table.column("method") == ["exact", "svi", "brute"]  # svi: nothing to guide, both latents summed out
+    assert table.column("status") == ["ok", "ok", "ok"]
+    # with nothing left to guide, SVI's ELBO is the exact log evidence and its marginals are exact
+    assert table.rows[1]["elbo"] == pytest.approx(table.rows[0]["log_evidence"], abs=1e-5)
+    assert table.rows[1]["max_marginal_error"] < 1e-6
     table = ppl.compare(crossing, CROSS_DATA, methods="all")
     assert table.column("method") == ["brute"]
 

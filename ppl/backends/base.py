@@ -8,7 +8,19 @@ from dataclasses import dataclass
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["Applicability", "Backend", "BoundMonitor"]
+__all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar"]
+
+
+def progress_bar(total: int, desc: str, progress=None):
+    """A tqdm bar on stderr, or ``None`` when ``progress`` is False.  ``progress=None``
+    shows it only on a terminal (tqdm's ``disable=None``)."""
+    if progress is not None and not progress:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=None if progress is None else False, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,12 @@ class Backend(ABC):
     def run(self, graph, analysis, **options):
         """Run inference on ``graph`` (a :class:`ppl.compiler.FactorGraph`) and return a Posterior."""
 
+    def check_options(self, analysis, verdict: Applicability, options: dict) -> Applicability:
+        """The verdict for a run with ``options``: by default :meth:`check`'s ``verdict``.
+        A backend whose applicability depends on an option (e.g. SVI with a guide that
+        samples the discrete latents enumeration could not handle) overrides this."""
+        return verdict
+
     def validate_options(self, options: dict) -> None:
         """Raise ``TypeError`` naming any option this backend does not take (and listing those it does)."""
         unknown = [k for k in options if k not in self.options]
@@ -96,14 +114,7 @@ class BoundMonitor:
         self.monotone = monotone
         self.history: list = []
         self.converged = False
-        self._bar = None
-        if progress or progress is None:
-            import sys
-
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=max_iter, desc=desc or what, leave=False,
-                             disable=None if progress is None else not progress, file=sys.stderr)
+        self._bar = progress_bar(max_iter, desc or what, progress)
 
     def record(self, value: float) -> bool:
         """Append ``value`` (nats); returns True once converged."""

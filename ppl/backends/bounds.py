@@ -1,0 +1,157 @@
+"""Bounds of a fitted guide, from importance weights ``log w_s = log p(v, h_s) - log q(h_s)``,
+``h_s ~ q``:
+
+- the ELBO ``L = E_q[log w]`` (Goodfellow et al. 2016, eq. 19.1), estimated by the mean of
+  the ``log w_s`` with its standard error;
+- the importance-weighted bound ``log (1/S) Σ_s w_s`` (Burda et al. 2016, IWAE; the
+  Rényi bound at α = 0, Li & Turner 2016), which lies between the ELBO and
+  ``log p(v)`` in expectation and tends to ``log p(v)`` as S grows;
+- the Pareto k̂ of the weights' upper tail (PSIS diagnostic: Vehtari et al. 2015,
+  Yao et al. 2018): k̂ < 0.5 good, 0.5-0.7 usable, > 0.7 the guide is unreliable.
+
+Discrete latents the model enumerates are summed out inside ``log p(v, h_s)`` (one
+``TraceEnum_ELBO`` particle per draw), so the weights are those of q(h) as a proposal for
+the marginal posterior of the guided sites.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from pyro.infer import TraceEnum_ELBO
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.ops.stats import fit_generalized_pareto
+
+from ..errors import NumericalError
+
+__all__ = ["BoundEstimate", "importance_log_weights", "estimate_bounds", "psis_khat", "khat_reading"]
+
+
+@dataclass
+class BoundEstimate:
+    """Bounds from ``num_particles`` importance weights (all in nats).
+
+    Attributes
+    ----------
+    elbo : float
+        Mean of ``log w``.
+    elbo_se : float
+        Its standard error ``sd(log w) / sqrt(S)``.
+    iwae : float
+        ``logsumexp(log w) - log S``.
+    khat : float
+        PSIS Pareto shape (``inf`` when the tail has fewer than 10 draws; ``nan`` when the
+        weights are all equal, i.e. q = p).
+    num_particles : int
+    """
+
+    elbo: float
+    elbo_se: float
+    iwae: float
+    khat: float
+    num_particles: int
+
+
+def importance_log_weights(model, guide, kwargs, *, num_particles, max_plate_nesting, enumerated, chunk=100):
+    """``log w_s``, shape ``(num_particles,)``.
+
+    Without enumeration the draws are vectorised ``chunk`` at a time with Pyro's
+    ``vectorized_importance_weights`` (the same draws ``pyro.infer.importance.psis_diagnostic``
+    makes with ``max_simultaneous_particles=chunk`` under the same seed); a model that does
+    not vectorise is run one draw at a time.  With enumerated sites each draw is one
+    ``TraceEnum_ELBO`` particle.
+    """
+    if enumerated:
+        elbo = TraceEnum_ELBO(num_particles=1, max_plate_nesting=max_plate_nesting)
+        with torch.no_grad():
+            return torch.tensor([-elbo.loss(model, guide, **kwargs) for _ in range(num_particles)],
+                                dtype=torch.float64)
+    chunk = max(1, min(chunk, num_particles))
+    out = []
+    with torch.no_grad():
+        try:
+            for _ in range(math.ceil(num_particles / chunk)):
+                lw, _, _ = vectorized_importance_weights(model, guide, num_samples=chunk,
+                                                         max_plate_nesting=max_plate_nesting, **kwargs)
+                out.append(lw.reshape(-1).double())
+        except (RuntimeError, ValueError, AssertionError, NotImplementedError):
+            out = [_one_log_weight(model, guide, kwargs) for _ in range(num_particles)]
+            return torch.stack(out)
+    return torch.cat(out)[:num_particles]
+
+
+def _one_log_weight(model, guide, kwargs):
+    from pyro import poutine
+
+    guide_trace = poutine.trace(guide).get_trace(**kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**kwargs)
+    return (model_trace.log_prob_sum() - guide_trace.log_prob_sum()).double()
+
+
+def psis_khat(log_weights: torch.Tensor) -> float:
+    """Pareto k̂ of the upper tail of importance weights (Vehtari, Gelman & Gabry 2015,
+    PSIS; the tail size ``min(0.2 S, 3 sqrt(S))`` and the cutoff follow
+    ``pyro.infer.importance.psis_diagnostic``, so equal weights give equal k̂).
+
+    Parameters
+    ----------
+    log_weights : tensor, shape (S,)
+
+    Returns
+    -------
+    float
+        ``inf`` when fewer than 10 weights lie in the tail.
+    """
+    s = log_weights.numel()
+    lw = torch.sort(log_weights - log_weights.max())[0]
+    cutoff_index = -int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s)))) - 1
+    lw_cutoff = max(math.log(1.0e-15), float(lw[cutoff_index]))
+    tail = lw[lw > lw_cutoff]
+    if tail.numel() < 10:
+        return float("inf")
+    k, _ = fit_generalized_pareto(tail.exp() - math.exp(lw_cutoff))
+    return float(k)
+
+
+def khat_reading(k: float) -> str:
+    """The usual reading of a PSIS k̂ (Yao et al. 2018, §2.2)."""
+    if math.isnan(k):
+        return "all importance weights equal: q matches the posterior of the guided sites"
+    if k < 0.5:
+        return "k < 0.5: the guide is a good approximation; importance sampling with it is reliable"
+    if k <= 0.7:
+        return "0.5 <= k <= 0.7: the guide is usable but misses some posterior mass"
+    return "k > 0.7: the guide is unreliable (posterior mass where q has little); try a richer guide"
+
+
+def estimate_bounds(model, guide, kwargs, *, num_particles, max_plate_nesting, enumerated, deterministic=False,
+                    chunk=100) -> BoundEstimate:
+    """ELBO (with standard error), IWAE bound and PSIS k̂ from ``num_particles`` draws of
+    ``guide``; ``deterministic=True`` (no guided latents) takes one draw: the ELBO is then
+    the exact log evidence.
+
+    Raises
+    ------
+    NumericalError
+        If a weight is NaN or +inf.
+    """
+    n = 1 if deterministic else int(num_particles)
+    lw = importance_log_weights(model, guide, kwargs, num_particles=n, max_plate_nesting=max_plate_nesting,
+                                enumerated=enumerated, chunk=chunk)
+    if bool(torch.isnan(lw).any()) or bool((lw == float("inf")).any()):
+        raise NumericalError(f"{int((torch.isnan(lw) | (lw == float('inf'))).sum())} of {lw.numel()} importance "
+                             "weights log p(v, h) - log q(h) are NaN or +inf: the model's density is not finite "
+                             "at the guide's draws")
+    m = lw.numel()
+    elbo = float(lw.mean())
+    if not math.isfinite(elbo):  # some draw has p(v, h) = 0: the ELBO is -inf
+        return BoundEstimate(elbo, float("inf"), float(torch.logsumexp(lw, 0) - math.log(m)), float("inf"), m)
+    se = float(lw.std(unbiased=True) / math.sqrt(m)) if m > 1 else 0.0
+    iwae = float(torch.logsumexp(lw, 0) - math.log(m))
+    if deterministic or float(lw.max() - lw.min()) < 1e-9 * (1 + abs(elbo)):
+        khat = float("nan")
+    else:
+        khat = psis_khat(lw)
+    return BoundEstimate(elbo, se, iwae, khat, m)
