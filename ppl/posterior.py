@@ -115,8 +115,12 @@ class Posterior:
         ImportError
             If ArviZ is not installed (``pip install arviz``).
         """
+        import warnings
+
         try:
-            import arviz as az
+            with warnings.catch_warnings():  # ArviZ announces its refactor on import
+                warnings.simplefilter("ignore", FutureWarning)
+                import arviz as az
         except ImportError as e:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from e
         draws = self.sample(num_samples)
@@ -295,11 +299,14 @@ class GuidePosterior(_DiscreteTables, Posterior):
         Draws behind sample-based marginals and moments.
     point : dict, optional
         For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
+    guide : callable, optional
+        The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``).
     """
 
     def __init__(self, method, *, continuous, marginal_fn, sampler, marginals, supports, families,
-                 posterior_samples=1000, point=None, **kw):
+                 posterior_samples=1000, point=None, guide=None, **kw):
         super().__init__(method, **kw)
+        self.guide = guide
         self._continuous = list(continuous)
         self._marginal_fn = marginal_fn
         self._sampler = sampler

@@ -174,19 +174,18 @@ def check_guide(model_fn, guide, kwargs, enumerated, latents) -> list:
     if missing:
         raise ModelError(f"the guide does not sample latent site(s) {missing} of the model; a guide must sample every "
                          "continuous latent (discrete ones it leaves out are enumerated)")
-    try:
-        model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(**kwargs)
+    try:  # the model's own sites (a prior run), to check the guide's values against
+        prior_trace = poutine.trace(model_fn).get_trace(**kwargs)
     except Exception as e:
-        raise ModelError(f"the model failed when run on the guide's values: {type(e).__name__}: {e}") from e
+        raise ModelError(f"the model raised while being run: {type(e).__name__}: {e}") from e
     for name, gsite in sampled.items():
-        msite = model_trace.nodes.get(name)
+        msite = prior_trace.nodes.get(name)
         if msite is None:
             continue
         value, fn = gsite["value"], msite["fn"]
         want = fn.batch_shape + fn.event_shape
         try:
-            torch.broadcast_shapes(value.shape, want)
-            ok_shape = value.shape[len(value.shape) - len(fn.event_shape):] == fn.event_shape
+            ok_shape = torch.broadcast_shapes(value.shape, want) == want
         except RuntimeError:
             ok_shape = False
         if not ok_shape:
@@ -195,6 +194,10 @@ def check_guide(model_fn, guide, kwargs, enumerated, latents) -> list:
         if not bool(fn.support.check(value).all()):
             raise ModelError(f"the guide's value of site '{name}' lies outside the model's support {fn.support} "
                              f"(site family {type(fn).__name__}): give the guide a distribution on that support")
+    try:
+        poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(**kwargs)
+    except Exception as e:
+        raise ModelError(f"the model failed when run on the guide's values: {type(e).__name__}: {e}") from e
     return list(sampled)
 
 

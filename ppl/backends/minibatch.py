@@ -111,18 +111,27 @@ class Minibatcher:
             obs[k] = self.observations[k].index_select(d, idx)
         return kwargs, obs
 
-    def check(self, trace) -> None:
-        """After the first subsampled run: the plate must have shrunk to B.
+    def check(self, model, kwargs) -> None:
+        """Before the first subsampled step: run ``model`` on a slice; its plate must have
+        shrunk to B.
 
         Raises
         ------
         DataError
-            If the plate kept its full size (its size does not come from the data)."""
+            If the plate kept its full size (its size does not come from the data), or the
+            model fails on the sliced data."""
+        from pyro import poutine
+
+        message = (f"subsample_size: plate '{self.plate}' must shrink to {self.size} when the data is sliced to "
+                   f"{self.size} rows; the model must take the plate's size from the data (e.g. "
+                   f"ppl.plate('{self.plate}', len(x))), or subsample in the model with Pyro's "
+                   f"plate(..., subsample_size=)")
+        try:
+            trace = poutine.trace(model).get_trace(**kwargs)
+        except Exception as e:
+            raise DataError(f"{message}; on sliced data the model raised {type(e).__name__}: "
+                            f"{str(e).splitlines()[0]}") from None
         for site in trace.nodes.values():
             for f in site.get("cond_indep_stack", ()):
                 if f.name == self.plate and f.size != self.size:
-                    raise DataError(
-                        f"subsample_size: plate '{self.plate}' still has size {f.size} when the data is sliced to "
-                        f"{self.size} rows; the model must take the plate's size from the data (e.g. "
-                        f"ppl.plate('{self.plate}', len(x))), or subsample in the model with Pyro's "
-                        f"plate(..., subsample_size=)")
+                    raise DataError(f"{message}; it kept size {f.size}")

@@ -43,13 +43,14 @@ __all__ = ["SVIBackend", "LOSSES", "OPTIMIZERS"]
 #: ``loss=`` names.
 LOSSES = ("elbo", "meanfield", "renyi", "rws")
 
-#: ``optim=`` names -> Pyro optimisers (``lr`` is their learning rate).
+#: ``optim=`` names -> torch optimisers (``lr`` is their learning rate; wrapped in Pyro's
+#: ``ExponentialLR`` scheduler for ``lr_decay``).
 OPTIMIZERS = {
-    "adam": pyro.optim.Adam,
-    "clipped_adam": pyro.optim.ClippedAdam,
-    "sgd": pyro.optim.SGD,
-    "rmsprop": pyro.optim.RMSprop,
-    "adagrad": pyro.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "clipped_adam": pyro.optim.clipped_adam.ClippedAdam,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
 }
 
 #: Guide draws whose conditional marginals p(z | h, v) are averaged for enumerated sites.
@@ -79,6 +80,11 @@ class SVIBackend(Backend):
         or an optimiser instance (then ``lr`` is ignored).
     lr : float
         Learning rate (default 0.01).
+    lr_decay : float
+        The learning rate decays exponentially from ``lr`` to ``lr · lr_decay`` at
+        ``num_steps`` (default 0.1; 1 keeps it constant): stochastic-approximation steps
+        must shrink for the iterates to settle (Robbins & Monro 1951), and a decayed Adam
+        ends much nearer the optimum than a constant one.
     num_particles : int
         Draws per gradient estimate (default 1; 10 for ``renyi`` and ``rws``).
     vectorize_particles : bool
@@ -113,6 +119,7 @@ class SVIBackend(Backend):
         "num_steps": "maximum optimisation steps (default 2000)",
         "optim": "'adam' (default), 'clipped_adam', 'sgd', 'rmsprop', 'adagrad' or a pyro.optim instance",
         "lr": "learning rate (default 0.01)",
+        "lr_decay": "lr decays exponentially to lr * lr_decay at num_steps (default 0.1; 1 = constant)",
         "num_particles": "draws per gradient step (default 1; 10 for renyi/rws)",
         "vectorize_particles": "batch the particles (default True)",
         "subsample_size": "minibatch size on the data plate, or {plate: size}",
@@ -158,6 +165,7 @@ class SVIBackend(Backend):
 
     # ------------------------------------------------------------------------- run
     def run(self, graph, analysis, *, guide="normal", loss="elbo", alpha=0.0, num_steps=2000, optim="adam", lr=0.01,
+            lr_decay=0.1,
             num_particles=None, vectorize_particles=True, subsample_size=None, tol=1e-3, window=100,
             init="feasible", init_scale=0.1, guide_options=None, elbo_particles=None, posterior_samples=1000,
             device=None, dtype=None, seed=None, progress=None):
@@ -197,7 +205,9 @@ class SVIBackend(Backend):
             raise OptionError(f"lr must be a positive number, got {lr!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
             raise OptionError(f"tol must be a number >= 0, got {tol!r}")
-        optimizer = _optimizer(optim, lr)
+        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+            raise OptionError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
+        optimizer = _optimizer(optim, lr, lr_decay ** (1.0 / num_steps))
         device = torch.device(device) if device is not None else torch.device("cpu")
         dtype = dtype or torch.get_default_dtype()
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -235,7 +245,7 @@ class SVIBackend(Backend):
             enum_model = poutine.infer_config(
                 model_fn, lambda msg: {"enumerate": "parallel"} if msg["name"] in enum_set else {})
 
-            batcher = Minibatcher(graph, subsample_size, kwargs, observations) if subsample_size else None
+            batcher = Minibatcher(graph, subsample_size, kwargs, observations) if subsample_size is not None else None
             if batcher is not None and kind not in ("custom", "empty"):
                 local = [n for n in guided if batcher.plate in graph.variables[n].plates]
                 if local:
@@ -251,6 +261,7 @@ class SVIBackend(Backend):
             elbo = _make_loss(loss_name, bool(enumerated), num_particles, vectorize_particles, mpn, alpha,
                               bool(graph.params()))
             svi = SVI(train_model, train_guide, optimizer, loss=elbo)
+            scheduled = isinstance(optimizer, pyro.optim.lr_scheduler.PyroLRScheduler)
             history, converged, n_run = [], False, 0
             param_names: list = []
             bar = progress_bar(num_steps, f"svi ({kind}, {loss_name})", progress)
@@ -261,13 +272,16 @@ class SVIBackend(Backend):
                     if batcher is not None:
                         step_kwargs, state["obs"] = batcher.draw()
                     if step == 0:
+                        if batcher is not None:
+                            with poutine.block():
+                                batcher.check(model_fn, step_kwargs)
                         with poutine.trace(param_only=True) as cap:
                             value = _step(svi, step_kwargs, step, lr)
                         param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
-                        if batcher is not None:
-                            batcher.check(poutine.trace(enum_model).get_trace(**step_kwargs))
                     else:
                         value = _step(svi, step_kwargs, step, lr)
+                    if scheduled:
+                        optimizer.step()
                     history.append(-value)
                     n_run = step + 1
                     if bar is not None and (n_run % 20 == 0 or n_run == num_steps):
@@ -320,7 +334,7 @@ class SVIBackend(Backend):
         return GuidePosterior(
             self.name, graph=graph, continuous=list(guided), marginal_fn=marginal_fn, sampler=sampler,
             marginals=marginals, supports=supports, families=families, posterior_samples=posterior_samples,
-            point=point, elbo=elbo_value, log_evidence=bounds.elbo if not guided else None, params=params,
+            point=point, guide=q, elbo=elbo_value, log_evidence=bounds.elbo if not guided else None, params=params,
             history=history, converged=converged, elapsed=time.perf_counter() - start, diagnostics=diagnostics)
 
 
@@ -360,7 +374,9 @@ def _check_int(name, value, low) -> int:
     return value
 
 
-def _optimizer(optim, lr):
+def _optimizer(optim, lr, gamma):
+    """A Pyro optimiser; names get an exponential learning-rate schedule (factor ``gamma``
+    per step), stepped by the training loop."""
     if isinstance(optim, pyro.optim.PyroOptim):
         return optim
     try:
@@ -368,7 +384,9 @@ def _optimizer(optim, lr):
     except (KeyError, TypeError):
         raise OptionError(f"optim={optim!r} is not an optimiser name; names: {sorted(OPTIMIZERS)}, "
                           "or pass a pyro.optim instance") from None
-    return cls({"lr": float(lr)})
+    if gamma == 1.0:
+        return pyro.optim.PyroOptim(cls, {"lr": float(lr)})
+    return pyro.optim.ExponentialLR({"optimizer": cls, "optim_args": {"lr": float(lr)}, "gamma": gamma})
 
 
 def _make_loss(name, enumerated, num_particles, vectorize, mpn, alpha, model_has_params):
