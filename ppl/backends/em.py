@@ -27,7 +27,7 @@ import torch
 
 from ..compiler.parametric import parametric_tables
 from ..compiler.tables import enumeration_dims
-from ..errors import ConvergenceWarning, DataError, UnsupportedModelError
+from ..errors import ConvergenceWarning, DataError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from .base import Applicability, Backend, BoundMonitor
 from .discrete import DiscretePlan, table_posterior
@@ -129,14 +129,14 @@ class EMBackend(Backend):
         DataError
             Bad ``init`` (unknown name, shape, outside the constraint), evidence
             impossible at the initial θ, or a covariance turning singular.
-        ValueError
+        OptionError (a ValueError)
             Bad ``max_iter``, ``tol``, ``n_init``, ``reg_covar``, ``m_step``.
         """
         del heuristic, memory_budget  # consumed by the analysis
         start = time.perf_counter()
         _check_numbers(max_iter=max_iter, tol=tol, n_init=n_init, reg_covar=reg_covar, gradient_steps=gradient_steps)
         if m_step not in ("auto", "gradient"):
-            raise ValueError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
+            raise OptionError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         names = graph.params()
         store = pyro.get_param_store()
@@ -228,11 +228,11 @@ def _check_numbers(**kw) -> None:
     for k in ("max_iter", "n_init", "gradient_steps"):
         v = kw[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "max_iter" else 1):
-            raise ValueError(f"{k} must be an integer >= {0 if k == 'max_iter' else 1}, got {v!r}")
+            raise OptionError(f"{k} must be an integer >= {0 if k == 'max_iter' else 1}, got {v!r}")
     for k in ("tol", "reg_covar"):
         v = kw[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
-            raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+            raise OptionError(f"{k} must be a finite number >= 0, got {v!r}")
 
 
 def _structure(graph, analysis, pt, theta0, dtype, device):
@@ -272,10 +272,10 @@ def _user_init(init, space, dtype, device) -> dict:
     """Validate a user ``init`` mapping (constrained values) against the params."""
     if init is None or isinstance(init, str):
         if isinstance(init, str) and init not in ("kmeans++", "random"):
-            raise ValueError(f"init must be None, a dict, 'kmeans++' or 'random', got {init!r}")
+            raise OptionError(f"init must be None, a dict, 'kmeans++' or 'random', got {init!r}")
         return {}
     if not hasattr(init, "items"):
-        raise ValueError(f"init must be None, a dict of param values, 'kmeans++' or 'random', got {type(init).__name__}")
+        raise OptionError(f"init must be None, a dict of param values, 'kmeans++' or 'random', got {type(init).__name__}")
     out = {}
     for k, v in init.items():
         if k not in space.shapes:
