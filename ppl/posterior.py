@@ -75,6 +75,13 @@ class Posterior:
         """Posterior variance of ``site`` (elementwise), shape ``batch_shape + event_shape``."""
         return _variance(self.marginal(site))
 
+    def quantile(self, site: str, q: float) -> torch.Tensor:
+        """The ``q``-quantile of ``site``'s marginal, elementwise, shape ``batch_shape +
+        event_shape`` (NaN where the marginal has no quantile function)."""
+        marg = self.marginal(site)
+        value = _quantile(marg, q)
+        return value if value is not None else torch.full_like(self.mean(site), float("nan"))
+
     def sample(self, num_samples: int) -> dict:
         """``num_samples`` joint posterior draws: site -> tensor of shape
         ``(num_samples,) + batch_shape + event_shape``."""
@@ -97,7 +104,7 @@ class Posterior:
             marg = self.marginal(site)
             mean = self.mean(site).reshape(-1)
             var = self.variance(site).reshape(-1)
-            qs = [_quantile(marg, q).reshape(-1) for q in quantiles]
+            qs = [self.quantile(site, q).reshape(-1) for q in quantiles]
             n = mean.numel()
             for i in range(min(n, 20)):
                 label = site if n == 1 else f"{site}[{i}]"
@@ -157,9 +164,9 @@ def _quantile(marg, q):
     if isinstance(marg, torch.distributions.Bernoulli):
         return (probs > 1 - q).to(probs.dtype)
     try:
-        return marg.icdf(torch.tensor(q, dtype=marg.mean.dtype))
-    except NotImplementedError:
-        return torch.full_like(marg.mean, float("nan"))
+        return marg.icdf(torch.tensor(q))
+    except (NotImplementedError, ValueError, RuntimeError):
+        return None
 
 
 class _DiscreteTables:
@@ -374,6 +381,14 @@ class GuidePosterior(_DiscreteTables, Posterior):
             return self.marginal(site).mean
         except NotImplementedError:
             return self._samples(site).mean(0)
+
+    def quantile(self, site: str, q: float) -> torch.Tensor:
+        """Elementwise ``q``-quantile of q's marginal: closed form where it has one, else
+        from ``posterior_samples`` draws."""
+        if site in self._supports:
+            return super().quantile(site, q)
+        value = _quantile(self.marginal(site), q)
+        return value if value is not None else self._samples(site).quantile(q, dim=0)
 
     def variance(self, site: str) -> torch.Tensor:
         """Elementwise variance of q's marginal (closed form or from draws)."""

@@ -54,7 +54,7 @@ OPTIMIZERS = {
 }
 
 #: Guide draws whose conditional marginals p(z | h, v) are averaged for enumerated sites.
-DISCRETE_MARGINAL_DRAWS = 64
+DISCRETE_MARGINAL_DRAWS = 16
 
 
 class SVIBackend(Backend):
@@ -93,7 +93,9 @@ class SVIBackend(Backend):
         Minibatch size on the data plate (see :mod:`ppl.backends.minibatch`).
     tol, window : float, int
         Stop when the mean ELBO of the last ``window`` steps differs from that of the
-        ``window`` before by less than ``tol · max(1, |ELBO|)`` (defaults 1e-3, 100).
+        ``window`` before by less than ``tol · max(1, |ELBO|)``, or by less than half the
+        standard error of that difference (defaults 1e-3, 100); ``tol=0`` runs all
+        ``num_steps``.
     init : str, dict or callable
         Initial location of autoguides (``"feasible"`` default, ``"median"``, ``"mean"``,
         ``"sample"``, a dict site -> value).
@@ -102,7 +104,8 @@ class SVIBackend(Backend):
     guide_options : dict
         Extra autoguide arguments (``rank``, ``hidden_dim``, ``num_transforms``).
     elbo_particles : int
-        Draws of the final ELBO estimate (default 1000; 200 with enumerated sites).
+        Draws of the final ELBO estimate (default 1000; 100 with enumerated sites, which
+        are run one draw at a time).
     posterior_samples : int
         Draws behind sample-based marginals (default 1000).
     device, dtype, seed, progress
@@ -128,7 +131,7 @@ class SVIBackend(Backend):
         "init": "autoguide init: 'feasible' (default), 'median', 'mean', 'sample' or a dict",
         "init_scale": "initial scale of Gaussian autoguides (default 0.1)",
         "guide_options": "extra autoguide arguments (rank, hidden_dim, num_transforms)",
-        "elbo_particles": "draws of the final ELBO estimate (default 1000; 200 with enumeration)",
+        "elbo_particles": "draws of the final ELBO estimate (default 1000; 100 with enumeration)",
         "posterior_samples": "draws behind sample-based marginals (default 1000)",
         "device": "'cpu' (default) or 'cuda'",
         "dtype": "floating dtype of data and guide (default torch's default dtype)",
@@ -243,7 +246,8 @@ class SVIBackend(Backend):
                                   "loss='elbo' (exact enumeration), or a guide that samples them")
             enum_set = set(enumerated)
             enum_model = poutine.infer_config(
-                model_fn, lambda msg: {"enumerate": "parallel"} if msg["name"] in enum_set else {})
+                model_fn, lambda msg: {"enumerate": "parallel"} if msg["name"] in enum_set else {}) \
+                if enumerated else model_fn
 
             batcher = Minibatcher(graph, subsample_size, kwargs, observations) if subsample_size is not None else None
             if batcher is not None and kind not in ("custom", "empty"):
@@ -262,7 +266,7 @@ class SVIBackend(Backend):
                               bool(graph.params()))
             svi = SVI(train_model, train_guide, optimizer, loss=elbo)
             scheduled = isinstance(optimizer, pyro.optim.lr_scheduler.PyroLRScheduler)
-            history, converged, n_run = [], False, 0
+            history, converged, n_run, first_step = [], False, 0, 0.0
             param_names: list = []
             bar = progress_bar(num_steps, f"svi ({kind}, {loss_name})", progress)
             train_start = time.perf_counter()
@@ -278,6 +282,8 @@ class SVIBackend(Backend):
                         with poutine.trace(param_only=True) as cap:
                             value = _step(svi, step_kwargs, step, lr)
                         param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
+                        first_step = time.perf_counter() - train_start
+                        train_start = time.perf_counter()
                     else:
                         value = _step(svi, step_kwargs, step, lr)
                     if scheduled:
@@ -287,12 +293,9 @@ class SVIBackend(Backend):
                     if bar is not None and (n_run % 20 == 0 or n_run == num_steps):
                         bar.set_postfix_str(f"ELBO {sum(history[-20:]) / len(history[-20:]):.6g}")
                         bar.update(n_run - bar.n)
-                    if n_run % window == 0 and n_run >= 2 * window:
-                        prev = sum(history[-2 * window:-window]) / window
-                        cur = sum(history[-window:]) / window
-                        if abs(cur - prev) <= tol * max(1.0, abs(prev)):
-                            converged = True
-                            break
+                    if n_run % window == 0 and n_run >= 2 * window and _flat(history, window, tol):
+                        converged = True
+                        break
             finally:
                 if bar is not None:
                     bar.close()
@@ -304,7 +307,7 @@ class SVIBackend(Backend):
                               ConvergenceWarning, stacklevel=3)
 
             deterministic = not guided or kind == "delta"
-            n_bound = elbo_particles or (200 if enumerated else 1000)
+            n_bound = elbo_particles or (100 if enumerated else 1000)
             n_bound = _check_int("elbo_particles", n_bound, 2)
             bounds = estimate_bounds(enum_model, q, kwargs, num_particles=n_bound, max_plate_nesting=mpn,
                                      enumerated=bool(enumerated), deterministic=deterministic)
@@ -320,7 +323,7 @@ class SVIBackend(Backend):
         diagnostics = {
             "loss": loss_name, "guide": kind, "enumerated": enumerated, "guided": list(guided),
             "num_steps": n_run, "num_particles": num_particles, "alpha": alpha if loss_name == "renyi" else None,
-            "seconds_per_step": train_seconds / max(n_run, 1), "elbo_se": bounds.elbo_se,
+            "seconds_per_step": train_seconds / max(n_run - 1, 1), "first_step_seconds": first_step, "elbo_se": bounds.elbo_se,
             "elbo_particles": bounds.num_particles, "iwae_bound": bounds.iwae, "psis_khat": bounds.khat,
             "psis_reading": khat_reading(bounds.khat), "subsample_size": batcher.size if batcher else None,
             "subsample_plate": batcher.plate if batcher else None, "device": str(device), "dtype": str(dtype),
@@ -355,6 +358,18 @@ def _enumeration_problem(analysis) -> str | None:
                 f"(treewidth <= {analysis.treewidth}), over the {format_bytes(analysis.memory_budget)} budget; "
                 f"{hint}")
     return None
+
+
+def _flat(history, window, tol) -> bool:
+    """Stopping rule: the mean ELBO of the last ``window`` steps differs from the mean of
+    the ``window`` before by less than ``tol · max(1, |mean|)``, or (``tol > 0``) by less
+    than half the standard error of that difference (no change the noise of the
+    estimates can show).  ``tol = 0`` runs every step."""
+    prev = torch.tensor(history[-2 * window:-window], dtype=torch.float64)
+    cur = torch.tensor(history[-window:], dtype=torch.float64)
+    change = abs(float(cur.mean() - prev.mean()))
+    se = math.sqrt(float(prev.var() + cur.var()) / window) if window > 1 else 0.0
+    return change <= tol * max(1.0, abs(float(prev.mean()))) or (tol > 0 and change <= 0.5 * se)
 
 
 def _check_loss(loss, alpha) -> str:
@@ -486,14 +501,20 @@ def _sampler(model, guide, kwargs, guided, enumerated, mpn, graph):
     from pyro.infer import infer_discrete
 
     def one(n, vectorized=True, discrete=True):
-        with pyro.plate("_ppl_draws", n, dim=-(mpn + 1)) if vectorized else contextlib.nullcontext():
+        def draws_plate():
+            return pyro.plate("_ppl_draws", n, dim=-(mpn + 1)) if vectorized else contextlib.nullcontext()
+
+        with draws_plate():
             guide_trace = poutine.trace(guide).get_trace(**kwargs)
-            values = {s: guide_trace.nodes[s]["value"] for s in guided}
-            if enumerated and discrete:
-                first = -(mpn + 2) if vectorized else -(mpn + 1)
-                discrete = infer_discrete(poutine.replay(model, trace=guide_trace), first_available_dim=first)
-                model_trace = poutine.trace(discrete).get_trace(**kwargs)
-                values.update({s: model_trace.nodes[s]["value"] for s in enumerated})
+        values = {s: guide_trace.nodes[s]["value"] for s in guided}
+        if enumerated and discrete:
+            def replayed(**kw):  # the draws plate inside: infer_discrete blocks handlers outside it
+                with draws_plate():
+                    return poutine.replay(model, trace=guide_trace)(**kw)
+
+            first = -(mpn + 2) if vectorized else -(mpn + 1)
+            model_trace = poutine.trace(infer_discrete(replayed, first_available_dim=first)).get_trace(**kwargs)
+            values.update({s: model_trace.nodes[s]["value"] for s in enumerated})
         return values
 
     def shape_of(site):
@@ -508,7 +529,12 @@ def _sampler(model, guide, kwargs, guided, enumerated, mpn, graph):
             try:
                 values = one(n, discrete=discrete)
                 return {s: v.detach().reshape((n,) + shape_of(s)) for s, v in values.items()}
-            except (RuntimeError, ValueError, AssertionError, NotImplementedError):
+            except (RuntimeError, ValueError, AssertionError, NotImplementedError) as e:
+                if n > 1:
+                    warnings.warn(f"posterior draws: the model does not broadcast over a batch of draws "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); drawing one at a time, "
+                                  "which is slow. Index by latents with ppl.Vindex and let plates broadcast",
+                                  UserWarning, stacklevel=3)
                 draws = [one(1, vectorized=False, discrete=discrete) for _ in range(n)]
                 return {s: torch.stack([d[s].detach().reshape(shape_of(s)) for d in draws]) for s in draws[0]}
 

@@ -16,9 +16,26 @@ Every builder returns a :class:`ppl.dsl.Model` whose sites are named as the netw
 nodes, with ``cpds``, ``nodes`` (topological order), ``cardinalities`` and
 ``state_names`` attributes.  pgmpy is optional (``pip install 'ppl[pgmpy]'``) and is
 imported only by the functions that need it.
+
+Learning a network's CPTs from data with hidden or missing values (EM; Koller & Friedman
+2009, §19.2): :func:`learnable_bayesian_network` / :func:`learnable_from_network` build a
+model whose CPTs are ``ppl.param`` sites for ``ppl.infer(model, data, method="em")``;
+:func:`sample_network_data`, :func:`hide_at_random`, :func:`encode_data`,
+:func:`make_init`, :func:`count_cpts` and :func:`learned_network` make data, starts and
+estimates (see ``ppl/models/bn_learning.py``).
 """
 
 from .bn import bayesian_network
+from .bn_learning import (
+    count_cpts,
+    encode_data,
+    hide_at_random,
+    learnable_bayesian_network,
+    learnable_from_network,
+    learned_network,
+    make_init,
+    sample_network_data,
+)
 from .pgmpy_io import available_examples, example_network, from_pgmpy, load_pgmpy_example, read_bif
 
 __all__ = [
@@ -28,4 +45,12 @@ __all__ = [
     "example_network",
     "load_pgmpy_example",
     "available_examples",
+    "learnable_bayesian_network",
+    "learnable_from_network",
+    "make_init",
+    "sample_network_data",
+    "hide_at_random",
+    "encode_data",
+    "count_cpts",
+    "learned_network",
 ]
