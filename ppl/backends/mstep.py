@@ -136,7 +136,7 @@ class ClosedFormUpdate:
 
     param: str
     role: str
-    uses: list  # [(group index, slot name)]
+    uses: list  # [(group index, slot name, members)]: members = None (all) or the stack rows the param owns
     label: str
 
 
@@ -201,10 +201,8 @@ def plan_closed_forms(pt, gradient_only: bool = False):
             why[p] = f"its constraint {c} does not match its role ({LABEL[role]})"
             gradient.append(p)
             continue
-        bad = [gi for gi, slot, _ in us
-               if not _rows_ok(pt.groups[gi].slots[slot][1], ev, space.offsets[p], space.shapes[p])
-               or len(space.owners(pt.groups[gi].slots[slot][1])) != 1]
-        if bad:
+        selected = [(gi, slot, _owned_members(pt.groups[gi].slots[slot][1], p, ev, space)) for gi, slot, _ in us]
+        if any(members is False for _, _, members in selected):
             why[p] = f"{LABEL[role]} entries do not select whole rows of '{p}'"
             gradient.append(p)
             continue
@@ -212,9 +210,38 @@ def plan_closed_forms(pt, gradient_only: bool = False):
             why[p] = "rows of this MultivariateNormal loc meet several covariances"
             gradient.append(p)
             continue
-        updates.append(ClosedFormUpdate(p, role, [(gi, slot) for gi, slot, _ in us], f"closed form ({LABEL[role]})"))
+        updates.append(ClosedFormUpdate(p, role, selected, f"closed form ({LABEL[role]})"))
     updates.sort(key=lambda u: _ORDER[u.role])
     return updates, gradient, why
+
+
+def _owned_members(pos: torch.Tensor, p: str, ev: int, space):
+    """Which stacked members of a group's slot ``pos`` (leading dim: the members) select
+    rows of param ``p``: ``None`` when the whole slot belongs to ``p``, a LongTensor of
+    member rows when the group stacks factors of several params (two CPTs of one shape),
+    ``False`` when some member mixes params or does not select whole rows of ``p``."""
+    off, shape = space.offsets[p], space.shapes[p]
+    owners = space.owners(pos)
+    if owners == {p}:
+        return None if _rows_ok(pos, ev, off, shape) else False
+    rows = []
+    for i in range(pos.shape[0]):
+        own = space.owners(pos[i])
+        if len(own) != 1:
+            return False
+        if own == {p}:
+            if not _rows_ok(pos[i], ev, off, shape):
+                return False
+            rows.append(i)
+    return torch.tensor(rows, dtype=torch.long, device=pos.device)
+
+
+def _members(t, members):
+    """Rows ``members`` of a stacked tensor (leading dim: the group's members, or 1 when
+    they all agree); ``t`` itself for ``members=None`` or a broadcast leading dim."""
+    if members is None or t is None or not isinstance(t, torch.Tensor) or t.shape[0] == 1:
+        return t
+    return t.index_select(0, members)
 
 
 def _one_cov_per_row(group, space) -> bool:
@@ -230,25 +257,27 @@ def _one_cov_per_row(group, space) -> bool:
 
 
 # ------------------------------------------------------------------ closed-form step
-def _entry_weights(group, w: torch.Tensor) -> torch.Tensor:
-    """The group's weights on its base distribution's entries: mask and scale applied,
-    broadcast over Independent dims."""
+def _entry_weights(group, w: torch.Tensor, members=None) -> torch.Tensor:
+    """The group's weights on its base distribution's entries (of the stacked ``members``
+    only, when given): mask and scale applied, broadcast over Independent dims."""
     t = group.template
     if group.mask is not None:
-        w = w * group.mask
+        w = w * _members(group.mask, members)
     if t.scale != 1.0:
         w = w * t.scale
     return w.reshape(tuple(w.shape) + (1,) * t.n_re)
 
 
-def _entry_shape(group, w: torch.Tensor) -> tuple:
+def _entry_shape(group, w: torch.Tensor, members=None) -> tuple:
     """Broadcast shape of the base distribution's entries: weights, value and slots
-    without their event dims."""
+    without their event dims (of the stacked ``members`` only, when given)."""
     fam = group.template.family
     ev = 1 if fam == "MultivariateNormal" else 0
-    shapes = [tuple(w.shape), tuple(group.value.shape[: group.value.dim() - ev])]
+    value = _members(group.value, members)
+    shapes = [tuple(w.shape), tuple(value.shape[: value.dim() - ev])]
     for s, (_, t) in group.slots.items():
         e = slot_event_rank(fam, s)
+        t = _members(t, members)
         shapes.append(tuple(t.shape[: t.dim() - e]))
     return tuple(torch.broadcast_shapes(*shapes))
 
@@ -271,16 +300,18 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
     def add(key, val):
         acc[key] = val if key not in acc else acc[key] + val
 
-    def theta(slot_pair):
-        kind, t = slot_pair
-        return flat[t] if kind == "gather" else t
-
-    for gi, slot in u.uses:
+    for gi, slot, members in u.uses:
         g = pt.groups[gi]
-        w = _entry_weights(g, weights[gi])
-        pos = g.slots[slot][1]
-        x = g.value
-        ent = _entry_shape(g, w)
+
+        def theta(slot_pair, members=members):
+            kind, t = slot_pair
+            t = _members(t, members)
+            return flat[t] if kind == "gather" else t
+
+        w = _entry_weights(g, _members(weights[gi], members), members)
+        pos = _members(g.slots[slot][1], members)
+        x = _members(g.value, members)
+        ent = _entry_shape(g, w, members)
 
         def gsum(index, operands, n_out, out_tail=""):
             return grouped_sum(index, operands, n_out, out_tail, entries=ent)
