@@ -79,3 +79,162 @@ def test_em_hmm_example_runs(capsys):
     for line in checks:
         assert float(line.split("|diff| =")[1].split()[0]) < 1e-6, line
         assert line.rstrip().endswith("non-decreasing: True"), line
+
+
+def test_em_bn_missing_example_runs(capsys):
+    from ppl_examples import em_bn_missing
+
+    em_bn_missing.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "converged: True" in out and "non-decreasing: True" in out, out
+    # maximum likelihood: the learned CPTs explain the incomplete data at least as well as the true ones
+    assert "(EM >= true: True)" in out, out
+    nodes = ("asia", "tub", "smoke", "lung", "bronc", "either", "xray", "dysp")
+    rows = {r[0]: r for r in _rows(out, "largest absolute error") if r[0] in nodes}
+    assert set(rows) == set(nodes), out
+    assert rows["either"][-1] == "(hidden)"
+    # the never-observed node's CPT (lung OR tub) and its child xray's, after undoing label switching
+    assert float(rows["either"][2]) < 0.05 and float(rows["xray"][2]) < 0.05, out
+    tv = next(line for line in out.splitlines() if "total-variation distance" in line)
+    assert float(tv.split("EM ")[1].split(",")[0]) < 0.1, tv
+
+
+def test_svi_logistic_example_runs(capsys):
+    pytest.importorskip("sklearn")
+    import math
+    import re
+
+    from ppl_examples import svi_logistic
+
+    svi_logistic.main(["--steps", "50", "--elbo-particles", "200", "--draws", "200", "--batch", "64"])
+    out = capsys.readouterr().out
+    number = r"(-?\d+\.\d+)"
+    rows = {}
+    for label in ("mean field", "full rank", "full rank, B=64"):
+        line = next(line for line in out.splitlines() if re.match(rf"{re.escape(label)} +(normal|mvn) ", line))
+        m = re.search(rf"{number} ± {number} +{number} +{number} .* {number} +{number} +{number}$", line)
+        assert m, line
+        rows[label] = [float(v) for v in m.groups()]
+    for label, (elbo, se, iwae, khat, acc_mean, acc_pred, logloss) in rows.items():
+        assert math.isfinite(elbo) and elbo < 0 and 0 < se < 5, (label, out)
+        assert iwae >= elbo, (label, out)            # log-mean-exp of the weights >= their mean, draw for draw
+        assert math.isfinite(khat)
+        # about 0.95-0.97 held-out accuracy for every method, even after 50 steps
+        assert acc_mean > 0.9 and acc_pred > 0.9 and logloss < 0.3, (label, out)
+    sk = re.search(r"scikit-learn C=1 \(MAP\) .* (\d\.\d+) +- +(\d\.\d+)$", out, re.M)
+    assert sk and float(sk.group(1)) > 0.9, out
+    assert "trained on minibatches of 64 rows of plate 'data'" in out
+    assert out.count("PSIS k-hat readings") == 1 and "bias b" in out
+
+
+def test_svi_gmm_iris_example_runs(capsys):
+    pytest.importorskip("sklearn")
+    import math
+    import re
+
+    from ppl_examples import svi_gmm_iris
+
+    svi_gmm_iris.main(["--steps", "50", "--restarts", "1", "--elbo-particles", "20"])
+    out = capsys.readouterr().out
+    assert "enumerated exactly: ['z']" in out, out
+    elbo = float(re.search(r"final ELBO (-?\d+\.\d+) ±", out).group(1))
+    assert math.isfinite(elbo) and elbo < 0
+    # the confusion table: one row per species, 50 flowers each, whatever labels the guide settled on
+    table = [r for r in _rows(out, "MAP cluster") if r[0] in ("setosa", "versicolor", "virginica")]
+    assert [r[0] for r in table] == ["setosa", "versicolor", "virginica"], out
+    assert all(sum(int(v) for v in r[1:]) == 50 for r in table), out
+    assert table[0][1] == "50", out                  # setosa is separated perfectly, in the matched column
+    m = re.search(r"ppl SVI (-?\d\.\d+) .* GaussianMixture\(diag, n_init=1\) (-?\d\.\d+)", out)
+    assert m, out
+    ppl_ari, sk_ari = float(m.group(1)), float(m.group(2))
+    assert ppl_ari > 0.5 and sk_ari > 0.5, out       # both about 0.8 on iris
+
+
+def _png_written(out, path):
+    """The example wrote ``path`` when matplotlib is installed, else said it could not."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return "matplotlib is not installed" in out and not path.exists()
+    return path.is_file() and path.stat().st_size > 10_000 and f"wrote {path}" in out
+
+
+def test_svi_vae_example_runs(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    import math
+    import re
+
+    from ppl_examples import svi_vae
+
+    svi_vae.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ELBO per epoch"))
+    epochs = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        epoch, total, per_image = line.split()
+        epochs.append((int(epoch), float(total), float(per_image)))
+    assert [e for e, _, _ in epochs] == list(range(1, 9)), out
+    per_image = [p for _, _, p in epochs]
+    assert all(math.isfinite(p) and -60 < p < 0 for p in per_image), out
+    # learning the decoder and the encoder raises the ELBO: about -32.5 -> -22 nats/image in 8 epochs
+    assert per_image[-1] > per_image[0] + 5, out
+    assert per_image[-1] > max(per_image[:4]), out
+    # epoch averages of the per-step estimates, each scaled to all N images: total = N * per image
+    assert all(abs(t - 1500 * p) < 1500 * 0.001 for _, t, p in epochs), out
+    m = re.search(r"final ELBO \(50 draws, all 1500 training images\): (-?\d+\.\d) ± (\d+\.\d) nats = "
+                  r"(-?\d+\.\d+) ± (\d+\.\d+) nats/image", out)
+    assert m, out
+    elbo, se, elbo_img = float(m.group(1)), float(m.group(2)), float(m.group(3))
+    assert 0 < se < 50 and abs(elbo / 1500 - elbo_img) < 1e-3, out
+    assert abs(elbo_img - per_image[-1]) < 2, out        # the re-estimate agrees with the last epoch's average
+    m = re.search(r"held-out 297 images: ELBO (-?\d+\.\d+) ± (\d+\.\d+) nats/image \(se over the images\), "
+                  r"IWAE bound \(K=20\) (-?\d+\.\d+) nats/image", out)
+    assert m, out
+    test_elbo, test_iwae = float(m.group(1)), float(m.group(3))
+    assert test_iwae >= test_elbo, out                 # log-mean-exp >= mean, on the same draws
+    assert -40 < test_elbo < elbo_img + 5, out
+    assert _png_written(out, tmp_path / "svi_vae.png"), out
+
+
+def test_svi_kl_direction_example_runs(capsys, tmp_path):
+    from ppl_examples import svi_kl_direction
+
+    svi_kl_direction.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    log_evidence = float(next(line for line in lines if line.startswith("exact posterior")).split("log p(y) = ")[1]
+                         .split(";")[0])
+    assert abs(log_evidence - (-2.7896)) < 1e-3, out  # quadrature of the model's own density
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["alpha", "loss"])
+    rows = {}
+    for line in lines[start + 1:]:
+        fields = line.split()
+        if not fields or fields[0] == "moment-matched":
+            break
+        alpha, loss, mean, sd, neg, elbo, _, se, iwae, khat, objective, kl_qp, kl_pq, _ = fields
+        rows[float(alpha)] = dict(loss=loss, mean=float(mean), sd=float(sd), neg=float(neg), elbo=float(elbo),
+                                  iwae=float(iwae), khat=float(khat), objective=float(objective),
+                                  kl_qp=float(kl_qp), kl_pq=float(kl_pq))
+    assert sorted(rows) == [-1.0, 0.0, 0.5, 1.0], out
+    one, zero, lowest = rows[1.0], rows[0.0], rows[-1.0]
+    assert one["loss"] == "elbo" and zero["loss"] == "renyi", out
+    # KL(q||p) locks onto one mode: the heavier one near +1.9, with that mode's width and no mass on theta < 0
+    assert 1.7 < one["mean"] < 2.1 and one["sd"] < 0.35 and one["neg"] < 0.01, out
+    # smaller alpha spreads: the sd at the smallest alpha, and at alpha = 0, is well above the one-mode sd
+    assert lowest["sd"] > 2 * one["sd"], out
+    assert zero["sd"] > 3 * one["sd"] and zero["neg"] > 0.15, out
+    # the ELBO ranks alpha = 1 first (it minimises KL(q||p)); KL(p||q) ranks it last
+    assert all(one["elbo"] >= r["elbo"] for r in rows.values()), out
+    assert all(one["kl_qp"] <= r["kl_qp"] + 1e-3 for r in rows.values()), out
+    assert zero["kl_pq"] < one["kl_pq"] / 5, out
+    for alpha, r in rows.items():
+        assert r["iwae"] >= r["elbo"] - 1e-3, (alpha, out)  # log-mean-exp >= mean, draw for draw
+        assert r["kl_qp"] >= 0 and r["kl_pq"] >= 0, (alpha, out)
+    # PSIS flags the missing mode of the alpha = 1 fit
+    assert one["khat"] > 0.7, out
+    # alpha < 0: the K-draw objective reads above log p(y); alpha = 1: it is the ELBO, below it
+    assert lowest["objective"] > log_evidence and one["objective"] < log_evidence, out
+    assert _png_written(out, tmp_path / "svi_kl_direction.png"), out

@@ -111,9 +111,9 @@ class Minibatcher:
             obs[k] = self.observations[k].index_select(d, idx)
         return kwargs, obs
 
-    def check(self, model, kwargs) -> None:
-        """Before the first subsampled step: run ``model`` on a slice; its plate must have
-        shrunk to B.
+    def check(self, model, kwargs, what: str = "model") -> None:
+        """Before the first subsampled step: run ``model`` (or a guide: ``what="guide"``) on
+        a slice; its plate must have shrunk to B.
 
         Raises
         ------
@@ -123,13 +123,13 @@ class Minibatcher:
         from pyro import poutine
 
         message = (f"subsample_size: plate '{self.plate}' must shrink to {self.size} when the data is sliced to "
-                   f"{self.size} rows; the model must take the plate's size from the data (e.g. "
+                   f"{self.size} rows; the {what} must take the plate's size from the data (e.g. "
                    f"ppl.plate('{self.plate}', len(x))), or subsample in the model with Pyro's "
                    f"plate(..., subsample_size=)")
         try:
             trace = poutine.trace(model).get_trace(**kwargs)
         except Exception as e:
-            raise DataError(f"{message}; on sliced data the model raised {type(e).__name__}: "
+            raise DataError(f"{message}; on sliced data the {what} raised {type(e).__name__}: "
                             f"{str(e).splitlines()[0]}") from None
         for site in trace.nodes.values():
             for f in site.get("cond_indep_stack", ()):

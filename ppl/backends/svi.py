@@ -177,8 +177,9 @@ class SVIBackend(Backend):
         Returns
         -------
         GuidePosterior
-            ``elbo`` (re-estimated, nats), ``history`` (ELBO estimate per step: the
-            negated loss; for ``rws`` the wake-θ IWAE estimate), ``params`` (learned
+            ``elbo`` (re-estimated, nats), ``history`` (the negated loss per step: the
+            ELBO estimate for ``elbo``/``meanfield``, the K-draw Rényi bound for
+            ``renyi`` (above log p(v) when α < 0), the wake-θ IWAE estimate for ``rws``), ``params`` (learned
             ``ppl.param`` values and guide parameters), ``converged``, ``diagnostics``
             (``elbo_se``, ``iwae_bound``, ``psis_khat``, ``psis_reading``, ``num_steps``,
             ``loss``, ``guide``, ``enumerated``, ``seconds_per_step``, ...).
@@ -279,6 +280,8 @@ class SVIBackend(Backend):
                         if batcher is not None:
                             with poutine.block():
                                 batcher.check(model_fn, step_kwargs)
+                                if kind == "custom":
+                                    batcher.check(q, step_kwargs, what="guide")
                         with poutine.trace(param_only=True) as cap:
                             value = _step(svi, step_kwargs, step, lr)
                         param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
@@ -307,6 +310,8 @@ class SVIBackend(Backend):
                               ConvergenceWarning, stacklevel=3)
 
             deterministic = not guided or kind == "delta"
+            data_plates = {p for n in graph.observed() for p in graph.variables[n].plates}
+            local = [n for n in guided if set(graph.variables[n].plates) & data_plates]
             n_bound = elbo_particles or (100 if enumerated else 1000)
             n_bound = _check_int("elbo_particles", n_bound, 2)
             bounds = estimate_bounds(enum_model, q, kwargs, num_particles=n_bound, max_plate_nesting=mpn,
@@ -358,6 +363,16 @@ def _enumeration_problem(analysis) -> str | None:
                 f"(treewidth <= {analysis.treewidth}), over the {format_bytes(analysis.memory_budget)} budget; "
                 f"{hint}")
     return None
+
+
+def _psis_reading(khat, kind, local) -> str:
+    if kind == "delta":
+        return "point-mass guide: no importance weights"
+    reading = khat_reading(khat)
+    if local:
+        reading += (f" (joint weights over every data point, since {local} are local latents: k̂ grows with the "
+                    "data size even for a good per-point guide; judge per-point weights instead)")
+    return reading
 
 
 def _flat(history, window, tol) -> bool:
