@@ -196,3 +196,31 @@ def test_chain_detection_independent_of_hash_seed():
         outs.add(subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True,
                                 text=True, check=True).stdout)
     assert len(outs) == 1
+
+
+def test_probe_keeps_a_constant_broadcast_against_a_param_constant():
+    """``Normal(loc[z], 1.0)`` broadcasts the constant scale against a probed gather; the
+    constant used to come back as a 'gather' with float positions, which sent the factor to
+    a model re-run and ``loc`` to the gradient M-step."""
+    import warnings
+
+    import ppl
+    import ppl.distributions as dist
+    from ppl.distributions import constraints
+
+    x = torch.cat([torch.randn(40, generator=torch.Generator().manual_seed(0)) - 2,
+                   torch.randn(40, generator=torch.Generator().manual_seed(1)) + 2]).double()
+
+    @ppl.model
+    def gmm(x):
+        w = ppl.param("w", torch.ones(2, dtype=torch.float64) / 2, constraint=constraints.simplex)
+        loc = ppl.param("loc", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+        with ppl.plate("data", len(x)):
+            z = ppl.sample("z", dist.Categorical(w))
+            ppl.sample("obs", dist.Normal(loc[z], 1.0), obs=x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        post = ppl.infer(gmm, {"x": x}, method="em", max_iter=3)
+    assert post.diagnostics["m_step"]["loc"] == "closed form (Normal loc)"
+    assert post.diagnostics["slow_factors"] == []

@@ -11,6 +11,11 @@ EM is coordinate ascent on the evidence lower bound ``L(v, θ, q)`` (Goodfellow 
   sufficient statistics where a parameter's role is recognised, by L-BFGS otherwise
   (:mod:`ppl.backends.mstep`).
 
+With ``map_latents``, global continuous latents are estimated by MAP: EM for MAP
+(Bishop 2006, §9.3, where the M-step maximises Q(θ, θ_old) + ln p(θ), and §9.4; Goodfellow
+et al. 2016, §19.2–19.3) maximises ``log p(v, θ) = log p(v | θ) + log p(θ)``; see
+:mod:`ppl.backends.map_latents`.
+
 Factor tables at each new θ come from :mod:`ppl.compiler.parametric` (stacked, no model
 re-run for recognised families), and chains use the exact backend's parallel scan, so an
 iteration on a 100 000-step HMM is a handful of tensor operations.
@@ -32,6 +37,7 @@ from ..ops.contract import LogFactor
 from .base import Applicability, Backend, BoundMonitor
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
+from .map_latents import map_model, prior_factor_name, select_map_latents
 from .mstep import GradientMStep, apply_closed_form, plan_closed_forms
 from .tablefeed import TableFeed
 
@@ -73,6 +79,23 @@ class EMBackend(Backend):
         tqdm bar with the running log-likelihood (``None``: only on a terminal).
     marginals, map : bool
         Compute the latents' marginals / MAP assignment at the learned θ (default True).
+    map_latents : bool, str or list of str
+        Estimate global continuous latents by MAP (default ``None``: none). ``True``:
+        every continuous latent; a name or a list of names: those sites.  Each chosen
+        site ``s`` (a ``sample`` outside every plate that holds data or discrete latents,
+        of any shape, e.g. ``(K,)`` component locations or ``(K,)`` Dirichlet weights)
+        becomes a param of the same name and shape, constrained to the prior's support
+        and initialised at the prior's mean (or ``init[s]``), plus a factor
+        ``"<s>_prior"`` = log p(s).  EM then maximises log p(v, θ) = log p(v | θ) +
+        log p(θ) (EM for MAP: Bishop 2006, §9.3 and §9.4; Goodfellow et al. 2016,
+        §19.2–19.3): the M-step maximises Q(θ) + log p(θ) — in closed form for a Normal
+        prior on a Normal ``loc`` and a Dirichlet prior (all concentrations ≥ 1) on
+        Categorical ``probs``, by L-BFGS otherwise — and ``history`` holds
+        log p(v, θ_i), which never decreases.  The MAP values are in ``post.params``
+        under the site names; ``post.diagnostics["map_latents"]`` lists the sites.
+        Raises ``OptionError`` for a name that is not a latent site, a discrete site or
+        a bad type, and ``UnsupportedModelError`` for a local latent (inside a plate
+        with data or discrete latents).
     """
 
     name = "em"
@@ -93,28 +116,42 @@ class EMBackend(Backend):
         "progress": "tqdm progress bar (None: only on a terminal)",
         "marginals": "latent marginals at the learned params (default True)",
         "map": "MAP assignment at the learned params (default True)",
+        "map_latents": "True, a site name or a list: global continuous latents estimated by MAP (default None)",
     }
 
     def check(self, analysis) -> Applicability:
-        """EM applies when the model has ``ppl.param`` values to learn, every latent is
-        discrete and the exact E-step fits the memory budget (the exact backend's check)."""
+        """EM applies when every latent is discrete, the model has ``ppl.param`` values to
+        learn and the exact E-step fits the memory budget (the exact backend's check).
+        With ``map_latents``, :meth:`check_options` checks the model with those latents
+        made params instead."""
         graph = analysis.graph
-        if not graph.params():
-            return Applicability(False, "the model has no ppl.param to learn", UnsupportedModelError)
         if analysis.continuous:
             shown = ", ".join(analysis.continuous[:6]) + (" ..." if len(analysis.continuous) > 6 else "")
             return Applicability(
-                False, f"continuous latent(s) {shown}: EM's exact E-step needs every latent discrete (make a global "
-                "continuous latent a ppl.param to learn it, or use method='svi')", UnsupportedModelError)
+                False, f"continuous latent(s) {shown}: EM's exact E-step needs every latent discrete (estimate "
+                "global continuous latents by MAP with map_latents=True, make them ppl.params, or use "
+                "method='svi')", UnsupportedModelError)
+        if not graph.params():
+            return Applicability(False, "the model has no ppl.param to learn", UnsupportedModelError)
         exact = ExactBackend().check(analysis)
         if not exact.ok:
             return Applicability(False, f"exact E-step: {exact.reason}; variational EM (a CAVI E-step) is not "
                                  "available yet", exact.error, exact.details)
         return Applicability(True, f"{len(graph.params())} param(s) to learn; exact E-step: {exact.reason}")
 
+    def check_options(self, analysis, verdict: Applicability, options: dict) -> Applicability:
+        """With ``map_latents``, the verdict for the model with those latents made params
+        (validating the names; see :func:`~ppl.backends.map_latents.select_map_latents`)."""
+        names = select_map_latents(analysis.graph, options.get("map_latents"))
+        if not names:
+            return verdict
+        manalysis = _map_analysis(analysis, names)
+        v = self.check(manalysis)
+        return Applicability(v.ok, f"MAP of {list(names)}; {v.reason}", v.error, v.details)
+
     def run(self, graph, analysis, *, max_iter=100, tol=1e-4, n_init=1, init=None, reg_covar=1e-6, m_step="auto",
             gradient_steps=20, seed=None, dtype=torch.float64, device=None, heuristic=None, memory_budget=None,
-            progress=None, marginals=True, map=True):
+            progress=None, marginals=True, map=True, map_latents=None):
         """Run EM; see the class docstring for options.
 
         Returns
@@ -122,7 +159,9 @@ class EMBackend(Backend):
         TablePosterior
             ``params`` (learned θ), ``history`` (log p(v; θ_i) per iteration, nats,
             ``history[0]`` at the initial θ), ``log_evidence`` = ``elbo`` at the learned θ,
-            the latents' posterior at the learned θ, ``converged``.
+            the latents' posterior at the learned θ, ``converged``.  With
+            ``map_latents``, ``params`` also holds the MAP values of those sites and
+            ``history`` / ``log_evidence`` are log p(v, θ) (prior included).
 
         Raises
         ------
@@ -130,10 +169,17 @@ class EMBackend(Backend):
             Bad ``init`` (unknown name, shape, outside the constraint), evidence
             impossible at the initial θ, or a covariance turning singular.
         OptionError (a ValueError)
-            Bad ``max_iter``, ``tol``, ``n_init``, ``reg_covar``, ``m_step``.
+            Bad ``max_iter``, ``tol``, ``n_init``, ``reg_covar``, ``m_step``, or a
+            ``map_latents`` entry that is not a continuous latent site.
+        UnsupportedModelError
+            A ``map_latents`` site that is a local latent.
         """
         del heuristic, memory_budget  # consumed by the analysis
         start = time.perf_counter()
+        map_names = select_map_latents(graph, map_latents)
+        if map_names:
+            analysis = _map_analysis(analysis, map_names)
+            graph = analysis.graph
         _check_numbers(max_iter=max_iter, tol=tol, n_init=n_init, reg_covar=reg_covar, gradient_steps=gradient_steps)
         if m_step not in ("auto", "gradient"):
             raise OptionError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
@@ -149,7 +195,8 @@ class EMBackend(Backend):
         space = pt.space
         theta0.update(_user_init(init, space, dtype, device))
         plan, feed = _structure(graph, analysis, pt, theta0, dtype, device)
-        updates, gradient, why = plan_closed_forms(pt, gradient_only=(m_step == "gradient"))
+        priors = _prior_factors(graph, pt, map_names, theta0) if map_names else {}
+        updates, gradient, why = plan_closed_forms(pt, gradient_only=(m_step == "gradient"), priors=priors)
         gstep = GradientMStep(pt, gradient, max_iter=gradient_steps)
         n_obs = _count_observations(graph)
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
@@ -184,6 +231,8 @@ class EMBackend(Backend):
             "fast_factors": sum(len(g.members) for g in pt.groups), "slow_factors": list(pt.slow),
             "device": str(device),
         }
+        if map_names:
+            diagnostics["map_latents"] = list(map_names)
         value = float(log_z)
         return table_posterior(self.name, graph, final, probs, seed=seed, map=map, elbo=value, log_evidence=value,
                                params=params, history=run["history"], converged=run["converged"], start=start,
@@ -233,6 +282,52 @@ def _check_numbers(**kw) -> None:
         v = kw[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
             raise OptionError(f"{k} must be a finite number >= 0, got {v!r}")
+
+
+def _map_analysis(analysis, names):
+    """The analysis of the model with ``names`` made params (cached on the new graph)."""
+    from ..analysis.report import analyze_graph
+
+    mgraph = map_model(analysis.graph, names)
+    key = ("em_map_analysis", analysis.heuristic, analysis.memory_budget, analysis.itemsize)
+    out = mgraph.cache.get(key)
+    if out is None:
+        out = mgraph.cache[key] = analyze_graph(mgraph, heuristic=analysis.heuristic,
+                                                memory_budget=analysis.memory_budget, itemsize=analysis.itemsize)
+    return out
+
+
+def _prior_factors(graph, pt, names, theta0) -> dict:
+    """Install a direct (no model run) evaluation of each MAP site's prior factor in
+    ``pt`` where the prior depends on nothing but the site, and return site -> (factor
+    name, prior distribution) for those (the candidates for a closed-form MAP M-step)."""
+    handler = graph.cache["map_latents_handler"]
+    known = graph.cache.setdefault(("em_map_priors", id(pt)), {})  # site -> (factor, prior) installed in pt
+    out = {}
+    for name in names:
+        f = prior_factor_name(name)
+        if f not in pt.slow or set(graph.factors[f].scope) - {name}:
+            continue
+        if f not in pt.direct:
+            with torch.no_grad():
+                ref = pt.slow_tables(theta0)[f]  # a model run: also refreshes handler.priors
+            prior = handler.priors[name]
+
+            def table(values, prior=prior, name=name, shape=ref.shape):
+                return prior.log_prob(values[name]).to(pt.dtype).reshape(shape)
+
+            try:
+                with torch.no_grad():
+                    ok = bool(torch.allclose(table(theta0), ref, rtol=1e-10, atol=1e-10))
+            except (RuntimeError, ValueError):
+                ok = False
+            if not ok:
+                continue
+            pt.direct[f] = table
+            known[name] = (f, prior)
+        if name in known:
+            out[name] = known[name]
+    return out
 
 
 def _structure(graph, analysis, pt, theta0, dtype, device):

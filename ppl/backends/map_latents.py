@@ -116,7 +116,8 @@ def select_map_latents(graph, map_latents) -> tuple:
     for n in names:
         v = variables.get(n)
         if v is None or v.role != "latent":
-            kind = "not a site of the model" if v is None else f"a {v.role} site, not a latent one"
+            kind = "not a site of the model" if v is None else \
+                f"{'an' if v.role[0] in 'aeiou' else 'a'} {v.role} site, not a latent one"
             raise OptionError(f"map_latents: '{n}' is {kind}; the model's latent sites are {graph.latent()}")
         if v.cardinality is not None or v.discrete:
             raise OptionError(f"map_latents: '{n}' is a discrete latent ({v.family}); EM sums discrete latents out "

@@ -138,6 +138,7 @@ class ClosedFormUpdate:
     role: str
     uses: list  # [(group index, slot name, members)]: members = None (all) or the stack rows the param owns
     label: str
+    prior: tuple = None  # MAP: ("normal", μ0, 1/s0²) or ("dirichlet", α - 1), shaped as the update's statistics
 
 
 def _rows_ok(pos: torch.Tensor, ev: int, offset: int, shape) -> bool:
@@ -153,8 +154,44 @@ def _rows_ok(pos: torch.Tensor, ev: int, offset: int, shape) -> bool:
     return bool(torch.equal(start, expect)) and bool(((start[..., 0] - offset) % width == 0).all())
 
 
-def plan_closed_forms(pt, gradient_only: bool = False):
+def _base(d):
+    """``d`` without Independent / Expanded wrappers."""
+    while type(d).__name__ in ("Independent", "ExpandedDistribution"):
+        d = d.base_dist
+    return d
+
+
+def _prior_stats(p, role, prior, space, flat_dtype, device):
+    """The pseudo-statistics a conjugate prior adds to the closed-form update of ``p``
+    (EM for MAP: the M-step maximises Q + log p(θ), Bishop 2006, §9.3), or a string
+    saying why there is none."""
+    shape = space.shapes[p]
+    base = _base(prior)
+    fam = type(base).__name__
+    try:
+        if role == "normal_loc" and fam == "Normal":
+            mu0 = base.loc.detach().to(dtype=flat_dtype, device=device).expand(shape).reshape(-1)
+            prec0 = base.scale.detach().to(dtype=flat_dtype, device=device).pow(-2).expand(shape).reshape(-1)
+            return ("normal", mu0, prec0)
+        if role == "cat" and fam == "Dirichlet" and _is(space.constraints.get(p), "simplex"):
+            alpha = base.concentration.detach().to(dtype=flat_dtype, device=device).expand(shape)
+            if bool((alpha >= 1).all()):
+                return ("dirichlet", (alpha - 1).reshape(-1, shape[-1]))
+            return "a Dirichlet prior with a concentration < 1 (the MAP may lie on the simplex's boundary)"
+    except RuntimeError:  # a prior whose shape does not broadcast to the param's
+        return f"its {fam} prior does not broadcast to the param's shape"
+    return f"no closed-form MAP update for a {fam} prior on a {LABEL[role]}"
+
+
+def plan_closed_forms(pt, gradient_only: bool = False, priors=None):
     """Decide, per param, the closed-form update or the gradient M-step.
+
+    ``priors`` (EM for MAP): param -> (name of its prior factor, prior distribution), for
+    params whose prior factor depends on them alone.  A Normal prior on a Normal ``loc``
+    and a Dirichlet prior (concentrations ≥ 1) on Categorical ``probs`` are conjugate:
+    their update adds the prior's pseudo-statistics,
+    ``μ = (Σ W x/σ² + μ0/s0²) / (Σ W/σ² + 1/s0²)`` and ``p ∝ Σ W onehot(x) + α − 1``.
+    Any other prior sends the param to the gradient M-step.
 
     Returns
     -------
@@ -166,10 +203,14 @@ def plan_closed_forms(pt, gradient_only: bool = False):
         Param -> the reason it has no closed form (for diagnostics).
     """
     space = pt.space
+    priors = dict(priors or {})
+    own_prior = {f: p for p, (f, _) in priors.items()}
     uses: dict = {p: [] for p in space.names}
     why: dict = {}
     for name in pt.slow:
         for p in pt.templates[name].deps:
+            if own_prior.get(name) == p:
+                continue  # the param's own conjugate-candidate prior: decided below
             why.setdefault(p, f"factor '{name}': {pt.templates[name].slow}")
     for gi, g in enumerate(pt.groups):
         fam = g.template.family
@@ -210,7 +251,17 @@ def plan_closed_forms(pt, gradient_only: bool = False):
             why[p] = "rows of this MultivariateNormal loc meet several covariances"
             gradient.append(p)
             continue
-        updates.append(ClosedFormUpdate(p, role, selected, f"closed form ({LABEL[role]})"))
+        stats, label = None, f"closed form ({LABEL[role]})"
+        if p in priors:
+            logits = any(pt.groups[gi].slots.get("logits") is not None for gi, _, _ in us)
+            stats = _prior_stats(p, role, priors[p][1], space, pt.dtype, pt.device) if not logits else \
+                "a prior on Categorical logits"
+            if isinstance(stats, str):
+                why[p] = f"MAP: {stats}"
+                gradient.append(p)
+                continue
+            label = f"closed form ({LABEL[role]}, MAP with a {type(_base(priors[p][1])).__name__} prior)"
+        updates.append(ClosedFormUpdate(p, role, selected, label, stats))
     updates.sort(key=lambda u: _ORDER[u.role])
     return updates, gradient, why
 
@@ -355,6 +406,12 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
             add("num", gsum(ids, [(w, ""), (x, "")], numel))
             add("den", gsum(ids, [(w, "")], numel))
     tiny = torch.finfo(flat.dtype).tiny
+    if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
+        if u.prior[0] == "normal":
+            acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
+            acc["den"] = acc["den"] + u.prior[2]
+        else:
+            acc["num"] = acc["num"] + u.prior[1]
     if role == "cat":
         counts = acc["num"]
         total = counts.sum(-1, keepdim=True)

@@ -293,6 +293,11 @@ class ParametricTables:
         Factors re-evaluated by a model run.
     constant : dict[str, LogFactor]
         Tables that depend on no param (computed once).
+    direct : dict[str, callable]
+        Slow factors whose table a caller knows as a function of θ (name -> ``f(values)``
+        returning the table, differentiable), evaluated without a model run by
+        :meth:`slow_tables`; empty unless a caller (EM's ``map_latents`` prior factors)
+        installs some.
     """
 
     def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None):
@@ -338,6 +343,7 @@ class ParametricTables:
         self.groups = [self._stack(ts) for ts in buckets.values()]
         self._verify(values)
         self.layouts = {n: (t.plates, t.vars) for n, t in self.templates.items()}
+        self.direct = {}
         self._sites = None  # the probe trace is not kept
 
     def _traced(self, name) -> torch.Tensor:
@@ -498,13 +504,22 @@ class ParametricTables:
         return [g.log_tables(flat) for g in self.groups]
 
     def slow_tables(self, values: dict, grad: bool = False) -> dict:
-        """Tables of the slow factors, by one model run with θ substituted."""
+        """Tables of the slow factors, by one model run with θ substituted (the
+        :attr:`direct` ones by their functions, without a run)."""
         if not self.slow:
             return {}
-        sub = poutine.substitute(data=dict(values))
-        tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
-                                   messengers=(sub,), names=self.slow, grad=grad)
-        return {n: f.table for n, f in tables.items()}
+        run = [n for n in self.slow if n not in self.direct]
+        out = {}
+        if run:
+            sub = poutine.substitute(data=dict(values))
+            tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
+                                       messengers=(sub,), names=run, grad=grad)
+            out = {n: f.table for n, f in tables.items()}
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            for n in self.slow:
+                if n in self.direct:
+                    out[n] = self.direct[n](values)
+        return out
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

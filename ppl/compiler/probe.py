@@ -83,6 +83,11 @@ class Probe(torch.Tensor):
             return out
         deps = frozenset().union(*(p.ppl_deps for p in probes))
         positions = _positions(name, func, args, kwargs, probes, out)
+        if name == "broadcast_tensors":  # each output is its own input broadcast: constants stay constants
+            inputs = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            pos = positions if isinstance(positions, (tuple, list)) else [None] * len(out)
+            return type(out)(_wrap_out(o, q, inp.ppl_deps, name, args, kwargs, [inp]) if isinstance(inp, Probe)
+                             else o for o, q, inp in zip(out, pos, inputs))
         return _wrap_out(out, positions, deps, name, args, kwargs, probes)
 
 
@@ -140,7 +145,7 @@ def _wrap_out(out, positions, deps, name, args, kwargs, probes):
         return type(out)(_wrap_out(o, p, deps, name, args, kwargs, probes) for o, p in zip(out, pos))
     if not isinstance(out, torch.Tensor):
         return out
-    if isinstance(positions, torch.Tensor) and positions.shape != out.shape:
+    if isinstance(positions, torch.Tensor) and (positions.shape != out.shape or positions.is_floating_point()):
         positions = None
     res = Probe.wrap(out, positions if isinstance(positions, torch.Tensor) else None, deps)
     # remember row sums / logsumexps over the last dim of a gather, for the normalisations
