@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bn_exact.py
 	$(PY) benchmarks/hmm_exact.py
 	$(PY) benchmarks/em.py
+	$(PY) benchmarks/svi_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -264,3 +265,15 @@ def start(args, extra_versions: Sequence[str]):
     print()
     return ppl, info
 
+
+def source_state() -> str:
+    """The checkout's commit, and whether ppl/ has uncommitted changes (read-only git calls)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ppl"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return f"commit {head or '?'}" + (" + uncommitted changes under ppl/" if dirty else "")

@@ -52,7 +52,6 @@ import argparse
 import gc
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -60,11 +59,11 @@ import warnings
 import numpy as np
 
 try:  # run as a script (python benchmarks/em.py) or as a module (python -m benchmarks.em)
-    from _common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+    from _common import (Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                          print_machine, start, write_json)
     import hmm_exact
 except ImportError:  # pragma: no cover
-    from benchmarks._common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+    from benchmarks._common import (Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                                     print_machine, start, write_json)
     from benchmarks import hmm_exact
 
@@ -459,19 +458,6 @@ def format_setup_table(rows) -> str:
 
 
 # --------------------------------------------------------------------------- main
-def _source_state() -> str:
-    """The checkout's commit, and whether ppl/ has uncommitted changes (read-only git calls)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ppl"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-    return f"commit {head or '?'}" + (" + uncommitted changes under ppl/" if dirty else "")
-
-
 def warm_up(ppl, args) -> None:
     """Each library once on a tiny problem (one-time import and dispatch costs)."""
     import pyro
@@ -550,7 +536,7 @@ def main(argv=None) -> int:
     if args.warm_up:
         print("warm-up on tiny problems ...", flush=True)
         warm_up(ppl, args)
-    info["ppl_source"] = _source_state()
+    info["ppl_source"] = source_state()
     print(f"ppl source: {info['ppl_source']}", flush=True)
     rows = []
     for case in args.cases:

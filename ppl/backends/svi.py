@@ -223,9 +223,12 @@ class SVIBackend(Backend):
             observations = {k: _place(v, device, dtype) for k, v in graph.bound.observations.items()}
             state = {"obs": observations}
 
+            conditioned = poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn
+
             def model_fn(*args, **kw):
-                fn = poutine.condition(graph.model.fn, data=state["obs"]) if state["obs"] else graph.model.fn
-                return fn(*args, **kw)
+                if state["obs"] is observations:  # the full data: the model conditioned once
+                    return conditioned(*args, **kw)
+                return poutine.condition(graph.model.fn, data=state["obs"])(*args, **kw)
 
             latents = graph.latent()
             discrete = set(graph.discrete_latent())
