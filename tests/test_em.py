@@ -534,3 +534,37 @@ def test_float32_param_inits_are_fitted_in_float64():
     assert post.history[-1] == pytest.approx(np_hmm_loglik(y, **learned), rel=1e-10)
     _assert_monotone(post.history)
     assert post.history[-1] > post.history[0] + 1.0
+
+
+def test_restarts_of_a_model_without_locations_draw_new_probability_tables():
+    """A mixture of categoricals (4 draws per row) has no Normal loc to seed: restarts draw
+    every simplex param afresh (uniform Dirichlet rows), so n_init > 1 explores different
+    starts, where repeating the symmetric start would stay at its saddle point."""
+    import warnings
+
+    from ppl.distributions import constraints
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(np.concatenate([rng.choice(3, (60, 4), p=[0.8, 0.1, 0.1]),
+                                     rng.choice(3, (60, 4), p=[0.1, 0.1, 0.8])]))
+
+    @ppl.model
+    def cat_mix(x):
+        w = ppl.param("w", torch.ones(2, dtype=torch.float64) / 2, constraint=constraints.simplex)
+        e = ppl.param("e", torch.ones(2, 3, dtype=torch.float64) / 3, constraint=constraints.simplex)
+        with ppl.plate("data", x.shape[0]):
+            z = ppl.sample("z", dist.Categorical(w))
+            rows = e[z]
+            ppl.sample("x", dist.Categorical(rows.unsqueeze(-2)).expand(rows.shape[:-1] + (x.shape[1],)).to_event(1),
+                       obs=x)
+
+    start = {"w": [0.5, 0.5], "e": np.ones((2, 3)) / 3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        one = ppl.infer(cat_mix, {"x": x}, method="em", max_iter=30, init=start)
+        many = ppl.infer(cat_mix, {"x": x}, method="em", max_iter=30, n_init=4, seed=1, init=start)
+    # from the symmetric start EM cannot break the symmetry: it stops at the one-component MLE
+    freq = np.bincount(x.numpy().ravel(), minlength=3) / x.numel()
+    assert one.history[-1] == pytest.approx(float(np.sum(np.log(freq[x.numpy()]))), rel=1e-10)
+    assert many.history[-1] > one.history[-1] + 20.0
+    assert many.diagnostics["best_restart"] > 0

@@ -207,7 +207,10 @@ class EMBackend(Backend):
             theta = dict(theta0)
             strategy = init if isinstance(init, str) else ("kmeans++" if r > 0 else None)
             if strategy is not None:
-                theta.update(_seed_locations(pt, theta, strategy, gen))
+                seeded = _seed_locations(pt, theta, strategy, gen)
+                # a model without Normal locations to seed (a BN, a categorical HMM): restarts draw
+                # every probability table afresh, so they differ
+                theta.update(seeded or _random_tables(pt.space, theta, gen))
             runs.append(self._fit(pt, plan, feed, updates, gstep, space.flat(theta).clone(), max_iter, tol, n_obs,
                                   reg_covar, progress, f"EM {r + 1}/{n_init}" if n_init > 1 else "EM"))
         best = max(range(n_init), key=lambda i: runs[i]["history"][-1])
@@ -410,6 +413,19 @@ def _seed_locations(pt, theta, strategy, gen) -> dict:
         if points is None or points.shape[0] < rows:
             continue
         out[p] = _kmeans_pp(points, rows, gen, strategy).reshape(shape).to(theta[p].dtype)
+    return out
+
+
+def _random_tables(space, theta, gen) -> dict:
+    """New values for every simplex-constrained param (probability tables): each row drawn
+    from the uniform Dirichlet(1)."""
+    from torch.distributions import constraints
+
+    out = {}
+    for p in space.names:
+        if space.constraints.get(p) is constraints.simplex and len(space.shapes[p]) >= 1:
+            rows = -torch.log(torch.rand(tuple(space.shapes[p]), generator=gen, dtype=torch.float64))
+            out[p] = (rows / rows.sum(-1, keepdim=True)).to(dtype=theta[p].dtype, device=theta[p].device)
     return out
 
 
