@@ -82,10 +82,24 @@ class Posterior:
         value = _quantile(marg, q)
         return value if value is not None else torch.full_like(self.mean(site), float("nan"))
 
-    def sample(self, num_samples: int) -> dict:
+    _sampler = None  # callable(n, seed) -> dict, set by subclasses that can draw
+
+    def sample(self, num_samples: int, seed: int | None = None) -> dict:
         """``num_samples`` joint posterior draws: site -> tensor of shape
-        ``(num_samples,) + batch_shape + event_shape``."""
-        raise TypeError(f"posterior of method '{self.method}' cannot be sampled")
+        ``(num_samples,) + batch_shape + event_shape``; ``seed`` makes them reproducible.
+
+        Raises
+        ------
+        ValueError
+            If ``num_samples`` is not a positive integer.
+        TypeError
+            If this posterior cannot be sampled.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        if self._sampler is None:
+            raise TypeError(f"posterior of method '{self.method}' cannot be sampled")
+        return self._sampler(num_samples, seed)
 
     def map(self) -> dict:
         """The most probable joint assignment: site -> value (``batch_shape + event_shape``)."""
@@ -101,7 +115,6 @@ class Posterior:
         """
         rows = []
         for site in self.sites:
-            marg = self.marginal(site)
             mean = self.mean(site).reshape(-1)
             var = self.variance(site).reshape(-1)
             qs = [self.quantile(site, q).reshape(-1) for q in quantiles]
@@ -260,20 +273,6 @@ class TablePosterior(_DiscreteTables, Posterior):
         self.probs(site)
         return self._discrete_variance(site)
 
-    def sample(self, num_samples: int, seed: int | None = None) -> dict:
-        """Exact joint posterior samples: site -> tensor ``(num_samples,) + batch_shape + event_shape``.
-
-        Raises
-        ------
-        ValueError
-            If ``num_samples`` is not a positive integer.
-        """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        if self._sampler is None:
-            return super().sample(num_samples)
-        return self._sampler(num_samples, seed)
-
     def map(self) -> dict:
         """The joint MAP assignment (max-product), site -> value with the site's batch shape."""
         if self._map is None:
@@ -398,19 +397,6 @@ class GuidePosterior(_DiscreteTables, Posterior):
             return self.marginal(site).variance
         except NotImplementedError:
             return self._samples(site).var(0)
-
-    def sample(self, num_samples: int, seed: int | None = None) -> dict:
-        """``num_samples`` joint draws from q (and p(z | draw, data) for enumerated sites):
-        site -> tensor ``(num_samples,) + batch_shape + event_shape``.
-
-        Raises
-        ------
-        ValueError
-            If ``num_samples`` is not a positive integer.
-        """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        return self._sampler(num_samples, seed)
 
     def map(self) -> dict:
         """The point of a point-mass guide (``guide="delta"``: the MAP estimate, §19.3)."""

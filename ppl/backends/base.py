@@ -3,12 +3,50 @@ analysed model and runs to a :class:`~ppl.posterior.Posterior`."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar"]
+__all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar", "check_int", "check_number"]
+
+
+def check_int(name: str, value, low: int) -> int:
+    """``value`` as the integer option ``name`` (at least ``low``).
+
+    Raises
+    ------
+    OptionError
+        If ``value`` is not an int (bools are refused) or is below ``low``."""
+    from ..errors import OptionError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open: bool = False) -> float:
+    """``value`` as the finite real option ``name`` in ``[low, high]`` (``(low, high]`` when
+    ``low_open``); a bound left ``None`` is not checked.
+
+    Raises
+    ------
+    OptionError
+        If ``value`` is not a finite int/float or lies outside the range."""
+    from ..errors import OptionError
+
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else f"<= {high:g}"
+        rng = " and ".join(b for b in (lo, hi) if b)
+        raise OptionError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {value!r}")
+    return float(value)
 
 
 def progress_bar(total: int, desc: str, progress=None):

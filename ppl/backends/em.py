@@ -34,7 +34,8 @@ from ..compiler.parametric import parametric_tables
 from ..compiler.tables import enumeration_dims
 from ..errors import ConvergenceWarning, DataError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
-from .base import Applicability, Backend, BoundMonitor
+from ..ops.expfam import uniform_simplex
+from .base import Applicability, Backend, BoundMonitor, check_int, check_number
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
 from .map_latents import map_model, prior_factor_name, select_map_latents
@@ -278,13 +279,9 @@ class EMBackend(Backend):
 # ---------------------------------------------------------------------- helpers
 def _check_numbers(**kw) -> None:
     for k in ("max_iter", "n_init", "gradient_steps"):
-        v = kw[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "max_iter" else 1):
-            raise OptionError(f"{k} must be an integer >= {0 if k == 'max_iter' else 1}, got {v!r}")
+        check_int(k, kw[k], 0 if k == "max_iter" else 1)
     for k in ("tol", "reg_covar"):
-        v = kw[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
-            raise OptionError(f"{k} must be a finite number >= 0, got {v!r}")
+        check_number(k, kw[k], low=0.0)
 
 
 def _map_analysis(analysis, names):
@@ -421,12 +418,9 @@ def _random_tables(space, theta, gen) -> dict:
     from the uniform Dirichlet(1)."""
     from torch.distributions import constraints
 
-    out = {}
-    for p in space.names:
-        if space.constraints.get(p) is constraints.simplex and len(space.shapes[p]) >= 1:
-            rows = -torch.log(torch.rand(tuple(space.shapes[p]), generator=gen, dtype=torch.float64))
-            out[p] = (rows / rows.sum(-1, keepdim=True)).to(dtype=theta[p].dtype, device=theta[p].device)
-    return out
+    return {p: uniform_simplex(space.shapes[p], gen).to(dtype=theta[p].dtype, device=theta[p].device)
+            for p in space.names
+            if space.constraints.get(p) is constraints.simplex and len(space.shapes[p]) >= 1}
 
 
 def _kmeans_pp(x: torch.Tensor, k: int, gen, strategy: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pyro.infer import autoguide
 from torch.distributions import biject_to
 
 from ..errors import ModelError, OptionError
+from .base import check_number
 
 __all__ = ["GUIDES", "build_guide", "check_guide", "guide_marginal_fn", "empty_guide"]
 
@@ -99,8 +100,7 @@ def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_sc
             cls, kind = spec, spec.__name__
         if not has_latents:
             return empty_guide, "empty"
-        if not (isinstance(init_scale, (int, float)) and init_scale > 0):
-            raise OptionError(f"init_scale must be a positive number, got {init_scale!r}")
+        check_number("init_scale", init_scale, low=0.0, low_open=True)
         _forget_params(cls.__name__)
         blocked = poutine.block(model_fn, hide=list(hidden)) if hidden else model_fn
         kwargs = {}

@@ -30,12 +30,12 @@ from pyro.infer import SVI, ReweightedWakeSleep, RenyiELBO, Trace_ELBO, TraceEnu
 
 from ..analysis.report import format_bytes
 from ..compiler.families import enumerate_values
-from ..errors import (ConvergenceWarning, DataError, ModelError, NumericalError, OptionError, PPLError,
+from ..errors import (ConvergenceWarning, ModelError, NumericalError, OptionError, PPLError,
                       UnsupportedModelError)
 from ..posterior import GuidePosterior
-from .base import Applicability, Backend, progress_bar
+from .base import Applicability, Backend, check_int, check_number, progress_bar
 from .bounds import estimate_bounds, khat_reading
-from .guides import GUIDES, build_guide, check_guide, guide_marginal_fn
+from .guides import build_guide, check_guide, guide_marginal_fn
 from .minibatch import Minibatcher, PlateScale
 
 __all__ = ["SVIBackend", "LOSSES", "OPTIMIZERS"]
@@ -200,17 +200,14 @@ class SVIBackend(Backend):
         """
         start = time.perf_counter()
         loss_name = _check_loss(loss, alpha)
-        num_particles = _check_int("num_particles", num_particles, 2 if loss_name == "rws" else 1) if num_particles \
+        num_particles = check_int("num_particles", num_particles, 2 if loss_name == "rws" else 1) if num_particles \
             is not None else (10 if loss_name in ("renyi", "rws") else 1)
-        num_steps = _check_int("num_steps", num_steps, 1)
-        window = _check_int("window", window, 1)
-        posterior_samples = _check_int("posterior_samples", posterior_samples, 1)
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise OptionError(f"lr must be a positive number, got {lr!r}")
-        if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise OptionError(f"tol must be a number >= 0, got {tol!r}")
-        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-            raise OptionError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
+        num_steps = check_int("num_steps", num_steps, 1)
+        window = check_int("window", window, 1)
+        posterior_samples = check_int("posterior_samples", posterior_samples, 1)
+        check_number("lr", lr, low=0.0, low_open=True)
+        check_number("tol", tol, low=0.0)
+        check_number("lr_decay", lr_decay, low=0.0, high=1.0, low_open=True)
         optimizer = _optimizer(optim, lr, lr_decay ** (1.0 / num_steps))
         device = torch.device(device) if device is not None else torch.device("cpu")
         dtype = dtype or torch.get_default_dtype()
@@ -316,7 +313,7 @@ class SVIBackend(Backend):
             data_plates = {p for n in graph.observed() for p in graph.variables[n].plates}
             local = [n for n in guided if set(graph.variables[n].plates) & data_plates]
             n_bound = elbo_particles or (100 if enumerated else 1000)
-            n_bound = _check_int("elbo_particles", n_bound, 2)
+            n_bound = check_int("elbo_particles", n_bound, 2)
             bounds = estimate_bounds(enum_model, q, kwargs, num_particles=n_bound, max_plate_nesting=mpn,
                                      enumerated=bool(enumerated), deterministic=deterministic)
             marginals = _discrete_marginals(graph, enum_model, q, kwargs, enumerated, mpn, deterministic, device)
@@ -399,12 +396,6 @@ def _check_loss(loss, alpha) -> str:
         if alpha == 1:
             raise OptionError("alpha=1 is the ELBO itself: use loss='elbo'")
     return loss
-
-
-def _check_int(name, value, low) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _optimizer(optim, lr, gamma):

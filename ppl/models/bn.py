@@ -201,24 +201,45 @@ def _split_entries(cpds):
                 + (f" of length {len(entry)}" if isinstance(entry, (tuple, list)) else "")
             )
         parents, table = entry
-        if isinstance(parents, str) or not isinstance(parents, (list, tuple)):
-            raise ModelError(
-                f"node '{node}': parents must be a list of node names, got {parents!r}"
-                + (f"; did you mean ['{parents}']?" if isinstance(parents, str) else "")
-            )
-        parents = tuple(parents)
-        for p in parents:
-            if p not in cpds:
-                raise ModelError(
-                    f"node '{node}': unknown parent {p!r}; every parent needs its own entry in cpds "
-                    f"(known nodes: {_short_list(list(cpds))})"
-                )
-        if len(set(parents)) != len(parents):
-            dup = sorted({p for p in parents if parents.count(p) > 1})
-            raise ModelError(f"node '{node}': parent(s) {dup} listed more than once in {list(parents)}")
-        parents_of[node] = parents
+        parents_of[node] = check_parents(node, parents, cpds, "cpds")
         tables[node] = _copy_table(node, table)
     return parents_of, tables
+
+
+def check_parents(node, parents, known, where: str) -> tuple:
+    """``parents`` of ``node`` as a tuple of known node names.
+
+    Parameters
+    ----------
+    node : str
+    parents : list or tuple of str
+    known : collection of str
+        Every node of the network.
+    where : str
+        The argument the nodes come from (``"cpds"``, ``"structure"``), for messages.
+
+    Raises
+    ------
+    ModelError
+        If ``parents`` is not a list/tuple (a bare string gets a did-you-mean hint), names
+        an unknown node, or repeats one; the message names ``node``.
+    """
+    if isinstance(parents, str) or not isinstance(parents, (list, tuple)):
+        raise ModelError(
+            f"node '{node}': parents must be a list of node names, got {parents!r}"
+            + (f"; did you mean ['{parents}']?" if isinstance(parents, str) else "")
+        )
+    parents = tuple(parents)
+    for p in parents:
+        if p not in known:
+            raise ModelError(
+                f"node '{node}': unknown parent {p!r}; every parent needs its own entry in {where} "
+                f"(known nodes: {_short_list(list(known))})"
+            )
+    if len(set(parents)) != len(parents):
+        dup = sorted({p for p in parents if parents.count(p) > 1})
+        raise ModelError(f"node '{node}': parent(s) {dup} listed more than once in {list(parents)}")
+    return parents
 
 
 def _copy_table(node, table) -> np.ndarray:

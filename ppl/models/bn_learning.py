@@ -53,7 +53,8 @@ from pyro.distributions import constraints
 from ..dsl import Model, Vindex
 from ..dsl import model as _make_model
 from ..errors import DataError, ModelError
-from .bn import _check_state_names, _short_list, _topological_order, bayesian_network
+from ..ops.expfam import uniform_simplex
+from .bn import _check_state_names, _short_list, _topological_order, bayesian_network, check_parents
 
 __all__ = [
     "learnable_bayesian_network",
@@ -437,22 +438,7 @@ def _check_structure(structure) -> dict:
             )
         if node == ROWS_PLATE:
             raise ModelError(f"node '{node}': the name '{ROWS_PLATE}' is taken by the plate over the data rows")
-        if isinstance(parents, str) or not isinstance(parents, (list, tuple)):
-            raise ModelError(
-                f"node '{node}': parents must be a list of node names, got {parents!r}"
-                + (f"; did you mean ['{parents}']?" if isinstance(parents, str) else "")
-            )
-        parents = tuple(parents)
-        for p in parents:
-            if p not in structure:
-                raise ModelError(
-                    f"node '{node}': unknown parent {p!r}; every parent needs its own entry in structure "
-                    f"(known nodes: {_short_list(list(structure))})"
-                )
-        if len(set(parents)) != len(parents):
-            dup = sorted({p for p in parents if parents.count(p) > 1})
-            raise ModelError(f"node '{node}': parent(s) {dup} listed more than once in {list(parents)}")
-        parents_of[node] = parents
+        parents_of[node] = check_parents(node, parents, structure, "structure")
     return parents_of
 
 
@@ -556,11 +542,7 @@ def make_init(
             return {param_names[n]: torch.full(shapes[n], 1.0 / cards[n], dtype=torch.float64) for n in nodes}
         if init == "random":
             gen = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
-            out = {}
-            for n in nodes:
-                e = -torch.log1p(-torch.rand(shapes[n], generator=gen, dtype=torch.float64))  # Exp(1) draws
-                out[param_names[n]] = e / e.sum(-1, keepdim=True)
-            return out
+            return {param_names[n]: uniform_simplex(shapes[n], gen) for n in nodes}
         raise ModelError(f"init must be 'random', 'uniform' or a mapping node -> table, got {init!r}")
     if not isinstance(init, Mapping):
         raise ModelError(f"init must be 'random', 'uniform' or a mapping node -> table, got {type(init).__name__}")

@@ -21,7 +21,7 @@ import string
 
 import torch
 
-__all__ = ["broadcast_einsum", "normal_log_prob", "mvn_log_prob"]
+__all__ = ["broadcast_einsum", "normal_log_prob", "mvn_log_prob", "uniform_simplex"]
 
 _LETTERS = string.ascii_lowercase
 
@@ -111,3 +111,23 @@ def mvn_log_prob(x: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor, x
         amu = torch.einsum("...de,...e->...d", a, loc)
         quad = (ax - amu).pow(2).sum(-1)
     return -0.5 * quad - half_logdet - 0.5 * d * math.log(2 * math.pi)
+
+
+def uniform_simplex(shape, generator=None, dtype=torch.float64) -> torch.Tensor:
+    """Rows drawn uniformly from the probability simplex: Dirichlet(1, ..., 1) along the
+    last dim, as normalised standard exponentials (Devroye 1986, §XI.4.1).
+
+    Parameters
+    ----------
+    shape : tuple[int, ...]
+        Output shape; the last dim is the number of categories.
+    generator : torch.Generator, optional
+    dtype : torch.dtype
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``shape``, non-negative, each last-dim row summing to 1.
+    """
+    e = -torch.log1p(-torch.rand(tuple(shape), generator=generator, dtype=dtype))  # Exp(1) draws
+    return e / e.sum(-1, keepdim=True)
