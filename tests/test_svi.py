@@ -224,6 +224,7 @@ def test_delta_guide_is_the_map_and_has_no_bound():
     assert float(post.map()["p"]) == pytest.approx(mode, abs=2e-3)
     assert float(post.mean("p")) == pytest.approx(mode, abs=2e-3)
     assert post.elbo is None
+    assert post.diagnostics["psis_reading"] == "point-mass guide: no importance weights"
     lp = stats.beta(2, 3).logpdf(mode) + 12 * math.log(mode) + 28 * math.log(1 - mode)
     assert post.diagnostics["log_joint"] == pytest.approx(lp, abs=1e-3)
 
@@ -303,6 +304,7 @@ def test_guide_value_outside_the_support_is_a_model_error():
     ({"lr_decay": 2.0}, "lr_decay"),
     ({"init": "zeros"}, "init"),
     ({"loss": "rws", "num_particles": 1}, "num_particles"),
+    ({"elbo_particles": 1}, "elbo_particles"),  # refused before training, not after
 ])
 def test_bad_option_values_are_option_errors(opts, match):
     with pytest.raises(ppl.OptionError, match=match) as info:
@@ -351,6 +353,18 @@ def test_subsampled_svi_matches_the_closed_form():
     assert post.diagnostics["subsample_size"] == 10 and post.diagnostics["subsample_plate"] == "data"
     assert abs(float(post.mean("mu")) - mean) < 0.5 * sd
     assert float(post.variance("mu").sqrt()) == pytest.approx(sd, rel=0.3)
+
+
+def test_psis_reading_flags_joint_weights_of_local_latents():
+    @ppl.model
+    def local(x):
+        with ppl.plate("data", len(x)):
+            h = ppl.sample("h", dist.Normal(0.0, 1.0))
+            ppl.sample("obs", dist.Normal(h, 1.0), obs=x)
+
+    post = svi(local, {"x": X_NN[:10]}, num_steps=50, elbo_particles=100)
+    assert "local latents" in post.diagnostics["psis_reading"] and "'h'" in post.diagnostics["psis_reading"]
+    assert "local latents" not in svi(normal_normal, {"x": X_NN}, num_steps=50).diagnostics["psis_reading"]
 
 
 def test_subsample_errors():

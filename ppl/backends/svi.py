@@ -208,6 +208,8 @@ class SVIBackend(Backend):
         check_number("lr", lr, low=0.0, low_open=True)
         check_number("tol", tol, low=0.0)
         check_number("lr_decay", lr_decay, low=0.0, high=1.0, low_open=True)
+        if elbo_particles is not None:
+            check_int("elbo_particles", elbo_particles, 2)
         optimizer = _optimizer(optim, lr, lr_decay ** (1.0 / num_steps))
         device = torch.device(device) if device is not None else torch.device("cpu")
         dtype = dtype or torch.get_default_dtype()
@@ -233,8 +235,9 @@ class SVIBackend(Backend):
             named = isinstance(guide, str) or isinstance(guide, type)
             if named:
                 enumerated = sorted(discrete, key=latents.index)
-                if enumerated and _enumeration_problem(analysis):
-                    raise UnsupportedModelError(_enumeration_problem(analysis))
+                problem = _enumeration_problem(analysis) if enumerated else None
+                if problem:
+                    raise UnsupportedModelError(problem)
                 q, kind = build_guide(guide, model_fn, enumerated, has_latents=bool(continuous), init=init,
                                       init_scale=init_scale, options=guide_options)
                 guided = continuous
@@ -313,7 +316,6 @@ class SVIBackend(Backend):
             data_plates = {p for n in graph.observed() for p in graph.variables[n].plates}
             local = [n for n in guided if set(graph.variables[n].plates) & data_plates]
             n_bound = elbo_particles or (100 if enumerated else 1000)
-            n_bound = check_int("elbo_particles", n_bound, 2)
             bounds = estimate_bounds(enum_model, q, kwargs, num_particles=n_bound, max_plate_nesting=mpn,
                                      enumerated=bool(enumerated), deterministic=deterministic)
             marginals = _discrete_marginals(graph, enum_model, q, kwargs, enumerated, mpn, deterministic, device)
@@ -330,7 +332,7 @@ class SVIBackend(Backend):
             "num_steps": n_run, "num_particles": num_particles, "alpha": alpha if loss_name == "renyi" else None,
             "seconds_per_step": train_seconds / max(n_run - 1, 1), "first_step_seconds": first_step, "elbo_se": bounds.elbo_se,
             "elbo_particles": bounds.num_particles, "iwae_bound": bounds.iwae, "psis_khat": bounds.khat,
-            "psis_reading": khat_reading(bounds.khat), "subsample_size": batcher.size if batcher else None,
+            "psis_reading": _psis_reading(bounds.khat, kind, local), "subsample_size": batcher.size if batcher else None,
             "subsample_plate": batcher.plate if batcher else None, "device": str(device), "dtype": str(dtype),
         }
         elbo_value = bounds.elbo
