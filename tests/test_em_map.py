@@ -9,7 +9,6 @@ maximum-likelihood EM of ppl on the same model with ppl.param values.
 from __future__ import annotations
 
 import numpy as np
-import pyro
 import pytest
 import torch
 from scipy import stats
@@ -24,13 +23,6 @@ from ppl.distributions import constraints
 F64 = torch.float64
 W = np.array([0.4, 0.6])
 SIGMA = 1.0
-
-
-@pytest.fixture(autouse=True)
-def _clear_store():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
 
 
 @pytest.fixture(scope="module")
