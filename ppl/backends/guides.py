@@ -226,7 +226,7 @@ def guide_marginal_fn(guide, kind, kwargs):
         with torch.no_grad():
             point = guide.median(**kwargs)
         sites = dict(guide.prototype_trace.iter_stochastic_nodes())
-        return lambda site: (pdist_delta(point[site], sites[site]["fn"].event_dim) if site in point else None)
+        return lambda site: (_delta_at(point[site], sites[site]["fn"].event_dim) if site in point else None)
     if isinstance(guide, autoguide.AutoNormal):
         return lambda site: _autonormal_marginal(guide, site)
     if isinstance(guide, (autoguide.AutoMultivariateNormal, autoguide.AutoLowRankMultivariateNormal,
@@ -240,7 +240,8 @@ def guide_marginal_fn(guide, kind, kwargs):
     return lambda site: None
 
 
-def pdist_delta(value, event_dim):
+def _delta_at(value, event_dim):
+    """A point mass at ``value`` (AutoDelta's marginal)."""
     import pyro.distributions as pdist
 
     return pdist.Delta(value.detach(), event_dim=event_dim)
