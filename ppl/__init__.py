@@ -12,7 +12,7 @@ Public API (see docs/ and DESIGN.md)::
     ppl.compare(m, data, methods=[...])
 """
 
-from . import distributions, errors
+from . import constraints, distributions, errors
 from .api import analyze, compare, compile, infer
 from .backends import Backend, get_backend, register_backend, registered_backends
 from .compiler import FactorGraph
@@ -36,7 +36,7 @@ from .table import Table
 __version__ = "0.1.0"
 
 __all__ = [
-    "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions",
+    "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions", "constraints",
     "compile", "analyze", "infer", "compare", "FactorGraph", "Analysis", "Posterior", "Table",
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "NumericalError",

@@ -3,11 +3,13 @@
 from .base import Applicability, Backend
 from .em import EMBackend
 from .exact import ExactBackend
+from .map import MAPBackend
 from .registry import get_backend, register_backend, registered_backends
 from .svi import SVIBackend
 
 register_backend(ExactBackend(), overwrite=True)
 register_backend(EMBackend(), overwrite=True)
 register_backend(SVIBackend(), overwrite=True)
+register_backend(MAPBackend(), overwrite=True)
 
-__all__ = ["Applicability", "Backend", "EMBackend", "ExactBackend", "SVIBackend", "get_backend", "register_backend", "registered_backends"]
+__all__ = ["Applicability", "Backend", "EMBackend", "ExactBackend", "MAPBackend", "SVIBackend", "get_backend", "register_backend", "registered_backends"]

@@ -3,13 +3,18 @@ analysed model and runs to a :class:`~ppl.posterior.Posterior`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import pyro
+import torch
+
 from ..errors import UnsupportedModelError
 
-__all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar", "check_int", "check_number"]
+__all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar", "check_int", "check_number", "run_context",
+           "place", "store_params"]
 
 
 def check_int(name: str, value, low: int) -> int:
@@ -47,6 +52,48 @@ def check_number(name: str, value, *, low=None, high=None, low_open: bool = Fals
         rng = " and ".join(b for b in (lo, hi) if b)
         raise OptionError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {value!r}")
     return float(value)
+
+
+@contextlib.contextmanager
+def run_context(device: torch.device, dtype: torch.dtype, seed=None):
+    """Default device and dtype for tensors the model creates, and an optional seed (the
+    caller's RNG state is restored afterwards)."""
+    old_dtype = torch.get_default_dtype()
+    rng = contextlib.nullcontext()
+    if seed is not None:
+        devices = [device] if device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices)
+    with rng:
+        if seed is not None:
+            pyro.set_rng_seed(int(seed))
+        torch.set_default_dtype(dtype)
+        try:
+            # torch.device as a context manager routes every torch call through a Python
+            # TorchFunctionMode: worth it only to put the model's own tensors on an accelerator
+            with device if device.type != "cpu" else contextlib.nullcontext():
+                yield
+        finally:
+            torch.set_default_dtype(old_dtype)
+
+
+def place(value, device: torch.device, dtype: torch.dtype):
+    """``value`` on ``device``, floating tensors cast to ``dtype`` (other values as they are)."""
+    if isinstance(value, torch.Tensor):
+        value = value.to(device)
+        if value.is_floating_point():
+            value = value.to(dtype)
+    return value
+
+
+def store_params(params: dict) -> None:
+    """Leave learned ``ppl.param`` values (name -> constrained value) in Pyro's param store,
+    in each param's own dtype and device, so the model run afterwards (another method,
+    ``Predictive``) uses them."""
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for k, v in params.items():
+            old = store[k] if k in store else None
+            store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
 
 
 def progress_bar(total: int, desc: str, progress=None):

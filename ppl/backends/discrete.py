@@ -25,14 +25,17 @@ from collections.abc import Mapping
 import pyro
 import torch
 
+from ..analysis.report import format_bytes
 from ..compiler import families
+from ..errors import IntractableError, UnsupportedModelError
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
 from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
 from ..ops.scan import to_scaled_chain
 from ..posterior import TablePosterior
+from .base import Applicability
 
-__all__ = ["DiscretePlan", "Marginals", "chain_slot", "discrete_plan", "table_posterior"]
+__all__ = ["DiscretePlan", "Marginals", "chain_slot", "discrete_applicability", "discrete_plan", "table_posterior"]
 
 
 class DiscretePlan:
@@ -491,6 +494,47 @@ def _param_state(graph) -> tuple:
     built from older param values is not reused after they change."""
     store = dict(pyro.get_param_store().named_parameters())
     return tuple((n, id(store.get(n)), getattr(store.get(n), "_version", None)) for n in graph.params())
+
+
+def discrete_applicability(analysis):
+    """Whether elimination over ``analysis``'s discrete latents can run (exact inference,
+    max-product MAP): batch dims declared by plates, nesting plates, and the largest table
+    within ``analysis.memory_budget``; says which fails, naming the sites, with
+    ``UnsupportedModelError`` or (over budget) ``IntractableError``.
+
+    Returns
+    -------
+    Applicability
+    """
+    if analysis.undeclared_batch:
+        site, dims = next(iter(analysis.undeclared_batch.items()))
+        return Applicability(
+            False,
+            f"site '{site}' has batch dims {dims} not declared by a plate, so its discrete latents cannot be "
+            "enumerated: declare i.i.d. copies with ppl.plate",
+            UnsupportedModelError,
+        )
+    if not analysis.discrete:
+        return Applicability(True, "no latent variables: the log likelihood is exact")
+    if analysis.cost.intractable:
+        return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
+    details = dict(treewidth=analysis.treewidth, clique_states=analysis.clique_states,
+                   bytes=analysis.clique_bytes, budget=analysis.memory_budget)
+    if analysis.clique_bytes > analysis.memory_budget:
+        return Applicability(
+            False,
+            f"the largest table ({len(analysis.largest_clique)} variables, {analysis.clique_states:,} states"
+            f"{' per plate copy' if analysis.cost.clique_plates else ''}) needs {format_bytes(analysis.clique_bytes)}, "
+            f"over the {format_bytes(analysis.memory_budget)} memory budget (treewidth <= {analysis.treewidth})",
+            IntractableError,
+            details,
+        )
+    return Applicability(
+        True,
+        f"all {len(analysis.discrete)} latents discrete; largest table {format_bytes(analysis.clique_bytes)} "
+        f"(treewidth {analysis.treewidth}) within the {format_bytes(analysis.memory_budget)} budget",
+        details=details,
+    )
 
 
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:

@@ -35,7 +35,7 @@ from ..compiler.tables import enumeration_dims
 from ..errors import ConvergenceWarning, DataError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from ..ops.expfam import uniform_simplex
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number
+from .base import Applicability, Backend, BoundMonitor, check_int, check_number, store_params
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
 from .map_latents import map_model, prior_factor_name, select_map_latents
@@ -186,7 +186,7 @@ class EMBackend(Backend):
             raise OptionError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         names = graph.params()
-        store = pyro.get_param_store()
+        store = pyro.get_paramstore_params()
         theta0 = {p: (store[p] if p in store else graph.sites[p].value).detach().to(dtype=dtype, device=device)
                   for p in names}
         dims = graph.cache.get(("enumeration_dims", analysis.heuristic))
@@ -223,7 +223,7 @@ class EMBackend(Backend):
         final = plan.with_tables(*run["tables"])
         log_z, probs = final.log_partition(marginals=marginals)
         params = {k: v.clone() for k, v in space.unflat(run["flat"]).items()}
-        _store(params)
+        store_params(params)
         m_steps = {u.param: u.label for u in updates}
         m_steps.update({p: f"gradient (L-BFGS): {why.get(p, '')}".rstrip(": ") for p in gradient})
         iters = len(run["history"]) - 1
@@ -342,16 +342,6 @@ def _structure(graph, analysis, pt, theta0, dtype, device):
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device, tables=factors)
         cached = graph.cache[key] = (plan, TableFeed(plan, pt))
     return cached
-
-
-def _store(params: dict) -> None:
-    """Leave the learned values in Pyro's param store (as SVI does), in each param's own
-    dtype, so the model run afterwards (``method="exact"``, ``Predictive``) uses them."""
-    store = pyro.get_param_store()
-    with torch.no_grad():
-        for k, v in params.items():
-            old = store[k] if k in store else None
-            store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
 
 
 def _count_observations(graph) -> int:

@@ -13,10 +13,9 @@ import time
 
 import torch
 
-from ..analysis.report import format_bytes
-from ..errors import DataError, IntractableError, UnsupportedModelError
+from ..errors import DataError, UnsupportedModelError
 from .base import Applicability, Backend
-from .discrete import discrete_plan, table_posterior
+from .discrete import discrete_applicability, discrete_plan, table_posterior
 
 __all__ = ["ExactBackend"]
 
@@ -60,35 +59,7 @@ class ExactBackend(Backend):
         if analysis.continuous:
             shown = ", ".join(analysis.continuous[:6]) + (" ..." if len(analysis.continuous) > 6 else "")
             return Applicability(False, f"continuous latent(s) {shown} cannot be enumerated", UnsupportedModelError)
-        if analysis.undeclared_batch:
-            site, dims = next(iter(analysis.undeclared_batch.items()))
-            return Applicability(
-                False,
-                f"site '{site}' has batch dims {dims} not declared by a plate, so its discrete latents cannot be "
-                "enumerated: declare i.i.d. copies with ppl.plate",
-                UnsupportedModelError,
-            )
-        if not analysis.discrete:
-            return Applicability(True, "no latent variables: the log likelihood is exact")
-        if analysis.cost.intractable:
-            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
-        details = dict(treewidth=analysis.treewidth, clique_states=analysis.clique_states,
-                       bytes=analysis.clique_bytes, budget=analysis.memory_budget)
-        if analysis.clique_bytes > analysis.memory_budget:
-            return Applicability(
-                False,
-                f"the largest table ({len(analysis.largest_clique)} variables, {analysis.clique_states:,} states"
-                f"{' per plate copy' if analysis.cost.clique_plates else ''}) needs {format_bytes(analysis.clique_bytes)}, "
-                f"over the {format_bytes(analysis.memory_budget)} memory budget (treewidth <= {analysis.treewidth})",
-                IntractableError,
-                details,
-            )
-        return Applicability(
-            True,
-            f"all {len(analysis.discrete)} latents discrete; largest table {format_bytes(analysis.clique_bytes)} "
-            f"(treewidth {analysis.treewidth}) within the {format_bytes(analysis.memory_budget)} budget",
-            details=details,
-        )
+        return discrete_applicability(analysis)
 
     def run(self, graph, analysis, *, dtype=torch.float64, device=None, memory_budget=None, heuristic=None,
             seed=None, marginals=True, map=True):

@@ -33,7 +33,7 @@ from ..compiler.families import enumerate_values
 from ..errors import (ConvergenceWarning, ModelError, NumericalError, OptionError, PPLError,
                       UnsupportedModelError)
 from ..posterior import GuidePosterior
-from .base import Applicability, Backend, check_int, check_number, progress_bar
+from .base import Applicability, Backend, check_int, check_number, place, progress_bar, run_context
 from .bounds import estimate_bounds, khat_reading
 from .guides import build_guide, check_guide, guide_marginal_fn
 from .minibatch import Minibatcher, PlateScale
@@ -217,9 +217,9 @@ class SVIBackend(Backend):
             raise OptionError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         mpn = max([-p.dim for p in graph.plates.values()], default=0)
 
-        with _run_context(device, dtype, seed):
-            kwargs = {k: _place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
-            observations = {k: _place(v, device, dtype) for k, v in graph.bound.observations.items()}
+        with run_context(device, dtype, seed):
+            kwargs = {k: place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
+            observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
             state = {"obs": observations}
 
             conditioned = poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn
@@ -445,36 +445,6 @@ def _step(svi, kwargs, step, lr) -> float:
                              f"diverged, or the guide puts mass where the model has none); lower lr (now {lr}), "
                              "use init='median', or float64")
     return float(value)
-
-
-@contextlib.contextmanager
-def _run_context(device, dtype, seed):
-    """Default device and dtype for tensors the model creates, and an optional seed (the
-    caller's RNG state is restored afterwards)."""
-    old_dtype = torch.get_default_dtype()
-    rng = contextlib.nullcontext()
-    if seed is not None:
-        devices = [device] if device.type == "cuda" else []
-        rng = torch.random.fork_rng(devices=devices)
-    with rng:
-        if seed is not None:
-            pyro.set_rng_seed(int(seed))
-        torch.set_default_dtype(dtype)
-        try:
-            # torch.device as a context manager routes every torch call through a Python
-            # TorchFunctionMode: worth it only to put the model's own tensors on an accelerator
-            with device if device.type != "cpu" else contextlib.nullcontext():
-                yield
-        finally:
-            torch.set_default_dtype(old_dtype)
-
-
-def _place(value, device, dtype):
-    if isinstance(value, torch.Tensor):
-        value = value.to(device)
-        if value.is_floating_point():
-            value = value.to(dtype)
-    return value
 
 
 def _discrete_marginals(graph, model, guide, kwargs, enumerated, mpn, deterministic, device) -> dict:

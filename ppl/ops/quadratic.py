@@ -1,0 +1,127 @@
+"""Numerical detection of a smooth objective that is a quadratic form shared by rows.
+
+Many MAP problems have a smooth part ``f(X) = c + Σ_r (½ x_r A x_rᵀ - b_r x_rᵀ)`` over the
+rows ``x_r`` of a ``(R, K)`` block with one ``K × K`` matrix ``A`` for every row: a
+Gaussian likelihood whose mean is linear in the block (sparse codes given a dictionary,
+eq. 19.14-19.16 of Goodfellow et al. 2016; the dictionary's rows given the codes).
+:func:`shared_quadratic` finds ``A`` from Hessian-vector products at random directions
+(``H V = V A`` for every row when the form is shared), then *verifies* the model exactly:
+value and gradient at a random far point must match the quadratic to round-off.  Only then
+is the returned function used in place of the model; otherwise ``None`` and the caller
+keeps evaluating the model.
+
+The quadratic evaluates with two ``(R, K) × (K, K)`` products instead of a run of the
+model, and its gradient's Lipschitz constant is exactly ``λ_max(A)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+__all__ = ["SharedQuadratic", "shared_quadratic"]
+
+#: At most this many Hessian-vector products are spent on finding ``A``.
+MAX_PRODUCTS = 8
+
+
+class SharedQuadratic:
+    """``f(x) = f0 + <g0, d> + ½ <d A, d>`` with ``d = x - x0`` (a verified model of the
+    objective; see module docstring).
+
+    Attributes
+    ----------
+    A : torch.Tensor, shape (K, K)
+        Symmetric; the Hessian of every row.
+    lipschitz : float
+        ``λ_max(A)`` (0 if ``A`` is negative semi-definite: then ``f`` is concave along some
+        direction and the caller should not use it).
+    """
+
+    def __init__(self, x0: torch.Tensor, f0: torch.Tensor, g0: torch.Tensor, A: torch.Tensor):
+        self.shape = x0.shape
+        self.x0 = x0.reshape(-1, A.shape[0])
+        self.f0 = f0
+        self.g0 = g0.reshape(-1, A.shape[0])
+        self.A = A
+        self.lipschitz = float(torch.linalg.eigvalsh(A).max().clamp_min(0))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.reshape(self.x0.shape) - self.x0
+        return self.f0 + (d * (self.g0 + 0.5 * (d @ self.A))).sum()
+
+    def value_and_grad(self, x: torch.Tensor):
+        """``(f(x), ∇f(x))`` with one ``(R, K) × (K, K)`` product (no autograd)."""
+        d = x.reshape(self.x0.shape) - self.x0
+        dA = d @ self.A
+        grad = self.g0 + dA
+        return self.f0 + (d * (grad - 0.5 * dA)).sum(), grad.reshape(self.shape)
+
+
+def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None) -> SharedQuadratic | None:
+    """A verified :class:`SharedQuadratic` model of ``fun`` around ``x0``, or ``None``.
+
+    Parameters
+    ----------
+    fun : callable(Tensor) -> scalar Tensor
+        Differentiable twice (autograd).
+    x0 : torch.Tensor
+        A block whose numel is a multiple of ``k``; rows are ``x0.reshape(-1, k)``.
+    k : int
+        Row length ``K``.
+    generator : torch.Generator, optional
+        For the random directions.
+
+    Returns
+    -------
+    SharedQuadratic or None
+        ``None`` when ``fun`` is not (to round-off) a shared quadratic, when it is not
+        convex, or when finding ``A`` would take more than :data:`MAX_PRODUCTS` products.
+    """
+    rows = x0.numel() // k
+    if rows * k != x0.numel() or k < 1:
+        return None
+    n_products = math.ceil(k / rows)
+    if n_products > MAX_PRODUCTS:
+        return None
+    x = x0.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        f0 = fun(x)
+        (g0,) = torch.autograd.grad(f0, x, create_graph=True)
+        vs, hvs = [], []
+        for i in range(n_products):
+            v = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+            (hv,) = torch.autograd.grad(g0, x, grad_outputs=v, retain_graph=i < n_products - 1, allow_unused=True)
+            if hv is None:
+                return None
+            vs.append(v.reshape(-1, k))
+            hvs.append(hv.detach().reshape(-1, k))
+    V, HV = torch.cat(vs), torch.cat(hvs)
+    try:
+        A = torch.linalg.lstsq(V, HV).solution
+    except RuntimeError:
+        return None
+    A = 0.5 * (A + A.T)
+    f0, g0 = f0.detach(), g0.detach()
+    model = SharedQuadratic(x0.detach(), f0, g0, A)
+    if model.lipschitz <= 0:
+        return None
+    # verification at a random point far from x0: value and gradient must match
+    scale = float(x0.detach().abs().max().clamp_min(1.0))
+    x1 = (x0.detach() + scale * torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator))
+    x1 = x1.requires_grad_(True)
+    with torch.enable_grad():
+        f1 = fun(x1)
+        (g1,) = torch.autograd.grad(f1, x1)
+        q1 = model(x1)
+        (gq,) = torch.autograd.grad(q1, x1)
+    rtol = math.sqrt(torch.finfo(x0.dtype).eps)
+    spread = float(f1.detach().abs()) + float(f0.abs()) + float((g0 * (x1.detach() - x0)).abs().sum()) + 1.0
+    if not bool(torch.isfinite(f1)) or abs(float(f1.detach() - q1.detach())) > rtol * spread:
+        return None
+    if float((g1 - gq).norm()) > rtol * (float(g1.norm()) + float(gq.norm()) + 1.0):
+        return None
+    return model
+
