@@ -147,6 +147,12 @@ class LogJoint:
         given = {}
         if isinstance(init, dict):
             given = {k: place(torch.as_tensor(v), self.device, self.dtype) for k, v in init.items()}
+            for k, v in given.items():
+                if k not in sites:
+                    raise OptionError(f"init names '{k}', which is not a continuous latent site; those are {list(sites)}")
+                expected = tuple(self.graph.sites[k].value.shape)
+                if tuple(v.shape) != expected:
+                    raise OptionError(f"init['{k}'] has shape {tuple(v.shape)}; the site expects {expected}")
             strategy = INIT_STRATEGIES["mean"]()
         elif isinstance(init, str) and init in INIT_STRATEGIES:
             strategy = INIT_STRATEGIES[init]()
@@ -162,9 +168,6 @@ class LogJoint:
             site = tr.nodes[s]
             value = site["value"].detach()
             if s in given:
-                if value.shape != site["fn"].shape():
-                    raise OptionError(f"init['{s}'] has shape {tuple(value.shape)}; the site expects "
-                                      f"{tuple(site['fn'].shape())}")
                 if not bool(site["fn"].support.check(value).all()):
                     raise OptionError(f"init['{s}'] lies outside the support of site '{s}' ({site['fn'].support})")
             out[s] = value.clone()
@@ -190,4 +193,4 @@ class LogJoint:
         if missing:
             with torch.no_grad():
                 self.trace({})
-        return {n: store[n].detach().clone() for n in names}
+        return {n: place(store[n].detach().clone(), self.device, self.dtype) for n in names}

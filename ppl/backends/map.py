@@ -299,7 +299,7 @@ def _numel(shape) -> int:
 
 def _info(what, res) -> dict:
     return {"step": what, "method": res.method, "iterations": res.n_iter, "residual": res.residual,
-            "converged": res.converged, "log_joint": res.value}
+            "converged": res.converged, "objective": res.value}
 
 
 def _guarded(fn, objective, blocks, inner, graph, what):

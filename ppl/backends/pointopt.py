@@ -137,7 +137,12 @@ def maximise(objective: Callable, blocks: list, *, optimizer: str = "lbfgs", max
     maps = [b.to_value for b in blocks]
 
     def negative(frees):
-        return -objective({n: m(x) for n, m, x in zip(names, maps, frees)})
+        try:
+            return -objective({n: m(x) for n, m, x in zip(names, maps, frees)})
+        except ValueError as e:  # distribution validation refusing a non-finite parameter
+            if "to satisfy the constraint" not in str(e):
+                raise
+            return torch.tensor(float("nan"), dtype=frees[0].dtype if frees else None)
 
     if any(b.prox is not None for b in blocks):
         proxes = [b.prox or (lambda x, s: x) for b in blocks]
