@@ -186,7 +186,7 @@ class EMBackend(Backend):
             raise OptionError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         names = graph.params()
-        store = pyro.get_paramstore_params()
+        store = pyro.get_param_store()
         theta0 = {p: (store[p] if p in store else graph.sites[p].value).detach().to(dtype=dtype, device=device)
                   for p in names}
         dims = graph.cache.get(("enumeration_dims", analysis.heuristic))

@@ -190,6 +190,9 @@ class _BlockQuadratic:
         f, g = self.quad.value_and_grad(xs[0])
         return f, [g]
 
+    def hessian_product(self, ds):
+        return [self.quad.hessian_product(ds[0])]
+
 
 def _lbfgs(negative, blocks, max_iter, tol) -> Maximum:
     leaves = [b.free.clone().requires_grad_(True) for b in blocks]

@@ -28,6 +28,10 @@ import torch
 
 __all__ = ["soft_threshold", "ProxResult", "fista", "DivergedError"]
 
+#: With a quadratic ``f``, the carried value and gradient are recomputed exactly every
+#: this many iterations.
+REFRESH = 50
+
 
 class DivergedError(FloatingPointError):
     """The smooth part became non-finite at every step size tried (the caller names the
@@ -109,7 +113,9 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
     smooth : callable(list[Tensor]) -> Tensor
         ``f``: a differentiable scalar (built from the blocks with autograd enabled).
         If it has a ``value_and_grad(blocks) -> (Tensor, list[Tensor])`` method, that is
-        used instead of autograd.
+        used instead of autograd; if it has ``hessian_product(d: list) -> list`` (``f``
+        quadratic), values and gradients at new points are carried by affinity, one
+        Hessian product per iteration.
     x0 : list[torch.Tensor]
         Starting blocks (not modified).
     prox : callable(list[Tensor], float) -> list[Tensor]
@@ -167,9 +173,13 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         with torch.no_grad():
             return smooth(blocks).detach()
 
+    # a quadratic f (``smooth.hessian_product``) has an affine gradient: f and ∇f at every
+    # new point follow from one Hessian product per iteration, no evaluation of f itself
+    hess = getattr(smooth, "hessian_product", None)
     f_y, grad_y = value_and_grad(x)
     if not bool(torch.isfinite(f_y)):
         raise DivergedError(f"the objective is {float(f_y)} at the starting point", x)
+    f_x, grad_x = f_y, grad_y
     F_x = float(f_y) + float(penalty(x))
     y, t = x, 1.0
     L = 1.0 / step if step is not None else _secant_lipschitz(value_and_grad, x, grad_y)
@@ -181,8 +191,12 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         while True:
             s = 1.0 / L
             p = prox([b - s * g for b, g in zip(y, grad_y)], s)
-            f_p = value(p)
             d = [a - b for a, b in zip(p, y)]
+            if hess is not None:
+                hd = hess(d)
+                f_p = f_y + _dot(grad_y, d) + 0.5 * _dot(hd, d)
+            else:
+                f_p = value(p)
             bound = f_y + _dot(grad_y, d) + 0.5 * L * _dot(d, d)
             if bool(torch.isfinite(f_p)) and float(f_p) <= float(bound) + slack * (1.0 + abs(float(f_y))):
                 break
@@ -195,11 +209,21 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         if F_p > F_x and t > 1.0:
             # momentum overshot: restart from the last iterate (O'Donoghue & Candès 2015)
             y, t = x, 1.0
-            f_y, grad_y = value_and_grad(y)
+            if hess is not None:
+                f_y, grad_y = f_x, grad_x
+            else:
+                f_y, grad_y = value_and_grad(y)
             continue
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         F_prev = F_x
+        if hess is not None:
+            grad_p = [g + h for g, h in zip(grad_y, hd)]
+            e = [a - b for a, b in zip(p, x)]
+            he = [a - b for a, b in zip(grad_p, grad_x)]      # H (p - x), by affinity
+            f_next = f_p + beta * _dot(grad_p, e) + 0.5 * beta * beta * _dot(he, e)
+            grad_next = [g + beta * h for g, h in zip(grad_p, he)] if beta > 0 else grad_p
+            grad_x, f_x = grad_p, f_p
         y = [a + beta * (a - b) for a, b in zip(p, x)] if beta > 0 else p
         x, F_x, t = p, F_p, t_next
         history.append(F_x)
@@ -208,7 +232,12 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         if residual <= tol or (ftol > 0 and F_prev - F_x <= ftol * (1.0 + abs(F_x))):
             converged = True
             break
+        if hess is not None and n_iter % REFRESH != 0:
+            f_y, grad_y = f_next, grad_next
+            continue
         f_y, grad_y = value_and_grad(y)
+        if hess is not None:  # refresh the carried gradient at x too (round-off does not build up)
+            f_x, grad_x = value_and_grad(x)
         if not bool(torch.isfinite(f_y)):  # extrapolated outside the domain: restart
             y, t = x, 1.0
             f_y, grad_y = value_and_grad(y)

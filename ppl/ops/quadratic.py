@@ -52,6 +52,10 @@ class SharedQuadratic:
         d = x.reshape(self.x0.shape) - self.x0
         return self.f0 + (d * (self.g0 + 0.5 * (d @ self.A))).sum()
 
+    def hessian_product(self, d: torch.Tensor) -> torch.Tensor:
+        """``d A`` row by row, shape of ``d``."""
+        return (d.reshape(self.x0.shape) @ self.A).reshape(d.shape)
+
     def value_and_grad(self, x: torch.Tensor):
         """``(f(x), ∇f(x))`` with one ``(R, K) × (K, K)`` product (no autograd)."""
         d = x.reshape(self.x0.shape) - self.x0
