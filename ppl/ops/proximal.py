@@ -84,6 +84,8 @@ class ProxResult:
 
 
 def _dot(a: list, b: list) -> torch.Tensor:
+    if len(a) == 1:
+        return torch.dot(a[0].reshape(-1), b[0].reshape(-1))
     return sum((x * y).sum() for x, y in zip(a, b))
 
 

@@ -52,6 +52,14 @@ class SharedQuadratic:
         d = x.reshape(self.x0.shape) - self.x0
         return self.f0 + (d * (self.g0 + 0.5 * (d @ self.A))).sum()
 
+    def rows(self, sl: slice) -> "SharedQuadratic":
+        """The quadratic of rows ``sl`` alone (up to a constant: ``f0`` is 0), shape ``(n, K)``."""
+        part = SharedQuadratic.__new__(SharedQuadratic)
+        part.x0, part.g0, part.A, part.lipschitz = self.x0[sl], self.g0[sl], self.A, self.lipschitz
+        part.f0 = torch.zeros((), dtype=self.A.dtype, device=self.A.device)
+        part.shape = part.x0.shape
+        return part
+
     def hessian_product(self, d: torch.Tensor) -> torch.Tensor:
         """``d A`` row by row, shape of ``d``."""
         return (d.reshape(self.x0.shape) @ self.A).reshape(d.shape)
