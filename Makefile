@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/hmm_exact.py
 	$(PY) benchmarks/em.py
 	$(PY) benchmarks/svi_overhead.py
+	$(PY) benchmarks/sparse_coding.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -238,3 +238,51 @@ def test_svi_kl_direction_example_runs(capsys, tmp_path):
     # alpha < 0: the K-draw objective reads above log p(y); alpha = 1: it is the ELBO, below it
     assert lowest["objective"] > log_evidence and one["objective"] < log_evidence, out
     assert _png_written(out, tmp_path / "svi_kl_direction.png"), out
+
+
+def test_map_sparse_coding_example_runs(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("PIL")  # scikit-learn's load_sample_images reads JPEGs with Pillow
+    import math
+    import re
+
+    from ppl_examples import map_sparse_coding
+
+    map_sparse_coding.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    number = r"(-?\d+\.\d+(?:e[-+]\d+)?)"
+    # (a) the MAP codes for the fixed dictionary
+    m = re.search(rf"sparsity: {number} of the codes exactly 0", out)
+    assert m and 0.05 < float(m.group(1)) < 0.95, out
+    objective = float(re.search(rf"objective 0\.5\|\|X - H W\^T\|\|\^2 \+ alpha\|\|H\|\|_1 = {number}", out).group(1))
+    assert math.isfinite(objective) and objective > 0, out
+    # log_joint is minus the objective less the Normal's and the Laplace's normalising constants
+    assert float(re.search(rf"log joint .*\|diff\| = {number}", out).group(1)) < 1e-6 * objective, out
+    assert float(re.search(rf"KKT residual \(max violation .*\) = {number}", out).group(1)) < 1e-3, out
+    # the same lasso problem as scikit-learn's coordinate descent: the same optimum
+    sk = float(re.search(rf"sparse_encode\(lasso_cd\): .* objective = {number}", out).group(1))
+    rel = float(re.search(rf"objective relative difference \(ppl - sklearn\) / sklearn = {number}", out).group(1))
+    assert abs(rel) < 1e-4 and abs(objective - sk) < 1e-4 * sk, out
+    # (b) dictionary learning: the objective per round, 4 rounds in the quick run, never rising
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["round", "objective"])
+    rounds = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        fields = line.split()
+        rounds.append((int(fields[0]), float(fields[1])))
+    assert [r for r, _ in rounds] == list(range(5)), out
+    assert abs(rounds[0][1] - objective) < 1e-3, out  # round 0: the codes of (a)
+    values = [v for _, v in rounds]
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(values, values[1:])), out
+    assert values[-1] < 0.8 * values[0], out  # learning the atoms lowers it by about 40% in 4 rounds
+    final = float(re.search(rf"post\.params\['W'\] = {number}", out).group(1))
+    assert abs(final - values[-1]) < 1e-6 * final, out  # post.history agrees with the recomputed objective
+    assert float(re.search(rf"max \|norm - 1\| of W's columns = {number}", out).group(1)) < 1e-10, out
+    path = tmp_path / "sparse_coding_dictionary.png"
+    assert _png_written(out, path), out
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(path))
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape

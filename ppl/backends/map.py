@@ -16,8 +16,10 @@ the objective reported is ``log p(ĥ, v)``.
 * **Both**: coordinate ascent, max-product over the discrete latents given the continuous
   ones, then the continuous optimiser given the discrete ones; ``log p(ĥ, v)`` never
   decreases.
-* **MAP learning** (``learn_params=True``, §19.3's alternating procedure): rounds of MAP
-  inference of ``h`` then maximisation of ``log p(v, ĥ; θ)`` over the ``ppl.param`` θ.
+* **MAP learning** (``learn_params=True``, §19.3's alternating procedure): after MAP
+  inference of ``h`` at the initial θ, each round maximises ``log p(v, ĥ; θ)`` over the
+  ``ppl.param`` θ, then re-infers ``ĥ`` given the new θ — so the ĥ returned is the MAP
+  under the θ returned.
   A param declared with ``constraint=ppl.constraints.unit_norm_columns`` is kept on the
   set by projection (projected gradient inside the same FISTA), which is what dictionary
   learning needs (the norm constraint on W's columns, §19.3).
@@ -175,16 +177,22 @@ class MAPBackend(Backend):
                                    desc="map")
             steps: list = []
             try:
-                for _ in range(max_rounds):
+                def infer_latents():
+                    nonlocal disc, values
                     if discrete:
                         disc, best = self._discrete_step(graph, analysis, values, params, dtype, device)
                         steps.append({"step": "max-product", "log_joint": best})
                     if continuous:
                         values, info = self._latent_step(lj, graph, continuous, values, disc, params, inner)
                         steps.append(info)
+
+                if pnames:  # ĥ for the initial θ; each round then updates θ, then ĥ given the new θ
+                    infer_latents()
+                for _ in range(max_rounds):
                     if pnames:
                         params, info = self._param_step(lj, graph, pnames, {**values, **disc}, params, inner)
                         steps.append(info)
+                    infer_latents()
                     with torch.no_grad():
                         total = float(lj({**values, **disc}, params))
                     if not torch.isfinite(torch.tensor(total)):
