@@ -228,6 +228,27 @@ def test_dictionary_learning_keeps_unit_norm_atoms_and_raises_the_log_joint():
     torch.testing.assert_close(pyro.param("W").detach(), W)
 
 
+def test_inexact_rounds_still_raise_the_log_joint_and_end_at_a_kkt_point():
+    """round_iter caps the inner iterations inside learning rounds (inexact block ascent);
+    each capped FISTA run is monotone, and the last codes are re-solved to tol."""
+    pytest.importorskip("sklearn")
+    X, D = _patches(300, seed=4)
+    pyro.clear_param_store()
+    with pytest.warns(ppl.ConvergenceWarning):
+        post = ppl.infer(dictionary, {"x": X, "W0": torch.as_tensor(D.T).clone()}, method="map", learn_params=True,
+                         max_rounds=5, round_iter=3, tol=1e-6, max_iter=20000, rtol=0.0)
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-9 * np.abs(hist[:-1]))
+    inner = [s for s in post.diagnostics["inner"] if s["step"] == "latents"]
+    assert all(s["iterations"] <= 3 for s in inner[:-1]) and inner[-1]["converged"]
+    assert post.diagnostics["kkt_residual"]["h"] < 1e-5
+    # the reported log joint is that of the returned point
+    W = post.params["W"].numpy()
+    H = post.map()["h"].numpy()
+    const = 0.5 * math.log(2 * math.pi) * X.size + math.log(2 / 0.1) * H.size
+    assert post.log_joint == pytest.approx(-_lasso_objective(X, H, W.T, 0.1) - const, rel=1e-10)
+
+
 @ppl.model
 def scaled_obs(x):
     s = ppl.param("s", torch.tensor(1.0), constraint=ppl.constraints.positive)

@@ -75,7 +75,7 @@ class L1Term:
 
     def penalty(self, h: torch.Tensor) -> torch.Tensor:
         if self.uniform is not None:
-            return self.uniform * h.abs().sum()
+            return self.uniform * torch.linalg.vector_norm(h.reshape(-1), 1)
         return (self.weight * (h - self.center).abs()).sum()
 
     def prox(self, h: torch.Tensor, step: float) -> torch.Tensor:

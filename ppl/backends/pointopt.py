@@ -182,7 +182,7 @@ def maximise(objective: Callable, blocks: list, *, optimizer: str = "lbfgs", max
 
 #: Rows per chunk of a row-separable problem: about this many entries, so the working
 #: arrays stay in cache and each chunk stops as soon as its own rows have converged.
-CHUNK_ENTRIES = 262144
+CHUNK_ENTRIES = 65536
 
 
 def _fista_by_rows(quad, block, max_iter, tol) -> ProxResult:

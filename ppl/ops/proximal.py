@@ -192,7 +192,7 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         L_start = L
         while True:
             s = 1.0 / L
-            p = prox([b - s * g for b, g in zip(y, grad_y)], s)
+            p = prox([torch.add(b, g, alpha=-s) for b, g in zip(y, grad_y)], s)
             d = [a - b for a, b in zip(p, y)]
             if hess is not None:
                 hd = hess(d)
@@ -206,7 +206,7 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
             if L > 1e30 * L_start:
                 raise DivergedError("the objective stays non-finite or above its quadratic bound at every step size",
                                     y)
-        residual = max((float(b.abs().max()) for b in d if b.numel()), default=0.0) * L
+        residual = max((float(torch.linalg.vector_norm(b, math.inf)) for b in d if b.numel()), default=0.0) * L
         F_p = float(f_p) + float(penalty(p))
         if F_p > F_x and t > 1.0:
             # momentum overshot: restart from the last iterate (O'Donoghue & Candès 2015)
@@ -224,9 +224,9 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
             e = [a - b for a, b in zip(p, x)]
             he = [a - b for a, b in zip(grad_p, grad_x)]      # H (p - x), by affinity
             f_next = f_p + beta * _dot(grad_p, e) + 0.5 * beta * beta * _dot(he, e)
-            grad_next = [g + beta * h for g, h in zip(grad_p, he)] if beta > 0 else grad_p
+            grad_next = [torch.add(g, h, alpha=beta) for g, h in zip(grad_p, he)] if beta > 0 else grad_p
             grad_x, f_x = grad_p, f_p
-        y = [a + beta * (a - b) for a, b in zip(p, x)] if beta > 0 else p
+        y = [torch.lerp(b, a, 1.0 + beta) for a, b in zip(p, x)] if beta > 0 else p  # p + β (p - x)
         x, F_x, t = p, F_p, t_next
         history.append(F_x)
         if callback is not None:
