@@ -354,8 +354,8 @@ def parse_args(argv=None):
     parser.add_argument("--atoms", type=int, default=64)
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--tols", default=",".join(f"{t:g}" for t in TOLS), help="ppl tols tried, loosest first")
-    parser.add_argument("--dl-tol", type=float, default=1e-3, help="ppl's inner tol in dictionary learning")
-    parser.add_argument("--dl-round-iter", type=int, default=15,
+    parser.add_argument("--dl-tol", type=float, default=1e-2, help="ppl's inner tol in dictionary learning")
+    parser.add_argument("--dl-round-iter", type=int, default=10,
                         help="ppl's inner iterations per step inside learning rounds (round_iter)")
     parser.add_argument("--dl-max-rounds", type=int, default=None,
                         help="rounds of ppl's exploratory run; default 60 (20 with --quick)")
