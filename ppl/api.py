@@ -195,6 +195,14 @@ def _max_marginal_error(post, ref):
     return max(errors) if errors else None
 
 
+def _map_log_joint(post):
+    """``log p(ĥ, v)`` of a posterior's MAP point, if it reports one."""
+    value = getattr(post, "log_joint", None)
+    if value is None:
+        value = post.diagnostics.get("map_log_joint")
+    return value
+
+
 def compare(model, data=None, methods=("exact",), **options) -> Comparison:
     """Run several backends on one model and data and lay their results side by side.
 
@@ -217,7 +225,9 @@ def compare(model, data=None, methods=("exact",), **options) -> Comparison:
     -------
     Comparison
         A :class:`~ppl.table.Table` with columns ``method``, ``log_evidence`` (nats,
-        exact methods), ``elbo`` (nats, a lower bound), ``max_marginal_error``
+        exact methods), ``elbo`` (nats, a lower bound), ``map_log_joint`` (nats,
+        ``log p(ĥ, v)`` at the MAP point of ``map`` and of ``exact``'s max-product),
+        ``max_marginal_error``
         (largest absolute difference of a marginal probability against the exact
         run, when ``"exact"`` ran), ``seconds``, ``converged`` and ``status``;
         ``print()`` it or call ``.to_pandas()``.
@@ -252,10 +262,12 @@ def compare(model, data=None, methods=("exact",), **options) -> Comparison:
             "method": r["method"],
             "log_evidence": post.log_evidence if ok else None,
             "elbo": post.elbo if ok else None,
+            "map_log_joint": _map_log_joint(post) if ok else None,
             "max_marginal_error": _max_marginal_error(post, reference) if ok and reference is not None else None,
             "seconds": r["seconds"],
             "converged": post.converged if ok else None,
             "status": r["status"],
         })
-    notes = ["log_evidence, elbo in nats; max_marginal_error = max |p_method - p_exact| over all marginal probabilities"]
+    notes = ["log_evidence, elbo in nats; map_log_joint = log p(MAP point, data) in nats (methods that give a MAP "
+             "point); max_marginal_error = max |p_method - p_exact| over all marginal probabilities"]
     return Comparison(table_rows, posteriors, title=f"ppl.compare on model '{graph.model.name}'", notes=notes)

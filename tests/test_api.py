@@ -258,8 +258,11 @@ def test_compare_against_brute_force(brute):
 
 def test_compare_all_runs_every_applicable_method(brute):
     table = ppl.compare(mix, DATA, methods="all")
-    assert table.column("method") == ["exact", "svi", "brute"]  # svi: nothing to guide, both latents summed out
-    assert table.column("status") == ["ok", "ok", "ok"]
+    assert table.column("method") == ["exact", "svi", "map", "brute"]  # svi: nothing to guide, both latents summed out
+    assert table.column("status") == ["ok", "ok", "ok", "ok"]
+    # map's max-product point is exact's MAP assignment, with the same log joint
+    assert table.rows[2]["map_log_joint"] == pytest.approx(table.rows[0]["map_log_joint"], abs=1e-9)
+    assert table.rows[2]["elbo"] is None and table.rows[2]["log_evidence"] is None
     # with nothing left to guide, SVI's ELBO is the exact log evidence and its marginals are exact
     assert table.rows[1]["elbo"] == pytest.approx(table.rows[0]["log_evidence"], abs=1e-5)
     assert table.rows[1]["max_marginal_error"] < 1e-6
