@@ -361,6 +361,9 @@ def test_shared_quadratic_is_found_and_refused_correctly():
     assert quad is not None
     torch.testing.assert_close(quad.A, A, atol=1e-9, rtol=1e-9)
     assert quad.lipschitz == pytest.approx(float(torch.linalg.eigvalsh(A).max()), rel=1e-9)
+    x = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    assert quad.agrees(lambda x: 0.5 * ((x @ A) * x).sum() - (B * x).sum(), x)
+    assert not quad.agrees(lambda x: 0.5 * ((x @ A) * x).sum() - (B * x).sum() + (x ** 4).sum(), x)
     # rows with different Hessians, or a non-quadratic function: refused
     scales = torch.linspace(1, 2, 50, dtype=torch.float64)[:, None]
     assert shared_quadratic(lambda x: 0.5 * ((x @ A) * x * scales).sum(), torch.zeros(50, 4, dtype=torch.float64),

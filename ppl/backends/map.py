@@ -172,7 +172,7 @@ class MAPBackend(Backend):
         if learn_params and not pnames:
             raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
         continuous, discrete = graph.continuous_latent(), graph.discrete_latent()
-        inner = {"optimizer": optimizer, "lr": lr, "max_iter": max_iter, "tol": tol}
+        inner = {"optimizer": optimizer, "lr": lr, "max_iter": max_iter, "tol": tol, "memo": {}}
         full = inner
 
         with run_context(device, dtype, seed):

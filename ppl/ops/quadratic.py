@@ -52,6 +52,15 @@ class SharedQuadratic:
         d = x.reshape(self.x0.shape) - self.x0
         return self.f0 + (d * (self.g0 + 0.5 * (d @ self.A))).sum()
 
+    def agrees(self, fun: Callable, x: torch.Tensor) -> bool:
+        """Whether ``fun(x)`` equals the quadratic's value at ``x`` to round-off (the
+        a-posteriori check of an unverified model)."""
+        with torch.no_grad():
+            f, q = fun(x), self(x)
+        d = (x.reshape(self.x0.shape) - self.x0)
+        spread = float(f.abs()) + float(self.f0.abs()) + float((self.g0 * d).abs().sum()) + 1.0
+        return bool(torch.isfinite(f)) and abs(float(f - q)) <= math.sqrt(torch.finfo(x.dtype).eps) * spread
+
     def rows(self, sl: slice) -> "SharedQuadratic":
         """The quadratic of rows ``sl`` alone (up to a constant: ``f0`` is 0), shape ``(n, K)``."""
         part = SharedQuadratic.__new__(SharedQuadratic)
@@ -72,7 +81,8 @@ class SharedQuadratic:
         return self.f0 + (d * (grad - 0.5 * dA)).sum(), grad.reshape(self.shape)
 
 
-def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None) -> SharedQuadratic | None:
+def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None,
+                     verify: bool = True) -> SharedQuadratic | None:
     """A verified :class:`SharedQuadratic` model of ``fun`` around ``x0``, or ``None``.
 
     Parameters
@@ -85,6 +95,11 @@ def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None) ->
         Row length ``K``.
     generator : torch.Generator, optional
         For the random directions.
+    verify : bool
+        Check value and gradient at a random far point (default).  A caller that has
+        verified the same function structure before (the same block of the same model,
+        other values of the rest) may skip it and check :meth:`SharedQuadratic.agrees`
+        at its answer instead.
 
     Returns
     -------
@@ -120,6 +135,8 @@ def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None) ->
     model = SharedQuadratic(x0.detach(), f0, g0, A)
     if model.lipschitz <= 0:
         return None
+    if not verify:
+        return model
     # verification at a random point far from x0: value and gradient must match
     scale = float(x0.detach().abs().max().clamp_min(1.0))
     x1 = (x0.detach() + scale * torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator))
