@@ -7,7 +7,8 @@ Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()`
 
 Subclasses hold the representation of each backend: :class:`TablePosterior` (exact
 tables over discrete latents), :class:`GuidePosterior` (a fitted SVI guide, with exact
-conditional marginals of enumerated discrete sites), :class:`PointPosterior` (a MAP point mass).
+conditional marginals of enumerated discrete sites), :class:`PointPosterior` (a MAP point mass),
+:class:`MeanFieldPosterior` (CAVI's factorised q).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from .errors import DataError
 from .table import Table
 
-__all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior"]
+__all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior"]
 
 
 class Posterior:
@@ -467,3 +468,20 @@ class PointPosterior(Posterior):
 
     def __repr__(self):
         return f"<Posterior method='{self.method}' log_joint={self.log_joint:.6g} elapsed={self.elapsed:.3g}s>"
+
+
+class MeanFieldPosterior(TablePosterior):
+    """A mean-field ``q(h) = Π_j q_j(h_j)`` over discrete latents (``method="cavi"``).
+
+    Same members as :class:`TablePosterior`, read as the variational factors, not the
+    exact posterior: ``probs(site)`` / ``marginal(site)`` is ``q_site`` (plate batch shape +
+    states), ``mean``/``variance`` are moments under it, ``sample(n)`` draws every site
+    independently (the mean-field family has no dependence between sites), ``map()`` is
+    each ``q_site``'s mode, and ``elbo`` is ``L(q) = log p(v) - KL(q‖p(h|v))``
+    (Goodfellow et al. 2016, eq. 19.1, 19.30), a lower bound on the log evidence.
+    """
+
+    def map(self) -> dict:
+        """Each factor's mode, site -> value with the site's batch shape (the mode of
+        ``q``, which need not be the joint MAP of the posterior)."""
+        return super().map()

@@ -14,7 +14,7 @@ import torch
 from ..errors import UnsupportedModelError
 
 __all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar", "check_int", "check_number", "run_context",
-           "place", "store_params"]
+           "place", "store_params", "count_observations"]
 
 
 def check_int(name: str, value, low: int) -> int:
@@ -94,6 +94,16 @@ def store_params(params: dict) -> None:
         for k, v in params.items():
             old = store[k] if k in store else None
             store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
+
+
+def count_observations(graph) -> int:
+    """Observed values: the batch elements of every observed site (at least 1); the scale
+    of per-observation convergence tolerances."""
+    n = 0
+    for v in graph.observed():
+        var = graph.variables[v]
+        n += int(math.prod(var.batch_shape)) if var.batch_shape else 1
+    return max(n, 1)
 
 
 def progress_bar(total: int, desc: str, progress=None):

@@ -35,7 +35,7 @@ from ..ops.scan import to_scaled_chain
 from ..posterior import TablePosterior
 from .base import Applicability
 
-__all__ = ["DiscretePlan", "Marginals", "chain_slot", "discrete_applicability", "discrete_plan", "table_posterior"]
+__all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_applicability", "discrete_plan", "table_posterior"]
 
 
 class DiscretePlan:
@@ -426,14 +426,7 @@ class DiscretePlan:
     # ------------------------------------------------------------- layouts
     def batch_layout(self, v) -> tuple:
         """The site's plate batch shape: plate sizes at their dims, 1 elsewhere."""
-        plates = [self.graph.plates[p] for p in self.plate_order if p in self.var_plates[v]]
-        if not plates:
-            return ()
-        width = max(-p.dim for p in plates)
-        shape = [1] * width
-        for p in plates:
-            shape[width + p.dim] = p.size
-        return tuple(shape)
+        return batch_layout(self.graph, self.var_plates[v])
 
     def to_batch(self, v, x: torch.Tensor, lead: int, plate_dims: int) -> torch.Tensor:
         """Reshape ``x`` of shape ``lead dims + plate_dims dims + tail`` to ``lead dims +
@@ -448,6 +441,18 @@ class DiscretePlan:
         support = self.supports[v].to(self.device)
         vals = support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
         return self.to_batch(v, vals, lead, len(self.plate_order))
+
+
+def batch_layout(graph, plates) -> tuple:
+    """The batch shape of a site in ``plates`` (names): plate sizes at their dims, 1 elsewhere."""
+    infos = [graph.plates[p] for p in graph.plate_order if p in plates]
+    if not infos:
+        return ()
+    width = max(-p.dim for p in infos)
+    shape = [1] * width
+    for p in infos:
+        shape[width + p.dim] = p.size
+    return tuple(shape)
 
 
 def chain_slot(chain, vars_) -> tuple:

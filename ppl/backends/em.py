@@ -35,7 +35,7 @@ from ..compiler.tables import enumeration_dims
 from ..errors import ConvergenceWarning, DataError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from ..ops.expfam import uniform_simplex
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number, store_params
+from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
 from .map_latents import map_model, prior_factor_name, select_map_latents
@@ -199,7 +199,7 @@ class EMBackend(Backend):
         priors = _prior_factors(graph, pt, map_names, theta0) if map_names else {}
         updates, gradient, why = plan_closed_forms(pt, gradient_only=(m_step == "gradient"), priors=priors)
         gstep = GradientMStep(pt, gradient, max_iter=gradient_steps)
-        n_obs = _count_observations(graph)
+        n_obs = count_observations(graph)
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
         setup = time.perf_counter() - start
 
@@ -342,15 +342,6 @@ def _structure(graph, analysis, pt, theta0, dtype, device):
         plan = DiscretePlan(graph, analysis, dtype=dtype, device=device, tables=factors)
         cached = graph.cache[key] = (plan, TableFeed(plan, pt))
     return cached
-
-
-def _count_observations(graph) -> int:
-    """Observed values: the batch elements of every observed site."""
-    n = 0
-    for v in graph.observed():
-        var = graph.variables[v]
-        n += int(math.prod(var.batch_shape)) if var.batch_shape else 1
-    return max(n, 1)
 
 
 def _user_init(init, space, dtype, device) -> dict:

@@ -1,0 +1,348 @@
+"""``method="cavi"``: mean-field coordinate-ascent variational inference.
+
+The mean-field family ``q(h) = Π_j q_j(h_j)`` (Goodfellow et al. 2016, §19.4, eq. 19.17;
+a plate of N copies of a site gives N independent factors, updated as one batched tensor
+operation) and the coordinate update
+
+    ln q_j*(h_j) = E_{i≠j}[ln p(v, h)] + const                          (eq. 19.56)
+
+which for a discrete ``h_j`` with any local factors is, factor by factor, the expectation of
+the factor's log table over the other variables of its scope under their current ``q``
+(a contraction of the table against those ``q``'s, eq. 19.18 in general form).  The ELBO
+
+    L(q) = Σ_factors E_q[ln f] + Σ_j H(q_j)                              (eq. 19.30)
+
+is computed exactly after every sweep.
+
+Schedules:
+
+* ``"sequential"``: one site at a time (all plate copies of it at once: copies of a site
+  share no factor, so this is the same as one copy at a time).  Each update maximises L
+  over ``q_j`` exactly, so L never decreases; a decrease beyond round-off raises
+  :class:`~ppl.errors.BoundDecreaseWarning`.
+* ``"parallel"``: every site from the same old ``q`` (a block update).  It can overshoot
+  and oscillate (§19.4.1); ``damping`` moves each factor a step of that size toward its
+  optimum, in natural parameters: ``ln q ← (1 - d) ln q + d ln q*`` (normalised).  Along
+  that path KL(q‖q*) falls monotonically, so damping never hurts a sequential update either.
+
+This slice handles models whose latents are all discrete (finite support).  Continuous
+latents — the conjugate-exponential updates (Normal, Gamma, Dirichlet, …) and
+Gaussian-linear likelihoods of the design — raise :class:`~ppl.errors.UnsupportedModelError`
+naming the site and its family.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import time
+import warnings
+
+import torch
+
+from ..analysis.report import format_bytes
+from ..compiler import families
+from ..compiler.tables import enumeration_dims, log_factor_tables
+from ..errors import ConvergenceWarning, DataError, IntractableError, OptionError, UnsupportedModelError
+from ..posterior import MeanFieldPosterior
+from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations
+from .discrete import batch_layout
+
+__all__ = ["CAVIBackend", "SCHEDULES", "INITS"]
+
+#: ``schedule=`` names.
+SCHEDULES = ("sequential", "parallel")
+
+#: ``init=`` names.
+INITS = ("random", "uniform")
+
+#: Besides the ELBO's ``tol``, convergence needs every probability of q to move less than this.
+Q_TOL = 1e-6
+
+
+class CAVIBackend(Backend):
+    """Mean-field CAVI (see the module docstring).
+
+    Options
+    -------
+    max_iter : int
+        Sweeps at most (default 200).
+    tol : float
+        Converged when the ELBO changes by less than ``tol`` nats per observed value
+        between sweeps (default 1e-8) and no probability of q moves by more than
+        :data:`Q_TOL`.
+    damping : float in (0, 1]
+        Step toward each factor's optimum in natural parameters (default 1: the full
+        coordinate update).
+    schedule : {"sequential", "parallel"}
+        Site by site (default; the ELBO never decreases) or all sites at once.
+    init : {"random", "uniform"} or dict
+        Starting ``q``: Dirichlet(1) draws per plate copy (default; breaks the symmetry of
+        mixtures), uniform, or a dict site -> probabilities ``batch_shape + (K,)``.
+    seed : int
+        Seed of ``init="random"`` and of ``sample()``.
+    dtype, device, progress
+        Table precision (default float64), ``"cpu"``/``"cuda"``, a tqdm bar over sweeps.
+    memory_budget, heuristic
+        Bytes the largest factor table may take (default 2 GiB); the elimination heuristic
+        is not used by CAVI (accepted for symmetry with ``exact``).
+    """
+
+    name = "cavi"
+    summary = "mean-field coordinate ascent (closed-form updates; discrete latents in this version)"
+    options = {
+        "max_iter": "sweeps at most (default 200)",
+        "tol": "ELBO change per observed value at which sweeps stop (default 1e-8)",
+        "damping": "step toward each factor's optimum, in (0, 1] (default 1)",
+        "schedule": "'sequential' (default) or 'parallel'",
+        "init": "'random' (default), 'uniform' or a dict site -> probabilities",
+        "seed": "seed of init='random' and of sample()",
+        "dtype": "table precision, default torch.float64",
+        "device": "'cpu' (default) or 'cuda'",
+        "progress": "tqdm bar over sweeps (default: on a terminal)",
+        "memory_budget": "bytes for the largest factor table, default 2 GiB",
+        "heuristic": "accepted and unused (CAVI needs no elimination order)",
+    }
+
+    # ------------------------------------------------------------------ applicability
+    def check(self, analysis) -> Applicability:
+        """CAVI (this version) applies when every latent is discrete and enumerable and the
+        largest factor table fits the memory budget; a continuous latent is named with its
+        family."""
+        graph = analysis.graph
+        if analysis.continuous:
+            site = analysis.continuous[0]
+            family = graph.variables[site].family
+            more = f" (and {len(analysis.continuous) - 1} more)" if len(analysis.continuous) > 1 else ""
+            return Applicability(
+                False,
+                f"continuous latent '{site}' ({family}){more}: closed-form mean-field updates for continuous "
+                "families are not implemented yet; use method='svi' (mean field: guide='normal') or 'map'",
+                UnsupportedModelError)
+        if analysis.undeclared_batch:
+            site, dims = next(iter(analysis.undeclared_batch.items()))
+            return Applicability(False, f"site '{site}' has batch dims {dims} not declared by a plate, so its "
+                                        "discrete latents cannot be enumerated: declare i.i.d. copies with ppl.plate",
+                                 UnsupportedModelError)
+        if not analysis.discrete:
+            return Applicability(True, "no latent variables: the ELBO is the log likelihood")
+        if analysis.cost.intractable:  # a factor over every copy of a plated latent: no per-copy table
+            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
+        name, size = _largest_factor(graph)
+        nbytes = size * analysis.itemsize
+        if nbytes > analysis.memory_budget:
+            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}), "
+                                        f"over the {format_bytes(analysis.memory_budget)} memory budget",
+                                 IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget))
+        return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
+                                   f"table {format_bytes(nbytes)} (cost per sweep ~ the sum of factor tables)")
+
+    # ------------------------------------------------------------------------- run
+    def run(self, graph, analysis, *, max_iter=200, tol=1e-8, damping=1.0, schedule="sequential", init="random",
+            seed=None, dtype=torch.float64, device=None, progress=None, memory_budget=None, heuristic=None):
+        """Run CAVI; see the class docstring for options.
+
+        Returns
+        -------
+        MeanFieldPosterior
+            ``marginal(site)`` = ``q_site`` (Categorical / Bernoulli with the site's plate
+            batch shape), ``elbo`` (nats, eq. 19.30, exact for this q), ``history`` (ELBO
+            per sweep; the first entry is the ELBO of the initial q), ``converged``,
+            ``sample(n)`` (independent draws from the q's), ``map()`` (each q's mode),
+            ``diagnostics`` (``schedule``, ``damping``, ``sweeps``, ``decreases``).
+
+        Raises
+        ------
+        OptionError
+            Bad option values (unknown schedule or init, damping outside (0, 1], an init
+            table of the wrong shape or not a distribution).
+        DataError
+            The evidence has probability zero under every q (ELBO = -inf).
+        """
+        del memory_budget, heuristic
+        start = time.perf_counter()
+        max_iter = check_int("max_iter", max_iter, 1)
+        check_number("tol", tol, low=0.0)
+        damping = check_number("damping", damping, low=0.0, high=1.0, low_open=True)
+        if schedule not in SCHEDULES:
+            raise OptionError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise OptionError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        sites = list(analysis.discrete)
+        tables = log_factor_tables(graph, enumeration_dims(graph, analysis.moral), graph.plate_order, dtype=dtype,
+                                   device=device)
+        mf = _MeanField(graph, sites, tables, dtype, device)
+        q = mf.initial(init, seed)
+        monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
+                               monotone=schedule == "sequential", desc=f"cavi ({schedule})")
+        try:
+            elbo = mf.elbo(q)
+            if not math.isfinite(elbo):
+                raise DataError(f"the ELBO of model '{graph.model.name}' is {elbo} at the initial q: the evidence "
+                                "has probability zero under it")
+            monitor.record(elbo)
+            for _ in range(max_iter):
+                old = dict(q)
+                if schedule == "sequential":
+                    for v in sites:
+                        q[v] = _damped(q[v], mf.optimum(v, q), damping)
+                else:
+                    q = {v: _damped(q[v], mf.optimum(v, q), damping) for v in sites}
+                # converged: the ELBO has settled *and* q has stopped moving (a parallel
+                # 2-cycle keeps the ELBO fixed while q flips)
+                moved = max((float((q[v].exp() - old[v].exp()).abs().max()) for v in sites), default=0.0)
+                if monitor.record(mf.elbo(q)) and moved < Q_TOL:
+                    break
+                monitor.converged = False
+        finally:
+            monitor.close()
+        history = monitor.history
+        if not monitor.converged:
+            warnings.warn(f"CAVI did not converge in {max_iter} sweeps (ELBO change per observed value above "
+                          f"tol={tol} or q still moving); raise max_iter, or damp parallel updates (damping < 1)",
+                          ConvergenceWarning, stacklevel=3)
+        decreases = sum(1 for a, b in zip(history, history[1:]) if b < a - 1e-9 * (1 + abs(a)))
+        probs = {v: q[v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
+                 for v in sites}
+        supports = {v: families.enumerate_values(graph.sites[v].fn).to(device) for v in sites}
+        modes = {v: _values(supports[v], probs[v].argmax(-1)) for v in sites}
+        diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1,
+                       "decreases": decreases, "device": str(device)}
+
+        def sampler(n, sample_seed=None):
+            s = seed if sample_seed is None else sample_seed
+            gen = torch.Generator(device=device)
+            if s is not None:
+                gen.manual_seed(int(s))
+            else:
+                gen.seed()
+            out = {}
+            for v in sites:
+                p = probs[v]
+                idx = torch.multinomial(p.reshape(-1, p.shape[-1]), n, replacement=True, generator=gen)
+                idx = idx.T.reshape((n,) + tuple(p.shape[:-1]))
+                out[v] = _values(supports[v], idx)
+            return out
+
+        return MeanFieldPosterior(self.name, graph=graph, marginals=probs, supports=supports,
+                                  families={v: graph.variables[v].family for v in sites}, sampler=sampler,
+                                  map_assignment=modes, elbo=history[-1], history=history,
+                                  converged=monitor.converged, elapsed=time.perf_counter() - start,
+                                  diagnostics=diagnostics)
+
+
+# ---------------------------------------------------------------------------- numerics
+class _MeanField:
+    """Factor tables, their einsum layouts, and the two computations: a site's optimal
+    ``ln q_j*`` and the ELBO.  ``q`` maps site -> log probabilities, shape (sizes of the
+    site's plates, in plate order) + (K,)."""
+
+    def __init__(self, graph, sites, tables, dtype, device):
+        self.graph = graph
+        self.sites = sites
+        self.dtype, self.device = dtype, device
+        self.cards = {v: graph.variables[v].cardinality for v in sites}
+        self.var_plates = {v: tuple(p for p in graph.plate_order if p in graph.variables[v].plates) for v in sites}
+        letters = iter(string.ascii_letters)
+        self.letter = {("plate", p): next(letters) for p in graph.plate_order}
+        for v in sites:
+            self.letter[("var", v)] = next(letters)
+        # log 0 = -inf times q = 0 must count as 0 (0 · log 0 = 0): a very negative finite stand-in
+        floor = -1e250 if dtype == torch.float64 else -1e30
+        self.factors = []     # (name, table, plates, vars)
+        self.by_site = {v: [] for v in sites}
+        for name, f in tables.items():
+            table = f.table.clamp_min(floor)
+            self.factors.append((name, table, tuple(f.plates), tuple(f.vars)))
+            for v in f.vars:
+                self.by_site[v].append(len(self.factors) - 1)
+
+    def _subs(self, plates, vars_) -> str:
+        return "".join(self.letter[("plate", p)] for p in plates) + "".join(self.letter[("var", v)] for v in vars_)
+
+    def optimum(self, v, q) -> torch.Tensor:
+        """``ln q_v*``: Σ over v's factors of E_{q of the others}[ln f], normalised (eq. 19.56)."""
+        total = torch.zeros(tuple(self.graph.plates[p].size for p in self.var_plates[v]) + (self.cards[v],),
+                            dtype=self.dtype, device=self.device)
+        for i in self.by_site[v]:
+            _, table, plates, vars_ = self.factors[i]
+            others = [u for u in vars_ if u != v]
+            operands = [table] + [q[u].exp() for u in others]
+            subs = [self._subs(plates, vars_)] + [self._subs(self.var_plates[u], (u,)) for u in others]
+            out = self._subs(self.var_plates[v], (v,))
+            total = total + torch.einsum(",".join(subs) + "->" + out, *operands)
+        return total - torch.logsumexp(total, -1, keepdim=True)
+
+    def elbo(self, q) -> float:
+        """``Σ_f E_q[ln f] + Σ_j H(q_j)`` in nats (eq. 19.30)."""
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        for _, table, plates, vars_ in self.factors:
+            if not vars_:
+                total = total + table.sum()
+                continue
+            operands = [table] + [q[u].exp() for u in vars_]
+            subs = [self._subs(plates, vars_)] + [self._subs(self.var_plates[u], (u,)) for u in vars_]
+            total = total + torch.einsum(",".join(subs) + "->", *operands)
+        for v in self.sites:
+            p = q[v].exp()
+            total = total - torch.where(p > 0, p * q[v], torch.zeros_like(p)).sum()
+        return float(total)
+
+    def initial(self, init, seed) -> dict:
+        shapes = {v: tuple(self.graph.plates[p].size for p in self.var_plates[v]) + (self.cards[v],)
+                  for v in self.sites}
+        if isinstance(init, dict):
+            unknown = [k for k in init if k not in shapes]
+            if unknown:
+                raise OptionError(f"init names {unknown}, which are not discrete latent sites; those are {self.sites}")
+            out = self.initial("uniform", seed)
+            for v, p in init.items():
+                p = torch.as_tensor(p, dtype=self.dtype, device=self.device)
+                if p.numel() != math.prod(shapes[v]):
+                    raise OptionError(f"init['{v}'] has shape {tuple(p.shape)}; expected {shapes[v]} (the site's plate "
+                                      "sizes and its number of states)")
+                p = p.reshape(shapes[v])
+                if bool((p < 0).any()) or not torch.allclose(p.sum(-1), torch.ones((), dtype=self.dtype)):
+                    raise OptionError(f"init['{v}'] must hold probabilities summing to 1 over the last dim")
+                out[v] = p.log()
+            return out
+        if init == "uniform":
+            return {v: torch.full(s, -math.log(s[-1]), dtype=self.dtype, device=self.device) for v, s in shapes.items()}
+        if init == "random":
+            gen = torch.Generator(device=self.device)
+            if seed is not None:
+                gen.manual_seed(int(seed))
+            else:
+                gen.seed()
+            out = {}
+            for v, s in shapes.items():
+                e = -torch.log(torch.rand(s, dtype=self.dtype, device=self.device, generator=gen).clamp_min(1e-300))
+                out[v] = (e / e.sum(-1, keepdim=True)).log()       # Dirichlet(1): normalised exponentials
+            return out
+        raise OptionError(f"init must be one of {list(INITS)} or a dict site -> probabilities, got {init!r}")
+
+
+def _damped(old: torch.Tensor, new: torch.Tensor, damping: float) -> torch.Tensor:
+    """``(1 - d) ln q_old + d ln q*``, normalised (a step in natural parameters, §19.4.1)."""
+    if damping == 1.0:
+        return new
+    mixed = (1.0 - damping) * old + damping * new
+    return mixed - torch.logsumexp(mixed, -1, keepdim=True)
+
+
+def _values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
+
+
+def _largest_factor(graph) -> tuple:
+    """(name, entries) of the factor with the largest table: Π cards of its discrete
+    latents × Π sizes of its plates."""
+    best = ("", 1)
+    discrete = set(graph.discrete_latent())
+    for name, f in graph.factors.items():
+        size = math.prod(graph.variables[v].cardinality for v in f.scope if v in discrete)
+        size *= math.prod(graph.plates[p].size for p in f.plates)
+        if size > best[1]:
+            best = (name, size)
+    return best
