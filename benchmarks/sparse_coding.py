@@ -56,10 +56,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -71,7 +69,6 @@ except ImportError:  # pragma: no cover
     from benchmarks._common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                                     print_machine, source_state, start, write_json)
 
-PIXELS = 64
 N_CODES, N_DL = 20_000, 5_000
 QUICK_N_CODES, QUICK_N_DL = 2_000, 1_000
 TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -82,34 +79,32 @@ TARGET_RATIO = 2.0
 
 
 # --------------------------------------------------------------------------- data
+def _example():
+    """``ppl_examples/map_sparse_coding.py``: its patches, dictionary, objective and models
+    are the ones timed here (imported after ``start`` has set the threads and the path)."""
+    from ppl_examples import map_sparse_coding
+
+    return map_sparse_coding
+
+
 def load_patches(n: int, seed: int = 0) -> np.ndarray:
     """``n`` normalised 8 × 8 grey patches (float64, n // 2 from each sample image)."""
-    from sklearn.datasets import load_sample_images
-    from sklearn.feature_extraction.image import extract_patches_2d
-
-    rng = np.random.RandomState(seed)
-    blocks = [extract_patches_2d(img.mean(axis=2) / 255.0, (8, 8), max_patches=n // 2, random_state=rng)
-              .reshape(-1, PIXELS) for img in load_sample_images().images]
-    x = np.concatenate(blocks)
-    x = x - x.mean(axis=1, keepdims=True)
-    return x / (x.std(axis=1, keepdims=True) + 1e-8)
+    return _example().load_patches(n, seed)
 
 
 def random_dictionary(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """``k`` rows of ``x`` drawn at random (seed + 1), unit norm: D (k × 64)."""
-    rows = np.random.RandomState(seed + 1).choice(len(x), size=k, replace=False)
-    d = x[rows].copy()
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
+    return _example().random_dictionary(x, k, seed)
 
 
 def objective(x, codes, d, alpha) -> float:
     """``0.5 ||X - C D||² + alpha ||C||_1``."""
-    return 0.5 * float(((x - codes @ d) ** 2).sum()) + alpha * float(np.abs(codes).sum())
+    return _example().objective(x, codes, d, alpha)
 
 
 def log_joint_constant(n: int, k: int, alpha: float) -> float:
     """``-log p(h, x) - objective`` of the ppl model."""
-    return n * PIXELS * 0.5 * math.log(2 * math.pi) + n * k * math.log(2.0 / alpha)
+    return _example().log_joint_constant(n, k, alpha)
 
 
 def _rel(a: float, b: float) -> float:
@@ -119,27 +114,11 @@ def _rel(a: float, b: float) -> float:
 # --------------------------------------------------------------------------- models
 def make_models(ppl):
     """The sparse-coding model (fixed W) and the dictionary-learning model (W a param)."""
-    import ppl.distributions as dist
-
-    @ppl.model
-    def sparse_coding(x, W, alpha=0.1):
-        N, D = x.shape
-        with ppl.plate("patches", N):
-            h = ppl.sample("h", dist.Laplace(W.new_zeros(W.shape[1]), 1.0 / alpha).to_event(1))
-            ppl.sample("x", dist.Normal(h @ W.T, 1.0).to_event(1), obs=x)
-
-    @ppl.model
-    def dictionary(x, W0, alpha=0.1):
-        N, D = x.shape
-        W = ppl.param("W", W0, constraint=ppl.constraints.unit_norm_columns)
-        with ppl.plate("patches", N):
-            h = ppl.sample("h", dist.Laplace(W.new_zeros(W.shape[1]), 1.0 / alpha).to_event(1))
-            ppl.sample("x", dist.Normal(h @ W.T, 1.0).to_event(1), obs=x)
-
-    return sparse_coding, dictionary
+    del ppl
+    ex = _example()
+    return ex.sparse_coding, ex.dictionary
 
 
-# --------------------------------------------------------------------------- library calls
 def sk_codes(x, d, alpha):
     from sklearn.decomposition import sparse_encode
     from sklearn.exceptions import ConvergenceWarning

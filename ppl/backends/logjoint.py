@@ -23,7 +23,7 @@ from ..ops.proximal import soft_threshold
 from ..errors import OptionError
 from .base import place
 
-__all__ = ["LogJoint", "SubstituteParams", "L1Term", "laplace_terms", "INIT_STRATEGIES"]
+__all__ = ["LogJoint", "SubstituteParams", "L1Term", "INIT_STRATEGIES"]
 
 #: ``init=`` names -> Pyro init strategies (each falls back to the prior median, then a
 #: feasible point, where the first is undefined).
