@@ -380,3 +380,29 @@ def test_unit_norm_columns_constraint_in_plain_pyro():
     P = ppl.constraints.project(ppl.constraints.unit_norm_columns, torch.zeros(4, 2))
     torch.testing.assert_close(P.norm(dim=0), torch.ones(2))
     assert math.isclose(float(ppl.constraints.unit_norm_rows.project(torch.ones(2, 4)).norm(dim=1)[0]), 1.0)
+
+
+@ppl.model
+def hard_gmm(x):
+    locs = ppl.param("locs", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    with ppl.plate("data", len(x)):
+        z = ppl.sample("z", dist.Categorical(torch.tensor([0.5, 0.5], dtype=torch.float64)))
+        ppl.sample("x", dist.Normal(locs[z], 1.0), obs=x)
+
+
+def test_map_learning_with_discrete_latents_is_hard_em():
+    """learn_params with a discrete latent alternates max-product and the param step
+    (hard / Viterbi EM): at the end z is each point's nearest loc and each loc the mean of
+    its points (checked in numpy)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(30, generator=g) - 2.5, torch.randn(20, generator=g) + 2.0]).double()
+    pyro.clear_param_store()
+    post = ppl.infer(hard_gmm, {"x": x}, method="map", learn_params=True)
+    locs = post.params["locs"].numpy()
+    z = post.map()["z"].numpy()
+    xn = x.numpy()
+    np.testing.assert_array_equal(z, np.abs(xn[:, None] - locs[None, :]).argmin(1))
+    for k in range(2):
+        assert locs[k] == pytest.approx(xn[z == k].mean(), abs=1e-6)
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-9 * np.abs(hist[:-1])) and post.converged
