@@ -45,7 +45,9 @@ from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import ConvergenceWarning, DataError, IntractableError, OptionError, UnsupportedModelError
 from ..posterior import MeanFieldPosterior
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations
+from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
+from .logjoint import SubstituteParams
+from .pointopt import maximise, param_block
 from .discrete import batch_layout
 
 __all__ = ["CAVIBackend", "SCHEDULES", "INITS"]
@@ -81,6 +83,11 @@ class CAVIBackend(Backend):
         mixtures), uniform, or a dict site -> probabilities ``batch_shape + (K,)``.
     seed : int
         Seed of ``init="random"`` and of ``sample()``.
+    learn_params : bool
+        Variational EM (Goodfellow et al. 2016, §19.2 with a mean-field E-step): after
+        each sweep, maximise ``E_q[ln p(v, h; θ)]`` over the model's ``ppl.param`` θ
+        (L-BFGS in unconstrained space; projected for ``unit_norm_columns``).  Both steps
+        raise the same ELBO ``L(q, θ)``, so its history never decreases.
     dtype, device, progress
         Table precision (default float64), ``"cpu"``/``"cuda"``, a tqdm bar over sweeps.
     memory_budget, heuristic
@@ -97,6 +104,7 @@ class CAVIBackend(Backend):
         "schedule": "'sequential' (default) or 'parallel'",
         "init": "'random' (default), 'uniform' or a dict site -> probabilities",
         "seed": "seed of init='random' and of sample()",
+        "learn_params": "variational EM: also maximise the ELBO over the ppl.params (default False)",
         "dtype": "table precision, default torch.float64",
         "device": "'cpu' (default) or 'cuda'",
         "progress": "tqdm bar over sweeps (default: on a terminal)",
@@ -139,7 +147,8 @@ class CAVIBackend(Backend):
 
     # ------------------------------------------------------------------------- run
     def run(self, graph, analysis, *, max_iter=200, tol=1e-8, damping=1.0, schedule="sequential", init="random",
-            seed=None, dtype=torch.float64, device=None, progress=None, memory_budget=None, heuristic=None):
+            seed=None, learn_params=False, dtype=torch.float64, device=None, progress=None, memory_budget=None,
+            heuristic=None):
         """Run CAVI; see the class docstring for options.
 
         Returns
@@ -170,8 +179,9 @@ class CAVIBackend(Backend):
             raise OptionError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         sites = list(analysis.discrete)
-        tables = log_factor_tables(graph, enumeration_dims(graph, analysis.moral), graph.plate_order, dtype=dtype,
-                                   device=device)
+        dims = enumeration_dims(graph, analysis.moral)
+        learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
+        tables = log_factor_tables(graph, dims, graph.plate_order, dtype=dtype, device=device)
         mf = _MeanField(graph, sites, tables, dtype, device)
         q = mf.initial(init, seed)
         monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
@@ -189,6 +199,8 @@ class CAVIBackend(Backend):
                         q[v] = _damped(q[v], mf.optimum(v, q), damping)
                 else:
                     q = {v: _damped(q[v], mf.optimum(v, q), damping) for v in sites}
+                if learner is not None:  # M-step on the same ELBO
+                    learner.step(mf, q)
                 # converged: the ELBO has settled *and* q has stopped moving (a parallel
                 # 2-cycle keeps the ELBO fixed while q flips)
                 moved = max((float((q[v].exp() - old[v].exp()).abs().max()) for v in sites), default=0.0)
@@ -197,6 +209,10 @@ class CAVIBackend(Backend):
                 monitor.converged = False
         finally:
             monitor.close()
+        params = {}
+        if learner is not None:
+            params = learner.values
+            store_params(params)
         history = monitor.history
         if not monitor.converged:
             warnings.warn(f"CAVI did not converge in {max_iter} sweeps (ELBO change per observed value above "
@@ -227,7 +243,7 @@ class CAVIBackend(Backend):
 
         return MeanFieldPosterior(self.name, graph=graph, marginals=probs, supports=supports,
                                   families={v: graph.variables[v].family for v in sites}, sampler=sampler,
-                                  map_assignment=modes, elbo=history[-1], history=history,
+                                  map_assignment=modes, elbo=history[-1], history=history, params=params,
                                   converged=monitor.converged, elapsed=time.perf_counter() - start,
                                   diagnostics=diagnostics)
 
@@ -248,15 +264,17 @@ class _MeanField:
         self.letter = {("plate", p): next(letters) for p in graph.plate_order}
         for v in sites:
             self.letter[("var", v)] = next(letters)
-        # log 0 = -inf times q = 0 must count as 0 (0 · log 0 = 0): a very negative finite stand-in
-        floor = -1e250 if dtype == torch.float64 else -1e30
-        self.factors = []     # (name, table, plates, vars)
         self.by_site = {v: [] for v in sites}
-        for name, f in tables.items():
-            table = f.table.clamp_min(floor)
-            self.factors.append((name, table, tuple(f.plates), tuple(f.vars)))
-            for v in f.vars:
-                self.by_site[v].append(len(self.factors) - 1)
+        self.factors = self.layout(tables)
+        for i, (_, _, _, vars_) in enumerate(self.factors):
+            for v in vars_:
+                self.by_site[v].append(i)
+
+    def layout(self, tables) -> list:
+        """``(name, table, plates, vars)`` per factor; ``log 0`` replaced by a very negative
+        finite stand-in, so that ``-inf`` times ``q = 0`` counts as 0 (0 · log 0 = 0)."""
+        floor = -1e250 if self.dtype == torch.float64 else -1e30
+        return [(name, f.table.clamp_min(floor), tuple(f.plates), tuple(f.vars)) for name, f in tables.items()]
 
     def _subs(self, plates, vars_) -> str:
         return "".join(self.letter[("plate", p)] for p in plates) + "".join(self.letter[("var", v)] for v in vars_)
@@ -276,18 +294,23 @@ class _MeanField:
 
     def elbo(self, q) -> float:
         """``Σ_f E_q[ln f] + Σ_j H(q_j)`` in nats (eq. 19.30)."""
+        total = self.expected_log_joint(q, self.factors)
+        for v in self.sites:
+            p = q[v].exp()
+            total = total - torch.where(p > 0, p * q[v], torch.zeros_like(p)).sum()
+        return float(total)
+
+    def expected_log_joint(self, q, factors) -> torch.Tensor:
+        """``Σ_f E_q[ln f]`` over ``factors`` (a :meth:`layout`), differentiable in the tables."""
         total = torch.zeros((), dtype=self.dtype, device=self.device)
-        for _, table, plates, vars_ in self.factors:
+        for _, table, plates, vars_ in factors:
             if not vars_:
                 total = total + table.sum()
                 continue
             operands = [table] + [q[u].exp() for u in vars_]
             subs = [self._subs(plates, vars_)] + [self._subs(self.var_plates[u], (u,)) for u in vars_]
             total = total + torch.einsum(",".join(subs) + "->", *operands)
-        for v in self.sites:
-            p = q[v].exp()
-            total = total - torch.where(p > 0, p * q[v], torch.zeros_like(p)).sum()
-        return float(total)
+        return total
 
     def initial(self, init, seed) -> dict:
         shapes = {v: tuple(self.graph.plates[p].size for p in self.var_plates[v]) + (self.cards[v],)
@@ -321,6 +344,40 @@ class _MeanField:
                 out[v] = (e / e.sum(-1, keepdim=True)).log()       # Dirichlet(1): normalised exponentials
             return out
         raise OptionError(f"init must be one of {list(INITS)} or a dict site -> probabilities, got {init!r}")
+
+
+class _ParamStep:
+    """Variational EM's M-step: maximise ``E_q[ln p(v, h; θ)]`` over the ``ppl.param`` θ,
+    the factor tables rebuilt from θ by one enumerated run per evaluation."""
+
+    def __init__(self, graph, dims, dtype, device):
+        import pyro
+
+        names = graph.params()
+        if not names:
+            raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
+        self.graph, self.dims, self.dtype, self.device = graph, dims, dtype, device
+        store = pyro.get_param_store()
+        self.constraints = {n: store._constraints.get(n, torch.distributions.constraints.real) for n in names}
+        self.values = {n: (store[n] if n in store else graph.sites[n].value).detach().to(dtype=dtype, device=device)
+                       for n in names}
+
+    def tables(self, values):
+        return log_factor_tables(self.graph, self.dims, self.graph.plate_order, dtype=self.dtype, device=self.device,
+                                 messengers=(SubstituteParams(values),), grad=True)
+
+    def step(self, mf, q) -> None:
+        """One M-step (in place): the new θ, and ``mf``'s tables at it."""
+        fixed_q = {v: t.detach() for v, t in q.items()}
+        blocks = [param_block(n, v, self.constraints[n]) for n, v in self.values.items()]
+
+        def objective(vals):
+            return mf.expected_log_joint(fixed_q, mf.layout(self.tables(vals)))
+
+        maximise(objective, blocks, optimizer="lbfgs", max_iter=100, tol=1e-9)
+        self.values = {b.name: b.value() for b in blocks}
+        with torch.no_grad():
+            mf.factors = mf.layout(self.tables(self.values))
 
 
 def _damped(old: torch.Tensor, new: torch.Tensor, damping: float) -> torch.Tensor:

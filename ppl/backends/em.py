@@ -136,8 +136,8 @@ class EMBackend(Backend):
             return Applicability(False, "the model has no ppl.param to learn", UnsupportedModelError)
         exact = ExactBackend().check(analysis)
         if not exact.ok:
-            return Applicability(False, f"exact E-step: {exact.reason}; variational EM (a CAVI E-step) is not "
-                                 "available yet", exact.error, exact.details)
+            return Applicability(False, f"exact E-step: {exact.reason}; for variational EM (a mean-field "
+                                 "E-step) use method='cavi' with learn_params=True", exact.error, exact.details)
         return Applicability(True, f"{len(graph.params())} param(s) to learn; exact E-step: {exact.reason}")
 
     def check_options(self, analysis, verdict: Applicability, options: dict) -> Applicability:
