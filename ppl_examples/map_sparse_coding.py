@@ -137,7 +137,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=15, help="rounds of dictionary learning (codes, then W)")
     parser.add_argument("--tol", type=float, default=1e-4,
                         help="inner tolerance of the codes in (a): max-abs prox-gradient, nats per unit")
-    parser.add_argument("--learn-tol", type=float, default=1e-3, help="inner tolerance of each step in (b)")
+    parser.add_argument("--learn-tol", type=float, default=1e-3, help="inner tolerance of the final codes in (b)")
+    parser.add_argument("--round-iter", type=int, default=10,
+                        help="FISTA iterations per step inside each learning round in (b) (round_iter)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patches and of the initial dictionary")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads for both libraries (0: the libraries' defaults)")
@@ -190,13 +192,13 @@ def _run(args):
 
     # ------------------------------------------------------------ (b) dictionary
     print(f"(b) dictionary learning, unit-norm atoms, from the dictionary of (a): learn_params=True, "
-          f"max_rounds {args.rounds}, tol {args.learn_tol:g}, rtol 1e-6")
+          f"max_rounds {args.rounds}, round_iter {args.round_iter}, tol {args.learn_tol:g}, rtol 1e-6")
     pyro.clear_param_store()  # a "W" left from an earlier run would otherwise be reused
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ppl.ConvergenceWarning)  # reported below: converged True / False
         learned = ppl.infer(dictionary, {"x": xt, "W0": w0, "alpha": alpha}, method="map", learn_params=True,
-                            max_rounds=args.rounds, tol=args.learn_tol, rtol=1e-6)
+                            max_rounds=args.rounds, round_iter=args.round_iter, tol=args.learn_tol, rtol=1e-6)
     t_learn = time.perf_counter() - t0
     print(f"  {'round':>5} {'objective':>14} {'per patch':>10}")
     print(f"  {0:>5} {obj:14.4f} {obj / n:10.5f}   (the codes of (a), initial dictionary)")
