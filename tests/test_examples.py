@@ -286,3 +286,53 @@ def test_map_sparse_coding_example_runs(capsys, tmp_path):
 
     image = matplotlib.image.imread(str(path))
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape
+
+
+def test_cavi_binary_sparse_coding_example_runs(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    import re
+
+    from ppl_examples import cavi_binary_sparse_coding
+
+    cavi_binary_sparse_coding.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    number = r"(-?\d+\.\d+(?:e[-+]\d+)?)"
+    # (a) the three schedules: schedule, ELBO, sweeps, decreases, converged, seconds
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(rf"\s+(sequential|parallel, damping 1|parallel, damping 0\.5)\s+{number}\s+(\d+)\s+(\d+)\s+"
+                     r"(True|False)\s", line)
+        if m:
+            rows[m.group(1)] = (float(m.group(2)), int(m.group(3)), int(m.group(4)), m.group(5) == "True")
+    assert set(rows) == {"sequential", "parallel, damping 1", "parallel, damping 0.5"}, out
+    seq_elbo, _, seq_decreases, _ = rows["sequential"]
+    assert seq_decreases == 0, out  # sequential coordinate ascent never lowers the ELBO
+    assert "parallel undamped: ELBO decreased in" in out
+    # (b) the exact posterior: ELBO <= log evidence, KL gap >= 0 in total and per image
+    m = re.search(rf"log evidence log p\(v\) = {number} nats; sequential mean-field ELBO = {number}", out)
+    assert m, out
+    log_evidence, elbo = float(m.group(1)), float(m.group(2))
+    assert abs(elbo - seq_elbo) < 1e-3, out
+    assert elbo <= log_evidence + 1e-9, out
+    m = re.search(rf"KL gap log p\(v\) - ELBO = {number} nats total, {number} nats per image", out)
+    assert m, out
+    gap, per_image = float(m.group(1)), float(m.group(2))
+    assert gap >= 0 and per_image >= 0 and abs(gap - (log_evidence - elbo)) < 1e-3, out
+    m = re.search(rf"per image: median {number}, max {number}", out)
+    assert m and float(m.group(1)) >= -1e-9 and float(m.group(2)) >= float(m.group(1)), out
+    assert float(re.search(rf"mean \|q\(h_i=1\) - p\(h_i=1\|v\)\| = {number}", out).group(1)) >= 0, out
+    # ppl's exact and CAVI numbers agree with a brute-force enumeration that shares no code with ppl
+    m = re.search(rf"\|diff\| log evidence {number}, ELBO {number}, max marginal {number}", out)
+    assert m and max(float(g) for g in m.groups()) < 1e-6, out
+    # (c) explaining away: a negative exact correlation, p(h_i=1, h_j=1 | v) below p_i p_j
+    m = re.search(rf"units h(\d+), h(\d+): corr = {number} \(from \d+ exact joint samples: {number}\)", out)
+    assert m and float(m.group(3)) < 0 and abs(float(m.group(4)) - float(m.group(3))) < 0.1, out
+    m = re.search(rf"exact = {number}\s+vs  p_i p_j \(exact marginals\) = {number}", out)
+    assert m and float(m.group(1)) < float(m.group(2)), out
+    path = tmp_path / "cavi_binary_sparse_coding.png"
+    assert _png_written(out, path), out
+    if path.exists():
+        import matplotlib.image
+
+        image = matplotlib.image.imread(str(path))
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape
