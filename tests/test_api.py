@@ -171,13 +171,23 @@ def test_auto_with_nothing_applicable():
         ppl.infer(undeclared, method="auto")
 
 
-def test_auto_routes_a_continuous_model_to_svi():
+def test_auto_routes_continuous_models_to_cavi_when_gaussian_else_svi():
     @ppl.model
-    def cont():
-        ppl.sample("mu", dist.Normal(0.0, 1.0))
+    def gaussian(x):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
 
-    a = ppl.analyze(cont)
-    assert not a.backends["exact"][0] and a.backends["svi"][0]
+    a = ppl.analyze(gaussian, {"x": torch.tensor(0.3)})
+    assert not a.backends["exact"][0] and a.backends["svi"][0] and a.backends["cavi"][0]
+    assert ppl.api._choose_auto(a)[0] == "cavi"
+
+    @ppl.model
+    def poisson(x):
+        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Poisson(mu.exp()), obs=x)
+
+    a = ppl.analyze(poisson, {"x": torch.tensor(3.0)})
+    assert not a.backends["cavi"][0] and "not a quadratic form" in a.backends["cavi"][1]
     assert ppl.api._choose_auto(a)[0] == "svi"
 
 

@@ -175,14 +175,92 @@ def test_mean_field_posterior_members():
     assert post.history[0] < post.elbo
 
 
-def test_continuous_latent_is_refused_with_its_family():
+def test_unsupported_continuous_families_are_refused_with_their_family():
     @ppl.model
-    def normal(x):
-        mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
-        ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+    def gamma(x):
+        rate = ppl.sample("rate", dist.Gamma(2.0, 1.0))
+        ppl.sample("x", dist.Poisson(rate), obs=x)
 
-    with pytest.raises(ppl.UnsupportedModelError, match=r"'mu' \(Normal\).*svi"):
-        ppl.infer(normal, {"x": torch.tensor(0.5)}, method="cavi")
+    with pytest.raises(ppl.UnsupportedModelError, match=r"'rate' \(Gamma\).*svi"):
+        ppl.infer(gamma, {"x": torch.tensor(3.0)}, method="cavi")
+
+    @ppl.model
+    def log_linear(x):  # Normal latent, but a Poisson likelihood: not a quadratic log joint
+        w = ppl.sample("w", dist.Normal(0.0, 1.0))
+        ppl.sample("x", dist.Poisson(w.exp()), obs=x)
+
+    with pytest.raises(ppl.UnsupportedModelError, match="not a quadratic form"):
+        ppl.infer(log_linear, {"x": torch.tensor(3.0)}, method="cavi")
+
+
+# ------------------------------------------------------------------ Gaussian latents
+@ppl.model
+def correlated_pair(a=0.5, c=-1.0, k=1.5, s1=1.0, s2=0.5):
+    """z1 ~ N(a, s1²), z2 | z1 ~ N(c + k z1, s2²): a correlated 2-D Gaussian (the slides'
+    "Factorized Gaussian")."""
+    z1 = ppl.sample("z1", dist.Normal(torch.tensor(a, dtype=torch.float64), s1))
+    ppl.sample("z2", dist.Normal(c + k * z1, s2))
+
+
+def test_factorised_gaussian_matches_the_slides_closed_form():
+    a, c, k, s1, s2 = 0.5, -1.0, 1.5, 1.0, 0.5
+    lam11, lam22, lam12 = 1 / s1 ** 2 + k ** 2 / s2 ** 2, 1 / s2 ** 2, -k / s2 ** 2
+    mu1, mu2 = a, c + k * a
+    m2_init = 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        one = ppl.infer(correlated_pair, method="cavi", init={"z1": 0.0, "z2": m2_init}, max_iter=1)
+    # slides: m1 = μ1 - Λ11⁻¹ Λ12 (E[z2] - μ2), then m2 = μ2 - Λ22⁻¹ Λ21 (E[z1] - μ2's partner)
+    m1 = mu1 - lam12 / lam11 * (m2_init - mu2)
+    m2 = mu2 - lam12 / lam22 * (m1 - mu1)
+    assert float(one.mean("z1")) == pytest.approx(m1, abs=1e-10)
+    assert float(one.mean("z2")) == pytest.approx(m2, abs=1e-10)
+    post = ppl.infer(correlated_pair, method="cavi", init={"z1": 0.0, "z2": m2_init}, tol=1e-14, max_iter=500)
+    assert float(post.mean("z1")) == pytest.approx(mu1, abs=1e-6)
+    assert float(post.mean("z2")) == pytest.approx(mu2, abs=1e-6)
+    assert float(post.variance("z1")) == pytest.approx(1 / lam11, abs=1e-12)
+    assert float(post.variance("z2")) == pytest.approx(1 / lam22, abs=1e-12)
+    # the exact marginal variance of z1 is s1² = 1 > 1/Λ11: mean field is over-confident
+    assert 1 / lam11 < s1 ** 2
+    # ELBO = log Z - KL; here log Z = 0 (no data): the ELBO is -KL(q‖p) < 0
+    assert post.elbo < 0
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-12)
+
+
+@ppl.model
+def linreg(X, y, prior_sd=1.0, noise=0.5):
+    with ppl.plate("features", X.shape[1]):
+        w = ppl.sample("w", dist.Normal(torch.zeros((), dtype=X.dtype), prior_sd))
+    with ppl.plate("data", X.shape[0]):
+        ppl.sample("y", dist.Normal(X @ w, noise), obs=y)
+
+
+def test_bayesian_linear_regression_means_exact_variances_too_small():
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    X[:, 1] = X[:, 0] + 0.3 * X[:, 1]                      # correlated features
+    y = X @ torch.tensor([1.0, -0.5, 0.0, 2.0], dtype=torch.float64) + 0.5 * torch.randn(50, generator=g,
+                                                                                          dtype=torch.float64)
+    post = ppl.infer(linreg, {"X": X, "y": y}, method="cavi", tol=1e-14, max_iter=5000, seed=0)
+    lam = X.T @ X / 0.25 + torch.eye(4, dtype=torch.float64)
+    cov = torch.linalg.inv(lam)
+    torch.testing.assert_close(post.mean("w"), cov @ X.T @ y / 0.25, atol=1e-6, rtol=0)
+    torch.testing.assert_close(post.variance("w"), 1 / torch.diagonal(lam), atol=1e-12, rtol=0)
+    assert bool((post.variance("w") < torch.diagonal(cov)).all())
+    # ELBO below the exact log evidence N(y; 0, σ²I + XXᵀ)
+    log_z = torch.distributions.MultivariateNormal(torch.zeros(50, dtype=torch.float64),
+                                                   0.25 * torch.eye(50, dtype=torch.float64) + X @ X.T).log_prob(y)
+    assert post.elbo < float(log_z)
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-9 * (1 + np.abs(hist[:-1]))) and post.converged
+    draws = post.sample(20000, seed=1)["w"]
+    assert draws.shape == (20000, 4)
+    torch.testing.assert_close(draws.var(0), post.variance("w"), atol=0.01, rtol=0.05)
+    # parallel (Jacobi) updates with damping reach the same means
+    par = ppl.infer(linreg, {"X": X, "y": y}, method="cavi", schedule="parallel", damping=0.5, tol=1e-14,
+                    max_iter=20000, seed=0)
+    torch.testing.assert_close(par.mean("w"), post.mean("w"), atol=1e-6, rtol=0)
 
 
 def test_bad_options():

@@ -25,10 +25,22 @@ Schedules:
   optimum, in natural parameters: ``ln q ← (1 - d) ln q + d ln q*`` (normalised).  Along
   that path KL(q‖q*) falls monotonically, so damping never hurts a sequential update either.
 
-This slice handles models whose latents are all discrete (finite support).  Continuous
-latents — the conjugate-exponential updates (Normal, Gamma, Dirichlet, …) and
-Gaussian-linear likelihoods of the design — raise :class:`~ppl.errors.UnsupportedModelError`
-naming the site and its family.
+This version handles two kinds of model:
+
+* every latent discrete (finite support): the updates above, by contraction of factor
+  tables;
+* every latent Normal and the log joint a quadratic form in them (Gaussian priors and
+  Gaussian likelihoods whose means are linear in the latents: Bayesian linear regression,
+  the slides' factorised Gaussian, eq. 19.57-19.67).  The precision ``Λ`` and linear term
+  ``b`` of ``ln p(v, h) = c + bᵀh - ½ hᵀΛh`` are found from the model by autograd (one
+  gradient and one Hessian-vector product per latent dimension, then verified at a random
+  point), and each factor's update is ``q_B = N(Λ_BB⁻¹ (b_B - Λ_B,¬B m_¬B), Λ_BB⁻¹)``
+  (eq. 19.56 for a Gaussian; the slides' "Factorized Gaussian": means converge to the
+  exact posterior means, variances are ``1/Λ_ii``, too small).
+
+Other continuous families (Gamma, Beta, Dirichlet, Wishart, …) and models that mix discrete
+and continuous latents raise :class:`~ppl.errors.UnsupportedModelError` naming the site and
+its family.
 """
 
 from __future__ import annotations
@@ -50,7 +62,10 @@ from .logjoint import SubstituteParams
 from .pointopt import maximise, param_block
 from .discrete import batch_layout
 
-__all__ = ["CAVIBackend", "SCHEDULES", "INITS"]
+__all__ = ["CAVIBackend", "SCHEDULES", "INITS", "MAX_GAUSSIAN_DIM"]
+
+#: Most latent dimensions the Gaussian path takes (it builds the dense precision ``Λ``).
+MAX_GAUSSIAN_DIM = 4096
 
 #: ``schedule=`` names.
 SCHEDULES = ("sequential", "parallel")
@@ -80,7 +95,8 @@ class CAVIBackend(Backend):
         Site by site (default; the ELBO never decreases) or all sites at once.
     init : {"random", "uniform"} or dict
         Starting ``q``: Dirichlet(1) draws per plate copy (default; breaks the symmetry of
-        mixtures), uniform, or a dict site -> probabilities ``batch_shape + (K,)``.
+        mixtures), uniform, or a dict site -> probabilities ``batch_shape + (K,)``.  For
+        Normal latents: a prior draw, the prior mean, or a dict site -> starting mean.
     seed : int
         Seed of ``init="random"`` and of ``sample()``.
     learn_params : bool
@@ -96,7 +112,7 @@ class CAVIBackend(Backend):
     """
 
     name = "cavi"
-    summary = "mean-field coordinate ascent (closed-form updates; discrete latents in this version)"
+    summary = "mean-field coordinate ascent, closed-form updates (discrete latents; Normal latents in a quadratic log joint)"
     options = {
         "max_iter": "sweeps at most (default 200)",
         "tol": "ELBO change per observed value at which sweeps stop (default 1e-8)",
@@ -119,14 +135,7 @@ class CAVIBackend(Backend):
         family."""
         graph = analysis.graph
         if analysis.continuous:
-            site = analysis.continuous[0]
-            family = graph.variables[site].family
-            more = f" (and {len(analysis.continuous) - 1} more)" if len(analysis.continuous) > 1 else ""
-            return Applicability(
-                False,
-                f"continuous latent '{site}' ({family}){more}: closed-form mean-field updates for continuous "
-                "families are not implemented yet; use method='svi' (mean field: guide='normal') or 'map'",
-                UnsupportedModelError)
+            return _gaussian_applicability(graph, analysis)
         if analysis.undeclared_batch:
             site, dims = next(iter(analysis.undeclared_batch.items()))
             return Applicability(False, f"site '{site}' has batch dims {dims} not declared by a plate, so its "
@@ -178,6 +187,12 @@ class CAVIBackend(Backend):
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise OptionError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
+        if analysis.continuous:
+            if learn_params:
+                raise OptionError("learn_params=True with continuous latents is not implemented yet (variational EM "
+                                  "runs on discrete latents); use method='svi' to learn params with a guide")
+            return _run_gaussian(self.name, graph, max_iter=max_iter, tol=tol, damping=damping, schedule=schedule,
+                                 init=init, seed=seed, dtype=dtype, device=device, progress=progress, start=start)
         sites = list(analysis.discrete)
         dims = enumeration_dims(graph, analysis.moral)
         learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
@@ -390,6 +405,170 @@ def _damped(old: torch.Tensor, new: torch.Tensor, damping: float) -> torch.Tenso
 
 def _values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
+
+
+# ---------------------------------------------------------------------- Gaussian latents
+def _gaussian_applicability(graph, analysis) -> Applicability:
+    if analysis.discrete:
+        site = analysis.continuous[0]
+        return Applicability(False, f"continuous latent '{site}' ({graph.variables[site].family}) next to discrete "
+                                    f"latents {analysis.discrete[:3]}: mixed mean field is not implemented yet; use "
+                                    "method='svi' (discrete latents summed out) or 'map'", UnsupportedModelError)
+    for site in analysis.continuous:
+        var = graph.variables[site]
+        if var.family != "Normal" or len(var.event_shape) > 1:
+            what = var.family if var.family != "Normal" else f"Normal with event shape {tuple(var.event_shape)}"
+            return Applicability(False, f"continuous latent '{site}' ({what}): closed-form mean-field updates exist "
+                                        "here for Normal latents in a quadratic log joint only (Gamma, Beta, "
+                                        "Dirichlet, Wishart, ... are not implemented yet); use method='svi' (mean "
+                                        "field: guide='normal') or 'map'", UnsupportedModelError)
+    n = sum(graph.sites[s].value.numel() for s in analysis.continuous)
+    if n > MAX_GAUSSIAN_DIM:
+        return Applicability(False, f"{n} latent dimensions: the Gaussian mean field builds the dense {n} x {n} "
+                                    f"precision (at most {MAX_GAUSSIAN_DIM}); use method='svi'",
+                             UnsupportedModelError)
+    problem = _not_quadratic(graph, analysis.continuous)
+    if problem:
+        return Applicability(False, problem, UnsupportedModelError)
+    return Applicability(True, f"Gaussian mean field over {len(analysis.continuous)} Normal latent site(s), {n} "
+                               "dimension(s) of a quadratic log joint (closed-form Gaussian factors)")
+
+
+def _not_quadratic(graph, sites) -> str | None:
+    """Why the log joint is not a quadratic form in the Normal latents ``sites``, or None.
+
+    A cheap test run by the analysis: along a random direction d from the prior means,
+    ``t -> ln p(m + t d)`` must be a polynomial of degree 2, so its third finite difference
+    at t = 0, 1, 2, 3 vanishes to round-off (four runs of the model, no autograd).  The run
+    verifies the full quadratic again (:func:`~ppl.ops.quadratic.dense_quadratic`)."""
+    from .base import run_context
+    from .logjoint import LogJoint
+
+    device, dtype = torch.device("cpu"), torch.float64
+    with run_context(device, dtype, 0), torch.no_grad():
+        lj = LogJoint(graph, device, dtype)
+        try:
+            start = lj.initial_values(sites, "mean")
+        except Exception as e:  # noqa: BLE001 - a model that cannot run here is refused, not crashed
+            return f"the model could not be evaluated at the prior means of {sites}: {type(e).__name__}: {e}"
+        gen = torch.Generator().manual_seed(0)
+        step = {s: torch.randn(v.shape, dtype=dtype, generator=gen) for s, v in start.items()}
+        values = []
+        for t in range(4):
+            try:
+                values.append(float(lj({s: start[s] + t * step[s] for s in sites})))
+            except (ValueError, RuntimeError):
+                values.append(float("nan"))
+    third = values[3] - 3 * values[2] + 3 * values[1] - values[0]
+    spread = sum(abs(v) for v in values) + 1.0
+    if not all(math.isfinite(v) for v in values) or abs(third) > 1e-8 * spread:
+        return (f"the log joint is not a quadratic form in the Normal latents {sites} (a non-Gaussian likelihood, a "
+                "latent scale, or a mean that is not linear in the latents), so their mean-field factors have no "
+                "closed form here; use method='svi' (mean field: guide='normal') or 'map'")
+    return None
+
+
+def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
+    """CAVI for Normal latents under a quadratic log joint (see the module docstring)."""
+    from ..ops.quadratic import dense_quadratic
+    from ..posterior import GaussianMeanFieldPosterior
+    from .base import run_context
+    from .logjoint import LogJoint
+
+    sites = graph.continuous_latent()
+    with run_context(device, dtype, seed):
+        lj = LogJoint(graph, device, dtype)
+        if isinstance(init, dict):
+            start_values = lj.initial_values(sites, init)
+        elif init in INITS:
+            start_values = lj.initial_values(sites, "sample" if init == "random" else "mean")
+        else:
+            raise OptionError(f"init must be one of {list(INITS)} or a dict site -> mean, got {init!r}")
+        shapes = {s: tuple(start_values[s].shape) for s in sites}
+        sizes = [math.prod(shapes[s]) for s in sites]
+
+        def unflatten(x):
+            parts = torch.split(x, sizes)
+            return {s: p.reshape(shapes[s]) for s, p in zip(sites, parts)}
+
+        x0 = torch.cat([start_values[s].reshape(-1) for s in sites])
+        quad = dense_quadratic(lambda x: lj(unflatten(x)), x0, max_dim=MAX_GAUSSIAN_DIM)
+    if quad is None:
+        raise UnsupportedModelError(
+            f"model '{graph.model.name}': the log joint is not a quadratic form in the Normal latents {sites} (a "
+            "non-Gaussian likelihood, a latent scale, or a mean that is not linear in the latents), so their "
+            "mean-field factors are not Gaussian in closed form; use method='svi' (guide='normal') or 'map'")
+    f0, g0, H = quad
+    lam = -H
+    b = g0 + lam @ x0                                   # ln p = c + bᵀx - ½ xᵀΛx
+    blocks, offset = [], 0
+    for s in sites:
+        e = math.prod(graph.variables[s].event_shape) if graph.variables[s].event_shape else 1
+        for i in range(math.prod(shapes[s]) // e):
+            blocks.append(torch.arange(offset + i * e, offset + (i + 1) * e, device=device))
+        offset += math.prod(shapes[s])
+    precisions = [lam[idx][:, idx] for idx in blocks]
+    chols = []
+    for idx, p in zip(blocks, precisions):
+        chol, info = torch.linalg.cholesky_ex(p)
+        if int(info) != 0:
+            raise UnsupportedModelError(f"model '{graph.model.name}': the log joint is not concave in latent "
+                                        f"dimension(s) {idx.tolist()} (an improper posterior): no Gaussian factor")
+        chols.append(chol)
+    log_det = sum(2.0 * float(torch.log(torch.diagonal(c)).sum()) for c in chols)
+    entropy = 0.5 * len(x0) * math.log(2 * math.pi * math.e) - 0.5 * log_det
+    # E_q[ln p] = ln p(m) - ½ Σ_B tr(Λ_BB Σ_B) = ln p(m) - n/2 since Σ_B = Λ_BB⁻¹
+
+    def elbo(m):
+        d = m - x0
+        return float(f0 + g0 @ d + 0.5 * d @ (H @ d)) - 0.5 * len(x0) + entropy
+
+    def block_optimum(m, k):
+        idx = blocks[k]
+        r = b[idx] - lam[idx] @ m + precisions[k] @ m[idx]    # b_B - Λ_B,¬B m_¬B
+        return torch.cholesky_solve(r.unsqueeze(-1), chols[k]).squeeze(-1)
+
+    m = x0.clone()
+    monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
+                           monotone=schedule == "sequential", desc=f"cavi ({schedule})")
+    try:
+        monitor.record(elbo(m))
+        for _ in range(max_iter):
+            old = m.clone()
+            if schedule == "sequential":
+                for k, idx in enumerate(blocks):
+                    m[idx] = (1.0 - damping) * m[idx] + damping * block_optimum(m, k)
+            else:
+                new = torch.cat([block_optimum(old, k) for k in range(len(blocks))])
+                order = torch.cat(blocks)
+                m[order] = (1.0 - damping) * old[order] + damping * new
+            moved = float((m - old).abs().max()) if len(m) else 0.0
+            if monitor.record(elbo(m)) and moved < Q_TOL * (1.0 + float(m.abs().max())):
+                break
+            monitor.converged = False
+    finally:
+        monitor.close()
+    if not monitor.converged:
+        warnings.warn(f"CAVI did not converge in {max_iter} sweeps; raise max_iter, or damp parallel updates",
+                      ConvergenceWarning, stacklevel=4)
+    history = monitor.history
+    means, covs, event_dims = unflatten(m), {}, {}
+    k = 0
+    for s in sites:
+        var = graph.variables[s]
+        e = math.prod(var.event_shape) if var.event_shape else 1
+        n_blocks = math.prod(shapes[s]) // e
+        cov = torch.stack([torch.cholesky_inverse(chols[k + i]) for i in range(n_blocks)])
+        batch = shapes[s][:len(shapes[s]) - len(var.event_shape)]
+        covs[s] = cov.reshape(tuple(batch) + (e, e))
+        event_dims[s] = len(var.event_shape)
+        k += n_blocks
+    diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "dimensions": len(x0),
+                   "decreases": sum(1 for a, c in zip(history, history[1:]) if c < a - 1e-9 * (1 + abs(a))),
+                   "device": str(device)}
+    return GaussianMeanFieldPosterior(method, graph=graph, locs=means, covs=covs, event_dims=event_dims,
+                                      elbo=history[-1], history=history, converged=monitor.converged,
+                                      elapsed=time.perf_counter() - start, diagnostics=diagnostics)
 
 
 def _largest_factor(graph) -> tuple:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["SharedQuadratic", "shared_quadratic"]
+__all__ = ["SharedQuadratic", "shared_quadratic", "dense_quadratic"]
 
 #: At most this many Hessian-vector products are spent on finding ``A``.
 MAX_PRODUCTS = 8
@@ -154,3 +154,45 @@ def shared_quadratic(fun: Callable, x0: torch.Tensor, k: int, generator=None,
         return None
     return model
 
+
+
+def dense_quadratic(fun: Callable, x0: torch.Tensor, max_dim: int = 4096, generator=None):
+    """``f(x) = f0 + g0ᵀ(x - x0) + ½ (x - x0)ᵀ H (x - x0)`` for a vector ``x0`` of at most
+    ``max_dim`` entries: ``(f0, g0, H)`` from one gradient and ``n`` Hessian-vector products
+    (columns of ``H``), verified at a random far point like :func:`shared_quadratic`;
+    ``None`` if ``fun`` is not a quadratic to round-off or ``x0`` is too long.
+
+    Returns
+    -------
+    (f0, g0, H) : (Tensor (), Tensor (n,), Tensor (n, n)) or None
+    """
+    n = x0.numel()
+    if x0.dim() != 1 or n > max_dim:
+        return None
+    x = x0.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        f0 = fun(x)
+        (g0,) = torch.autograd.grad(f0, x, create_graph=True)
+        if not g0.requires_grad:  # linear: zero Hessian
+            H = torch.zeros(n, n, dtype=x0.dtype, device=x0.device)
+        else:
+            eye = torch.eye(n, dtype=x0.dtype, device=x0.device)
+            cols = [torch.autograd.grad(g0, x, grad_outputs=eye[i], retain_graph=i < n - 1, allow_unused=True)[0]
+                    for i in range(n)]
+            H = torch.stack([torch.zeros(n, dtype=x0.dtype, device=x0.device) if c is None else c for c in cols], 1)
+    f0, g0, H = f0.detach(), g0.detach(), 0.5 * (H.detach() + H.detach().T)
+    scale = float(x0.detach().abs().max().clamp_min(1.0))
+    d = scale * torch.randn(n, dtype=x0.dtype, device=x0.device, generator=generator)
+    x1 = (x0.detach() + d).requires_grad_(True)
+    with torch.enable_grad():
+        f1 = fun(x1)
+        (g1,) = torch.autograd.grad(f1, x1)
+    q1 = f0 + g0 @ d + 0.5 * d @ (H @ d)
+    gq = g0 + H @ d
+    rtol = math.sqrt(torch.finfo(x0.dtype).eps)
+    spread = float(f1.detach().abs()) + float(f0.abs()) + float((g0 * d).abs().sum()) + 1.0
+    if not bool(torch.isfinite(f1)) or abs(float(f1.detach() - q1)) > rtol * spread:
+        return None
+    if float((g1 - gq).norm()) > rtol * (float(g1.norm()) + float(gq.norm()) + 1.0):
+        return None
+    return f0, g0, H
