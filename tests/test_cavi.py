@@ -348,3 +348,58 @@ def test_variational_em_raises_a_lower_bound_on_the_likelihood():
     exact = ppl.infer(shared_shift, data, method="exact")
     assert vem.elbo <= exact.log_evidence + 1e-9
     torch.testing.assert_close(pyro.param("locs").detach().double(), vem.params["locs"])
+
+
+def test_undamped_parallel_gaussian_updates_diverge_with_a_clear_error():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(40, 1, generator=g, dtype=torch.float64)
+    X = base + 0.05 * torch.randn(40, 4, generator=g, dtype=torch.float64)   # four nearly equal features
+    y = X.sum(1) + 0.5 * torch.randn(40, generator=g, dtype=torch.float64)
+    with pytest.raises(ppl.NumericalError, match=r"parallel, damping 1\) diverged.*lower damping"):
+        ppl.infer(linreg, {"X": X, "y": y}, method="cavi", schedule="parallel", max_iter=2000)
+
+
+def test_gaussian_update_natural_parameters_equal_finite_differences_of_the_expected_log_joint():
+    """The BayesPy check: the natural parameters of each factor's update, (Λ_jj m_j*, -Λ_jj / 2),
+    equal the gradient of E_q[ln p(v, h)] with respect to that factor's mean parameters
+    (E[h_j], E[h_j²]) (Autoconj's rule).  E_q[ln p] is computed from the model alone, exactly,
+    on sigma points (m ± σ per dimension, weights ½: exact for a log joint linear in (h, h²)
+    per dimension); the gradient by central differences."""
+    import itertools
+
+    a, c, k, s1, s2 = 0.5, -1.0, 1.5, 1.0, 0.5
+    model = correlated_pair
+
+    def log_joint(z1, z2):
+        tr = pyro_trace(model, {"z1": torch.tensor(z1, dtype=torch.float64), "z2": torch.tensor(z2, dtype=torch.float64)})
+        return float(tr.log_prob_sum())
+
+    def expected(mu):  # mu = [(E z1, E z1²), (E z2, E z2²)]
+        points = [((m - math.sqrt(v - m * m)), (m + math.sqrt(v - m * m))) for m, v in mu]
+        return sum(0.25 * log_joint(p1, p2) for p1, p2 in itertools.product(*points))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        q0 = {"z1": 0.2, "z2": 1.7}
+        one = ppl.infer(model, method="cavi", init=q0, max_iter=1)
+    var1 = float(one.variance("z1"))
+    # state just before z1's update: q1 at any mean (its own stats do not enter its update), q2 at its init
+    mu = [(0.2, 0.2 ** 2 + var1), (1.7, 1.7 ** 2 + float(one.variance("z2")))]
+    eps = 1e-4
+    grads = []
+    for t in range(2):
+        up = [list(p) for p in mu]
+        down = [list(p) for p in mu]
+        up[0][t] += eps
+        down[0][t] -= eps
+        grads.append((expected(up) - expected(down)) / (2 * eps))
+    lam11 = 1 / var1
+    m1 = float(one.mean("z1"))
+    assert grads[1] == pytest.approx(-0.5 * lam11, rel=1e-6)        # coefficient of E[z1²]
+    assert grads[0] == pytest.approx(lam11 * m1, rel=1e-6)          # coefficient of E[z1]
+
+
+def pyro_trace(model, values):
+    from pyro import poutine
+
+    return poutine.trace(poutine.condition(model.fn, data=values)).get_trace()

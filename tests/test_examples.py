@@ -336,3 +336,20 @@ def test_cavi_binary_sparse_coding_example_runs(capsys, tmp_path):
 
         image = matplotlib.image.imread(str(path))
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape
+
+
+def test_cavi_linreg_diabetes_example_runs(capsys):
+    pytest.importorskip("sklearn")
+    import re
+
+    from ppl_examples import cavi_linreg_diabetes
+
+    cavi_linreg_diabetes.main(["--quick"])
+    out = capsys.readouterr().out
+    assert float(re.search(r"max \|mean error\| ([0-9.e+-]+)", out).group(1)) < 1e-4, out
+    ratios = [float(line.split()[-1]) for line in out.splitlines()
+              if re.match(r"\s+(age|sex|bmi|bp|s\d)\s", line)]
+    assert len(ratios) == 10 and all(r <= 1 + 1e-9 for r in ratios) and min(ratios) < 0.5, out  # over-confident
+    kl = float(re.search(r"KL\(q‖p\) = log p\(y\) - ELBO = ([0-9.e+-]+) nats", out).group(1))
+    assert kl > 0, out
+    assert "ELBO decreases 0" in out and "damping 1: CAVI (parallel, damping 1) diverged" in out, out

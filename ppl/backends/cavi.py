@@ -55,7 +55,8 @@ import torch
 from ..analysis.report import format_bytes
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..errors import ConvergenceWarning, DataError, IntractableError, OptionError, UnsupportedModelError
+from ..errors import (ConvergenceWarning, DataError, IntractableError, NumericalError, OptionError,
+                      UnsupportedModelError)
 from ..posterior import MeanFieldPosterior
 from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
 from .logjoint import SubstituteParams
@@ -543,7 +544,14 @@ def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed
                 order = torch.cat(blocks)
                 m[order] = (1.0 - damping) * old[order] + damping * new
             moved = float((m - old).abs().max()) if len(m) else 0.0
-            if monitor.record(elbo(m)) and moved < Q_TOL * (1.0 + float(m.abs().max())):
+            value = elbo(m)
+            first = monitor.history[0]
+            if not math.isfinite(value) or value < first - 1e3 * (1.0 + abs(first)):
+                raise NumericalError(
+                    f"CAVI ({schedule}, damping {damping:g}) diverged at sweep {len(monitor.history)}: the ELBO is "
+                    f"{value:.6g}, from {first:.6g} at the start. Parallel (Jacobi) updates of correlated Gaussian factors diverge unless damped: lower "
+                    "damping, or use schedule='sequential', which cannot diverge")
+            if monitor.record(value) and moved < Q_TOL * (1.0 + float(m.abs().max())):
                 break
             monitor.converged = False
     finally:
