@@ -19,7 +19,7 @@ from .errors import DataError
 from .table import Table
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
-           "GaussianMeanFieldPosterior"]
+           "GaussianMeanFieldPosterior", "FactorPosterior"]
 
 
 class Posterior:
@@ -538,3 +538,42 @@ class GaussianMeanFieldPosterior(Posterior):
         with gen_state:
             torch.manual_seed(int(seed))
             return {s: self.marginal(s).sample((n,)) for s in self._locs}
+
+
+class FactorPosterior(Posterior):
+    """A mean field ``q(h) = Π_j q_j(h_j)`` of continuous factors in the sites' own families
+    (``method="cavi"`` by sigma points: Normal, Gamma): ``marginal(site)`` is ``q_site`` (a
+    torch distribution with the site's plate batch shape), ``mean``/``variance`` its
+    moments, ``sample(n)`` independent draws, ``map()`` each factor's mode.
+    """
+
+    def __init__(self, method, *, factors, **kw):
+        super().__init__(method, **kw)
+        self._factors = dict(factors)
+        self._sampler = self._draw
+
+    @property
+    def sites(self) -> list:
+        return list(self._factors)
+
+    def marginal(self, site: str):
+        if site not in self._factors:
+            raise self._unknown(site)
+        return self._factors[site]
+
+    def map(self) -> dict:
+        """Each factor's mode (Normal: its mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``)."""
+        out = {}
+        for s, d in self._factors.items():
+            if isinstance(d, torch.distributions.Gamma):
+                out[s] = ((d.concentration - 1).clamp_min(0) / d.rate).clone()
+            else:
+                out[s] = d.mean.clone()
+        return out
+
+    def _draw(self, n, seed=None):
+        if seed is None:
+            return {s: d.sample((n,)) for s, d in self._factors.items()}
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            return {s: d.sample((n,)) for s, d in self._factors.items()}

@@ -177,12 +177,20 @@ def test_mean_field_posterior_members():
 
 def test_unsupported_continuous_families_are_refused_with_their_family():
     @ppl.model
-    def gamma(x):
-        rate = ppl.sample("rate", dist.Gamma(2.0, 1.0))
-        ppl.sample("x", dist.Poisson(rate), obs=x)
+    def beta(x):
+        p = ppl.sample("p", dist.Beta(2.0, 2.0))
+        ppl.sample("x", dist.Bernoulli(p), obs=x)
 
-    with pytest.raises(ppl.UnsupportedModelError, match=r"'rate' \(Gamma\).*svi"):
-        ppl.infer(gamma, {"x": torch.tensor(3.0)}, method="cavi")
+    with pytest.raises(ppl.UnsupportedModelError, match=r"'p' \(Beta\).*svi"):
+        ppl.infer(beta, {"x": torch.tensor(1.0)}, method="cavi")
+
+    @ppl.model
+    def gamma_as_mean(x):  # a Gamma latent used as a Normal mean: not linear in (log λ, λ)
+        lam = ppl.sample("lam", dist.Gamma(torch.tensor(2.0, dtype=torch.float64), 1.0))
+        ppl.sample("x", dist.Normal(lam, 1.0), obs=x)
+
+    with pytest.raises(ppl.UnsupportedModelError, match=r"not linear in the sufficient statistics of latent 'lam'"):
+        ppl.infer(gamma_as_mean, {"x": torch.tensor(3.0, dtype=torch.float64)}, method="cavi")
 
     @ppl.model
     def log_linear(x):  # Normal latent, but a Poisson likelihood: not a quadratic log joint
@@ -403,3 +411,57 @@ def pyro_trace(model, values):
     from pyro import poutine
 
     return poutine.trace(poutine.condition(model.fn, data=values)).get_trace()
+
+
+# ------------------------------------------------------------------ conjugate-exponential latents
+@ppl.model
+def gamma_poisson(x):
+    rate = ppl.sample("rate", dist.Gamma(torch.tensor(2.0, dtype=torch.float64), 0.5))
+    with ppl.plate("data", len(x)):
+        ppl.sample("x", dist.Poisson(rate), obs=x)
+
+
+def test_gamma_poisson_is_exact_and_the_elbo_is_the_log_evidence():
+    """One latent: the mean field contains the posterior Gamma(a + Σx, b + N) (KL = 0), so the
+    ELBO equals the negative-binomial log evidence."""
+    x = torch.tensor([3.0, 0.0, 5.0, 2.0, 4.0], dtype=torch.float64)
+    post = ppl.infer(gamma_poisson, {"x": x}, method="cavi", seed=0, tol=1e-14)
+    q = post.marginal("rate")
+    assert float(q.concentration) == pytest.approx(2.0 + 14.0, abs=1e-9)
+    assert float(q.rate) == pytest.approx(0.5 + 5.0, abs=1e-9)
+    a, b = 2.0, 0.5
+    log_z = (a * math.log(b) - math.lgamma(a) + math.lgamma(a + 14.0) - (a + 14.0) * math.log(b + 5.0)
+             - sum(math.lgamma(v + 1.0) for v in x.tolist()))
+    assert post.elbo == pytest.approx(log_z, abs=1e-9)
+    assert post.diagnostics["path"] == "sigma points"
+
+
+@ppl.model
+def normal_gamma(x):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 3.0))
+    tau = ppl.sample("tau", dist.Gamma(torch.tensor(2.0, dtype=torch.float64), 1.0))
+    with ppl.plate("data", len(x)):
+        ppl.sample("x", dist.Normal(mu, tau ** -0.5), obs=x)
+
+
+def test_normal_with_gamma_precision_reaches_the_closed_form_fixed_point():
+    """Bishop (2006) §10.1.3 with independent priors: q(μ) = N(m, s²), q(τ) = Gamma(a, b) with
+    a = a0 + N/2, b = b0 + ½ Σ[(x_n - m)² + s²], 1/s² = 1/9 + N E[τ], m = s² E[τ] Σx."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(30, generator=g) * 0.7 + 1.5).double()
+    post = ppl.infer(normal_gamma, {"x": x}, method="cavi", seed=0, tol=1e-15, max_iter=1000)
+    m, s2 = post.mean("mu"), post.variance("mu")
+    tau = post.marginal("tau")
+    N = len(x)
+    a = 2.0 + N / 2
+    b = 1.0 + 0.5 * float(((x - m) ** 2).sum() + N * s2)
+    e_tau = a / b
+    assert float(tau.concentration) == pytest.approx(a, abs=1e-9)
+    assert float(tau.rate) == pytest.approx(b, abs=1e-8)
+    assert float(s2) == pytest.approx(1.0 / (1.0 / 9.0 + N * e_tau), rel=1e-8)
+    assert float(m) == pytest.approx(float(s2) * e_tau * float(x.sum()), rel=1e-8)
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-9 * (1 + np.abs(hist[:-1]))) and post.converged
+    draws = post.sample(5000, seed=0)
+    assert draws["tau"].shape == (5000,) and bool((draws["tau"] > 0).all())
+    assert float(post.map()["tau"]) == pytest.approx((a - 1) / b, rel=1e-8)

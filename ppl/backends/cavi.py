@@ -25,7 +25,7 @@ Schedules:
   optimum, in natural parameters: ``ln q ← (1 - d) ln q + d ln q*`` (normalised).  Along
   that path KL(q‖q*) falls monotonically, so damping never hurts a sequential update either.
 
-This version handles two kinds of model:
+This version handles three kinds of model:
 
 * every latent discrete (finite support): the updates above, by contraction of factor
   tables;
@@ -38,9 +38,13 @@ This version handles two kinds of model:
   (eq. 19.56 for a Gaussian; the slides' "Factorized Gaussian": means converge to the
   exact posterior means, variances are ``1/Λ_ii``, too small).
 
-Other continuous families (Gamma, Beta, Dirichlet, Wishart, …) and models that mix discrete
-and continuous latents raise :class:`~ppl.errors.UnsupportedModelError` naming the site and
-its family.
+* scalar Normal and Gamma latents in a conjugate-exponential model (a Normal mean with a
+  Gamma precision, a Gamma rate under a Poisson likelihood): natural parameters as
+  gradients of ``E_q[ln p]`` computed on sigma points (:mod:`ppl.backends.conjugate`).
+
+Other continuous families (Beta, Dirichlet, Wishart, …) and models that mix discrete and
+continuous latents raise :class:`~ppl.errors.UnsupportedModelError` naming the site and its
+family, or the structural test that failed.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from ..errors import (ConvergenceWarning, DataError, IntractableError, Numerical
                       UnsupportedModelError)
 from ..posterior import MeanFieldPosterior
 from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
+from .conjugate import conjugate_problem, run_conjugate
 from .logjoint import SubstituteParams
 from .pointopt import maximise, param_block
 from .discrete import batch_layout
@@ -113,7 +118,7 @@ class CAVIBackend(Backend):
     """
 
     name = "cavi"
-    summary = "mean-field coordinate ascent, closed-form updates (discrete latents; Normal latents in a quadratic log joint)"
+    summary = "mean-field coordinate ascent, closed-form updates (discrete; Gaussian-quadratic; conjugate Normal/Gamma)"
     options = {
         "max_iter": "sweeps at most (default 200)",
         "tol": "ELBO change per observed value at which sweeps stop (default 1e-8)",
@@ -192,8 +197,11 @@ class CAVIBackend(Backend):
             if learn_params:
                 raise OptionError("learn_params=True with continuous latents is not implemented yet (variational EM "
                                   "runs on discrete latents); use method='svi' to learn params with a guide")
-            return _run_gaussian(self.name, graph, max_iter=max_iter, tol=tol, damping=damping, schedule=schedule,
-                                 init=init, seed=seed, dtype=dtype, device=device, progress=progress, start=start)
+            options = dict(max_iter=max_iter, tol=tol, damping=damping, schedule=schedule, init=init, seed=seed,
+                           dtype=dtype, device=device, progress=progress, start=start)
+            if _all_normal(graph, analysis.continuous) and _not_quadratic(graph, analysis.continuous) is None:
+                return _run_gaussian(self.name, graph, **options)
+            return run_conjugate(self.name, graph, q_tol=Q_TOL, **options)
         sites = list(analysis.discrete)
         dims = enumeration_dims(graph, analysis.moral)
         learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
@@ -415,14 +423,8 @@ def _gaussian_applicability(graph, analysis) -> Applicability:
         return Applicability(False, f"continuous latent '{site}' ({graph.variables[site].family}) next to discrete "
                                     f"latents {analysis.discrete[:3]}: mixed mean field is not implemented yet; use "
                                     "method='svi' (discrete latents summed out) or 'map'", UnsupportedModelError)
-    for site in analysis.continuous:
-        var = graph.variables[site]
-        if var.family != "Normal" or len(var.event_shape) > 1:
-            what = var.family if var.family != "Normal" else f"Normal with event shape {tuple(var.event_shape)}"
-            return Applicability(False, f"continuous latent '{site}' ({what}): closed-form mean-field updates exist "
-                                        "here for Normal latents in a quadratic log joint only (Gamma, Beta, "
-                                        "Dirichlet, Wishart, ... are not implemented yet); use method='svi' (mean "
-                                        "field: guide='normal') or 'map'", UnsupportedModelError)
+    if not _all_normal(graph, analysis.continuous):
+        return _conjugate_applicability(graph, analysis.continuous)
     n = sum(graph.sites[s].value.numel() for s in analysis.continuous)
     if n > MAX_GAUSSIAN_DIM:
         return Applicability(False, f"{n} latent dimensions: the Gaussian mean field builds the dense {n} x {n} "
@@ -430,9 +432,25 @@ def _gaussian_applicability(graph, analysis) -> Applicability:
                              UnsupportedModelError)
     problem = _not_quadratic(graph, analysis.continuous)
     if problem:
-        return Applicability(False, problem, UnsupportedModelError)
+        other = _conjugate_applicability(graph, analysis.continuous)
+        return other if other.ok else Applicability(False, problem, UnsupportedModelError)
     return Applicability(True, f"Gaussian mean field over {len(analysis.continuous)} Normal latent site(s), {n} "
                                "dimension(s) of a quadratic log joint (closed-form Gaussian factors)")
+
+
+def _all_normal(graph, sites) -> bool:
+    return all(graph.variables[s].family == "Normal" and len(graph.variables[s].event_shape) <= 1 for s in sites)
+
+
+def _conjugate_applicability(graph, sites) -> Applicability:
+    problem = conjugate_problem(graph, sites)
+    if problem:
+        return Applicability(False, f"{problem}; Beta, Dirichlet, Wishart, ... and mixed discrete/continuous models "
+                                    "are not implemented yet: use method='svi' (mean field: guide='normal') or 'map'",
+                             UnsupportedModelError)
+    families = sorted({graph.variables[s].family for s in sites})
+    return Applicability(True, f"conjugate-exponential mean field over {len(sites)} latent site(s) "
+                               f"({', '.join(families)}): natural parameters by sigma points (checked linear)")
 
 
 def _not_quadratic(graph, sites) -> str | None:

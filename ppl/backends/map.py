@@ -51,6 +51,8 @@ __all__ = ["MAPBackend"]
 #: A transformed free value beyond this magnitude means the site is at the edge of its
 #: support (e.g. a scale below e^-40): there is no interior maximum.
 _EDGE = 40.0
+#: ... or beyond this one (a scale below e^-20) while the optimiser has not converged.
+_EDGE_CLIMBING = 20.0
 
 
 class MAPBackend(Backend):
@@ -334,7 +336,9 @@ def _guarded(fn, objective, blocks, inner, graph, what):
         for b, x in zip(blocks, e.blocks):
             b.free = x
         raise NumericalError(_unbounded(graph, blocks, what)) from None
-    edge = [b for b in blocks if b.transformed and bool((b.free.abs() > _EDGE).any())]
+    # at the edge: far out in unconstrained space, or well out and still climbing (not converged)
+    edge = [b for b in blocks if b.transformed and (bool((b.free.abs() > _EDGE).any()) or (
+        not res.converged and bool((b.free.abs() > _EDGE_CLIMBING).any())))]
     if edge or not bool(torch.isfinite(torch.tensor(res.value))):
         raise NumericalError(_unbounded(graph, edge or blocks, what))
     return res

@@ -267,7 +267,8 @@ def _lbfgs(negative, blocks, max_iter, tol) -> Maximum:
     residual = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
     value = -float(negative([b.free for b in blocks]))
     n_iter = opt.state[opt._params[0]].get("n_iter", 0)
-    return Maximum(value, n_iter, residual <= tol or n_iter < max_iter, residual, "lbfgs")
+    # stopped by the line search's tolerance on changes: converged only if the gradient is small too
+    return Maximum(value, n_iter, residual <= tol or (n_iter < max_iter and residual <= 100 * tol), residual, "lbfgs")
 
 
 def _adam(negative, blocks, max_iter, tol, lr) -> Maximum:
