@@ -14,7 +14,8 @@ import torch
 from ..errors import UnsupportedModelError
 
 __all__ = ["Applicability", "Backend", "BoundMonitor", "progress_bar", "check_int", "check_number", "run_context",
-           "place", "store_params", "count_observations"]
+           "place", "store_params", "count_observations",
+           "current_params", "param_constraint"]
 
 
 def check_int(name: str, value, low: int) -> int:
@@ -83,6 +84,20 @@ def place(value, device: torch.device, dtype: torch.dtype):
         if value.is_floating_point():
             value = value.to(dtype)
     return value
+
+
+def current_params(graph, names, dtype: torch.dtype, device: torch.device) -> dict:
+    """The current constrained values of the ``ppl.param`` sites ``names``: Pyro's param store
+    where it holds them, else the values traced when ``graph`` was compiled; detached copies
+    in ``dtype`` on ``device``.  The starting θ of every learning backend (EM, MAP, CAVI)."""
+    store = pyro.get_param_store()
+    return {n: (store[n] if n in store else graph.sites[n].value).detach().to(dtype=dtype, device=device).clone()
+            for n in names}
+
+
+def param_constraint(name: str):
+    """The constraint ``ppl.param`` site ``name`` was declared with (``real`` if none)."""
+    return pyro.get_param_store()._constraints.get(name, torch.distributions.constraints.real)
 
 
 def store_params(params: dict) -> None:

@@ -62,7 +62,8 @@ from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import (ConvergenceWarning, DataError, IntractableError, NumericalError, OptionError,
                       UnsupportedModelError)
 from ..posterior import MeanFieldPosterior
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
+from .base import (Applicability, Backend, BoundMonitor, check_int, check_number, count_observations,
+                   current_params, param_constraint, store_params)
 from .conjugate import conjugate_problem, run_conjugate
 from .logjoint import SubstituteParams
 from .pointopt import maximise, param_block
@@ -375,16 +376,12 @@ class _ParamStep:
     the factor tables rebuilt from θ by one enumerated run per evaluation."""
 
     def __init__(self, graph, dims, dtype, device):
-        import pyro
-
         names = graph.params()
         if not names:
             raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
         self.graph, self.dims, self.dtype, self.device = graph, dims, dtype, device
-        store = pyro.get_param_store()
-        self.constraints = {n: store._constraints.get(n, torch.distributions.constraints.real) for n in names}
-        self.values = {n: (store[n] if n in store else graph.sites[n].value).detach().to(dtype=dtype, device=device)
-                       for n in names}
+        self.constraints = {n: param_constraint(n) for n in names}
+        self.values = current_params(graph, names, dtype, device)
 
     def tables(self, values):
         return log_factor_tables(self.graph, self.dims, self.graph.plate_order, dtype=self.dtype, device=self.device,

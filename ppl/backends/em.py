@@ -27,7 +27,6 @@ import math
 import time
 import warnings
 
-import pyro
 import torch
 
 from ..compiler.parametric import parametric_tables
@@ -35,7 +34,8 @@ from ..compiler.tables import enumeration_dims
 from ..errors import ConvergenceWarning, DataError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from ..ops.expfam import uniform_simplex
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number, count_observations, store_params
+from .base import (Applicability, Backend, BoundMonitor, check_int, check_number, count_observations,
+                   current_params, store_params)
 from .discrete import DiscretePlan, table_posterior
 from .exact import ExactBackend
 from .map_latents import map_model, prior_factor_name, select_map_latents
@@ -186,9 +186,7 @@ class EMBackend(Backend):
             raise OptionError(f"m_step must be 'auto' or 'gradient', got {m_step!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         names = graph.params()
-        store = pyro.get_param_store()
-        theta0 = {p: (store[p] if p in store else graph.sites[p].value).detach().to(dtype=dtype, device=device)
-                  for p in names}
+        theta0 = current_params(graph, names, dtype, device)
         dims = graph.cache.get(("enumeration_dims", analysis.heuristic))
         if dims is None:  # a graph colouring: seconds on a 100 000-step chain, so once per graph
             dims = graph.cache[("enumeration_dims", analysis.heuristic)] = enumeration_dims(graph, analysis.moral)

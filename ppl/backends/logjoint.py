@@ -11,7 +11,6 @@ backend leaves out Laplace priors, whose ``|h - μ| / b`` term it handles by its
 
 from __future__ import annotations
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -203,13 +202,3 @@ class LogJoint:
                 if term is not None:
                     out[s] = term
         return out
-
-    def param_values(self, names) -> dict:
-        """The current constrained values of ``ppl.param`` sites ``names`` (from the param
-        store, initialised by one run of the model if needed), detached copies."""
-        store = pyro.get_param_store()
-        missing = [n for n in names if n not in store]
-        if missing:
-            with torch.no_grad():
-                self.trace({})
-        return {n: place(store[n].detach().clone(), self.device, self.dtype) for n in names}

@@ -31,17 +31,18 @@ site, instead of returning an infinite value.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
-import pyro
 import torch
 
 from ..analysis.report import analyze_graph
 from ..compiler.factor_graph import compile as compile_graph
-from ..errors import ConvergenceWarning, NumericalError, OptionError
+from ..errors import ConvergenceWarning, DataError, NumericalError, OptionError
 from ..posterior import PointPosterior
-from .base import Applicability, Backend, BoundMonitor, check_int, check_number, run_context, store_params
+from .base import (Applicability, Backend, BoundMonitor, check_int, check_number, current_params,
+                   param_constraint, run_context, store_params)
 from .discrete import DiscretePlan, discrete_applicability, discrete_plan
 from .logjoint import INIT_STRATEGIES, LogJoint
 from .pointopt import OPTIMIZERS, DivergedError, latent_block, maximise, param_block
@@ -179,7 +180,7 @@ class MAPBackend(Backend):
 
         with run_context(device, dtype, seed):
             lj = LogJoint(graph, device, dtype)
-            params = lj.param_values(pnames) if pnames else None
+            params = current_params(graph, pnames, dtype, device) if pnames else None
             values = lj.initial_values(continuous, init, params) if continuous else {}
             disc: dict = {}
             single = not pnames and not (continuous and discrete)
@@ -256,8 +257,6 @@ class MAPBackend(Backend):
                                                     torch.finfo(dtype).bits // 8), dtype=dtype, device=device)
         best, idx = plan.argmax()
         if not torch.isfinite(best):
-            from ..errors import DataError
-
             raise DataError(f"the evidence on {graph.observed()} has probability zero under model "
                             f"'{graph.model.name}' (max log p(h, v) = -inf)")
         return {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}, float(best)
@@ -265,15 +264,8 @@ class MAPBackend(Backend):
     def _latent_step(self, lj, graph, sites, values, disc, params, inner):
         """Maximise the log joint over the continuous latents ``sites`` given ``disc``."""
         supports = {s: lj.graph.sites[s].fn.support for s in sites}
-        fixed = {**values, **disc}
-        l1 = lj.l1_terms(sites, fixed, params)
-        for s in list(l1):
-            others = [v for v in graph.factors[s].scope if v != s and v in sites]
-            if others:
-                warnings.warn(f"site '{s}': its Laplace prior depends on the latent(s) {others}, so it is optimised "
-                              "as a smooth term (no exact zeros)", ConvergenceWarning, stacklevel=4)
-                del l1[s]
-        blocks = [latent_block(s, values[s], supports[s], l1.get(s), _numel(graph.variables[s].event_shape))
+        l1 = _proximal_terms(lj, graph, sites, {**values, **disc}, params, warn=True)
+        blocks = [latent_block(s, values[s], supports[s], l1.get(s), math.prod(graph.variables[s].event_shape))
                   for s in sites]
         skip = tuple(l1)
 
@@ -285,9 +277,7 @@ class MAPBackend(Backend):
 
     def _param_step(self, lj, graph, names, fixed, params, inner):
         """Maximise ``log p(v, ĥ; θ)`` over the ``ppl.param`` values."""
-        constraints = pyro.get_param_store()._constraints
-        blocks = [param_block(n, params[n], constraints.get(n, torch.distributions.constraints.real))
-                  for n in names]
+        blocks = [param_block(n, params[n], param_constraint(n)) for n in names]
 
         def objective(vals):
             return lj(fixed, vals)
@@ -299,7 +289,7 @@ class MAPBackend(Backend):
         """Per Laplace site, the max violation of the optimality (KKT) conditions of
         ``max log p``: ``|∂f/∂h + w·sign(h - μ)|`` where ``h ≠ μ``, ``max(|∂f/∂h| - w, 0)``
         where ``h = μ`` (``f`` = the negative smooth part, ``w = 1/b``)."""
-        l1 = lj.l1_terms(sites, {**values, **disc}, params)
+        l1 = _proximal_terms(lj, graph, sites, {**values, **disc}, params)
         if not l1:
             return {}
         leaves = {s: values[s].clone().requires_grad_(True) for s in l1}
@@ -315,11 +305,19 @@ class MAPBackend(Backend):
         return out
 
 
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+def _proximal_terms(lj, graph, sites, values, params, warn=False) -> dict:
+    """Site -> L1Term of the Laplace priors handled by the prox: those whose location and
+    scale depend on no other optimised latent (the others are smooth terms, with a warning
+    when ``warn``)."""
+    l1 = lj.l1_terms(sites, values, params)
+    for s in list(l1):
+        others = [v for v in graph.factors[s].scope if v != s and v in sites]
+        if others:
+            if warn:
+                warnings.warn(f"site '{s}': its Laplace prior depends on the latent(s) {others}, so it is optimised "
+                              "as a smooth term (no exact zeros)", ConvergenceWarning, stacklevel=5)
+            del l1[s]
+    return l1
 
 
 def _info(what, res) -> dict:
