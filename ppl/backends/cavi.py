@@ -52,22 +52,20 @@ from __future__ import annotations
 import math
 import string
 import time
-import warnings
 
 import torch
 
 from ..analysis.report import format_bytes
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..errors import (ConvergenceWarning, DataError, IntractableError, NumericalError, OptionError,
-                      UnsupportedModelError)
+from ..errors import IntractableError, OptionError, UnsupportedModelError
 from ..posterior import MeanFieldPosterior
-from .base import (Applicability, Backend, BoundMonitor, check_int, check_number, count_observations,
-                   current_params, param_constraint, store_params)
+from .base import Applicability, Backend, check_int, check_number, current_params, param_constraint, store_params
 from .conjugate import conjugate_problem, run_conjugate
-from .logjoint import SubstituteParams
-from .pointopt import maximise, param_block
 from .discrete import batch_layout
+from .logjoint import SubstituteParams
+from .meanfield import coordinate_ascent
+from .pointopt import maximise, param_block
 
 __all__ = ["CAVIBackend", "SCHEDULES", "INITS", "MAX_GAUSSIAN_DIM"]
 
@@ -80,9 +78,6 @@ SCHEDULES = ("sequential", "parallel")
 #: ``init=`` names.
 INITS = ("random", "uniform")
 
-#: Besides the ELBO's ``tol``, convergence needs every probability of q to move less than this.
-Q_TOL = 1e-6
-
 
 class CAVIBackend(Backend):
     """Mean-field CAVI (see the module docstring).
@@ -94,7 +89,7 @@ class CAVIBackend(Backend):
     tol : float
         Converged when the ELBO changes by less than ``tol`` nats per observed value
         between sweeps (default 1e-8) and no probability of q moves by more than
-        :data:`Q_TOL`.
+        :data:`ppl.backends.meanfield.Q_TOL`.
     damping : float in (0, 1]
         Step toward each factor's optimum in natural parameters (default 1: the full
         coordinate update).
@@ -202,48 +197,34 @@ class CAVIBackend(Backend):
                            dtype=dtype, device=device, progress=progress, start=start)
             if _all_normal(graph, analysis.continuous) and _not_quadratic(graph, analysis.continuous) is None:
                 return _run_gaussian(self.name, graph, **options)
-            return run_conjugate(self.name, graph, q_tol=Q_TOL, **options)
+            return run_conjugate(self.name, graph, **options)
         sites = list(analysis.discrete)
         dims = enumeration_dims(graph, analysis.moral)
         learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
         tables = log_factor_tables(graph, dims, graph.plate_order, dtype=dtype, device=device)
         mf = _MeanField(graph, sites, tables, dtype, device)
         q = mf.initial(init, seed)
-        monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
-                               monotone=schedule == "sequential", desc=f"cavi ({schedule})")
-        try:
-            elbo = mf.elbo(q)
-            if not math.isfinite(elbo):
-                raise DataError(f"the ELBO of model '{graph.model.name}' is {elbo} at the initial q: the evidence "
-                                "has probability zero under it")
-            monitor.record(elbo)
-            for _ in range(max_iter):
-                old = dict(q)
-                if schedule == "sequential":
-                    for v in sites:
-                        q[v] = _damped(q[v], mf.optimum(v, q), damping)
-                else:
-                    q = {v: _damped(q[v], mf.optimum(v, q), damping) for v in sites}
-                if learner is not None:  # M-step on the same ELBO
-                    learner.step(mf, q)
-                # converged: the ELBO has settled *and* q has stopped moving (a parallel
-                # 2-cycle keeps the ELBO fixed while q flips)
-                moved = max((float((q[v].exp() - old[v].exp()).abs().max()) for v in sites), default=0.0)
-                if monitor.record(mf.elbo(q)) and moved < Q_TOL:
-                    break
-                monitor.converged = False
-        finally:
-            monitor.close()
+        def sweep(q):
+            q = dict(q)
+            if schedule == "sequential":
+                for v in sites:
+                    q[v] = _damped(q[v], mf.optimum(v, q), damping)
+            else:
+                q = {v: _damped(q[v], mf.optimum(v, q), damping) for v in sites}
+            if learner is not None:  # M-step on the same ELBO
+                learner.step(mf, q)
+            return q
+
+        def moved(new, old):
+            return max((float((new[v].exp() - old[v].exp()).abs().max()) for v in sites), default=0.0)
+
+        q, history, converged, decreases = coordinate_ascent(
+            q, sweep, mf.elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
+            progress=progress)
         params = {}
         if learner is not None:
             params = learner.values
             store_params(params)
-        history = monitor.history
-        if not monitor.converged:
-            warnings.warn(f"CAVI did not converge in {max_iter} sweeps (ELBO change per observed value above "
-                          f"tol={tol} or q still moving); raise max_iter, or damp parallel updates (damping < 1)",
-                          ConvergenceWarning, stacklevel=3)
-        decreases = sum(1 for a, b in zip(history, history[1:]) if b < a - 1e-9 * (1 + abs(a)))
         probs = {v: q[v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
                  for v in sites}
         supports = {v: families.enumerate_values(graph.sites[v].fn).to(device) for v in sites}
@@ -269,7 +250,7 @@ class CAVIBackend(Backend):
         return MeanFieldPosterior(self.name, graph=graph, marginals=probs, supports=supports,
                                   families={v: graph.variables[v].family for v in sites}, sampler=sampler,
                                   map_assignment=modes, elbo=history[-1], history=history, params=params,
-                                  converged=monitor.converged, elapsed=time.perf_counter() - start,
+                                  converged=converged, elapsed=time.perf_counter() - start,
                                   diagnostics=diagnostics)
 
 
@@ -544,37 +525,23 @@ def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed
         r = b[idx] - lam[idx] @ m + precisions[k] @ m[idx]    # b_B - Λ_B,¬B m_¬B
         return torch.cholesky_solve(r.unsqueeze(-1), chols[k]).squeeze(-1)
 
-    m = x0.clone()
-    monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
-                           monotone=schedule == "sequential", desc=f"cavi ({schedule})")
-    try:
-        monitor.record(elbo(m))
-        for _ in range(max_iter):
-            old = m.clone()
-            if schedule == "sequential":
-                for k, idx in enumerate(blocks):
-                    m[idx] = (1.0 - damping) * m[idx] + damping * block_optimum(m, k)
-            else:
-                new = torch.cat([block_optimum(old, k) for k in range(len(blocks))])
-                order = torch.cat(blocks)
-                m[order] = (1.0 - damping) * old[order] + damping * new
-            moved = float((m - old).abs().max()) if len(m) else 0.0
-            value = elbo(m)
-            first = monitor.history[0]
-            if not math.isfinite(value) or value < first - 1e3 * (1.0 + abs(first)):
-                raise NumericalError(
-                    f"CAVI ({schedule}, damping {damping:g}) diverged at sweep {len(monitor.history)}: the ELBO is "
-                    f"{value:.6g}, from {first:.6g} at the start. Parallel (Jacobi) updates of correlated Gaussian factors diverge unless damped: lower "
-                    "damping, or use schedule='sequential', which cannot diverge")
-            if monitor.record(value) and moved < Q_TOL * (1.0 + float(m.abs().max())):
-                break
-            monitor.converged = False
-    finally:
-        monitor.close()
-    if not monitor.converged:
-        warnings.warn(f"CAVI did not converge in {max_iter} sweeps; raise max_iter, or damp parallel updates",
-                      ConvergenceWarning, stacklevel=4)
-    history = monitor.history
+    def sweep(m):
+        m = m.clone()
+        if schedule == "sequential":
+            for k, idx in enumerate(blocks):
+                m[idx] = (1.0 - damping) * m[idx] + damping * block_optimum(m, k)
+        else:
+            new = torch.cat([block_optimum(m, k) for k in range(len(blocks))])
+            order = torch.cat(blocks)
+            m[order] = (1.0 - damping) * m[order] + damping * new
+        return m
+
+    def moved(new, old):
+        return float((new - old).abs().max()) / (1.0 + float(new.abs().max())) if len(new) else 0.0
+
+    m, history, converged, decreases = coordinate_ascent(
+        x0.clone(), sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
+        progress=progress)
     means, covs, event_dims = unflatten(m), {}, {}
     k = 0
     for s in sites:
@@ -587,10 +554,9 @@ def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed
         event_dims[s] = len(var.event_shape)
         k += n_blocks
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "dimensions": len(x0),
-                   "decreases": sum(1 for a, c in zip(history, history[1:]) if c < a - 1e-9 * (1 + abs(a))),
-                   "device": str(device)}
+                   "decreases": decreases, "device": str(device)}
     return GaussianMeanFieldPosterior(method, graph=graph, locs=means, covs=covs, event_dims=event_dims,
-                                      elbo=history[-1], history=history, converged=monitor.converged,
+                                      elbo=history[-1], history=history, converged=converged,
                                       elapsed=time.perf_counter() - start, diagnostics=diagnostics)
 
 

@@ -39,12 +39,12 @@ from __future__ import annotations
 import itertools
 import math
 import time
-import warnings
 
 import torch
 
-from ..errors import ConvergenceWarning, NumericalError, OptionError
-from .base import BoundMonitor, count_observations, run_context
+from ..errors import NumericalError, OptionError
+from .base import run_context
+from .meanfield import coordinate_ascent
 from .logjoint import LogJoint
 
 __all__ = ["FAMILIES", "conjugate_problem", "run_conjugate"]
@@ -185,8 +185,7 @@ def _setup(graph, sites, device, dtype, seed, init="random"):
 
 
 # ----------------------------------------------------------------------------- run
-def run_conjugate(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start,
-                  q_tol):
+def run_conjugate(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
     """CAVI sweeps with sigma-point natural parameters; see the module docstring."""
     from ..posterior import FactorPosterior
 
@@ -215,34 +214,24 @@ def run_conjugate(method, graph, *, max_iter, tol, damping, schedule, init, seed
                                  f"parameters (the model's log joint is not bounded in it under q)")
         return tuple(t.detach() for t in new)
 
-    monitor = BoundMonitor("ELBO", tol, count_observations(graph), max_iter, progress,
-                           monotone=schedule == "sequential", desc=f"cavi ({schedule})")
+    def sweep(q):
+        if schedule == "sequential":
+            q = dict(q)
+            for s in sites:
+                q[s] = optimum(q, s)
+            return q
+        return {s: optimum(q, s) for s in sites}
+
+    def moved(new, old):
+        return max(float((a - b).abs().max()) / (1.0 + float(b.abs().max()))
+                   for s in sites for a, b in zip(new[s], old[s]))
+
     with run_context(device, dtype, None):
-        try:
-            monitor.record(elbo(q))
-            for _ in range(max_iter):
-                old = dict(q)
-                if schedule == "sequential":
-                    for s in sites:
-                        q[s] = optimum(q, s)
-                else:
-                    q = {s: optimum(old, s) for s in sites}
-                moved = max(float((a - b).abs().max()) / (1.0 + float(b.abs().max()))
-                            for s in sites for a, b in zip(q[s], old[s]))
-                value = elbo(q)
-                if not math.isfinite(value):
-                    raise NumericalError(f"CAVI ({schedule}, damping {damping:g}) produced a non-finite ELBO")
-                if monitor.record(value) and moved < q_tol:
-                    break
-                monitor.converged = False
-        finally:
-            monitor.close()
-    if not monitor.converged:
-        warnings.warn(f"CAVI did not converge in {max_iter} sweeps; raise max_iter", ConvergenceWarning, stacklevel=4)
-    history = monitor.history
+        q, history, converged, decreases = coordinate_ascent(
+            q, sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
+            progress=progress)
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "path": "sigma points",
-                   "decreases": sum(1 for a, c in zip(history, history[1:]) if c < a - 1e-9 * (1 + abs(a))),
-                   "device": str(device)}
+                   "decreases": decreases, "device": str(device)}
     return FactorPosterior(method, graph=graph, factors={s: _distribution(families[s], q[s]) for s in sites},
-                           elbo=history[-1], history=history, converged=monitor.converged,
+                           elbo=history[-1], history=history, converged=converged,
                            elapsed=time.perf_counter() - start, diagnostics=diagnostics)
