@@ -8,7 +8,7 @@ Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()`
 Subclasses hold the representation of each backend: :class:`TablePosterior` (exact
 tables over discrete latents), :class:`GuidePosterior` (a fitted SVI guide, with exact
 conditional marginals of enumerated discrete sites), :class:`PointPosterior` (a MAP point mass),
-:class:`MeanFieldPosterior` and :class:`GaussianMeanFieldPosterior` (CAVI's factorised q).
+:class:`MeanFieldPosterior` and :class:`FactorPosterior` (CAVI's factorised q: discrete, continuous).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .errors import DataError
 from .table import Table
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
-           "GaussianMeanFieldPosterior", "FactorPosterior"]
+           "FactorPosterior"]
 
 
 class Posterior:
@@ -488,61 +488,10 @@ class MeanFieldPosterior(TablePosterior):
         return super().map()
 
 
-class GaussianMeanFieldPosterior(Posterior):
-    """A mean-field Gaussian ``q(h) = Π_j N(h_j; m_j, Σ_j)`` over continuous latents
-    (``method="cavi"`` on Normal latents): one factor per plate copy of each site, a full
-    covariance over the site's event dims.
-
-    ``marginal(site)`` is ``Normal`` (scalar sites) or ``MultivariateNormal`` (vector sites)
-    with the site's plate batch shape; ``map()`` is each factor's mode (its mean);
-    ``sample(n)`` draws the factors independently; ``elbo`` is exact for this q.
-    """
-
-    def __init__(self, method, *, locs, covs, event_dims, **kw):
-        super().__init__(method, **kw)
-        self._locs = dict(locs)
-        self._covs = dict(covs)
-        self._event_dims = dict(event_dims)
-        self._sampler = self._draw
-
-    @property
-    def sites(self) -> list:
-        return list(self._locs)
-
-    def marginal(self, site: str):
-        if site not in self._locs:
-            raise self._unknown(site)
-        loc, cov = self._locs[site], self._covs[site]
-        if self._event_dims[site] == 0:
-            return torch.distributions.Normal(loc, cov[..., 0, 0].sqrt())
-        return torch.distributions.MultivariateNormal(loc, covariance_matrix=cov)
-
-    def mean(self, site: str) -> torch.Tensor:
-        self.marginal(site)
-        return self._locs[site].clone()
-
-    def variance(self, site: str) -> torch.Tensor:
-        self.marginal(site)
-        cov = self._covs[site]
-        var = torch.diagonal(cov, dim1=-2, dim2=-1)
-        return var[..., 0] if self._event_dims[site] == 0 else var
-
-    def map(self) -> dict:
-        """Each factor's mode (its mean), site -> ``batch_shape + event_shape``."""
-        return {k: v.clone() for k, v in self._locs.items()}
-
-    def _draw(self, n, seed=None):
-        gen_state = torch.random.fork_rng() if seed is not None else None
-        if gen_state is None:
-            return {s: self.marginal(s).sample((n,)) for s in self._locs}
-        with gen_state:
-            torch.manual_seed(int(seed))
-            return {s: self.marginal(s).sample((n,)) for s in self._locs}
-
-
 class FactorPosterior(Posterior):
-    """A mean field ``q(h) = Π_j q_j(h_j)`` of continuous factors in the sites' own families
-    (``method="cavi"`` by sigma points: Normal, Gamma): ``marginal(site)`` is ``q_site`` (a
+    """A mean field ``q(h) = Π_j q_j(h_j)`` of continuous factors (``method="cavi"``):
+    Gaussian factors (``Normal``, or ``MultivariateNormal`` over a site's event dims) or the
+    sites' own families by sigma points (Normal, Gamma).  ``marginal(site)`` is ``q_site`` (a
     torch distribution with the site's plate batch shape), ``mean``/``variance`` its
     moments, ``sample(n)`` independent draws, ``map()`` each factor's mode.
     """
@@ -562,7 +511,8 @@ class FactorPosterior(Posterior):
         return self._factors[site]
 
     def map(self) -> dict:
-        """Each factor's mode (Normal: its mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``)."""
+        """Each factor's mode, site -> ``batch_shape + event_shape`` (Normal, MultivariateNormal:
+        the mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``)."""
         out = {}
         for s, d in self._factors.items():
             if isinstance(d, torch.distributions.Gamma):

@@ -468,7 +468,7 @@ def _not_quadratic(graph, sites) -> str | None:
 def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
     """CAVI for Normal latents under a quadratic log joint (see the module docstring)."""
     from ..ops.quadratic import dense_quadratic
-    from ..posterior import GaussianMeanFieldPosterior
+    from ..posterior import FactorPosterior
     from .base import run_context
     from .logjoint import LogJoint
 
@@ -542,23 +542,21 @@ def _run_gaussian(method, graph, *, max_iter, tol, damping, schedule, init, seed
     m, history, converged, decreases = coordinate_ascent(
         x0.clone(), sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
         progress=progress)
-    means, covs, event_dims = unflatten(m), {}, {}
-    k = 0
+    means, factors, k = unflatten(m), {}, 0
     for s in sites:
         var = graph.variables[s]
         e = math.prod(var.event_shape) if var.event_shape else 1
         n_blocks = math.prod(shapes[s]) // e
         cov = torch.stack([torch.cholesky_inverse(chols[k + i]) for i in range(n_blocks)])
-        batch = shapes[s][:len(shapes[s]) - len(var.event_shape)]
-        covs[s] = cov.reshape(tuple(batch) + (e, e))
-        event_dims[s] = len(var.event_shape)
+        batch = tuple(shapes[s][:len(shapes[s]) - len(var.event_shape)])
+        cov = cov.reshape(batch + (e, e))
+        factors[s] = (torch.distributions.Normal(means[s], cov[..., 0, 0].sqrt()) if not var.event_shape
+                      else torch.distributions.MultivariateNormal(means[s], covariance_matrix=cov))
         k += n_blocks
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "dimensions": len(x0),
                    "decreases": decreases, "device": str(device)}
-    return GaussianMeanFieldPosterior(method, graph=graph, locs=means, covs=covs, event_dims=event_dims,
-                                      elbo=history[-1], history=history, converged=converged,
-                                      elapsed=time.perf_counter() - start, diagnostics=diagnostics)
-
+    return FactorPosterior(method, graph=graph, factors=factors, elbo=history[-1], history=history,
+                           converged=converged, elapsed=time.perf_counter() - start, diagnostics=diagnostics)
 
 def _largest_factor(graph) -> tuple:
     """(name, entries) of the factor with the largest table: Π cards of its discrete
