@@ -438,6 +438,13 @@ def _not_quadratic(graph, sites) -> str | None:
     ``t -> ln p(m + t d)`` must be a polynomial of degree 2, so its third finite difference
     at t = 0, 1, 2, 3 vanishes to round-off (four runs of the model, no autograd).  The run
     verifies the full quadratic again (:func:`~ppl.ops.quadratic.dense_quadratic`)."""
+    key = ("cavi_not_quadratic", tuple(sites))
+    if key not in graph.cache:  # the analysis and the run both ask: four model runs, once
+        graph.cache[key] = _third_difference_problem(graph, sites)
+    return graph.cache[key]
+
+
+def _third_difference_problem(graph, sites) -> str | None:
     from .base import run_context
     from .logjoint import LogJoint
 
