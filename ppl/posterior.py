@@ -13,6 +13,8 @@ conditional marginals of enumerated discrete sites), :class:`PointPosterior` (a 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import DataError
@@ -488,42 +490,96 @@ class MeanFieldPosterior(TablePosterior):
         return super().map()
 
 
-class FactorPosterior(Posterior):
-    """A mean field ``q(h) = Π_j q_j(h_j)`` of continuous factors (``method="cavi"``):
+class FactorPosterior(_DiscreteTables, Posterior):
+    """A mean field ``q(h) = Π_j q_j(h_j)`` (``method="cavi"``) of continuous factors —
     Gaussian factors (``Normal``, or ``MultivariateNormal`` over a site's event dims) or the
-    sites' own families by sigma points (Normal, Gamma).  ``marginal(site)`` is ``q_site`` (a
-    torch distribution with the site's plate batch shape), ``mean``/``variance`` its
-    moments, ``sample(n)`` independent draws, ``map()`` each factor's mode.
+    sites' own conjugate families (Normal, Gamma, Beta, Dirichlet, Wishart, Normal-Wishart) —
+    and, in a mixed model, discrete factors held as probability tables.
+
+    ``marginal(site)`` is ``q_site`` (a torch distribution with the site's plate batch shape;
+    for the mean of a Normal-Wishart pair its Student-t marginal), ``probs(site)`` a discrete
+    factor's table ``batch_shape + (K,)``, ``mean``/``variance`` moments under ``q``,
+    ``sample(n)`` draws from ``q`` (a Normal-Wishart pair jointly, every other factor
+    independently), ``map()`` each factor's mode.
+
+    Parameters
+    ----------
+    factors : dict[str, torch.distributions.Distribution]
+        Continuous site -> its factor (or marginal).
+    marginals, supports, families : dict, optional
+        Discrete sites, as for :class:`TablePosterior`.
+    joint : dict[tuple[str, ...], callable(n) -> tuple], optional
+        Samplers of factors that cover several sites.
     """
 
-    def __init__(self, method, *, factors, **kw):
+    def __init__(self, method, *, factors, marginals=None, supports=None, families=None, joint=None, **kw):
         super().__init__(method, **kw)
         self._factors = dict(factors)
+        self._marginals = dict(marginals or {})
+        self._supports = dict(supports or {})
+        self._families = dict(families or {})
+        self._joint = dict(joint or {})
         self._sampler = self._draw
 
     @property
     def sites(self) -> list:
-        return list(self._factors)
+        return list(self._factors) + list(self._supports)
+
+    def probs(self, site: str) -> torch.Tensor:
+        """A discrete factor's probabilities, ``batch_shape + (K,)`` (state ``k`` is the
+        ``k``-th support value)."""
+        if site not in self._supports:
+            raise self._unknown(site)
+        return self._discrete_probs(site)
 
     def marginal(self, site: str):
+        if site in self._supports:
+            return self._discrete_marginal(site)
         if site not in self._factors:
             raise self._unknown(site)
         return self._factors[site]
 
+    def mean(self, site: str) -> torch.Tensor:
+        if site in self._supports:
+            return self._discrete_moment(site, 1)
+        return self.marginal(site).mean
+
+    def variance(self, site: str) -> torch.Tensor:
+        if site in self._supports:
+            return self._discrete_variance(site)
+        return super().variance(site)
+
     def map(self) -> dict:
         """Each factor's mode, site -> ``batch_shape + event_shape`` (Normal, MultivariateNormal:
-        the mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``)."""
+        the mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``; discrete: the most probable
+        state)."""
         out = {}
         for s, d in self._factors.items():
             if isinstance(d, torch.distributions.Gamma):
                 out[s] = ((d.concentration - 1).clamp_min(0) / d.rate).clone()
             else:
                 out[s] = d.mean.clone()
+        for s, p in self._marginals.items():
+            out[s] = _support_values(self._supports[s], p.argmax(-1))
         return out
 
     def _draw(self, n, seed=None):
-        if seed is None:
-            return {s: d.sample((n,)) for s, d in self._factors.items()}
-        with torch.random.fork_rng():
-            torch.manual_seed(int(seed))
-            return {s: d.sample((n,)) for s, d in self._factors.items()}
+        with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            out = {}
+            for sites, draw in self._joint.items():
+                out.update(zip(sites, draw(n)))
+            for s, d in self._factors.items():
+                if s not in out:
+                    out[s] = d.sample((n,))
+            for s, p in self._marginals.items():
+                flat = p.reshape(-1, p.shape[-1])
+                idx = torch.multinomial(flat, n, replacement=True).T.reshape((n,) + tuple(p.shape[:-1]))
+                out[s] = _support_values(self._supports[s].to(p.device), idx)
+            return out
+
+
+def _support_values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``support[idx]`` with the support's event dims kept: ``idx.shape + event_shape``."""
+    return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))

@@ -195,9 +195,10 @@ class CAVIBackend(Backend):
                                   "runs on discrete latents); use method='svi' to learn params with a guide")
             options = dict(max_iter=max_iter, tol=tol, damping=damping, schedule=schedule, init=init, seed=seed,
                            dtype=dtype, device=device, progress=progress, start=start)
-            if _all_normal(graph, analysis.continuous) and _not_quadratic(graph, analysis.continuous) is None:
+            if (not analysis.discrete and _all_normal(graph, analysis.continuous)
+                    and _not_quadratic(graph, analysis.continuous) is None):
                 return _run_gaussian(self.name, graph, **options)
-            return run_conjugate(self.name, graph, **options)
+            return run_conjugate(self.name, graph, analysis.moral, **options)
         sites = list(analysis.discrete)
         dims = enumeration_dims(graph, analysis.moral)
         learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
@@ -264,6 +265,7 @@ class _MeanField:
         self.graph = graph
         self.sites = sites
         self.dtype, self.device = dtype, device
+        self._probs = []  # (log q tensor, its exp), most recent first
         self.cards = {v: graph.variables[v].cardinality for v in sites}
         self.var_plates = {v: tuple(p for p in graph.plate_order if p in graph.variables[v].plates) for v in sites}
         letters = iter(string.ascii_letters)
@@ -275,6 +277,16 @@ class _MeanField:
         for i, (_, _, _, vars_) in enumerate(self.factors):
             for v in vars_:
                 self.by_site[v].append(i)
+
+    def probs(self, logq: torch.Tensor) -> torch.Tensor:
+        """``exp`` of a factor's log probabilities, kept for the last few tensors asked (a
+        sweep and its ELBO ask for the same factor several times)."""
+        for t, p in self._probs:
+            if t is logq:
+                return p
+        p = logq.exp()
+        self._probs = [(logq, p)] + self._probs[:2 * max(1, len(self.sites))]
+        return p
 
     def layout(self, tables) -> list:
         """``(name, table, plates, vars)`` per factor; ``log 0`` replaced by a very negative
@@ -292,7 +304,7 @@ class _MeanField:
         for i in self.by_site[v]:
             _, table, plates, vars_ = self.factors[i]
             others = [u for u in vars_ if u != v]
-            operands = [table] + [q[u].exp() for u in others]
+            operands = [table] + [self.probs(q[u]) for u in others]
             subs = [self._subs(plates, vars_)] + [self._subs(self.var_plates[u], (u,)) for u in others]
             out = self._subs(self.var_plates[v], (v,))
             total = total + torch.einsum(",".join(subs) + "->" + out, *operands)
@@ -302,7 +314,7 @@ class _MeanField:
         """``Σ_f E_q[ln f] + Σ_j H(q_j)`` in nats (eq. 19.30)."""
         total = self.expected_log_joint(q, self.factors)
         for v in self.sites:
-            p = q[v].exp()
+            p = self.probs(q[v])
             total = total - torch.where(p > 0, p * q[v], torch.zeros_like(p)).sum()
         return float(total)
 
@@ -313,7 +325,7 @@ class _MeanField:
             if not vars_:
                 total = total + table.sum()
                 continue
-            operands = [table] + [q[u].exp() for u in vars_]
+            operands = [table] + [self.probs(q[u]) for u in vars_]
             subs = [self._subs(plates, vars_)] + [self._subs(self.var_plates[u], (u,)) for u in vars_]
             total = total + torch.einsum(",".join(subs) + "->", *operands)
         return total
@@ -396,13 +408,8 @@ def _values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- Gaussian latents
 def _gaussian_applicability(graph, analysis) -> Applicability:
-    if analysis.discrete:
-        site = analysis.continuous[0]
-        return Applicability(False, f"continuous latent '{site}' ({graph.variables[site].family}) next to discrete "
-                                    f"latents {analysis.discrete[:3]}: mixed mean field is not implemented yet; use "
-                                    "method='svi' (discrete latents summed out) or 'map'", UnsupportedModelError)
-    if not _all_normal(graph, analysis.continuous):
-        return _conjugate_applicability(graph, analysis.continuous)
+    if analysis.discrete or not _all_normal(graph, analysis.continuous):
+        return _conjugate_applicability(graph, analysis)
     n = sum(graph.sites[s].value.numel() for s in analysis.continuous)
     if n > MAX_GAUSSIAN_DIM:
         return Applicability(False, f"{n} latent dimensions: the Gaussian mean field builds the dense {n} x {n} "
@@ -410,7 +417,7 @@ def _gaussian_applicability(graph, analysis) -> Applicability:
                              UnsupportedModelError)
     problem = _not_quadratic(graph, analysis.continuous)
     if problem:
-        other = _conjugate_applicability(graph, analysis.continuous)
+        other = _conjugate_applicability(graph, analysis)
         return other if other.ok else Applicability(False, problem, UnsupportedModelError)
     return Applicability(True, f"Gaussian mean field over {len(analysis.continuous)} Normal latent site(s), {n} "
                                "dimension(s) of a quadratic log joint (closed-form Gaussian factors)")
@@ -420,15 +427,16 @@ def _all_normal(graph, sites) -> bool:
     return all(graph.variables[s].family == "Normal" and len(graph.variables[s].event_shape) <= 1 for s in sites)
 
 
-def _conjugate_applicability(graph, sites) -> Applicability:
-    problem = conjugate_problem(graph, sites)
+def _conjugate_applicability(graph, analysis) -> Applicability:
+    problem = conjugate_problem(graph, analysis.moral)
     if problem:
-        return Applicability(False, f"{problem}; Beta, Dirichlet, Wishart, ... and mixed discrete/continuous models "
-                                    "are not implemented yet: use method='svi' (mean field: guide='normal') or 'map'",
+        return Applicability(False, f"{problem}; use method='svi' (mean field: guide='normal') or 'map'",
                              UnsupportedModelError)
-    families = sorted({graph.variables[s].family for s in sites})
-    return Applicability(True, f"conjugate-exponential mean field over {len(sites)} latent site(s) "
-                               f"({', '.join(families)}): natural parameters by sigma points (checked linear)")
+    families = sorted({graph.variables[s].family for s in analysis.continuous})
+    mixed = f" and {len(analysis.discrete)} discrete latent(s) (expected factor tables)" if analysis.discrete else ""
+    return Applicability(True, f"conjugate-exponential mean field over {len(analysis.continuous)} continuous latent "
+                               f"site(s) ({', '.join(families)}){mixed}: natural parameters by sigma points "
+                               "(checked linear)")
 
 
 def _not_quadratic(graph, sites) -> str | None:

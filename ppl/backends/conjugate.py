@@ -1,37 +1,41 @@
-"""CAVI for conjugate-exponential continuous latents (Normal, Gamma) by sigma points.
+"""CAVI for conjugate-exponential models, continuous or mixed with discrete latents.
 
-In a conjugate-exponential model the log joint is *multilinear* in the sufficient statistics
-``T_j(h_j)`` of the latents: linear in each site's statistics when the others are fixed
-(Normal: ``(h, h²)``; Gamma: ``(log τ, τ)``).  Then, under a mean field,
+In a conjugate-exponential model the log joint is *multilinear* in the sufficient
+statistics ``T_j(h_j)`` of the latents (Bishop 2006, §10.4): linear in each factor's
+statistics when the others are fixed.  Under a mean field
 
-* ``E_q[ln p(v, h)]`` is an affine function of each site's mean parameters
-  ``μ_j = E_q[T_j]``, and
-* the optimal factor is in the site's own family with natural parameters
-  ``η_j* = ∂ E_q[ln p] / ∂ μ_j`` (the rule of Autoconj, Hoffman, Johnson & Tran 2018;
-  Goodfellow et al. 2016, eq. 19.56; Bishop 2006, §10.4).
+* ``E_q[ln p(v, h)]`` is an affine function of each factor's mean parameters
+  ``M_j = E_q[T_j]``, and
+* the optimal factor is in its own family with natural parameters
+  ``η_j* = ∂ E_q[ln p] / ∂ M_j`` (the rule of Autoconj, Hoffman, Johnson & Tran 2018;
+  Goodfellow et al. 2016, eq. 19.56).  For a discrete latent the mean parameters are its
+  probabilities and this is eq. 19.18: the expected log factor tables.
 
-``E_q[ln p]`` is computed exactly from the user's model, with no symbolic rewriting, by
-*sigma points*.  Each site is replaced by a two-point distribution with the same mean
-parameters:
-* Normal: ``m ± σ``;
-* Gamma: ``μ₂ ± √(μ₂² − e^{2μ₁})``, whose geometric mean is ``e^{μ₁}`` and arithmetic mean ``μ₂``.
+``E_q[ln p]`` is computed from the user's model as written, with no symbolic rewriting:
 
-The model is evaluated at every combination of the sites' points, and the results are
-averaged.  For a function linear in each site's statistics this average equals the
-expectation under q exactly.  The points are differentiable in ``μ``, so autograd gives
-``η*``.
+1. Every discrete latent is enumerated (its own tensor dim, as in the exact backend), so
+   each factor becomes a table over its discrete scope; the expectation over a discrete
+   ``q`` is a contraction of that table against it.
+2. Each continuous factor (:mod:`ppl.ops.sigma`: Normal, Gamma, Beta, Dirichlet, Wishart,
+   and a MultivariateNormal mean with a Wishart-scaled precision as one Normal-Wishart
+   factor) is replaced by its *sigma points*, a few values with equal weights whose
+   average of ``T`` is ``M`` exactly.  A factor's table, averaged over the points of the
+   continuous factors it depends on, is its expectation under ``q``.
 
-Multilinearity is *checked*, not assumed.  ``E_q[ln p]`` must be affine in each site's
-mean parameters: a second difference along a random direction must vanish to round-off.
-A non-conjugate model, such as a Poisson likelihood on a Normal latent, fails that check
-and is refused.
+The tables come from :class:`~ppl.compiler.parametric.ParametricTables` with the continuous
+latents in the role of θ: one probe run shows which distribution arguments are plain
+selections of latent values (``loc[z]``, ``prec[z]``, ``Categorical(weights)``), and those
+factors are re-evaluated at the sigma points without running the model, batched (for a
+Gaussian likelihood by matrix products).  Other factors (the latents' own priors,
+``Normal(mu, tau ** -0.5)``) take one model run per combination of points.  All plate
+copies of a continuous site move to their ``k``-th point together: exact when every entry
+of a factor table touches one copy of each site (a factor inside the site's plates, or a
+copy selected by an enumerated index, as in a mixture).
 
-This path is for models whose continuous factors each touch one plate copy of each site:
-a factor in plates ``P`` may use sites in plates ``⊆ P``. Then moving all copies of a site
-to their ``+`` points together gives every factor copy its own independent combination, so
-``2^(number of sites)`` model runs give the exact expectation. Factors that couple the
-copies of one site (a regression with weights in a plate) are the Gaussian path's
-(:func:`ppl.backends.cavi._run_gaussian`).
+Conjugacy is *checked*, not assumed: ``E_q[ln p]`` must be affine in each factor's mean
+parameters, so its second difference along a random segment (different in every plate
+copy) must vanish to round-off.  A Poisson likelihood on a Normal latent, a Gamma used as
+a mean, or a factor coupling two copies of a site fails, naming the site.
 """
 
 from __future__ import annotations
@@ -39,199 +43,345 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
+from ..compiler.parametric import ParametricTables
+from ..compiler.families import enumerate_values
+from ..compiler.tables import enumeration_dims
+from ..dsl import trace_model
 from ..errors import NumericalError, OptionError
+from ..ops.contract import LogFactor
+from ..ops.sigma import RULES, NormalWishartRule
 from .base import run_context
+from .discrete import batch_layout
 from .meanfield import coordinate_ascent
-from .logjoint import LogJoint
 
-__all__ = ["FAMILIES", "conjugate_problem", "run_conjugate"]
+__all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "conjugate_problem", "run_conjugate"]
 
-#: Families with a sigma-point rule, and the most sites the path enumerates (2^k runs).
-FAMILIES = ("Normal", "Gamma")
-MAX_SITES = 8
+#: Latent families with a sigma-point rule (a MultivariateNormal only as the mean of a
+#: Normal-Wishart pair).
+FAMILIES = tuple(RULES) + ("MultivariateNormal (with a Wishart precision)",)
 
-
-# ----------------------------------------------------------------------------- families
-def _points(family, mu1, mu2):
-    """The two sigma points of a site with mean parameters ``(mu1, mu2)`` (weights ½)."""
-    if family == "Normal":
-        half = torch.sqrt((mu2 - mu1 * mu1).clamp_min(0.0))
-        return mu1 - half, mu1 + half
-    half = torch.sqrt((mu2 * mu2 - torch.exp(2.0 * mu1)).clamp_min(0.0))       # Gamma
-    return mu2 - half, mu2 + half
+#: Most combinations of sigma points one factor may need (the product over the continuous
+#: factors it depends on).
+MAX_COMBINATIONS = 256
 
 
-def _mean_params(family, q):
-    """``(E[T₁], E[T₂])`` of the factor ``q`` (``(m, s²)`` for Normal, ``(a, b)`` for Gamma)."""
-    p1, p2 = q
-    if family == "Normal":
-        return p1, p1 * p1 + p2
-    return torch.special.digamma(p1) - torch.log(p2), p1 / p2
+@dataclass
+class Block:
+    """One continuous mean-field factor: a rule over one or two sites (plates shared)."""
+
+    rule: object
+    sites: tuple
 
 
-def _from_natural(family, eta1, eta2):
-    """The factor of natural parameters ``η`` (``(m, s²)`` or ``(a, b)``), or None if improper."""
-    if family == "Normal":
-        precision = -2.0 * eta2
-        if not bool((precision > 0).all()):
-            return None
-        return eta1 / precision, 1.0 / precision
-    a, b = eta1 + 1.0, -eta2
-    if not bool(((a > 0) & (b > 0)).all()):
-        return None
-    return a, b
-
-
-def _natural(family, q):
-    p1, p2 = q
-    if family == "Normal":
-        return p1 / p2, -0.5 / p2
-    return p1 - 1.0, -p2
-
-
-def _entropy(family, q) -> torch.Tensor:
-    p1, p2 = q
-    if family == "Normal":
-        return 0.5 * torch.log(2 * math.pi * math.e * p2).sum()
-    a, b = p1, p2
-    return (a - torch.log(b) + torch.lgamma(a) + (1.0 - a) * torch.special.digamma(a)).sum()
-
-
-def _distribution(family, q):
-    p1, p2 = q
-    if family == "Normal":
-        return torch.distributions.Normal(p1, p2.sqrt())
-    return torch.distributions.Gamma(p1, p2)
-
-
-# ----------------------------------------------------------------------------- expectation
-class _Expectation:
-    """``E_q[ln p(v, h)]`` as a function of every site's mean parameters, by sigma points."""
-
-    def __init__(self, lj, sites, families):
-        self.lj, self.sites, self.families = lj, sites, families
-
-    def __call__(self, mu: dict) -> torch.Tensor:
-        points = {s: _points(self.families[s], *mu[s]) for s in self.sites}
-        total = 0.0
-        for signs in itertools.product((0, 1), repeat=len(self.sites)):
-            total = total + self.lj({s: points[s][k] for s, k in zip(self.sites, signs)})
-        return total / 2 ** len(self.sites)
-
-
-def conjugate_problem(graph, sites) -> str | None:
-    """Why the sigma-point path does not apply to ``graph``'s continuous latents, or None."""
-    if len(sites) > MAX_SITES:
-        return f"{len(sites)} continuous latent sites (the sigma-point path enumerates 2^k, at most {MAX_SITES})"
+# ----------------------------------------------------------------------------- structure
+def find_blocks(graph, sites):
+    """The continuous factors of ``sites``, or a string saying which site has no rule."""
+    blocks, used = [], set()
+    for w in sites:
+        if graph.variables[w].family != "Wishart":
+            continue
+        means = [s for s in sites if graph.variables[s].family == "MultivariateNormal"
+                 and w in graph.factors[s].scope and s not in used]
+        if len(means) == 1 and graph.variables[means[0]].plates == graph.variables[w].plates:
+            blocks.append(Block(NormalWishartRule(), (means[0], w)))
+            used.update((means[0], w))
     for s in sites:
+        if s in used:
+            continue
         var = graph.variables[s]
-        if var.family not in FAMILIES or var.event_shape:
-            return (f"continuous latent '{s}' ({var.family}{' with event shape' if var.event_shape else ''}): "
-                    f"closed-form mean-field updates exist here for scalar {', '.join(FAMILIES)} latents")
-    for name, f in graph.factors.items():
-        for s in f.scope:
-            if s in sites and not set(graph.variables[s].plates) <= set(f.plates):
-                return (f"factor '{name}' couples the plate copies of latent '{s}' (a factor outside the plate of "
-                        "some of its latents); the sigma-point path needs one copy per factor")
+        rule = RULES.get(var.family)
+        if rule is None:
+            return (f"continuous latent '{s}' ({var.family}): closed-form mean-field factors exist here for "
+                    f"{', '.join(FAMILIES)}")
+        blocks.append(Block(rule, (s,)))
+        used.add(s)
+    return blocks
+
+
+def _start_values(graph, sites, device, dtype):
+    """Site -> its prior mean where the family has one, else the value drawn when the model
+    was compiled (no new model run)."""
+    out = {}
+    for s in sites:
+        record = graph.sites[s]
+        v = record.value
+        try:
+            v = record.fn.mean.expand(v.shape)
+        except (NotImplementedError, RuntimeError, AttributeError):
+            pass
+        if not bool(torch.isfinite(v).all()):
+            v = record.value
+        out[s] = v.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone()
+    return out
+
+
+class ConjugateModel:
+    """Expected factor tables of a conjugate-exponential model under a mean field.
+
+    Parameters
+    ----------
+    graph : FactorGraph
+    moral : networkx.Graph
+        The analysis' moral graph (for the enumeration dims).
+    blocks : list[Block]
+    dtype, device
+        Of the tables.
+
+    Attributes
+    ----------
+    tables : ParametricTables
+        With the continuous latents as θ.
+    deps : dict[str, tuple[int, ...]]
+        Factor -> the blocks its table depends on.
+    """
+
+    def __init__(self, graph, moral, blocks, dtype, device):
+        self.graph, self.blocks, self.dtype, self.device = graph, blocks, dtype, device
+        self.cont = [s for b in blocks for s in b.sites]
+        self.dims = enumeration_dims(graph, moral)
+        self.start = _start_values(graph, self.cont, device, dtype)
+        key = ("cavi_latent_tables", dtype, str(device), tuple(self.cont))
+        if key not in graph.cache:  # the structure found does not depend on the values: one probe per graph
+            graph.cache[key] = ParametricTables(graph, self.dims, graph.plate_order, self.start, dtype=dtype,
+                                                device=device, latents=self.cont)
+        self.tables = graph.cache[key]
+        owner = {s: i for i, b in enumerate(blocks) for s in b.sites}
+        self.deps = {n: tuple(sorted({owner[s] for s in f.scope if s in owner})) for n, f in graph.factors.items()}
+        self.names = list(graph.factors)
+        for n, d in self.deps.items():
+            combos = math.prod(2 * b.rule.n_sites for b in (blocks[i] for i in d))
+            if combos > MAX_COMBINATIONS:
+                raise ValueError(f"factor '{n}' depends on {len(d)} continuous factors ({combos} combinations of "
+                                 f"sigma points, at most {MAX_COMBINATIONS})")
+
+    def initial(self, init):
+        """Each block's starting factor, centred on the probe run's values (or on ``init``)."""
+        values = dict(self.start)
+        if isinstance(init, dict):
+            for k, v in init.items():
+                if k in values:
+                    values[k] = torch.as_tensor(v, dtype=self.dtype, device=self.device).expand(values[k].shape)
+        return [b.rule.initial(tuple(values[s] for s in b.sites)) for b in self.blocks]
+
+    def factor_tables(self, qc, names=None, leaves=None) -> dict:
+        """Factor name -> expected log table (``E`` over the continuous factors; the discrete
+        scope enumerated), for ``names`` (default all, in graph order).  ``leaves``: block
+        index -> mean parameters to differentiate through (the others are detached)."""
+        names = self.names if names is None else [n for n in self.names if n in names]
+        means = {}
+        for i, (b, q) in enumerate(zip(self.blocks, qc)):
+            if leaves is not None and i in leaves:
+                means[i] = leaves[i]
+            else:
+                means[i] = tuple(t.detach() for t in b.rule.mean(q))
+        points = {i: self.blocks[i].rule.points(means[i]) for i in range(len(self.blocks))}
+        pt = self.tables
+        out = {}
+        wanted = set(names)
+        for n in names:
+            if n in pt.constant:
+                out[n] = pt.constant[n]
+        for g in pt.groups:
+            if not wanted & set(g.members):
+                continue
+            deps = sorted({i for m in g.members for i in self.deps[m]})
+            combos = itertools.product(*(range(len(points[i])) for i in deps))
+            acc = g.expected_log_tables([pt.space.flat(self._values(points, dict(zip(deps, c)))) for c in combos])
+            for k, m in enumerate(g.members):
+                if m in wanted:
+                    out[m] = acc[k] if acc.shape[0] > 1 else acc[0]
+        by_deps = {}  # slow factors by the blocks they depend on: one set of runs each
+        for n in names:
+            if n in pt.slow:
+                by_deps.setdefault(self.deps[n], []).append(n)
+        for deps, slow in by_deps.items():
+            combos = list(itertools.product(*(range(len(points[i])) for i in deps)))
+            acc = {}
+            for combo in combos:
+                tabs = pt.slow_tables(self._values(points, dict(zip(deps, combo))), grad=leaves is not None,
+                                      names=slow)
+                for n in slow:
+                    acc[n] = tabs[n] if n not in acc else acc[n] + tabs[n]
+            for n in slow:
+                out[n] = acc[n] / len(combos)
+        return {n: LogFactor(out[n], *pt.layouts[n]) for n in names}
+
+    def _values(self, points, choice) -> dict:
+        """Site -> value at the chosen point of each block (point 0 for the others)."""
+        vals = {}
+        for i, b in enumerate(self.blocks):
+            p = points[i][choice.get(i, 0)]
+            for s, v in zip(b.sites, p):
+                vals[s] = v
+        return {s: vals[s] for s in self.tables.space.names}
+
+    def factors_of(self, i) -> set:
+        return {n for n, d in self.deps.items() if i in d}
+
+
+# ----------------------------------------------------------------------------- analysis
+def conjugate_problem(graph, moral) -> str | None:
+    """Why the conjugate path does not apply to ``graph``'s latents, or None (cached per graph)."""
+    key = ("cavi_conjugate_problem",)
+    if key not in graph.cache:
+        graph.cache[key] = _problem(graph, moral)
+    return graph.cache[key]
+
+
+def _problem(graph, moral):
+    from .cavi import _MeanField
+
+    blocks = find_blocks(graph, graph.continuous_latent())
+    if isinstance(blocks, str):
+        return blocks
     try:
-        lj, families, q = _setup(graph, sites, torch.device("cpu"), torch.float64, seed=0)
-        expectation = _Expectation(lj, sites, families)
+        cm = ConjugateModel(graph, moral, blocks, torch.float64, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(0)
+        qc = cm.initial("random")
+        disc = graph.discrete_latent()
+        mf = _MeanField(graph, disc, cm.factor_tables(qc), torch.float64, torch.device("cpu"))
+        qd = mf.initial("random", 0)
         with torch.no_grad():
-            mu = {u: _mean_params(families[u], q[u]) for u in sites}
-            for s in sites:
-                # E_q[ln p] must be affine in μ_s: its second difference along the line from
-                # μ_s to the mean parameters of a perturbed factor (both feasible) vanishes
-                a = torch.stack(mu[s])
-                b = torch.stack(_mean_params(families[s], _perturbed(families[s], q[s])))
-                line = [a + t * (b - a) for t in (0.0, 0.5, 1.0)]
-                vals = [float(expectation({**mu, s: (p[0], p[1])})) for p in line]
+            for i, b in enumerate(blocks):
+                names = cm.factors_of(i)
+                a = b.rule.mean(qc[i])
+                c = b.rule.mean(b.rule.perturbed(qc[i], gen))
+                vals = []
+                for t in (0.0, 0.5, 1.0):
+                    m = tuple(x + t * (y - x) for x, y in zip(a, c))
+                    tabs = cm.factor_tables(qc, names=names, leaves={i: m})
+                    vals.append(float(mf.expected_log_joint(qd, mf.layout(tabs))))
                 second = vals[0] - 2 * vals[1] + vals[2]
-                if not all(math.isfinite(v) for v in vals) or abs(second) > 1e-8 * (sum(abs(v) for v in vals) + 1):
-                    return (f"the log joint is not linear in the sufficient statistics of latent '{s}' "
-                            f"({families[s]}): the model is not conjugate-exponential in it (e.g. a non-Gaussian "
-                            "likelihood on a Normal latent), so its mean-field factor has no closed form here")
+                if not all(math.isfinite(v) for v in vals) or abs(second) > 1e-7 * (sum(abs(v) for v in vals) + 1):
+                    site = " and ".join(f"'{s}'" for s in b.sites)
+                    return (f"the log joint is not linear in the sufficient statistics of latent {site} "
+                            f"({b.rule.name}): the model is not conjugate-exponential in it (e.g. a non-Gaussian "
+                            "likelihood on a Normal latent, or a factor coupling several plate copies of it), so "
+                            "its mean-field factor has no closed form here")
     except (ValueError, RuntimeError) as e:
         return f"the model could not be evaluated on sigma points: {type(e).__name__}: {e}"
     return None
 
 
-def _perturbed(family, q):
-    """A nearby member of the family (the mean parameters of the segment between it and ``q``
-    are feasible: both sets are convex)."""
-    p1, p2 = q
-    if family == "Normal":
-        return p1 + 0.3, p2 * 1.5
-    return p1 * 1.5, p2 * 0.8
-
-
-def _setup(graph, sites, device, dtype, seed, init="random"):
-    """LogJoint, families, and initial factors: site -> (p1, p2) with the site's shape."""
-    families = {s: graph.variables[s].family for s in sites}
-    with run_context(device, dtype, seed):
-        lj = LogJoint(graph, device, dtype)
-        start = lj.initial_values(sites, "sample" if init == "random" else "mean") if not isinstance(init, dict) \
-            else lj.initial_values(sites, init)
-    q = {}
-    for s in sites:
-        v = start[s]
-        if families[s] == "Normal":
-            q[s] = (v.clone(), torch.ones_like(v))
-        else:
-            q[s] = (torch.full_like(v, 2.0), 2.0 / v)              # mean = value, shape 2
-    return lj, families, q
-
-
 # ----------------------------------------------------------------------------- run
-def run_conjugate(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
-    """CAVI sweeps with sigma-point natural parameters; see the module docstring."""
+def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress,
+                  start):
+    """CAVI sweeps over the discrete factors (expected tables) and the continuous factors
+    (sigma-point natural parameters); see the module docstring."""
     from ..posterior import FactorPosterior
+    from .cavi import _MeanField, _damped
 
-    sites = graph.continuous_latent()
     if not (isinstance(init, dict) or init in ("random", "uniform")):
         raise OptionError(f"init must be 'random', 'uniform' or a dict site -> starting value, got {init!r}")
-    lj, families, q = _setup(graph, sites, device, dtype, seed, init)
-    expectation = _Expectation(lj, sites, families)
+    blocks = find_blocks(graph, graph.continuous_latent())
+    cm = ConjugateModel(graph, moral, blocks, dtype, device)
+    qc = cm.initial(init)
+    disc = graph.discrete_latent()
+    mf = _MeanField(graph, disc, cm.factor_tables(qc), dtype, device)
+    qd = mf.initial({k: v for k, v in init.items() if k in disc} if isinstance(init, dict) else init, seed)
+    factor_sets = [cm.factors_of(i) for i in range(len(blocks))]
+    cache = {}
 
-    def elbo(q) -> float:
+    def tables(qc):
+        """Expected tables at the continuous factors ``qc``, differentiable in every block's
+        mean parameters; the last set is kept: the ELBO of a sweep's result, the next sweep's
+        discrete step and its gradients (E is affine in each block's mean parameters, so the
+        gradient at these tables is the gradient at any later q of the other blocks that
+        share no factor with it) all use it."""
+        key = tuple(id(t) for q in qc for t in q)
+        if cache.get("key") != key:
+            leaves = {i: tuple(t.detach().clone().requires_grad_(True) for t in b.rule.mean(q))
+                      for i, (b, q) in enumerate(zip(blocks, qc))}
+            with torch.enable_grad():
+                layout = mf.layout(cm.factor_tables(qc, leaves=leaves))
+            cache.update(key=key, layout=layout, qc=tuple(qc), leaves=leaves)
+        return cache["layout"]
+
+    def elbo(state) -> float:
+        layout = tables(state["c"])
         with torch.no_grad():
-            mu = {s: _mean_params(families[s], q[s]) for s in sites}
-            return float(expectation(mu) + sum(_entropy(families[s], q[s]) for s in sites))
+            total = mf.expected_log_joint(state["d"], layout)
+            for v in disc:
+                p = mf.probs(state["d"][v])
+                total = total - torch.where(p > 0, p * state["d"][v], torch.zeros_like(p)).sum()
+            total = total + sum(b.rule.entropy(q) for b, q in zip(blocks, state["c"]))
+        return float(total)
 
-    def optimum(q, s):
-        mu = {u: tuple(t.detach() for t in _mean_params(families[u], q[u])) for u in sites}
-        leaves = tuple(t.clone().requires_grad_(True) for t in mu[s])
+    def gradient(qd_now, qc_now, i):
+        """``∂ E_q[ln p] / ∂ M_i`` at ``(qd_now, qc_now)``: from the kept tables when no block
+        updated since shares a factor with block ``i``, else from new ones."""
+        if "qc" in cache:
+            changed = [j for j, (a, b) in enumerate(zip(qc_now, cache["qc"])) if a is not b]
+            if all(factor_sets[j].isdisjoint(factor_sets[i]) for j in changed):
+                layout = [f for f in cache["layout"] if f[0] in factor_sets[i]]
+                leaves = cache["leaves"][i]
+                with torch.enable_grad():
+                    e = mf.expected_log_joint(qd_now, layout)
+                    return torch.autograd.grad(e, leaves, allow_unused=True, retain_graph=True), leaves
+        leaves = tuple(t.detach().clone().requires_grad_(True) for t in blocks[i].rule.mean(qc_now[i]))
         with torch.enable_grad():
-            e = expectation({**mu, s: leaves})
-            eta = torch.autograd.grad(e, leaves)
-        old = _natural(families[s], q[s])
+            tabs = cm.factor_tables(qc_now, names=factor_sets[i], leaves={i: leaves})
+            e = mf.expected_log_joint(qd_now, mf.layout(tabs))
+            return torch.autograd.grad(e, leaves, allow_unused=True), leaves
+
+    def optimum(qd_now, qc_now, i):
+        b = blocks[i]
+        eta, leaves = gradient(qd_now, qc_now, i)
+        eta = tuple(torch.zeros_like(l) if g is None else g for g, l in zip(eta, leaves))
+        old = b.rule.natural(qc_now[i])
         eta = tuple((1.0 - damping) * o + damping * n for o, n in zip(old, eta))
-        new = _from_natural(families[s], *eta)
+        new = b.rule.from_natural(eta)
         if new is None:
-            raise NumericalError(f"CAVI: the update of latent '{s}' ({families[s]}) has improper natural "
-                                 f"parameters (the model's log joint is not bounded in it under q)")
+            site = " and ".join(f"'{s}'" for s in b.sites)
+            raise NumericalError(f"CAVI: the update of latent {site} ({b.rule.name}) has improper natural parameters "
+                                 "(the model's log joint is not bounded in it under q)")
         return tuple(t.detach() for t in new)
 
-    def sweep(q):
-        if schedule == "sequential":
-            q = dict(q)
-            for s in sites:
-                q[s] = optimum(q, s)
-            return q
-        return {s: optimum(q, s) for s in sites}
+    def sweep(state):
+        qd_old, qc_old = state["d"], state["c"]
+        mf.factors = tables(qc_old)  # the parallel schedule's discrete step uses the old tables
+        if schedule == "sequential":  # continuous factors first (from the given discrete q), then the discrete
+            qc_new = list(qc_old)
+            for i in range(len(blocks)):
+                qc_new[i] = optimum(qd_old, qc_new, i)
+            qd_new = dict(qd_old)
+            if disc:
+                mf.factors = tables(qc_new)
+                with torch.no_grad():
+                    for v in disc:
+                        qd_new[v] = _damped(qd_new[v], mf.optimum(v, qd_new), damping)
+        else:
+            with torch.no_grad():
+                qd_new = {v: _damped(qd_old[v], mf.optimum(v, qd_old), damping) for v in disc}
+            qc_new = [optimum(qd_old, qc_old, i) for i in range(len(blocks))]
+        return {"d": qd_new, "c": tuple(qc_new)}
 
     def moved(new, old):
-        return max(float((a - b).abs().max()) / (1.0 + float(b.abs().max()))
-                   for s in sites for a, b in zip(new[s], old[s]))
+        changes = [b.rule.moved(a, c) for b, a, c in zip(blocks, new["c"], old["c"])]
+        changes += [float((new["d"][v].exp() - old["d"][v].exp()).abs().max()) for v in disc]
+        return max(changes, default=0.0)
 
+    state = {"d": qd, "c": tuple(qc)}
     with run_context(device, dtype, None):
-        q, history, converged, decreases = coordinate_ascent(
-            q, sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
+        state, history, converged, decreases = coordinate_ascent(
+            state, sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
             progress=progress)
+    factors, joint = {}, {}
+    for b, q in zip(blocks, state["c"]):
+        factors.update(zip(b.sites, b.rule.distributions(q)))
+        if b.rule.n_sites > 1:
+            joint[b.sites] = (lambda rule, q: lambda n: rule.sample(q, n))(b.rule, q)
+    probs = {v: state["d"][v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
+             for v in disc}
+    supports = {v: enumerate_values(graph.sites[v].fn).to(device) for v in disc}
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "path": "sigma points",
-                   "decreases": decreases, "device": str(device)}
-    return FactorPosterior(method, graph=graph, factors={s: _distribution(families[s], q[s]) for s in sites},
-                           elbo=history[-1], history=history, converged=converged,
-                           elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+                   "decreases": decreases, "device": str(device),
+                   "factors": {" & ".join(b.sites): b.rule.name for b in blocks}}
+    return FactorPosterior(method, graph=graph, factors=factors, marginals=probs, supports=supports,
+                           families={v: graph.variables[v].family for v in disc}, joint=joint, elbo=history[-1],
+                           history=history, converged=converged, elapsed=time.perf_counter() - start,
+                           diagnostics=diagnostics)

@@ -35,6 +35,9 @@ class CheckObservations(Messenger):
     observations : dict[str, torch.Tensor]
         The bound observations (unused: every observed site is checked, whether its value
         came from ``data`` or from ``obs=`` in the model; kept for messages).
+    validate : bool
+        Check values (default).  ``False`` only casts: for the repeated runs of a model
+        whose data were checked when it was compiled.
 
     Raises
     ------
@@ -44,10 +47,11 @@ class CheckObservations(Messenger):
         or a value outside the support; the message names the site, expected and actual.
     """
 
-    def __init__(self, model, observations: dict):
+    def __init__(self, model, observations: dict, validate: bool = True):
         super().__init__()
         self.model = model
         self.observations = observations
+        self.validate = validate
 
     def _pyro_sample(self, msg):
         if not msg["is_observed"] or site_is_subsample(msg) or msg.get("infer", {}).get("_deterministic"):
@@ -73,7 +77,8 @@ class CheckObservations(Messenger):
             if torch.finfo(dtype).bits > torch.finfo(value.dtype).bits:
                 value = value.to(dtype)  # lossless: float32 data must not pull a float64 density down
         msg["value"] = value
-        check_observation(self.model, name, fn, value)
+        if self.validate:
+            check_observation(self.model, name, fn, value)
 
 
 def _float_dtype(fn) -> torch.dtype:

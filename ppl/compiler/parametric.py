@@ -21,6 +21,7 @@ over gathers; expected complete-data log-likelihood for L-BFGS) are built on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -30,10 +31,10 @@ from pyro.poutine.messenger import Messenger
 
 from ..ops import expfam
 from . import families
-from .probe import Probe, escaped_params, positions_of
+from .probe import Probe, escaped_params, positions_of, scale_of, track_scales
 from .tables import enumerated_trace, factor_layout, latent_mask, log_factor_tables, masked_latent_log_prob
 
-__all__ = ["ParamSpace", "FactorTemplate", "FactorGroup", "ParametricTables", "parametric_tables"]
+__all__ = ["SubstituteLatents", "ParamSpace", "FactorTemplate", "FactorGroup", "ParametricTables", "parametric_tables"]
 
 #: Distribution families rebuilt from their constructor arguments (slots).
 FAMILY_SLOTS = {
@@ -149,12 +150,16 @@ class FactorTemplate:
     deps: frozenset = frozenset()
     slow: str = None
     masked_fill: float = 0.0  # log table entry of masked-out copies (-log K for a latent's own factor)
+    scales: dict = field(default_factory=dict)  # slot -> constant factor of a scaled gather (CAVI probes)
+    value_gather: bool = False  # the value is a gather of θ (a substituted latent's own factor)
 
     def key(self):
         """Templates with equal keys are evaluated as one stacked batch."""
         slots = tuple((s, k, tuple(t.shape), t.dtype) for s, (k, t) in sorted(self.slots.items()))
+        slots += tuple((s, tuple(t.shape)) for s, t in sorted(self.scales.items()))
         mask = None if self.mask is None else tuple(self.mask.shape)
-        return (self.cls, slots, tuple(self.value.shape), self.value.dtype, self.n_re, mask, self.scale,
+        return (self.cls, slots, tuple(self.value.shape), self.value.dtype, self.value_gather, self.n_re, mask,
+                self.scale,
                 self.plates, len(self.vars), self.sizes, self.masked_fill)
 
 
@@ -182,20 +187,66 @@ class FactorGroup:
     mask: torch.Tensor
     deps: frozenset
     stats: dict = field(default_factory=dict)  # value-derived constants (x xᵀ)
+    scales: dict = field(default_factory=dict)  # slot -> stacked factors of scaled gathers
+
+    def observed(self, theta_flat: torch.Tensor) -> torch.Tensor:
+        """The members' values: the data or enumerated support, or θ's elements for the
+        factors of substituted latents."""
+        return theta_flat[self.value] if self.template.value_gather else self.value
+
+    def arguments(self, theta_flat: torch.Tensor) -> dict:
+        """Slot -> the distribution argument at θ (gathers, scaled gathers, constants)."""
+        kw = {s: (theta_flat[t] if k == "gather" else t) for s, (k, t) in self.slots.items()}
+        for s, c in self.scales.items():
+            kw[s] = kw[s] * c
+        return kw
 
     def distribution(self, theta_flat: torch.Tensor):
         """The members' base distribution at θ, batch shape ``(G,) + layout``."""
-        kw = {s: (theta_flat[t] if k == "gather" else t) for s, (k, t) in self.slots.items()}
-        return self.template.cls(**kw, validate_args=False)
+        return self.template.cls(**self.arguments(theta_flat), validate_args=False)
 
     def log_tables(self, theta_flat: torch.Tensor) -> torch.Tensor:
         """Log tables of every member at θ: shape ``(G,) + sizes`` (G possibly broadcast 1)."""
         t = self.template
         lp = self._gaussian(theta_flat)
         if lp is None:
-            lp = self.distribution(theta_flat).log_prob(self.value)
+            lp = self.distribution(theta_flat).log_prob(self.observed(theta_flat))
             if t.n_re:
                 lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
+        return self._finish(lp)
+
+    def expected_log_tables(self, thetas: list) -> torch.Tensor:
+        """The average of :meth:`log_tables` over the θ's in ``thetas`` (equal weights; CAVI's
+        sigma points), shape ``(G,) + sizes``.
+
+        For a MultivariateNormal of a floating value the average is taken of the parameters'
+        natural statistics ``(Λ, Λμ, μᵀΛμ, ln|Λ|)`` (small: no data dims), and the table is
+        ``½E ln|Λ| - ½⟨x xᵀ, EΛ⟩ + xᵀE[Λμ] - ½E[μᵀΛμ] - (D/2) ln 2π`` (Bishop 2006, eq.
+        10.64): exact for any θ's, since the log density is linear in those statistics, and
+        one pass over the data instead of one per θ."""
+        t = self.template
+        x = self.value
+        if t.value_gather or not (t.family == "MultivariateNormal" and t.n_re == 0 and x.is_floating_point()
+                                  and len(thetas) > 1):
+            return sum(self.log_tables(f) for f in thetas) / len(thetas)
+        acc = None
+        for flat in thetas:
+            kw = self.arguments(flat)
+            loc = kw["loc"]
+            if "precision_matrix" in kw:
+                prec = kw["precision_matrix"]
+            else:
+                tril = kw["scale_tril"] if "scale_tril" in kw else torch.linalg.cholesky(kw["covariance_matrix"])
+                prec = torch.cholesky_inverse(tril.reshape((-1,) + tril.shape[-2:])).reshape(tril.shape)
+            pl = torch.einsum("...de,...e->...d", prec, loc)
+            stats = (prec, pl, (pl * loc).sum(-1), torch.logdet(prec))
+            acc = stats if acc is None else tuple(a + b for a, b in zip(acc, stats))
+        prec, pl, quad, logdet = (a / len(thetas) for a in acc)
+        return self._finish(expfam.mvn_expected_log_prob(x, prec, pl, quad, logdet, self.outer()))
+
+    def _finish(self, lp: torch.Tensor) -> torch.Tensor:
+        """Mask, scale and broadcast a members' log-prob to ``(G,) + sizes``."""
+        t = self.template
         if self.mask is not None:
             lp = torch.where(self.mask, lp, torch.full((), t.masked_fill, dtype=lp.dtype, device=lp.device))
         if t.scale != 1.0:
@@ -216,7 +267,7 @@ class FactorGroup:
         """Normal / MultivariateNormal tables by matrix products (:mod:`ppl.ops.expfam`),
         or None for other families."""
         t = self.template
-        kw = {s: (theta_flat[x] if k == "gather" else x) for s, (k, x) in self.slots.items()}
+        kw = self.arguments(theta_flat)
         x = self.value
         if t.family == "Normal" and x.is_floating_point():
             return expfam.normal_log_prob(x, kw["loc"], kw["scale"], t.n_re)
@@ -229,6 +280,20 @@ class FactorGroup:
                 tril = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(kw["precision_matrix"])))
             return expfam.mvn_log_prob(x, kw["loc"], tril, self.outer())
         return None
+
+
+class SubstituteLatents(Messenger):
+    """Give every latent sample site named in ``values`` that value (not observed: its own
+    factor is evaluated at it, as for any sampled value)."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
 
 
 class _SubstituteParams(Messenger):
@@ -282,6 +347,11 @@ class ParametricTables:
         θ at which the probe run is made (constrained values).
     dtype, device
         Of the tables.
+    latents : collection of str
+        Names in ``values`` that are continuous *latent sample sites*, not params: their
+        values are substituted into the model (:class:`SubstituteLatents`), so tables are
+        functions of latent values (CAVI's sigma points).  A latent's own factor (its value
+        varies with θ) is always slow.
 
     Attributes
     ----------
@@ -300,8 +370,9 @@ class ParametricTables:
         installs some.
     """
 
-    def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None):
+    def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None, latents=()):
         self.graph = graph
+        self.latents = frozenset(latents)
         self.dims = dims
         self.plate_order = plate_order
         self.dtype = dtype
@@ -313,8 +384,10 @@ class ParametricTables:
             pos = torch.arange(offset, offset + v.numel(), device=device).reshape(v.shape)
             probe_values[k] = Probe.wrap(v.clone(), pos, {k})
             offset += v.numel()
-        sub = _SubstituteParams(probe_values)
-        trace = enumerated_trace(graph, dims, dtype, sub, log_prob=False)
+        sub = _SubstituteParams({k: v for k, v in probe_values.items() if k not in self.latents})
+        subl = SubstituteLatents({k: v for k, v in probe_values.items() if k in self.latents})
+        with track_scales() if self.latents else contextlib.nullcontext():
+            trace = enumerated_trace(graph, dims, dtype, sub, subl, log_prob=False)
         self.space = ParamSpace.build(values, sub.constraints)
         escaped = escaped_params(reset=True)
         param_names = set(values)
@@ -344,6 +417,11 @@ class ParametricTables:
         self._verify(values)
         self.layouts = {n: (t.plates, t.vars) for n, t in self.templates.items()}
         self.direct = {}
+        for name in self.latents:  # a slow latent factor whose distribution depends on no θ: fn.log_prob(value)
+            if name in self.slow and not (set(graph.factors[name].scope) & set(values)) - {name}:
+                direct = self._own_factor(name)
+                if direct is not None:
+                    self.direct[name] = direct
         self._sites = None  # the probe trace is not kept
 
     def _traced(self, name) -> torch.Tensor:
@@ -364,6 +442,21 @@ class ParametricTables:
                 keep = layout.canonical(_plain(own), 0, expand=True)
                 fill = masked_latent_log_prob(self.graph.variables[name].cardinality, table)
                 table = torch.where(keep, table, fill)
+        return table
+
+    def _own_factor(self, name):
+        """``values -> table`` of latent ``name``'s own factor from the probe run's
+        distribution (its arguments are constants), or None if it is masked or scaled."""
+        site, layout = self._sites[name]
+        scale = site.get("scale", 1.0)
+        if site.get("mask") is not None or not (isinstance(scale, (int, float)) and scale == 1.0):
+            return None
+        fn = site["fn"]
+        dtype = self.dtype
+
+        def table(values):
+            lp = fn.log_prob(values[name])
+            return layout.canonical(lp, 0, expand=True).to(dtype)
         return table
 
     # ---------------------------------------------------------------- build
@@ -431,8 +524,22 @@ class ParametricTables:
             src = pos if pos is not None else _plain(x).detach().to(self.dtype)
             src = layout.canonical(_compact(src), tail)
             t.slots[s] = ("gather", _compact_equal(src)) if pos is not None else ("const", _compact(src))
+            factor = scale_of(x)
+            if factor is not None and pos is not None:
+                t.scales[s] = _compact_equal(layout.canonical(_compact(factor.to(self.dtype)), tail))
+        if name in self.latents:
+            slot_deps.add(name)  # its value
         if set(t.deps) - slot_deps:
             t.slow = f"depends on param(s) {sorted(set(t.deps) - slot_deps)} outside its distribution's arguments"
+            return t
+        if name in self.latents:  # a substituted latent's own factor: its value is θ itself
+            pos, _ = positions_of(site["value"])
+            if pos is None:
+                t.slow = "the value of a substituted latent is not its own probe"
+                return t
+            t.value_gather = True
+            t.value = _compact(layout.canonical(_compact(pos), n_re + len(fn.event_shape)))
+            t.deps = t.deps | {name}
             return t
         value = _plain(site["value"]).detach()
         if value.is_floating_point():
@@ -456,7 +563,9 @@ class ParametricTables:
         slots = {s: (k, stack([t.slots[s][1] for t in ts])) for s, (k, _) in first.slots.items()}
         mask = None if first.mask is None else stack([t.mask for t in ts])
         deps = frozenset().union(*(t.deps for t in ts))
-        return FactorGroup([t.name for t in ts], first, slots, stack([t.value for t in ts]), mask, deps)
+        scales = {s: stack([t.scales[s] for t in ts]) for s in first.scales}
+        return FactorGroup([t.name for t in ts], first, slots, stack([t.value for t in ts]), mask, deps,
+                           scales=scales)
 
     def _verify(self, values) -> None:
         """Rebuilt tables must equal the traced ones at the probe θ (checked on the first,
@@ -503,20 +612,22 @@ class ParametricTables:
         """Per group, the stacked tables ``(G,) + sizes``."""
         return [g.log_tables(flat) for g in self.groups]
 
-    def slow_tables(self, values: dict, grad: bool = False) -> dict:
-        """Tables of the slow factors, by one model run with θ substituted (the
-        :attr:`direct` ones by their functions, without a run)."""
-        if not self.slow:
+    def slow_tables(self, values: dict, grad: bool = False, names=None) -> dict:
+        """Tables of the slow factors (or of ``names`` among them), by one model run with θ
+        substituted (the :attr:`direct` ones by their functions, without a run)."""
+        slow = self.slow if names is None else [n for n in self.slow if n in names]
+        if not slow:
             return {}
-        run = [n for n in self.slow if n not in self.direct]
+        run = [n for n in slow if n not in self.direct]
         out = {}
         if run:
-            sub = poutine.substitute(data=dict(values))
+            sub = poutine.substitute(data={k: v for k, v in values.items() if k not in self.latents})
+            subl = SubstituteLatents({k: v for k, v in values.items() if k in self.latents})
             tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
-                                       messengers=(sub,), names=run, grad=grad)
+                                       messengers=(sub, subl), names=run, grad=grad, validate=False)
             out = {n: f.table for n, f in tables.items()}
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            for n in self.slow:
+            for n in slow:
                 if n in self.direct:
                     out[n] = self.direct[n](values)
         return out

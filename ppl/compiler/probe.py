@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Probe", "positions_of", "escaped_params"]
+__all__ = ["Probe", "positions_of", "scale_of", "track_scales", "escaped_params"]
 
 # Operations that only select, reorder or broadcast elements: applied to the positions.
 _VIEWS = frozenset({
@@ -39,6 +39,11 @@ _SUMS = frozenset({"sum"})
 _LSE = frozenset({"logsumexp"})
 _DIVS = frozenset({"div", "__truediv__", "true_divide", "divide"})
 _SUBS = frozenset({"sub", "__sub__", "subtract"})
+_MULS = frozenset({"mul", "__mul__", "__rmul__", "multiply"})
+
+#: Whether a constant times a gather is tracked as a *scaled gather* (``beta0 * prec``):
+#: on for CAVI's probe runs of latent values only (EM's closed forms need plain gathers).
+_track = [False]
 
 #: Names of params whose values left torch during a probe run (``float(theta)``...).
 _escaped: set = set()
@@ -59,6 +64,7 @@ class Probe(torch.Tensor):
     ppl_positions = None
     ppl_deps: frozenset = frozenset()
     ppl_rowop = None  # (kind, source probe) for the row sums / logsumexps of a gather
+    ppl_scale = None  # for a scaled gather: the constant factor, broadcast to the tensor's shape
 
     @staticmethod
     def wrap(value: torch.Tensor, positions, deps) -> "Probe":
@@ -67,6 +73,7 @@ class Probe(torch.Tensor):
         out.ppl_positions = positions
         out.ppl_deps = frozenset(deps)
         out.ppl_rowop = None
+        out.ppl_scale = None
         return out
 
     @classmethod
@@ -82,6 +89,37 @@ class Probe(torch.Tensor):
         if not probes or name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
             return out
         deps = frozenset().union(*(p.ppl_deps for p in probes))
+        if any(p.ppl_scale is not None for p in probes):
+            # a scaled gather stays one through copies and views (a distribution's constructor
+            # expands its arguments), the same op applied to its factor; any other op makes it
+            # a general function of θ
+            p = probes[0]
+            if len(probes) == 1 and isinstance(out, torch.Tensor) and (name in _SAME or name in _VIEWS):
+                positions = _positions(name, func, args, kwargs, probes, out)
+                if isinstance(positions, torch.Tensor) and positions.shape == out.shape:
+                    try:
+                        with torch._C.DisableTorchFunctionSubclass():
+                            factor = func(*(_swap(a, "ppl_scale") for a in args),
+                                          **{k: _swap(v, "ppl_scale") for k, v in kwargs.items()})
+                    except Exception:  # an op the factor cannot follow
+                        factor = None
+                    if isinstance(factor, torch.Tensor) and factor.shape == out.shape:
+                        res = Probe.wrap(out, positions, deps)
+                        res.ppl_scale = factor
+                        return res
+            return _wrap_out(out, None, deps, name, args, kwargs, probes)
+        if _track[0] and name in _MULS and len(probes) == 1 and probes[0].ppl_positions is not None \
+                and len(args) == 2 and not kwargs and isinstance(out, torch.Tensor):
+            other = args[1] if args[0] is probes[0] else args[0]
+            if isinstance(other, (int, float)) or (isinstance(other, torch.Tensor) and not isinstance(other, Probe)):
+                try:
+                    pos = probes[0].ppl_positions.expand(out.shape)
+                    factor = torch.as_tensor(other, dtype=out.dtype, device=out.device).expand(out.shape)
+                except RuntimeError:
+                    return _wrap_out(out, None, deps, name, args, kwargs, probes)
+                res = Probe.wrap(out, pos, deps)
+                res.ppl_scale = factor
+                return res
         positions = _positions(name, func, args, kwargs, probes, out)
         if name == "broadcast_tensors":  # each output is its own input broadcast: constants stay constants
             inputs = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
@@ -103,12 +141,12 @@ def _find(items) -> list:
     return out
 
 
-def _swap(a):
-    """Replace probes by their positions (one level into lists/tuples)."""
+def _swap(a, attr="ppl_positions"):
+    """Replace probes by their positions (or another attribute; one level into lists/tuples)."""
     if isinstance(a, Probe):
-        return a.ppl_positions
+        return getattr(a, attr)
     if isinstance(a, (list, tuple)):
-        return type(a)(x.ppl_positions if isinstance(x, Probe) else x for x in a)
+        return type(a)(getattr(x, attr) if isinstance(x, Probe) else x for x in a)
     return a
 
 
@@ -170,6 +208,26 @@ def positions_of(x):
     if isinstance(x, Probe):
         return (None if x.ppl_positions is None else _plain(x.ppl_positions)), x.ppl_deps
     return None, frozenset()
+
+
+def scale_of(x):
+    """The constant factor of a scaled gather (``c * θ[i]``), or None."""
+    if isinstance(x, Probe) and x.ppl_scale is not None:
+        return _plain(x.ppl_scale)
+    return None
+
+
+class track_scales:
+    """Context manager: within it, a constant times a gather is a scaled gather."""
+
+    def __enter__(self):
+        self._old = _track[0]
+        _track[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        _track[0] = self._old
+        return False
 
 
 def escaped_params(reset: bool = False) -> set:

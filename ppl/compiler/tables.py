@@ -96,7 +96,7 @@ def enumeration_dims(graph, moral: nx.Graph) -> dict:
 
 
 def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64, device=None,
-                      messengers=(), names=None, grad: bool = False) -> dict:
+                      messengers=(), names=None, grad: bool = False, validate: bool = True) -> dict:
     """Evaluate every factor as a compact :class:`~ppl.ops.contract.LogFactor`.
 
     Parameters
@@ -114,6 +114,9 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
         Only these factors (default all).
     grad : bool
         Keep autograd history (tables differentiable in substituted param tensors).
+    validate : bool
+        Check the observed values (default); ``False`` for repeated runs of a model whose
+        data were checked already.
 
     Returns
     -------
@@ -130,7 +133,10 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
         If the model fails under enumeration (e.g. Python control flow on a latent's
         value, or indexing that does not broadcast; use ``ppl.Vindex``).
     """
-    trace = enumerated_trace(graph, dims, dtype, *messengers, grad=grad)
+    trace = enumerated_trace(graph, dims, dtype, *messengers, grad=grad, log_prob=names is None, validate=validate)
+    if names is not None:  # only the factors asked for (a data-sized likelihood is not recomputed)
+        wanted = set(names)
+        trace.compute_log_prob(site_filter=lambda name, site: name in wanted)
     tables = {}
     for name in graph.factors if names is None else names:
         site = trace.nodes[name]
@@ -174,14 +180,15 @@ def masked_latent_log_prob(cardinality: int, like: torch.Tensor) -> torch.Tensor
     return torch.full((), -math.log(cardinality), dtype=like.dtype, device=like.device)
 
 
-def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, log_prob: bool = True):
+def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, log_prob: bool = True,
+                     validate: bool = True):
     """One run of the model with every discrete latent enumerated (see the module
-    docstring), ``log_prob`` computed at every site unless ``log_prob=False``.  Raises as
-    :func:`log_factor_tables`."""
+    docstring), ``log_prob`` computed at every site unless ``log_prob=False``, observed
+    values checked unless ``validate=False``.  Raises as :func:`log_factor_tables`."""
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
             trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims), *messengers,
-                                CheckObservations(graph.model, graph.bound.observations), grad=grad)
+                                CheckObservations(graph.model, graph.bound.observations, validate), grad=grad)
             if log_prob:
                 trace.compute_log_prob()
         except ModelError as e:

@@ -23,9 +23,14 @@ model whose CPTs are ``ppl.param`` sites for ``ppl.infer(model, data, method="em
 :func:`sample_network_data`, :func:`hide_at_random`, :func:`encode_data`,
 :func:`make_init`, :func:`count_cpts` and :func:`learned_network` make data, starts and
 estimates (see ``ppl/models/bn_learning.py``).
+
+Mixtures: :func:`bayesian_gmm`, the Bayesian Gaussian mixture with Dirichlet weights and
+Normal-Wishart components (Bishop 2006, §10.2), and :func:`bgmm_priors`, scikit-learn's
+default priors for it.
 """
 
 from .bn import bayesian_network
+from .mixtures import bayesian_gmm, bgmm_priors
 from .bn_learning import (
     count_cpts,
     encode_data,
@@ -40,6 +45,8 @@ from .pgmpy_io import available_examples, example_network, from_pgmpy, load_pgmp
 
 __all__ = [
     "bayesian_network",
+    "bayesian_gmm",
+    "bgmm_priors",
     "from_pgmpy",
     "read_bif",
     "example_network",

@@ -21,7 +21,7 @@ import string
 
 import torch
 
-__all__ = ["broadcast_einsum", "normal_log_prob", "mvn_log_prob", "uniform_simplex"]
+__all__ = ["broadcast_einsum", "pair_contract", "normal_log_prob", "mvn_log_prob", "mvn_expected_log_prob", "uniform_simplex"]
 
 _LETTERS = string.ascii_lowercase
 
@@ -65,6 +65,38 @@ def broadcast_einsum(operands, out_tail: str = "", keep=None, rank: int = None) 
     res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out) + out_tail, *tensors)
     shape = [sizes[d] if d in present else 1 for d in keep]
     return res.reshape(tuple(shape) + tuple(res.shape[len(out):]))
+
+
+def pair_contract(a: torch.Tensor, b: torch.Tensor, n_tail: int) -> torch.Tensor:
+    """``Σ_tail a * b`` over the last ``n_tail`` dims, leading dims broadcast.
+
+    When ``a`` and ``b`` vary along different leading dims (data along plates, parameters
+    along latents and components) this is one matrix product ``A Bᵀ`` of the flattened
+    tensors, whose backward is also one product each way (``torch.einsum`` routes it
+    through a batched product that is several times slower backward for a tall data
+    operand); otherwise :func:`broadcast_einsum`.
+
+    Returns
+    -------
+    torch.Tensor
+        The broadcast leading shape, size 1 where neither varies."""
+    rank = max(a.dim(), b.dim()) - n_tail
+    a = a.reshape((1,) * (rank + n_tail - a.dim()) + tuple(a.shape))
+    b = b.reshape((1,) * (rank + n_tail - b.dim()) + tuple(b.shape))
+    da = [d for d in range(rank) if a.shape[d] != 1]
+    db = [d for d in range(rank) if b.shape[d] != 1]
+    tail = tuple(torch.broadcast_shapes(a.shape[rank:], b.shape[rank:]))
+    if set(da) & set(db) or tuple(a.shape[rank:]) != tail or tuple(b.shape[rank:]) != tail:
+        letters = string.ascii_uppercase[:n_tail]
+        return broadcast_einsum([(a, letters), (b, letters)])
+    k = math.prod(tail)
+    a2 = a.reshape(tuple(a.shape[d] for d in da) + tail).reshape(-1, k)
+    b2 = b.reshape(tuple(b.shape[d] for d in db) + tail).reshape(-1, k)
+    out = (a2 @ b2.T).reshape(tuple(a.shape[d] for d in da) + tuple(b.shape[d] for d in db))
+    order = da + db
+    out = out.permute([order.index(d) for d in sorted(order)]) if order != sorted(order) else out
+    shape = [a.shape[d] if d in da else b.shape[d] if d in db else 1 for d in range(rank)]
+    return out.reshape(shape)
 
 
 def _event_sum(t: torch.Tensor, n_event: int, count: int) -> torch.Tensor:
@@ -111,6 +143,33 @@ def mvn_log_prob(x: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor, x
         amu = torch.einsum("...de,...e->...d", a, loc)
         quad = (ax - amu).pow(2).sum(-1)
     return -0.5 * quad - half_logdet - 0.5 * d * math.log(2 * math.pi)
+
+
+def mvn_expected_log_prob(x, prec, prec_loc, quad, logdet, xx=None) -> torch.Tensor:
+    """``E[log N(x | μ, Λ⁻¹)]`` from the expected natural statistics of the parameters
+    (Bishop 2006, eq. 10.64): ``½E ln|Λ| - ½⟨x xᵀ, EΛ⟩ + xᵀE[Λμ] - ½E[μᵀΛμ] - (D/2) ln 2π``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., D)`` compact data.
+    prec, prec_loc, quad, logdet : torch.Tensor
+        ``E[Λ] (..., D, D)``, ``E[Λμ] (..., D)``, ``E[μᵀΛμ] (...)``, ``E ln|Λ| (...)``,
+        compact and broadcastable with ``x``'s batch dims.
+    xx : torch.Tensor, optional
+        ``x xᵀ`` (``(..., D, D)``); without it ``xᵀ E[Λ] x`` is formed by one product.
+
+    Returns
+    -------
+    torch.Tensor
+        The broadcast batch shape (nats)."""
+    d = x.shape[-1]
+    if xx is not None:
+        sq = pair_contract(xx, prec, 2)
+    else:
+        sq = broadcast_einsum([(x, "D"), (prec, "DE"), (x, "E")])
+    lin = pair_contract(x, prec_loc, 1)
+    return 0.5 * logdet - 0.5 * sq + lin - 0.5 * quad - 0.5 * d * math.log(2 * math.pi)
 
 
 def uniform_simplex(shape, generator=None, dtype=torch.float64) -> torch.Tensor:
