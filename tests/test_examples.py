@@ -353,3 +353,35 @@ def test_cavi_linreg_diabetes_example_runs(capsys):
     kl = float(re.search(r"KL\(q‖p\) = log p\(y\) - ELBO = ([0-9.e+-]+) nats", out).group(1))
     assert kl > 0, out
     assert "ELBO decreases 0" in out and "damping 1: CAVI (parallel, damping 1) diverged" in out, out
+
+
+def test_cavi_bgmm_example_runs(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    import re
+
+    from ppl_examples import cavi_bgmm
+
+    cavi_bgmm.main(["--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    number = r"(-?\d+\.\d+(?:e[-+]\d+)?)"
+    assert "cavi   applies  conjugate-exponential mean field" in out, out
+    assert "wine, the analysis's cavi line: cavi   applies" in out, out
+    for name, (N, D) in {"iris": (150, 4), "wine": (178, 13)}.items():
+        section = out.split(f"=== {name}: ")[1].split("\n===")[0]
+        assert section.startswith(f"N = {N}, D = {D}, K = 3"), out
+        assert "factors recognised: {'loc & prec': 'NormalWishart', 'weights': 'Dirichlet'}" in section, out
+        assert re.search(r"ppl CAVI: +\d+ sweeps in .* converged True, ELBO decreases 0", section), out
+        assert re.search(r"sklearn BGMM: +\d+ iterations in .* converged True", section), out
+        m = re.search(rf"ELBO \(ours\) = {number} +\(Bishop eq\. 10\.70 at our q: {number}\)", section)
+        assert m and abs(float(m.group(1)) - float(m.group(2))) < 1e-6 * abs(float(m.group(1))), out
+        ours = float(m.group(1))
+        sk = float(re.search(rf"ELBO of sklearn's q \(same formula\) = {number}", section).group(1))
+        assert ours >= sk - 1e-6 * abs(sk), out  # CAVI reaches at least scikit-learn's fixed point
+        # lower_bound_ plus the dropped constant is the same ELBO
+        assert abs(float(re.search(rf"lower_bound_ \+ c = {number}", section).group(1)) - sk) < 1e-6 * abs(sk), out
+        assert float(re.search(rf"max \|responsibility difference\| = {number}", section).group(1)) < 1e-3, out
+        m = re.search(rf"adjusted Rand index .*: ours {number}, sklearn {number}", section)
+        assert m and abs(float(m.group(1)) - float(m.group(2))) < 1e-9 and float(m.group(1)) > 0.5, out
+        ours_w, sk_w = re.search(r"E\[pi\] sorted: ours \[(.*)\], sklearn \[(.*)\]", section).groups()
+        assert max(abs(float(a) - float(b)) for a, b in zip(ours_w.split(","), sk_w.split(","))) < 1e-3, out
+    assert _png_written(out, tmp_path / "cavi_bgmm.png"), out

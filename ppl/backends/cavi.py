@@ -53,6 +53,7 @@ import math
 import string
 import time
 
+import pyro
 import torch
 
 from ..analysis.report import format_bytes
@@ -61,6 +62,7 @@ from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import IntractableError, OptionError, UnsupportedModelError
 from ..posterior import MeanFieldPosterior
 from .base import Applicability, Backend, check_int, check_number, current_params, param_constraint, store_params
+from .binary import binary_problem, run_binary
 from .conjugate import conjugate_problem, run_conjugate
 from .discrete import batch_layout
 from .logjoint import SubstituteParams
@@ -145,6 +147,9 @@ class CAVIBackend(Backend):
                                  UnsupportedModelError)
         if not analysis.discrete:
             return Applicability(True, "no latent variables: the ELBO is the log likelihood")
+        binary = _binary_path(graph, analysis)
+        if binary:
+            return Applicability(True, binary)
         if analysis.cost.intractable:  # a factor over every copy of a plated latent: no per-copy table
             return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
         name, size = _largest_factor(graph)
@@ -199,6 +204,9 @@ class CAVIBackend(Backend):
                     and _not_quadratic(graph, analysis.continuous) is None):
                 return _run_gaussian(self.name, graph, **options)
             return run_conjugate(self.name, graph, analysis.moral, **options)
+        if not learn_params and _binary_path(graph, analysis):
+            return run_binary(self.name, graph, max_iter=max_iter, tol=tol, damping=damping, schedule=schedule,
+                              init=init, seed=seed, dtype=dtype, device=device, progress=progress, start=start)
         sites = list(analysis.discrete)
         dims = enumeration_dims(graph, analysis.moral)
         learner = _ParamStep(graph, dims, dtype, device) if learn_params else None
@@ -406,6 +414,23 @@ def _values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
 
 
+# ---------------------------------------------------------------------- binary latents, quadratic log joint
+def _binary_path(graph, analysis) -> str | None:
+    """Why the binary quadratic path (:mod:`ppl.backends.binary`) is taken, or None: every
+    latent a scalar Bernoulli, the log joint quadratic in them, and the largest factor's
+    table (``2^scope`` per copy) larger than the ``K²`` block the quadratic path works with."""
+    sites = list(analysis.discrete)
+    if not sites or any(graph.variables[s].family != "Bernoulli" for s in sites):
+        return None
+    scope = max((sum(1 for v in f.scope if v in analysis.discrete) for f in graph.factors.values()), default=0)
+    if 2.0 ** scope <= len(sites) ** 2:
+        return None
+    if binary_problem(graph, sites) is not None:
+        return None
+    return (f"mean field over {len(sites)} binary latent(s) under a quadratic log joint: updates from E[h] and "
+            f"E[hhᵀ] (eq. 19.44), no 2^{scope} table")
+
+
 # ---------------------------------------------------------------------- Gaussian latents
 def _gaussian_applicability(graph, analysis) -> Applicability:
     if analysis.discrete or not _all_normal(graph, analysis.continuous):
@@ -452,12 +477,13 @@ def _not_quadratic(graph, sites) -> str | None:
     return graph.cache[key]
 
 
-def _third_difference_problem(graph, sites) -> str | None:
+def _third_difference_problem(graph, sites, kind="Normal") -> str | None:
     from .base import run_context
     from .logjoint import LogJoint
 
     device, dtype = torch.device("cpu"), torch.float64
-    with run_context(device, dtype, 0), torch.no_grad():
+    # discrete latents are evaluated at real values (their log pmf's polynomial extension)
+    with run_context(device, dtype, 0), torch.no_grad(), pyro.validation_enabled(kind == "Normal"):
         lj = LogJoint(graph, device, dtype)
         try:
             start = lj.initial_values(sites, "mean")
@@ -474,7 +500,7 @@ def _third_difference_problem(graph, sites) -> str | None:
     third = values[3] - 3 * values[2] + 3 * values[1] - values[0]
     spread = sum(abs(v) for v in values) + 1.0
     if not all(math.isfinite(v) for v in values) or abs(third) > 1e-8 * spread:
-        return (f"the log joint is not a quadratic form in the Normal latents {sites} (a non-Gaussian likelihood, a "
+        return (f"the log joint is not a quadratic form in the {kind} latents {sites} (a non-Gaussian likelihood, a "
                 "latent scale, or a mean that is not linear in the latents), so their mean-field factors have no "
                 "closed form here; use method='svi' (mean field: guide='normal') or 'map'")
     return None
