@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/em.py
 	$(PY) benchmarks/svi_overhead.py
 	$(PY) benchmarks/sparse_coding.py
+	$(PY) benchmarks/cavi.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
