@@ -157,6 +157,42 @@ class ConjugateModel:
             if combos > MAX_COMBINATIONS:
                 raise ValueError(f"factor '{n}' depends on {len(d)} continuous factors ({combos} combinations of "
                                  f"sigma points, at most {MAX_COMBINATIONS})")
+        # a factor of one block and no discrete latent (a prior with constant arguments, or one
+        # whose arguments are the block's other site): E_q[ln f] = a + ⟨g, M_i⟩ with constant
+        # (a, g), g being its part of the block's natural parameters; found once (fit_affine)
+        self.affine_names = [n for n, d in self.deps.items() if len(d) == 1 and not self.tables.layouts[n][1]]
+        self.varying = [n for n in self.names if n not in self.affine_names]
+        self.affine = {}
+
+    def fit_affine(self, qc) -> None:
+        """``(a, g)`` of every affine factor, by one differentiable evaluation at ``qc`` (exact
+        anywhere: the factor is affine in the mean parameters, as the analysis checked)."""
+        for n in self.affine_names:
+            (i,) = self.deps[n]
+            leaves = tuple(t.detach().clone().requires_grad_(True) for t in self.blocks[i].rule.mean(qc[i]))
+            with torch.enable_grad():
+                value = self.factor_tables(qc, names={n}, leaves={i: leaves})[n].table.sum()
+                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+            grads = tuple(torch.zeros_like(l) if g is None else g.detach() for g, l in zip(grads, leaves))
+            a = value.detach() - sum((g * l.detach()).sum() for g, l in zip(grads, leaves))
+            self.affine[n] = (i, a, grads)
+
+    def affine_value(self, qc) -> torch.Tensor:
+        """``Σ E_q[ln f]`` over the affine factors (nats)."""
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        means = {}
+        for i, a, g in self.affine.values():
+            m = means.setdefault(i, self.blocks[i].rule.mean(qc[i]))
+            total = total + a + sum((gg * mm).sum() for gg, mm in zip(g, m))
+        return total
+
+    def affine_gradient(self, i) -> tuple | None:
+        """Block ``i``'s natural-parameter part from its affine factors, or None."""
+        out = None
+        for j, _, g in self.affine.values():
+            if j == i:
+                out = g if out is None else tuple(a + b for a, b in zip(out, g))
+        return out
 
     def initial(self, init):
         """Each block's starting factor, centred on the probe run's values (or on ``init``)."""
@@ -172,13 +208,17 @@ class ConjugateModel:
         scope enumerated), for ``names`` (default all, in graph order).  ``leaves``: block
         index -> mean parameters to differentiate through (the others are detached)."""
         names = self.names if names is None else [n for n in self.names if n in names]
+        needed = sorted({i for n in names for i in self.deps[n]})
         means = {}
-        for i, (b, q) in enumerate(zip(self.blocks, qc)):
+        for i in needed:
             if leaves is not None and i in leaves:
                 means[i] = leaves[i]
             else:
-                means[i] = tuple(t.detach() for t in b.rule.mean(q))
-        points = {i: self.blocks[i].rule.points(means[i]) for i in range(len(self.blocks))}
+                means[i] = tuple(t.detach() for t in self.blocks[i].rule.mean(qc[i]))
+        points = {i: self.blocks[i].rule.points(means[i]) for i in needed}
+        for i, b in enumerate(self.blocks):  # blocks no asked factor depends on: any value fills θ
+            if i not in points:
+                points[i] = [tuple(self.start[s] for s in b.sites)]
         pt = self.tables
         out = {}
         wanted = set(names)
@@ -219,8 +259,9 @@ class ConjugateModel:
                 vals[s] = v
         return {s: vals[s] for s in self.tables.space.names}
 
-    def factors_of(self, i) -> set:
-        return {n for n, d in self.deps.items() if i in d}
+    def factors_of(self, i, varying: bool = False) -> set:
+        """Factors whose table depends on block ``i`` (only the non-affine ones if ``varying``)."""
+        return {n for n, d in self.deps.items() if i in d and not (varying and n in self.affine)}
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -281,9 +322,10 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
     cm = ConjugateModel(graph, moral, blocks, dtype, device)
     qc = cm.initial(init)
     disc = graph.discrete_latent()
-    mf = _MeanField(graph, disc, cm.factor_tables(qc), dtype, device)
+    cm.fit_affine(qc)
+    mf = _MeanField(graph, disc, cm.factor_tables(qc, names=cm.varying), dtype, device)
     qd = mf.initial({k: v for k, v in init.items() if k in disc} if isinstance(init, dict) else init, seed)
-    factor_sets = [cm.factors_of(i) for i in range(len(blocks))]
+    factor_sets = [cm.factors_of(i, varying=True) for i in range(len(blocks))]
     cache = {}
 
     def tables(qc):
@@ -297,7 +339,7 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
             leaves = {i: tuple(t.detach().clone().requires_grad_(True) for t in b.rule.mean(q))
                       for i, (b, q) in enumerate(zip(blocks, qc))}
             with torch.enable_grad():
-                layout = mf.layout(cm.factor_tables(qc, leaves=leaves))
+                layout = mf.layout(cm.factor_tables(qc, names=cm.varying, leaves=leaves))
             cache.update(key=key, layout=layout, qc=tuple(qc), leaves=leaves)
         return cache["layout"]
 
@@ -308,12 +350,23 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
             for v in disc:
                 p = mf.probs(state["d"][v])
                 total = total - torch.where(p > 0, p * state["d"][v], torch.zeros_like(p)).sum()
+            total = total + cm.affine_value(state["c"])
             total = total + sum(b.rule.entropy(q) for b, q in zip(blocks, state["c"]))
         return float(total)
 
     def gradient(qd_now, qc_now, i):
-        """``∂ E_q[ln p] / ∂ M_i`` at ``(qd_now, qc_now)``: from the kept tables when no block
-        updated since shares a factor with block ``i``, else from new ones."""
+        """``∂ E_q[ln p] / ∂ M_i`` at ``(qd_now, qc_now)``: the affine factors' constant part
+        plus the others', from the kept tables when no block updated since shares a factor
+        with block ``i``, else from new ones."""
+        grads, leaves = varying_gradient(qd_now, qc_now, i)
+        grads = tuple(torch.zeros_like(l) if g is None else g for g, l in zip(grads, leaves))
+        fixed = cm.affine_gradient(i)
+        return (grads if fixed is None else tuple(a + b for a, b in zip(grads, fixed))), leaves
+
+    def varying_gradient(qd_now, qc_now, i):
+        if not factor_sets[i]:
+            leaves = blocks[i].rule.mean(qc_now[i])
+            return tuple(None for _ in leaves), leaves
         if "qc" in cache:
             changed = [j for j, (a, b) in enumerate(zip(qc_now, cache["qc"])) if a is not b]
             if all(factor_sets[j].isdisjoint(factor_sets[i]) for j in changed):
@@ -330,8 +383,7 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
 
     def optimum(qd_now, qc_now, i):
         b = blocks[i]
-        eta, leaves = gradient(qd_now, qc_now, i)
-        eta = tuple(torch.zeros_like(l) if g is None else g for g, l in zip(eta, leaves))
+        eta, _ = gradient(qd_now, qc_now, i)
         old = b.rule.natural(qc_now[i])
         eta = tuple((1.0 - damping) * o + damping * n for o, n in zip(old, eta))
         new = b.rule.from_natural(eta)

@@ -282,13 +282,13 @@ class DirichletRule(Rule):
         v = torch.arange(k, dtype=m.dtype, device=m.device) - (k - 1) / 2.0
         with torch.no_grad():
             md = m.detach()
-            t = torch.ones(md.shape[:-1], dtype=m.dtype, device=m.device)
-            for _ in range(200):  # bracket: h(t) > 0
-                h, _ = self._h(md, t.unsqueeze(-1), v)
-                if bool((h > 0).all()):
-                    break
-                t = torch.where(h > 0, t, 2.0 * t)
-            for _ in range(self.NEWTON):  # from the right, Newton on a convex increasing h is monotone
+            # start from the root of the quadratic h(0) + ½h''(0)t², h''(0) = 2 Var_softmax(M)(v);
+            # on the convex increasing h (t > 0), Newton lands right of the root, then is monotone
+            p = torch.softmax(md, -1)
+            var = (p * v * v).sum(-1) - (p * v).sum(-1) ** 2
+            h0 = 2.0 * torch.logsumexp(md, -1)
+            t = torch.sqrt((-h0).clamp_min(0.0) / var.clamp_min(1e-300)).clamp_min(1e-12)
+            for _ in range(self.NEWTON):
                 h, dh = self._h(md, t.unsqueeze(-1), v)
                 step = h / dh
                 t = t - step
