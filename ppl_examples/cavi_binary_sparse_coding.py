@@ -33,15 +33,20 @@ mean field is exact).  b_i = ``--bias`` (−1: each unit on with prior probabili
 β = ``--beta`` (4: noise s.d. 0.5).  With these values the coupling β W_:,iᵀW_:,j of
 eq. 19.44 reaches about 8 nats for the most similar atoms, and in some images two
 overlapping atoms are each a good explanation of the same strokes, but not both at once:
-the posterior has two modes.  m ≤ 16 so that the exact posterior, a table of 2^m states
-per image, can be enumerated; the default run codes 60 images with m = 12 in 20-30 s on
-2 cores, most of it CAVI sweeps (and each run rebuilds the likelihood over the 2^m codes).
+the posterior has two modes.  For m ≤ 16 the exact posterior, a table of 2^m states per
+image, is enumerated; the default run codes 60 images with m = 12 in about 10 s on 2 cores.
+At every m ``method="cavi"`` takes its binary quadratic path (``diagnostics["path"]``),
+which computes eq. 19.44 from E[h] and E[hhᵀ] without a table over the 2^m codes, so up to
+m = 64 (``--hidden 64``) CAVI still runs; the exact parts (b) and (c) are then skipped and
+(d) is printed instead.
+That run takes under 10 s on 2 cores, most of it learning the 64 atoms.
 
 What is printed:
 
 (a) the mean-field q by ``method="cavi"``: the sequential schedule (one unit at a time; the
     ELBO can never decrease) and the parallel one (all units from the same old q), undamped
-    and with damping 0.5 (a half step in natural parameters, §19.4.1): ELBO reached,
+    and damped (a step of 0.5 in natural parameters, §19.4.1; 0.2 for m > 16, as at m = 64
+    on the default digits a step of 0.5 or 0.3 does not converge in 500 sweeps): ELBO reached,
     sweeps, how many sweeps lowered the ELBO (``diagnostics["decreases"]``), and whether
     the run converged.  Updating all units at once ignores that they explain the same
     pixels: undamped, the parallel run overshoots and can oscillate.
@@ -58,11 +63,17 @@ What is printed:
     correlation is 0 by construction.  At the defaults the exact posterior splits its mass
     between "atom i, not atom j" and "atom j, not atom i"; the mean field, which minimises
     KL(q ‖ p), puts most of its mass on one of the two.
+(d) for m > 16 only, instead of (b) and (c): the path ``method="cavi"`` reports, a check
+    that the sequential q is a fixed point of eq. 19.44 written out here from W, b and β
+    (max |σ(logit_i) − ĥ_i| over images and units), the ELBO per image (and the same ELBO in
+    closed form from q, independent of ppl), and how many units are on per image (Σ_i ĥ_i).
 
 The PNG (``--out``, default ``demo_output/``, file ``cavi_binary_sparse_coding.png``): the
 dictionary atoms, the ELBO per sweep of the three CAVI runs, the exact marginals against
 the mean-field ones, the histogram of per-image KL gaps, and the image of (c) with its two
-competing atoms and the pair's joint probabilities.
+competing atoms and the pair's joint probabilities.  For m > 16: the atoms, the ELBO per
+sweep (and zoomed on its end), and the first images above their reconstructions W ĥ by
+the sequential mean field.
 
 References: I. Goodfellow, Y. Bengio and A. Courville, Deep Learning, MIT Press 2016,
 §19.4 (eq. 19.1, 19.17, 19.19-19.20, 19.44, 19.56); D. M. Blei, A. Kucukelbir and
@@ -92,7 +103,9 @@ except ImportError:  # pragma: no cover
     from ppl_examples._threads import limit_threads
 
 PIXELS = 64
-MAX_HIDDEN = 16
+MAX_HIDDEN = 64  # CAVI's binary quadratic path: eq. 19.44 from E[h] and E[hhᵀ], no 2^m table
+MAX_EXACT = 16  # the exact posterior of (b) and (c) enumerates 2^m states per image
+SHOWN = 8  # images shown with their reconstructions in the PNG for m > MAX_EXACT
 
 
 @ppl.model
@@ -160,10 +173,27 @@ def mean_field_elbo(v, W, b, beta, q):
     return prior + lik + entropy
 
 
+def fixed_point_residual(v, W, b, beta, q):
+    """max |σ(logit_i) − ĥ_i| over images and units, with eq. 19.44 written out from W, b, β:
+    logit_i = b_i + β vᵀW_:,i − ½ β W_:,iᵀW_:,i − Σ_{j≠i} β W_:,jᵀW_:,i ĥ_j.  0 at a fixed point
+    of the coordinate updates (what a converged sequential run reaches)."""
+    coupling = beta * W.T @ W
+    diag = coupling.diagonal()
+    logit = b + beta * v @ W - 0.5 * diag - (q @ coupling - q * diag)
+    return float((torch.sigmoid(logit) - q).abs().max())
+
+
+def _damping(m):
+    """The step of the damped parallel run: 0.5 for m <= MAX_EXACT, 0.2 above (at m = 64 on
+    the default digits steps of 0.5 and 0.3 cycle for 500 sweeps; 0.2 converges)."""
+    return 0.5 if m <= MAX_EXACT else 0.2
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=12, help=f"hidden units m (at most {MAX_HIDDEN}: 2^m states "
-                                                                "are enumerated per image)")
+    parser.add_argument("--hidden", type=int, default=12,
+                        help=f"hidden units m (at most {MAX_HIDDEN}); the exact posterior, 2^m states per image, "
+                             f"is enumerated only for m <= {MAX_EXACT}")
     parser.add_argument("--digits", type=int, default=60, help="images coded (the first ones of load_digits)")
     parser.add_argument("--beta", type=float, default=4.0, help="noise precision β")
     parser.add_argument("--bias", type=float, default=-1.0, help="every b_i (prior p(h_i = 1) = σ(b_i))")
@@ -183,7 +213,7 @@ def main(argv=None):
         args.parallel_iter = min(args.parallel_iter, 15)
         args.draws = min(args.draws, 4000)
     if not 2 <= args.hidden <= MAX_HIDDEN:
-        parser.error(f"--hidden must be between 2 and {MAX_HIDDEN} (the exact posterior enumerates 2^m states)")
+        parser.error(f"--hidden must be between 2 and {MAX_HIDDEN}")
     if args.digits < 1:
         parser.error("--digits must be at least 1")
     with limit_threads(args.threads):
@@ -194,6 +224,11 @@ def _cavi(data, args, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ppl.ConvergenceWarning)  # reported from post.converged instead
         return ppl.infer(binary_sparse_coding, data, method="cavi", seed=args.seed, progress=False, **options)
+
+
+def _q(post, m):
+    """The mean field's q(h_i = 1) as an N × m tensor."""
+    return torch.stack([post.probs(f"h{i}")[..., 1] for i in range(m)], -1)
 
 
 def _run(args):
@@ -214,11 +249,30 @@ def _run(args):
     print(f"  coupling of units i, j in eq. 19.44: beta W_i.W_j ranges over [{args.beta * off.min():.2f}, "
           f"{args.beta * off.max():.2f}] (0 for all pairs would make the posterior factorise)\n")
 
-    # (a) mean field by CAVI, three schedules
+    runs = _schedules(data, args)
+    post_q = runs["sequential"]
+    q = _q(post_q, m)
+    if m <= MAX_EXACT:
+        exact = _exact_parts(args, data, post_q, q, gram)
+        path = plot(args, W_np, runs, exact=exact)
+    else:
+        print(f"(b), (c) skipped: the exact posterior is a table of 2^{m} = {2.0 ** m:.2e} states per image "
+              f"(enumerated for m <= {MAX_EXACT} only)\n")
+        _check_large(args, data, post_q, q)
+        path = plot(args, W_np, runs, recon=(x[:SHOWN], (q[:SHOWN] @ W.T).numpy()))
+    if path:
+        print(f"\nwrote {path}")
+    print(f"total wall time {time.perf_counter() - start:.1f} s")
+
+
+def _schedules(data, args):
+    """(a): the mean field by CAVI under three schedules, printed; the runs by name."""
+    damping = _damping(args.hidden)
+    damped = f"parallel, damping {damping:g}"
     runs = {
         "sequential": _cavi(data, args, schedule="sequential", max_iter=args.max_iter),
         "parallel, damping 1": _cavi(data, args, schedule="parallel", damping=1.0, max_iter=args.parallel_iter),
-        "parallel, damping 0.5": _cavi(data, args, schedule="parallel", damping=0.5, max_iter=args.max_iter),
+        damped: _cavi(data, args, schedule="parallel", damping=damping, max_iter=args.max_iter),
     }
     print("(a) mean field by method='cavi' (same random initial q, seed "
           f"{args.seed}):")
@@ -231,13 +285,40 @@ def _run(args):
     tail = ", ".join(f"{e:.2f}" for e in wild.history[-4:])
     print(f"  parallel undamped: ELBO decreased in {wild.diagnostics['decreases']} of its "
           f"{wild.diagnostics['sweeps']} sweeps, converged {wild.converged}; last ELBOs {tail}")
-    post_q = runs["sequential"]
+    if args.hidden > MAX_EXACT:
+        print(f"  damped parallel: step {damping:g} for m > {MAX_EXACT}, converged {runs[damped].converged} "
+              "(at m = 64 on the default 60 digits steps 0.5 and 0.3 cycle for 500 sweeps)")
     print()
+    return runs
 
+
+def _check_large(args, data, post_q, q):
+    """(d), for m > MAX_EXACT: the sequential q checked without the exact posterior."""
+    v, W, b = data["v"], data["W"], data["b"]
+    n, m = q.shape
+    residual = fixed_point_residual(v, W, b, args.beta, q)
+    elbo_img = mean_field_elbo(v, W, b, args.beta, q)
+    on = q.sum(1).numpy()
+    print("(d) the sequential mean field, checked without the exact posterior:")
+    print(f"  path: diagnostics['path'] = {post_q.diagnostics.get('path')!r} (eq. 19.44 from E[h] and E[hh^T], "
+          f"no table over the 2^{m} codes)")
+    print(f"  fixed point of eq. 19.44 written out from W, b, beta: max |sigmoid(logit_i) - q_i| = {residual:.2e} "
+          f"(over {n} images x {m} units)")
+    print(f"  ELBO = {post_q.elbo:.3f} nats, {post_q.elbo / n:.3f} per image (median {np.median(elbo_img):.3f}); "
+          f"closed form from q (no ppl): |diff| {abs(float(elbo_img.sum()) - post_q.elbo):.2e}")
+    print(f"  units on per image, sum_i q(h_i=1): mean {on.mean():.2f} (min {on.min():.2f}, max {on.max():.2f}) "
+          f"of {m}; the prior's m sigmoid(b) = {float(torch.sigmoid(b).sum()):.2f}")
+
+
+def _exact_parts(args, data, post_q, q, gram):
+    """(b) and (c), for m <= MAX_EXACT: the exact posterior and explaining away, printed;
+    what the PNG's exact panels need."""
+    v, W, b = data["v"], data["W"], data["b"]
+    n, m = q.shape
+    x = v.numpy()
     # (b) the exact posterior
     exact = ppl.infer(binary_sparse_coding, data, method="exact")
-    q = torch.stack([post_q.probs(f"h{i}")[..., 1] for i in range(m)], -1)
-    p = torch.stack([exact.probs(f"h{i}")[..., 1] for i in range(m)], -1)
+    p = _q(exact, m)
     states, log_ev_img, post_img = enumerate_posterior(v, W, b, args.beta)
     elbo_img = mean_field_elbo(v, W, b, args.beta, q)
     gap_img = (log_ev_img - elbo_img).numpy()
@@ -291,10 +372,8 @@ def _run(args):
     print(f"  the atoms overlap: W_{i}.W_{j} / (|W_{i}| |W_{j}|) = "
           f"{gram[i, j] / math.sqrt(gram[i, i] * gram[j, j]):.3f}")
 
-    path = plot(args, W_np, runs, p.numpy(), q.numpy(), gap_img, x[k], (i, j), joint, (qi, qj))
-    if path:
-        print(f"\nwrote {path}")
-    print(f"total wall time {time.perf_counter() - start:.1f} s")
+    return {"p": p.numpy(), "q": q.numpy(), "gap_img": gap_img, "image": x[k], "pair": (i, j), "joint": joint,
+            "q_pair": (qi, qj)}
 
 
 def _mosaic(images, cols, pad=1):
@@ -308,8 +387,10 @@ def _mosaic(images, cols, pad=1):
     return out
 
 
-def plot(args, W, runs, p, q, gap_img, image, pair, joint, q_pair):
-    """Write the PNG (see the module docstring); return its path, or None without matplotlib."""
+def plot(args, W, runs, exact=None, recon=None):
+    """Write the PNG (see the module docstring); return its path, or None without matplotlib.
+    ``exact`` (m <= MAX_EXACT): what :func:`_exact_parts` returns, for the exact panels;
+    ``recon`` (m > MAX_EXACT): a few images and their reconstructions W ĥ."""
     try:
         import matplotlib
     except ImportError:
@@ -319,13 +400,35 @@ def plot(args, W, runs, p, q, gap_img, image, pair, joint, q_pair):
     import matplotlib.pyplot as plt
 
     m = W.shape[1]
-    i, j = pair
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8.4))
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    if exact is not None:
+        fig, axes = plt.subplots(2, 3, figsize=(14, 8.4))
+        _atoms_panel(axes[0, 0], W, cmap)
+        _elbo_panel(axes[0, 1], runs)
+        _exact_panels(axes[0, 2], axes[1, 0], axes[1, 1], axes[1, 2], W, cmap, **exact)
+        what = "mean-field CAVI vs the exact posterior"
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+        _atoms_panel(axes[0, 0], W, cmap)
+        _elbo_panel(axes[0, 1], runs)
+        _elbo_panel(axes[1, 0], runs, zoom=True)
+        _recon_panel(axes[1, 1], *recon, cmap)
+        what = f"mean-field CAVI (no exact posterior: 2^{m} states per image)"
+    fig.suptitle(f"binary sparse coding of digits: m = {m} units, beta = {args.beta:g}, b = {args.bias:g}; {what}",
+                 fontsize=11)
+    fig.tight_layout()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "cavi_binary_sparse_coding.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
-    ax = axes[0, 0]
+
+def _atoms_panel(ax, W, cmap):
+    """The dictionary atoms as a numbered mosaic."""
+    m = W.shape[1]
     lim = np.abs(W).max()
-    cols = min(m, 4)
+    cols = min(m, max(4, math.ceil(math.sqrt(m))))  # 4 columns up to m = 16, 8 at m = 64
     ax.imshow(_mosaic(W.T, cols=cols), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
     for u in range(m):
         r, c = divmod(u, cols)
@@ -335,40 +438,54 @@ def plot(args, W, runs, p, q, gap_img, image, pair, joint, q_pair):
                  fontsize=9)
     ax.axis("off")
 
-    ax = axes[0, 1]
+
+def _elbo_panel(ax, runs, zoom=False):
+    """The ELBO per sweep of each CAVI run; ``zoom``: around the final ELBOs of the converged runs."""
     for name, post in runs.items():
         ax.plot(range(len(post.history)), post.history, marker=".", ms=3, lw=1, label=name)
-    best = max(max(post.history) for post in runs.values())
-    low = min(min(post.history[2:], default=best) for post in runs.values())
-    span = max(best - low, 1.0)
-    ax.set_ylim(low - 0.05 * span, best + 0.05 * span)  # from sweep 2 on: the random start is far below
+    if zoom:
+        finals = [post.history[-1] for post in runs.values() if post.converged] or [runs["sequential"].history[-1]]
+        best, low = max(finals), min(finals)
+        span = max(best - low, 1.0)
+        ax.set_ylim(low - 2 * span, best + 0.5 * span)
+    else:
+        best = max(max(post.history) for post in runs.values())
+        low = min(min(post.history[2:], default=best) for post in runs.values())
+        span = max(best - low, 1.0)
+        ax.set_ylim(low - 0.05 * span, best + 0.05 * span)  # from sweep 2 on: the random start is far below
     ax.set_xlabel("sweep")
     ax.set_ylabel("ELBO (nats)")
-    ax.set_title("CAVI: ELBO per sweep by schedule", fontsize=9)
+    ax.set_title("the same, zoomed on the final ELBOs of the converged runs" if zoom
+                 else "CAVI: ELBO per sweep by schedule", fontsize=9)
     ax.legend(fontsize=8)
 
-    ax = axes[0, 2]
+
+def _exact_panels(ax_marg, ax_gap, ax_image, ax_joint, W, cmap, p, q, gap_img, image, pair, joint, q_pair):
+    """The panels of (b) and (c): marginals, KL gaps, the image of (c) with its two atoms, the pair's joint."""
+    m = W.shape[1]
+    i, j = pair
+    ax = ax_marg
     ax.scatter(p.ravel(), q.ravel(), s=4, alpha=0.4)
     ax.plot([0, 1], [0, 1], color="k", lw=0.8)
     ax.set_xlabel("exact p(h_i = 1 | v)")
     ax.set_ylabel("mean field q(h_i = 1)")
     ax.set_title(f"marginals, {p.shape[0]} images x {m} units", fontsize=9)
 
-    ax = axes[1, 0]
+    ax = ax_gap
     ax.hist(gap_img, bins=40, color="C3")
     ax.set_yscale("log")
     ax.set_xlabel("KL(q || p(h | v)) = log p(v) - ELBO (nats)")
     ax.set_ylabel("images")
     ax.set_title(f"per-image KL gap of the sequential mean field (total {gap_img.sum():.2f} nats)", fontsize=9)
 
-    ax = axes[1, 1]
+    ax = ax_image
     lim = max(np.abs(image).max(), np.abs(W[:, [i, j]]).max())
     ax.imshow(_mosaic(np.stack([image, W[:, i], W[:, j]]), cols=3), cmap=cmap, vmin=-lim, vmax=lim,
               interpolation="nearest")
     ax.set_title(f"explaining away: the image of (c) (centred), atom {i}, atom {j}", fontsize=9)
     ax.axis("off")
 
-    ax = axes[1, 2]
+    ax = ax_joint
     labels = ["(0,0)", "(0,1)", "(1,0)", "(1,1)"]
     exact = joint.ravel()
     qi, qj = q_pair
@@ -382,14 +499,15 @@ def plot(args, W, runs, p, q, gap_img, image, pair, joint, q_pair):
     ax.set_title("the pair's joint: exact vs mean field", fontsize=9)
     ax.legend(fontsize=8)
 
-    fig.suptitle(f"binary sparse coding of digits: m = {m} units, beta = {args.beta:g}, b = {args.bias:g}; "
-                 "mean-field CAVI vs the exact posterior", fontsize=11)
-    fig.tight_layout()
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "cavi_binary_sparse_coding.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+
+def _recon_panel(ax, images, recon, cmap):
+    """The images, each above its reconstruction W ĥ, in rows of four."""
+    lim = max(np.abs(images).max(), np.abs(recon).max())
+    rows = [block for r in range(0, len(images), 4) for block in (images[r:r + 4], recon[r:r + 4])]
+    ax.imshow(_mosaic(np.concatenate(rows), cols=4), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_title(f"the first {len(images)} images (centred), each above W q,\n"
+                 "its reconstruction by the sequential mean field", fontsize=9)
+    ax.axis("off")
 
 
 if __name__ == "__main__":

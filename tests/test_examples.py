@@ -338,6 +338,31 @@ def test_cavi_binary_sparse_coding_example_runs(capsys, tmp_path):
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape
 
 
+
+def test_cavi_binary_sparse_coding_example_runs_64_hidden(capsys, tmp_path):
+    """m = 64: CAVI's binary quadratic path (no 2^m table), no exact parts, the eq. 19.44 check."""
+    pytest.importorskip("sklearn")
+    import re
+
+    from ppl_examples import cavi_binary_sparse_coding
+
+    cavi_binary_sparse_coding.main(["--hidden", "64", "--digits", "20", "--max-iter", "200", "--parallel-iter", "5",
+                                    "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    number = r"(-?\d+\.\d+(?:e[-+]\d+)?)"
+    m = re.search(rf"\n  sequential\s+{number}\s+(\d+)\s+(\d+)\s+(True|False)\s", out)
+    assert m and int(m.group(3)) == 0 and m.group(4) == "True", out  # converged, never lowered the ELBO
+    assert re.search(r"\n  parallel, damping 1\s", out) and re.search(r"\n  parallel, damping 0\.2\s", out), out
+    assert "(b), (c) skipped: the exact posterior is a table of 2^64" in out and "log evidence" not in out, out
+    assert "diagnostics['path'] = 'binary quadratic'" in out, out
+    m = re.search(rf"max \|sigmoid\(logit_i\) - q_i\| = {number} \(over 20 images x 64 units\)", out)
+    assert m and float(m.group(1)) < 1e-4, out  # the sequential q is a fixed point of eq. 19.44
+    m = re.search(rf"ELBO = {number} nats, {number} per image .*closed form from q \(no ppl\): \|diff\| {number}", out)
+    assert m and abs(float(m.group(1)) / 20 - float(m.group(2))) < 1e-3 and float(m.group(3)) < 1e-6, out
+    m = re.search(rf"units on per image, sum_i q\(h_i=1\): mean {number}", out)
+    assert m and 0 < float(m.group(1)) < 64, out
+    assert _png_written(out, tmp_path / "cavi_binary_sparse_coding.png"), out
+
 def test_cavi_linreg_diabetes_example_runs(capsys):
     pytest.importorskip("sklearn")
     import re

@@ -453,6 +453,16 @@ def _all_normal(graph, sites) -> bool:
 
 
 def _conjugate_applicability(graph, analysis) -> Applicability:
+    if analysis.discrete:
+        if analysis.cost.intractable:
+            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
+        name, size = _largest_factor(graph)
+        nbytes = size * analysis.itemsize
+        if nbytes > analysis.memory_budget:
+            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}) "
+                                        f"over its discrete latents, over the {format_bytes(analysis.memory_budget)} "
+                                        "memory budget", IntractableError, dict(bytes=nbytes,
+                                                                                budget=analysis.memory_budget))
     problem = conjugate_problem(graph, analysis.moral)
     if problem:
         return Applicability(False, f"{problem}; use method='svi' (mean field: guide='normal') or 'map'",

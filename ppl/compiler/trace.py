@@ -11,6 +11,8 @@ linear in the number of sites.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 
 import pyro
@@ -82,7 +84,10 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         If an observed value does not fit its site (the message names the site, the
         expected and the actual).
     """
-    with pyro.validation_enabled(False):  # the scopes' log_prob calls below too: no per-site validation
+    with pyro.validation_enabled(False), warnings.catch_warnings():  # the scopes' log_prob calls below too
+        # the latents' prior draws only trace the structure: torch's Wishart warns when a draw at
+        # small degrees of freedom is numerically singular, which does not matter here
+        warnings.filterwarnings("ignore", message="Singular sample detected", category=UserWarning)
         trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations))
         records: list[SiteRecord] = []
         for name, site in trace.nodes.items():

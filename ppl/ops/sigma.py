@@ -37,6 +37,7 @@ differentiable Newton step, which carries the implicit-function derivative.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -78,8 +79,9 @@ def mvn_wishart_entropy(nu, w, d):
     return -log_b - 0.5 * (nu - d - 1.0) * e_logdet + 0.5 * nu * d
 
 
-class Rule:
-    """One mean-field factor family (see the module docstring).
+class Rule(abc.ABC):
+    """One mean-field factor family (see the module docstring).  Parameters ``q`` are tuples
+    of tensors whose leading dims are the plate copies.
 
     Attributes
     ----------
@@ -91,38 +93,41 @@ class Rule:
     name = ""
     n_sites = 1
 
+    @abc.abstractmethod
     def initial(self, values):
         """A factor centred on the site values ``values`` (tuple, one per site)."""
-        raise NotImplementedError  # every concrete rule defines it
 
+    @abc.abstractmethod
     def perturbed(self, q, generator):
         """A random nearby member, different in every plate copy (for linearity checks)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mean(self, q):
-        raise NotImplementedError
+        """Mean parameters ``E_q[T]`` (tuple of tensors)."""
 
+    @abc.abstractmethod
     def points(self, m):
-        """List of per-point tuples of site values (equal weights)."""
-        raise NotImplementedError
+        """List of per-point tuples of site values (equal weights) averaging ``T`` to ``m``."""
 
+    @abc.abstractmethod
     def natural(self, q):
-        raise NotImplementedError
+        """Natural parameters (the coefficients of ``T`` in ``ln q``)."""
 
+    @abc.abstractmethod
     def from_natural(self, eta):
         """The factor with natural parameters ``eta`` (a tuple as returned by autograd on
         :meth:`mean`), or None if that is not a proper distribution."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def entropy(self, q) -> torch.Tensor:
         """Summed over plate copies, nats."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def distributions(self, q):
         """One torch distribution per site (marginals of ``q``)."""
-        raise NotImplementedError
 
     def moved(self, new, old) -> float:
+        """Largest change between two factors' parameters, relative to their size."""
         return max(float((a - b).abs().max()) / (1.0 + float(b.abs().max())) for a, b in zip(new, old))
 
 
