@@ -363,6 +363,26 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
         fixed = cm.affine_gradient(i)
         return (grads if fixed is None else tuple(a + b for a, b in zip(grads, fixed))), leaves
 
+    def cached_gradients(qd_now):
+        """Every block's gradient at the kept tables and ``qd_now``, by one backward pass
+        through ``E`` over all varying factors (a factor adds nothing to the gradient of a
+        block it does not depend on)."""
+        key = (cache["key"], id(qd_now))
+        if cache.get("grads_key") != key:
+            order = [i for i in range(len(blocks)) if factor_sets[i]]
+            names = set().union(*(factor_sets[i] for i in order))
+            leaves = [t for i in order for t in cache["leaves"][i]]
+            with torch.enable_grad():
+                e = mf.expected_log_joint(qd_now, [f for f in cache["layout"] if f[0] in names])
+                flat = torch.autograd.grad(e, leaves, allow_unused=True, retain_graph=True)
+            grads, k = {}, 0
+            for i in order:
+                n = len(cache["leaves"][i])
+                grads[i] = flat[k:k + n]
+                k += n
+            cache.update(grads_key=key, grads=grads, grads_qd=qd_now)
+        return cache["grads"]
+
     def varying_gradient(qd_now, qc_now, i):
         if not factor_sets[i]:
             leaves = blocks[i].rule.mean(qc_now[i])
@@ -370,11 +390,7 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
         if "qc" in cache:
             changed = [j for j, (a, b) in enumerate(zip(qc_now, cache["qc"])) if a is not b]
             if all(factor_sets[j].isdisjoint(factor_sets[i]) for j in changed):
-                layout = [f for f in cache["layout"] if f[0] in factor_sets[i]]
-                leaves = cache["leaves"][i]
-                with torch.enable_grad():
-                    e = mf.expected_log_joint(qd_now, layout)
-                    return torch.autograd.grad(e, leaves, allow_unused=True, retain_graph=True), leaves
+                return cached_gradients(qd_now)[i], cache["leaves"][i]
         leaves = tuple(t.detach().clone().requires_grad_(True) for t in blocks[i].rule.mean(qc_now[i]))
         with torch.enable_grad():
             tabs = cm.factor_tables(qc_now, names=factor_sets[i], leaves={i: leaves})
