@@ -29,6 +29,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "" tests
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/bn_exact.py
 	$(PY) benchmarks/hmm_exact.py
 	$(PY) benchmarks/em.py
