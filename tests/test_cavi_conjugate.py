@@ -37,6 +37,9 @@ def _random_factor(rule, gen):
     if isinstance(rule, sigma.WishartRule):
         a = torch.randn(2, 3, 3, generator=gen, dtype=F64)
         return u(2) * 3 + 4.0, a @ a.transpose(-1, -2) / 3 + torch.eye(3, dtype=F64)
+    if isinstance(rule, sigma.MultivariateNormalRule):
+        a = torch.randn(2, 3, 3, generator=gen, dtype=F64)
+        return torch.randn(2, 3, generator=gen, dtype=F64), a @ a.transpose(-1, -2) / 3 + 0.5 * torch.eye(3, dtype=F64)
     if isinstance(rule, sigma.DirichletRule):
         return (u(2, 4) * 5 + 0.3,)
     if isinstance(rule, sigma.NormalRule):
@@ -59,13 +62,17 @@ def _statistics(rule, values):
     if isinstance(rule, sigma.WishartRule):
         (lam,) = values
         return lam, torch.logdet(lam)
+    if isinstance(rule, sigma.MultivariateNormalRule):
+        (x,) = values
+        return x, x.unsqueeze(-1) * x.unsqueeze(-2)
     mu, lam = values
     lm = torch.einsum("...ij,...j->...i", lam, mu)
     return lam, lm, (lm * mu).sum(-1), torch.logdet(lam)
 
 
 RULES = [sigma.NormalRule(), sigma.GammaRule(), sigma.BetaRule(), sigma.DirichletRule(), sigma.WishartRule(),
-         sigma.NormalWishartRule()]
+         sigma.MultivariateNormalRule(), sigma.NormalWishartRule()]
+SYMMETRIC = (sigma.WishartRule, sigma.NormalWishartRule, sigma.MultivariateNormalRule)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
@@ -81,8 +88,9 @@ def test_sigma_points_reproduce_the_mean_parameters_and_give_the_natural_paramet
         avg = sum(_statistics(rule, p)[k] for p in pts) / len(pts)
         torch.testing.assert_close(avg, target, rtol=1e-10, atol=1e-10)
     coef = [torch.randn(t.shape, generator=gen, dtype=F64) for t in m]
-    if isinstance(rule, (sigma.WishartRule, sigma.NormalWishartRule)):
-        coef[0] = coef[0] + coef[0].transpose(-1, -2)      # a linear function of a symmetric matrix
+    for k, c in enumerate(coef):
+        if isinstance(rule, SYMMETRIC) and c.dim() == 3:
+            coef[k] = c + c.transpose(-1, -2)                # a linear function of a symmetric matrix
 
     def f(mm):
         p = rule.points(mm)
@@ -91,7 +99,7 @@ def test_sigma_points_reproduce_the_mean_parameters_and_give_the_natural_paramet
     leaves = tuple(t.clone().requires_grad_(True) for t in m)
     grads = torch.autograd.grad(f(leaves), leaves)
     for g, c in zip(grads, coef):
-        sym = isinstance(rule, (sigma.WishartRule, sigma.NormalWishartRule)) and g.dim() == c.dim() and c.dim() >= 3
+        sym = isinstance(rule, SYMMETRIC) and c.dim() == 3
         g = 0.5 * (g + g.transpose(-1, -2)) if sym else g
         torch.testing.assert_close(g, c, rtol=1e-6, atol=1e-6)
     # finite difference along a feasible direction (toward another member's mean parameters)
@@ -189,6 +197,75 @@ def test_normal_wishart_is_exact_and_the_elbo_is_the_log_evidence():
     assert draws["mu"].shape == (20000, D) and draws["prec"].shape == (20000, D, D)
     torch.testing.assert_close(draws["prec"].mean(0), nuN * WN, rtol=0.03, atol=0.03)
     torch.testing.assert_close(draws["mu"].mean(0), mN, rtol=0, atol=0.02)
+
+
+@ppl.model
+def gaussian_mean(x, m0, S0, S):
+    mu = ppl.sample("mu", dist.MultivariateNormal(m0, covariance_matrix=S0))
+    with ppl.plate("data", len(x)):
+        ppl.sample("x", dist.MultivariateNormal(mu, covariance_matrix=S), obs=x)
+
+
+def test_multivariate_normal_mean_is_exact():
+    """A MultivariateNormal mean under a Gaussian likelihood of known covariance: the factor is
+    the posterior N((S0⁻¹ + N S⁻¹)⁻¹(S0⁻¹ m0 + S⁻¹ Σx), (S0⁻¹ + N S⁻¹)⁻¹) and the ELBO is the log
+    evidence, the density of the stacked data under N(1 ⊗ m0, I ⊗ S + 11ᵀ ⊗ S0)."""
+    gen = torch.Generator().manual_seed(5)
+    D, N = 3, 6
+    A = torch.randn(D, D, generator=gen, dtype=F64)
+    S0, S = A @ A.T + torch.eye(D, dtype=F64), torch.tensor([[1.0, 0.4, 0.0], [0.4, 0.8, 0.1], [0.0, 0.1, 0.5]],
+                                                            dtype=F64)
+    m0 = torch.tensor([0.5, -1.0, 0.0], dtype=F64)
+    x = torch.randn(N, D, generator=gen, dtype=F64) + 1.0
+    post = ppl.infer(gaussian_mean, {"x": x, "m0": m0, "S0": S0, "S": S}, method="cavi", tol=1e-14)
+    assert post.diagnostics["factors"] == {"mu": "MultivariateNormal"}
+    prec = torch.linalg.inv(S0) + N * torch.linalg.inv(S)
+    cov = torch.linalg.inv(prec)
+    mean = cov @ (torch.linalg.solve(S0, m0) + torch.linalg.solve(S, x.sum(0)))
+    q = post.marginal("mu")
+    torch.testing.assert_close(q.mean, mean, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(q.covariance_matrix, cov, rtol=1e-9, atol=1e-10)
+    big = torch.kron(torch.eye(N, dtype=F64), S) + torch.kron(torch.ones(N, N, dtype=F64), S0)
+    log_z = torch.distributions.MultivariateNormal(m0.repeat(N), covariance_matrix=big).log_prob(x.reshape(-1))
+    assert post.elbo == pytest.approx(float(log_z), abs=1e-9)
+
+
+@ppl.model
+def gmm_known_cov(x, K, S0, S):
+    D = x.shape[1]
+    weights = ppl.sample("weights", dist.Dirichlet(torch.ones(K, dtype=F64)))
+    with ppl.plate("components", K):
+        loc = ppl.sample("loc", dist.MultivariateNormal(torch.zeros(D, dtype=F64), covariance_matrix=S0))
+    with ppl.plate("data", x.shape[0]):
+        z = ppl.sample("z", dist.Categorical(weights))
+        ppl.sample("x", dist.MultivariateNormal(loc[z], covariance_matrix=S), obs=x)
+
+
+def test_mixture_with_known_covariance_reaches_the_closed_form_fixed_point():
+    """MultivariateNormal component means with a Dirichlet and categorical z: q(μ_k) = N(m_k, S_k)
+    with S_k⁻¹ = S0⁻¹ + N_k S⁻¹, m_k = S_k S⁻¹ Σ_n r_nk x_n, and r_nk ∝ exp(E ln π_k -
+    ½ tr(S⁻¹ S_k) - ½ (x_n - m_k)ᵀ S⁻¹ (x_n - m_k)) (Bishop 2006, §10.2 with Λ known)."""
+    X = _standardised("iris")
+    D, K = 4, 3
+    S0, S = 4.0 * torch.eye(D, dtype=F64), 0.3 * torch.eye(D, dtype=F64) + 0.1
+    post = ppl.infer(gmm_known_cov, {"x": X, "K": K, "S0": S0, "S": S}, method="cavi", seed=0, tol=1e-13,
+                     max_iter=2000)
+    assert post.converged and post.diagnostics["decreases"] == 0
+    r = post.probs("z")
+    nk = r.sum(0)
+    Sinv = torch.linalg.inv(S)
+    q_loc = post.marginal("loc")
+    Sk = torch.linalg.inv(torch.linalg.inv(S0) + nk[:, None, None] * Sinv)
+    mk = torch.einsum("kij,jl,kl->ki", Sk, Sinv, r.T @ X)
+    torch.testing.assert_close(q_loc.covariance_matrix, Sk, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(q_loc.mean, mk, rtol=1e-5, atol=1e-6)
+    alpha = post.marginal("weights").concentration
+    torch.testing.assert_close(alpha, 1.0 + nk, rtol=1e-6, atol=1e-6)
+    e_log_pi = torch.special.digamma(alpha) - torch.special.digamma(alpha.sum())
+    diff = X[:, None, :] - q_loc.mean[None]        # the E-step from the factors CAVI returned
+    logits = (e_log_pi - 0.5 * torch.einsum("ij,kji->k", Sinv, q_loc.covariance_matrix)
+              - 0.5 * torch.einsum("nki,ij,nkj->nk", diff, Sinv, diff))
+    torch.testing.assert_close(torch.softmax(logits, -1), r, rtol=0, atol=1e-8)
 
 
 # ------------------------------------------------------------------ mixed discrete + continuous: the Bayesian GMM

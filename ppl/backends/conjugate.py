@@ -62,7 +62,7 @@ __all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "conjugate_problem", "run_co
 
 #: Latent families with a sigma-point rule (a MultivariateNormal only as the mean of a
 #: Normal-Wishart pair).
-FAMILIES = tuple(RULES) + ("MultivariateNormal (with a Wishart precision)",)
+FAMILIES = tuple(RULES) + ("a MultivariateNormal mean with a Wishart-scaled precision (Normal-Wishart)",)
 
 #: Most combinations of sigma points one factor may need (the product over the continuous
 #: factors it depends on).
@@ -100,6 +100,13 @@ def find_blocks(graph, sites):
         blocks.append(Block(rule, (s,)))
         used.add(s)
     return blocks
+
+
+def _n_points(graph, block) -> int:
+    """Sigma points of a block (2 per scalar rule, 2D for a D-dim Gaussian, 4 for Normal-Wishart)."""
+    if block.rule.name == "MultivariateNormal":
+        return 2 * graph.variables[block.sites[0]].event_shape[-1]
+    return 2 * block.rule.n_sites
 
 
 def _start_values(graph, sites, device, dtype):
@@ -153,7 +160,7 @@ class ConjugateModel:
         self.deps = {n: tuple(sorted({owner[s] for s in f.scope if s in owner})) for n, f in graph.factors.items()}
         self.names = list(graph.factors)
         for n, d in self.deps.items():
-            combos = math.prod(2 * b.rule.n_sites for b in (blocks[i] for i in d))
+            combos = math.prod(_n_points(graph, b) for b in (blocks[i] for i in d))
             if combos > MAX_COMBINATIONS:
                 raise ValueError(f"factor '{n}' depends on {len(d)} continuous factors ({combos} combinations of "
                                  f"sigma points, at most {MAX_COMBINATIONS})")

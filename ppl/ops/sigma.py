@@ -25,6 +25,7 @@ Gamma             ``ln h, h``                 ``μ₂ ± √(μ₂² - e^{2μ₁
 Beta              ``ln h, ln(1-h)``           roots of ``t² - (1 + P - Q) t + P``
 Dirichlet         ``ln π``                    ``ln π± = M ± (c + t v)``, ``t`` a 1-D root
 Wishart           ``Λ, ln|Λ|``                ``c± S``
+MultivariateNormal ``h, h hᵀ``                ``m ± √D L_:,i`` (2D points)
 NormalWishart     ``Λ, Λμ, μᵀΛμ, ln|Λ|``      ``(c± S, m ± d)``, four points
 ================  ==========================  ============================================
 
@@ -42,7 +43,7 @@ import math
 
 import torch
 
-__all__ = ["RULES", "Rule", "NormalRule", "GammaRule", "BetaRule", "DirichletRule", "WishartRule",
+__all__ = ["RULES", "Rule", "NormalRule", "GammaRule", "BetaRule", "DirichletRule", "MultivariateNormalRule", "WishartRule",
            "NormalWishartRule", "mvn_wishart_entropy"]
 
 
@@ -322,6 +323,57 @@ class DirichletRule(Rule):
         return (torch.distributions.Dirichlet(q[0]),)
 
 
+class MultivariateNormalRule(Rule):
+    """``q = N(m, S)`` over the site's last dim (a full-covariance Gaussian factor per plate
+    copy).  Points: ``m ± √D L_:,i`` for the columns of ``S = L Lᵀ`` (the unscented
+    transform's 2D points; Julier & Uhlmann 1997), whose mean is ``m`` and whose second
+    moment is ``m mᵀ + S``."""
+
+    name = "MultivariateNormal"
+
+    def initial(self, values):
+        (x,) = values
+        d = x.shape[-1]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        return x.clone(), eye.expand(x.shape + (d,)).clone()
+
+    def perturbed(self, q, generator):
+        m, cov = q
+        return m + _rand_like(m, generator, -0.5, 0.5), cov * _rand_like(m[..., 0], generator, 0.7, 1.3)[..., None, None]
+
+    def mean(self, q):
+        m, cov = q
+        return m, cov + m.unsqueeze(-1) * m.unsqueeze(-2)
+
+    def points(self, mu):
+        m, second = mu[0], _sym(mu[1])
+        d = m.shape[-1]
+        chol = torch.linalg.cholesky(second - m.unsqueeze(-1) * m.unsqueeze(-2))
+        cols = math.sqrt(d) * chol.transpose(-1, -2)               # rows: √D L_:,i
+        return [(m + sign * cols[..., i, :],) for i in range(d) for sign in (-1.0, 1.0)]
+
+    def natural(self, q):
+        m, cov = q
+        prec = torch.linalg.inv(cov)
+        return torch.einsum("...ij,...j->...i", prec, m), -0.5 * prec
+
+    def from_natural(self, eta):
+        g, h = eta[0], _sym(eta[1])
+        prec = -2.0 * h
+        chol, info = torch.linalg.cholesky_ex(prec)
+        if not bool(info.eq(0).all()):
+            return None
+        cov = _sym(torch.cholesky_inverse(chol))
+        return torch.einsum("...ij,...j->...i", cov, g), cov
+
+    def entropy(self, q):
+        d = q[0].shape[-1]
+        return (0.5 * _logdet(q[1]) + 0.5 * d * math.log(2 * math.pi * math.e)).sum()
+
+    def distributions(self, q):
+        return (torch.distributions.MultivariateNormal(q[0], covariance_matrix=q[1]),)
+
+
 class WishartRule(Rule):
     """``q = Wishart(ν, W)`` over a precision matrix (``E[Λ] = νW``)."""
 
@@ -467,4 +519,4 @@ class NormalWishartRule(Rule):
 
 #: Site family -> rule, for single-site factors.
 RULES = {"Normal": NormalRule(), "Gamma": GammaRule(), "Beta": BetaRule(), "Dirichlet": DirichletRule(),
-         "Wishart": WishartRule()}
+         "Wishart": WishartRule(), "MultivariateNormal": MultivariateNormalRule()}
