@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "gaussian_mixture_sample",
     "Timer",
     "time_once",
     "time_repeated",
@@ -277,3 +278,26 @@ def source_state() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     return f"commit {head or '?'}" + (" + uncommitted changes under ppl/" if dirty else "")
+
+
+def gaussian_mixture_sample(n: int, d: int, k: int, seed: int, concentration: float, spread: float, floor: float):
+    """``n`` points from a seeded mixture of ``k`` full-covariance Gaussians in ``d`` dimensions.
+
+    weights ~ Dirichlet(concentration·1); means ~ N(0, spread² I); covariances
+    ``A Aᵀ / d + floor·I`` with ``A`` standard normal.  The mixture is drawn before the points,
+    so different ``n`` with one ``seed`` share it.
+
+    Returns ``(X (n, d) float64 C-contiguous, truth)`` with truth ``weights, means, covs, z``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(concentration * np.ones(k))
+    means = rng.normal(0.0, spread, size=(k, d))
+    a = rng.normal(size=(k, d, d))
+    covs = a @ a.transpose(0, 2, 1) / d + floor * np.eye(d)
+    z = rng.choice(k, size=n, p=weights)
+    chol = np.linalg.cholesky(covs)
+    x = means[z] + np.einsum("nij,nj->ni", chol[z], rng.normal(size=(n, d)))
+    return np.ascontiguousarray(x), {"weights": weights, "means": means, "covs": covs, "z": z}
+

@@ -97,10 +97,10 @@ from pathlib import Path
 import numpy as np
 
 try:  # run as a script (python benchmarks/cavi.py) or as a module (python -m benchmarks.cavi)
-    from _common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table, print_machine,
+    from _common import (gaussian_mixture_sample, Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table, print_machine,
                          source_state, start, write_json)
 except ImportError:  # pragma: no cover
-    from benchmarks._common import (Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+    from benchmarks._common import (gaussian_mixture_sample, Timer, add_common_args, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                                     print_machine, source_state, start, write_json)
 
 N, BAYESPY_N, D, K = 200_000, 10_000, 10, 8
@@ -126,15 +126,7 @@ def make_data(n: int, d: int = D, k: int = K, seed: int = 0):
 
     Returns ``(X (n, d) float64, truth dict)``.
     """
-    rng = np.random.default_rng(seed)
-    weights = rng.dirichlet(5.0 * np.ones(k))
-    means = rng.normal(0.0, 5.0, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    covs = a @ a.transpose(0, 2, 1) / d + 0.25 * np.eye(d)
-    z = rng.choice(k, size=n, p=weights)
-    chol = np.linalg.cholesky(covs)
-    x = means[z] + np.einsum("nij,nj->ni", chol[z], rng.normal(size=(n, d)))
-    return np.ascontiguousarray(x), {"weights": weights, "means": means, "covs": covs, "z": z}
+    return gaussian_mixture_sample(n, d, k, seed, concentration=5.0, spread=5.0, floor=0.25)
 
 
 def separation(truth) -> float:

@@ -59,11 +59,11 @@ import warnings
 import numpy as np
 
 try:  # run as a script (python benchmarks/em.py) or as a module (python -m benchmarks.em)
-    from _common import (Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+    from _common import (gaussian_mixture_sample, Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                          print_machine, start, write_json)
     import hmm_exact
 except ImportError:  # pragma: no cover
-    from benchmarks._common import (Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
+    from benchmarks._common import (gaussian_mixture_sample, Timer, add_common_args, source_state, fmt_ratio, fmt_sci, fmt_seconds, markdown_table,
                                     print_machine, start, write_json)
     from benchmarks import hmm_exact
 
@@ -87,16 +87,8 @@ def make_gmm_data(n: int, d: int = GMM_D, k: int = GMM_K, seed: int = 0):
 
     Returns ``(X (n, d) float64, truth dict)``.
     """
-    rng = np.random.default_rng(seed)
-    weights = rng.dirichlet(2.0 * np.ones(k))
-    means = rng.normal(0.0, 2.0, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    covs = a @ a.transpose(0, 2, 1) / d + 0.2 * np.eye(d)
-    z = rng.choice(k, size=n, p=weights)
-    chol = np.linalg.cholesky(covs)
-    eps = rng.normal(size=(n, d))
-    x = means[z] + np.einsum("nij,nj->ni", chol[z], eps)
-    return x, {"weights": weights, "means": means, "covs": covs}
+    x, truth = gaussian_mixture_sample(n, d, k, seed, concentration=2.0, spread=2.0, floor=0.2)
+    return x, {key: truth[key] for key in ("weights", "means", "covs")}
 
 
 def gmm_theta0(x: np.ndarray, k: int, cov_type: str, seed: int = 0) -> dict:

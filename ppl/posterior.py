@@ -560,7 +560,7 @@ class FactorPosterior(_DiscreteTables, Posterior):
             else:
                 out[s] = d.mean.clone()
         for s, p in self._marginals.items():
-            out[s] = _support_values(self._supports[s], p.argmax(-1))
+            out[s] = support_values(self._supports[s], p.argmax(-1))
         return out
 
     def _draw(self, n, seed=None):
@@ -576,10 +576,11 @@ class FactorPosterior(_DiscreteTables, Posterior):
             for s, p in self._marginals.items():
                 flat = p.reshape(-1, p.shape[-1])
                 idx = torch.multinomial(flat, n, replacement=True).T.reshape((n,) + tuple(p.shape[:-1]))
-                out[s] = _support_values(self._supports[s].to(p.device), idx)
+                out[s] = support_values(self._supports[s].to(p.device), idx)
             return out
 
 
-def _support_values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``support[idx]`` with the support's event dims kept: ``idx.shape + event_shape``."""
+def support_values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``support[idx]`` with the support's event dims kept: ``idx.shape + event_shape``
+    (state indices ``idx`` of a discrete site to its values; ``support`` is ``(K,) + event``)."""
     return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))

@@ -77,6 +77,16 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
             torch.set_default_dtype(old_dtype)
 
 
+def seeded_generator(seed, device: torch.device) -> torch.Generator:
+    """A torch Generator on ``device`` seeded with ``seed`` (fresh entropy when None)."""
+    gen = torch.Generator(device=device)
+    if seed is not None:
+        gen.manual_seed(int(seed))
+    else:
+        gen.seed()
+    return gen
+
+
 def place(value, device: torch.device, dtype: torch.dtype):
     """``value`` on ``device``, floating tensors cast to ``dtype`` (other values as they are)."""
     if isinstance(value, torch.Tensor):

@@ -31,7 +31,7 @@ import torch
 
 from ..errors import OptionError, UnsupportedModelError
 from ..ops.quadratic import dense_quadratic, shared_quadratic
-from .base import run_context
+from .base import run_context, seeded_generator
 from .discrete import batch_layout
 from .logjoint import LogJoint
 from .meanfield import coordinate_ascent
@@ -162,8 +162,7 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
     elif init == "uniform":
         h = torch.full_like(b, 0.5)
     elif init == "random":
-        gen = torch.Generator(device=device)
-        gen.manual_seed(0 if seed is None else int(seed))
+        gen = seeded_generator(seed, device)
         h = torch.rand(b.shape, generator=gen, dtype=dtype, device=device)
     else:
         raise OptionError(f"init must be 'random', 'uniform' or a dict site -> probabilities, got {init!r}")
@@ -206,12 +205,7 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
     modes = {s: (means[s] > 0.5).to(dtype).reshape(probs[s].shape[:-1]) for s in sites}
 
     def sampler(n, sample_seed=None):
-        s_ = seed if sample_seed is None else sample_seed
-        gen = torch.Generator(device=device)
-        if s_ is not None:
-            gen.manual_seed(int(s_))
-        else:
-            gen.seed()
+        gen = seeded_generator(seed if sample_seed is None else sample_seed, device)
         return {s: (torch.rand((n,) + tuple(probs[s].shape[:-1]), generator=gen, dtype=dtype, device=device)
                     < probs[s][..., 1]).to(dtype) for s in sites}
 

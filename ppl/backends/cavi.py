@@ -60,8 +60,9 @@ from ..analysis.report import format_bytes
 from ..compiler import families
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import IntractableError, OptionError, UnsupportedModelError
-from ..posterior import MeanFieldPosterior
-from .base import Applicability, Backend, check_int, check_number, current_params, param_constraint, store_params
+from ..posterior import MeanFieldPosterior, support_values
+from .base import (Applicability, Backend, check_int, check_number, current_params, param_constraint,
+                   seeded_generator, store_params)
 from .binary import binary_problem, run_binary
 from .conjugate import conjugate_problem, run_conjugate
 from .discrete import batch_layout
@@ -237,23 +238,18 @@ class CAVIBackend(Backend):
         probs = {v: q[v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
                  for v in sites}
         supports = {v: families.enumerate_values(graph.sites[v].fn).to(device) for v in sites}
-        modes = {v: _values(supports[v], probs[v].argmax(-1)) for v in sites}
+        modes = {v: support_values(supports[v], probs[v].argmax(-1)) for v in sites}
         diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1,
                        "decreases": decreases, "device": str(device)}
 
         def sampler(n, sample_seed=None):
-            s = seed if sample_seed is None else sample_seed
-            gen = torch.Generator(device=device)
-            if s is not None:
-                gen.manual_seed(int(s))
-            else:
-                gen.seed()
+            gen = seeded_generator(seed if sample_seed is None else sample_seed, device)
             out = {}
             for v in sites:
                 p = probs[v]
                 idx = torch.multinomial(p.reshape(-1, p.shape[-1]), n, replacement=True, generator=gen)
                 idx = idx.T.reshape((n,) + tuple(p.shape[:-1]))
-                out[v] = _values(supports[v], idx)
+                out[v] = support_values(supports[v], idx)
             return out
 
         return MeanFieldPosterior(self.name, graph=graph, marginals=probs, supports=supports,
@@ -359,11 +355,7 @@ class _MeanField:
         if init == "uniform":
             return {v: torch.full(s, -math.log(s[-1]), dtype=self.dtype, device=self.device) for v, s in shapes.items()}
         if init == "random":
-            gen = torch.Generator(device=self.device)
-            if seed is not None:
-                gen.manual_seed(int(seed))
-            else:
-                gen.seed()
+            gen = seeded_generator(seed, self.device)
             out = {}
             for v, s in shapes.items():
                 e = -torch.log(torch.rand(s, dtype=self.dtype, device=self.device, generator=gen).clamp_min(1e-300))
@@ -408,10 +400,6 @@ def _damped(old: torch.Tensor, new: torch.Tensor, damping: float) -> torch.Tenso
         return new
     mixed = (1.0 - damping) * old + damping * new
     return mixed - torch.logsumexp(mixed, -1, keepdim=True)
-
-
-def _values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
 
 
 # ---------------------------------------------------------------------- binary latents, quadratic log joint
