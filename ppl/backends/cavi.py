@@ -58,15 +58,16 @@ import torch
 
 from ..analysis.report import format_bytes
 from ..compiler import families
+from ..compiler.parametric import parametric_tables
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import IntractableError, OptionError, UnsupportedModelError
+from ..ops.contract import LogFactor
 from ..posterior import MeanFieldPosterior, support_values
 from .base import (Applicability, Backend, check_int, check_number, current_params, param_constraint,
                    seeded_generator, store_params)
 from .binary import binary_problem, run_binary
 from .conjugate import conjugate_problem, run_conjugate
 from .discrete import batch_layout
-from .logjoint import SubstituteParams
 from .meanfield import coordinate_ascent
 from .pointopt import maximise, param_block
 
@@ -375,10 +376,12 @@ class _ParamStep:
         self.graph, self.dims, self.dtype, self.device = graph, dims, dtype, device
         self.constraints = {n: param_constraint(n) for n in names}
         self.values = current_params(graph, names, dtype, device)
+        # the tables as functions of θ: gathers of θ rebuilt without a model run (EM's machinery)
+        self.pt = parametric_tables(graph, dims, graph.plate_order, self.values, dtype=dtype, device=device)
 
     def tables(self, values):
-        return log_factor_tables(self.graph, self.dims, self.graph.plate_order, dtype=self.dtype, device=self.device,
-                                 messengers=(SubstituteParams(values),), grad=True)
+        tabs = self.pt.tables(values, grad=True)
+        return {n: LogFactor(tabs[n], *self.pt.layouts[n]) for n in self.graph.factors}
 
     def step(self, mf, q) -> None:
         """One M-step (in place): the new θ, and ``mf``'s tables at it."""
