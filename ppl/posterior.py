@@ -2,7 +2,7 @@
 
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``summary()``, ``to_arviz()``.  A field a backend cannot fill is
+``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
 ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend: :class:`TablePosterior` (exact
@@ -14,6 +14,8 @@ conditional marginals of enumerated discrete sites), :class:`PointPosterior` (a 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 
 import torch
 
@@ -149,6 +151,76 @@ class Posterior:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from e
         draws = self.sample(num_samples)
         return az.from_dict(posterior={k: v.detach().cpu().numpy()[None] for k, v in draws.items()})
+
+    def plot(self, site: str, path, copies: int = 4, num_samples: int = 2000, seed: int | None = 0) -> str:
+        """Write a PNG of ``site``'s posterior marginal (matplotlib on an Agg canvas: no
+        display needed, pyplot's state untouched), one panel per plate copy / element
+        (the first ``copies``).
+
+        Discrete sites with probability tables: a bar chart of the state probabilities.
+        Continuous sites: a histogram of ``num_samples`` draws from ``marginal(site)``,
+        with the marginal's density drawn over it where it has one per element; a point
+        mass (MAP) as a vertical line.
+
+        Parameters
+        ----------
+        site : str
+            A latent site of this posterior (see :attr:`sites`).
+        path : str or os.PathLike
+            File to write (``.png`` is the format; parent directories are created).
+        copies : int
+            Plate copies / elements shown (the first ones, row-major).
+        num_samples : int
+            Draws behind the histogram of a continuous site.
+        seed : int or None
+            Seed of those draws (the global RNG state is left as it was).
+
+        Returns
+        -------
+        str
+            ``path``.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site of this posterior.
+        ImportError
+            If matplotlib is not installed.
+        """
+        if site not in self.sites:
+            raise self._unknown(site)
+        path = os.fspath(path)
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fig = _figure()
+        table = None
+        if site in getattr(self, "_supports", {}) and hasattr(self, "probs"):
+            table = self.probs(site).detach().cpu().double()
+        if table is not None:
+            flat = table.reshape(-1, table.shape[-1])
+            support = self._supports[site]
+            labels = [_state_label(v) for v in support] if support.dim() == 1 else [str(k) for k in
+                                                                                    range(table.shape[-1])]
+            shown = min(copies, flat.shape[0])
+            for i in range(shown):
+                ax = fig.add_subplot(1, shown, i + 1)
+                ax.bar(range(len(labels)), flat[i].tolist(), color="C0")
+                ax.set_xticks(range(len(labels)))
+                ax.set_xticklabels(labels, fontsize=8)
+                ax.set_ylim(0, 1.05)
+                ax.set_xlabel("value")
+                ax.set_title(site if flat.shape[0] == 1 else f"{site}[{i}]", fontsize=9)
+            fig.axes[0].set_ylabel("posterior probability")
+            n = flat.shape[0]
+        else:
+            n = _plot_continuous_marginal(fig, self.marginal(site), site, copies, num_samples, seed)
+            shown = min(copies, n)
+        more = f" (first {shown} of {n})" if n > shown else ""
+        fig.suptitle(f"posterior marginal of '{site}' ({self.method}){more}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return path
 
     def _unknown(self, site):
         return DataError(f"'{site}' is not a latent site of this posterior; latent sites: {self.sites}")
@@ -579,6 +651,74 @@ class FactorPosterior(_DiscreteTables, Posterior):
                 out[s] = support_values(self._supports[s].to(p.device), idx)
             return out
 
+
+
+# ---------------------------------------------------------------------- plotting helpers
+def _figure(figsize=(8.0, 3.5)):
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install matplotlib (or ppl[plots])") from e
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _safe_name(site: str) -> str:
+    """``site`` as a file-name fragment."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", site) or "site"
+
+
+def _state_label(value) -> str:
+    v = float(value)
+    return str(int(v)) if v.is_integer() else f"{v:.3g}"
+
+
+def _plot_continuous_marginal(fig, marg, site, copies, num_samples, seed) -> int:
+    """Histogram (+ density) panels of a continuous marginal; returns the number of elements."""
+    import pyro.distributions as pdist
+
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng, torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        point = isinstance(marg, pdist.Delta)
+        draws = marg.mean.unsqueeze(0) if point else marg.sample((num_samples,))
+    draws = draws.detach().cpu().double().reshape(draws.shape[0], -1)
+    n = draws.shape[1]
+    shown = min(copies, n)
+    density = not point and len(marg.event_shape) == 0 and type(marg).__name__ != "Empirical"
+    for i in range(shown):
+        ax = fig.add_subplot(1, shown, i + 1)
+        col = draws[:, i]
+        if point:
+            ax.axvline(float(col[0]), color="C3", lw=2, label="point mass")
+            ax.legend(fontsize=7)
+        else:
+            finite = col[torch.isfinite(col)]
+            ax.hist(finite.tolist(), bins=40, density=True, color="C0", alpha=0.5, label="draws")
+            if density and finite.numel() > 1:
+                lo, hi = float(finite.min()), float(finite.max())
+                grid = torch.linspace(lo, hi, 200, dtype=torch.float64)
+                try:
+                    shape = (200,) + tuple(marg.batch_shape)
+                    values = grid.reshape((200,) + (1,) * len(marg.batch_shape)).expand(shape)
+                    lp = marg.log_prob(values.to(marg.mean.dtype)).detach().cpu().double().reshape(200, -1)[:, i]
+                    ax.plot(grid.tolist(), lp.exp().tolist(), color="C1", lw=1.5, label="density")
+                except (ValueError, RuntimeError, NotImplementedError):
+                    pass
+            ax.legend(fontsize=7)
+        ax.set_title(site if n == 1 else f"{site}[{i}]", fontsize=9)
+        ax.set_xlabel("value")
+    fig.axes[0].set_ylabel("density")
+    return n
 
 def support_values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``support[idx]`` with the support's event dims kept: ``idx.shape + event_shape``

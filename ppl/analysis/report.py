@@ -60,6 +60,10 @@ class Analysis:
         negative) not declared by a ``ppl.plate``: such a model cannot be enumerated.
     backends : dict[str, tuple[bool, str]]
         Registered backend -> (applies, why); filled by :func:`ppl.analyze`.
+    auto : dict or None
+        What ``method="auto"`` would choose (``{"method", "reason", "passed_over", ...}``,
+        see :func:`ppl.api.auto_route`; ``method`` is None when nothing applies); filled
+        by :func:`ppl.analyze`.
     """
 
     graph: object
@@ -76,6 +80,7 @@ class Analysis:
     log10_states: float
     undeclared_batch: dict = field(default_factory=dict)
     backends: dict = field(default_factory=dict)
+    auto: dict | None = None
 
     # ----------------------------------------------------------- derived facts
     @property
@@ -151,6 +156,11 @@ class Analysis:
             width = max(len(n) for n in self.backends)
             for name, (ok, why) in self.backends.items():
                 lines.append(f"    {name:<{width}}  {'applies' if ok else 'no     '}  {why}")
+        if self.auto:
+            if self.auto.get("method"):
+                lines.append(f"  auto would choose: {self.auto['method']}, because {self.auto['reason']}")
+            else:
+                lines.append("  auto would choose: nothing, no registered method applies")
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):  # IPython

@@ -1,0 +1,592 @@
+"""The machinery behind :func:`ppl.compare`: run several backends on one compiled model,
+measure each against a reference, and present the result as a :class:`Comparison`
+(a printable table, a pandas DataFrame, PNG plots).
+
+Columns (nats for every log quantity; ``None`` where a value does not apply):
+
+==================== =========================================================================
+``method``           the row's label: a backend name, or ``name(option=value, ...)``
+``log_evidence``     ``log p(x)`` (exact methods; EM: at its learned θ)
+``elbo``             the evidence lower bound ``L(q) = log p(x) − KL(q‖p(h|x))``
+``kl_gap``           ``log_evidence(exact reference) − elbo`` = ``KL(q‖p)`` (eq. 19.1 of
+                     Goodfellow et al. 2016); only with an exact reference, and not for a
+                     method that learned ``ppl.param`` values (it bounds another ``log p(x)``)
+``map_log_joint``    ``log p(ĥ, x)`` at the method's MAP point (``map``; ``exact``'s max-product)
+``max_marginal_error`` / ``mean_marginal_error``
+                     largest / average ``|p_method − p_ref|`` over every marginal probability of
+                     every discrete latent site both posteriors describe
+``max_mean_error`` / ``mean_mean_error``
+                     largest / average ``|E_method[h] − E_ref[h]|`` over every element of every
+                     continuous latent site (units of the site)
+``seconds``          wall time of the method's ``ppl.infer`` call (compilation excluded)
+``iterations``       sweeps (CAVI), EM iterations, SVI steps, MAP rounds; ``None`` if one-shot
+``converged``        the backend's verdict (``None`` for non-iterative methods)
+``status``           ``"ok"`` or ``"not run: <why>"``
+==================== =========================================================================
+
+The reference is the row labelled ``"exact"`` if it ran, else any exact row, else the row
+with the highest ELBO among the rows that ran and learned no ``ppl.param`` (with one log
+evidence shared by all of them, the highest ELBO is the smallest ``KL(q‖p)``: the closest
+posterior at hand); ``compare(..., reference=label)`` picks one by hand.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import textwrap
+import time
+
+import pyro
+import torch
+
+from .errors import PPLError
+from .table import Table, _fmt
+
+__all__ = ["Comparison", "run_comparison", "COLUMNS"]
+
+#: The columns of a :class:`Comparison`, in order.
+COLUMNS = ("method", "log_evidence", "elbo", "kl_gap", "map_log_joint", "max_marginal_error", "mean_marginal_error",
+           "max_mean_error", "mean_mean_error", "seconds", "iterations", "converged", "status")
+
+#: Columns always printed (the others are left out of the printout when empty in every row).
+_ALWAYS_SHOWN = ("method", "log_evidence", "elbo", "seconds", "converged", "status")
+_STATUS_WIDTH = 48  # longer statuses are printed as footnotes
+
+
+class Comparison(Table):
+    """The table :func:`ppl.compare` returns: one row per method (see :data:`COLUMNS` and
+    the module docstring for their meaning and units).
+
+    Attributes
+    ----------
+    rows : list[dict]
+        One dict per method, keys :data:`COLUMNS`.
+    posteriors : dict[str, Posterior or PPLError]
+        Row label -> the method's Posterior, or the error that stopped it.
+    reference : str or None
+        Label of the row errors are measured against (None: no row could serve).
+    reference_kind : str or None
+        ``"exact"``, ``"highest elbo"`` or ``"chosen"`` (``reference=`` given).
+    graph : FactorGraph
+        The compiled model every method ran on.
+
+    ``print(comparison)`` draws the table with `rich` when it is installed and standard
+    output is a terminal, as plain aligned text otherwise (piped or captured output stays
+    one row per line; :meth:`to_string` picks either); ``rich.print(comparison)`` gives
+    the styled table.  Columns empty in every row are left out of the printout (a note
+    names them) but not of :meth:`to_pandas`; a status too long for the table is printed
+    as a numbered footnote.
+    """
+
+    def __init__(self, rows, posteriors, *, graph=None, reference=None, reference_kind=None, title=None,
+                 notes=None):
+        super().__init__(rows, columns=list(COLUMNS), title=title, notes=notes)
+        self.posteriors = posteriors
+        self.graph = graph
+        self.reference = reference
+        self.reference_kind = reference_kind
+
+    # ------------------------------------------------------------------ printing
+    def _display(self):
+        """Columns, rows (formatted text) and notes of the printout."""
+        columns = [c for c in self.columns if c in _ALWAYS_SHOWN or any(r.get(c) is not None for r in self.rows)]
+        hidden = [c for c in self.columns if c not in columns]
+        rows, footnotes = [], []
+        for r in self.rows:
+            cells = {c: _fmt(r.get(c)) for c in columns}
+            label = r.get("method")
+            status = str(r.get("status"))
+            if len(status) > _STATUS_WIDTH:
+                footnotes.append(f"[{len(footnotes) + 1}] {label}: {status}")
+                cells["status"] = f"{status.split(':')[0]} [{len(footnotes)}]"
+            rows.append(cells)
+        notes = list(self.notes) + footnotes
+        if hidden:
+            notes.append(f"columns empty in every row (not shown; in .to_pandas()): {', '.join(hidden)}")
+        return columns, rows, notes
+
+    def to_string(self, style: str = "auto") -> str:
+        """The printout: ``style="rich"`` (a box-drawn table, needs the ``rich`` package),
+        ``"plain"`` (aligned text, one row per line: stable to parse) or ``"auto"`` (rich
+        when it is installed and standard output is a terminal, else plain).
+
+        Raises
+        ------
+        ImportError
+            ``style="rich"`` without rich installed.
+        ValueError
+            An unknown ``style``.
+        """
+        if style not in ("auto", "rich", "plain"):
+            raise ValueError(f"style must be 'auto', 'rich' or 'plain', got {style!r}")
+        columns, rows, notes = self._display()
+        if style == "auto" and not _stdout_is_terminal():
+            style = "plain"
+        if style != "plain":
+            if _has_rich():
+                return self._rich_string(columns, rows, notes)
+            if style == "rich":
+                raise ImportError("style='rich' needs rich: pip install rich")
+        plain = Table([{c: cells[c] for c in columns} for cells in rows], columns=columns, title=self.title,
+                      notes=notes)
+        return str(plain)
+
+    def _rich_table(self, columns, rows, styled: bool):
+        from rich import box
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=self.title, box=box.ROUNDED, header_style="bold" if styled else None,
+                          title_style="bold" if styled else None)
+        numeric = {c for c in columns if any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                                             for r in self.rows)}
+        for c in columns:
+            table.add_column(c, justify="right" if c in numeric else "left", no_wrap=c != "status",
+                             overflow="fold")
+        for raw, cells in zip(self.rows, rows):
+            style = None
+            if styled and not str(raw.get("status")).startswith("ok"):
+                style = "dim"
+            table.add_row(*[cells[c] for c in columns], style=style)
+        return table
+
+    def _rich_string(self, columns, rows, notes) -> str:
+        from rich.console import Console
+
+        buf = io.StringIO()
+        console = Console(file=buf, width=1000, color_system=None, force_terminal=False, legacy_windows=False,
+                          soft_wrap=False, emoji=False, markup=False, highlight=False)
+        console.print(self._rich_table(columns, rows, styled=False))
+        lines = [line.rstrip() for line in buf.getvalue().splitlines()]
+        width = max([len(line) for line in lines] + [80])
+        for note in notes:
+            lines.extend(textwrap.wrap(note, width=width, subsequent_indent="  ") or [""])
+        return "\n".join(lines)
+
+    def __rich__(self):
+        """For ``rich.print(comparison)`` and rich consoles: the styled table and notes."""
+        from rich.console import Group
+        from rich.text import Text
+
+        columns, rows, notes = self._display()
+        return Group(self._rich_table(columns, rows, styled=True), *[Text(n, style="dim") for n in notes])
+
+    def __str__(self):
+        """``to_string()``: rich's table on a terminal when rich is installed, else plain text."""
+        return self.to_string()
+
+    __repr__ = __str__
+
+    # ------------------------------------------------------------------ plots
+    def plot(self, path_prefix, sites=None, copies: int = 3, max_sites: int = 3) -> list:
+        """Write PNGs (matplotlib, Agg canvas: no display needed, pyplot untouched).
+
+        * ``{path_prefix}_bound.png``: the objective per iteration (``history``) of every
+          method that gives a bound on one axis (nats; CAVI's ELBO per sweep, EM's log
+          likelihood per iteration, SVI's ELBO estimate per step), exact log evidence as a
+          dashed line; a log iteration axis when run lengths differ twenty-fold.
+        * ``{path_prefix}_{site}.png`` for each of ``sites``: the methods' posterior
+          marginals overlaid — discrete sites: bar charts of the state probabilities per
+          method for the first ``copies`` plate copies; continuous sites: mean ± sd per
+          method for the first ``copies`` elements.
+
+        Parameters
+        ----------
+        path_prefix : str or os.PathLike
+            Directory and file stem (directories are created).
+        sites : list[str], optional
+            Latent sites to plot (default: the first ``max_sites`` latent sites of the
+            reference, else of the first posterior).
+        copies : int
+            Plate copies / elements per site shown.
+        max_sites : int
+            How many sites the default picks.
+
+        Returns
+        -------
+        list[str]
+            The paths written, bound plot first.
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is not installed.
+        DataError
+            A site in ``sites`` that no posterior of the table describes.
+        """
+        from .errors import DataError
+        from .posterior import _figure, _safe_name
+
+        path_prefix = os.fspath(path_prefix)
+        folder = os.path.dirname(path_prefix)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        ok = {label: p for label, p in self.posteriors.items() if not isinstance(p, Exception)}
+        paths = [self._plot_bound(f"{path_prefix}_bound.png", ok)]
+        if sites is None:
+            first = ok.get(self.reference) or next(iter(ok.values()), None)
+            sites = list(first.sites)[:max_sites] if first is not None else []
+        known = {s for p in ok.values() for s in p.sites}
+        for site in sites:
+            if site not in known:
+                raise DataError(f"'{site}' is not a latent site of any posterior in this comparison; "
+                                f"latent sites: {sorted(known)}")
+        for site in sites:
+            path = f"{path_prefix}_{_safe_name(site)}.png"
+            discrete = self.graph is not None and site in self.graph.discrete_latent()
+            fig = _figure()
+            if discrete:
+                _plot_discrete_overlay(fig, site, ok, copies)
+            else:
+                _plot_continuous_overlay(fig, site, ok, copies)
+            fig.savefig(path, dpi=100)
+            paths.append(path)
+        return paths
+
+    def _plot_bound(self, path, ok):
+        from .posterior import _figure
+
+        fig = _figure(figsize=(7.5, 4.5))
+        ax = fig.add_subplot(1, 1, 1)
+        curves = {label: [float(v) for v in p.history] for label, p in ok.items()
+                  if p.elbo is not None and len(p.history) > 0}
+        lengths = [len(h) for h in curves.values() if len(h) > 1]
+        log_x = bool(lengths) and max(lengths) >= 20 * min(lengths)
+        lows, highs = [], []
+        for j, (label, hist) in enumerate(curves.items()):
+            finite = [v for v in hist if math.isfinite(v)]
+            if not finite:
+                continue
+            x = list(range(1, len(hist) + 1) if log_x else range(len(hist)))
+            color = f"C{j % 10}"
+            if len(hist) > 30:  # a noisy stochastic estimate per step: faint, with its running mean
+                window = max(5, len(hist) // 20)
+                smooth = _running_mean(hist, window)
+                ax.plot(x, hist, lw=0.6, alpha=0.25, color=color)
+                ax.plot(x, smooth, lw=1.6, color=color, label=f"{label} (running mean of {window})")
+                shown = [v for v in smooth[len(smooth) // 10:] if math.isfinite(v)] or finite
+            else:
+                ax.plot(x, hist, lw=1.2, color=color, marker="o", ms=3, label=label)
+                shown = finite
+            lows.append(min(shown))
+            highs.append(max(shown))
+        for label, p in ok.items():
+            if p.log_evidence is not None and not p.history:
+                ax.axhline(p.log_evidence, ls="--", lw=1.2, color="black" if label == self.reference else None,
+                           label=f"{label}: log p(x)")
+                lows.append(p.log_evidence)
+                highs.append(p.log_evidence)
+        if lows:
+            lo, hi = min(lows), max(highs)
+            pad = 0.05 * (hi - lo) if hi > lo else max(1.0, 0.01 * abs(hi))
+            ax.set_ylim(lo - pad, hi + pad)
+        else:
+            ax.text(0.5, 0.5, "no method reported a bound", ha="center", va="center", transform=ax.transAxes)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel("iteration (sweep / step; 1-based on a log axis)" if log_x else "iteration (sweep / step)")
+        ax.set_ylabel("bound / log evidence (nats)")
+        ax.set_title(self.title or "ppl.compare", fontsize=10)
+        if curves or lows:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return path
+
+
+def _running_mean(values, window):
+    """Trailing running mean of ``values`` over ``window`` entries (fewer at the start;
+    non-finite entries skipped)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    ok = torch.isfinite(v)
+    sums = torch.cumsum(torch.where(ok, v, 0.0), 0)
+    counts = torch.cumsum(ok.double(), 0)
+    pad = torch.zeros(window, dtype=torch.float64)
+    sums = sums - torch.cat([pad, sums])[: len(v)]
+    counts = counts - torch.cat([pad, counts])[: len(v)]
+    return (sums / counts).tolist()
+
+
+def _plot_discrete_overlay(fig, site, posteriors, copies):
+    """Grouped bars of ``probs(site)`` per method, one panel per plate copy."""
+    tables = {}
+    for label, p in posteriors.items():
+        if site in p.sites and hasattr(p, "probs"):
+            try:
+                tables[label] = p.probs(site).detach().cpu().double()
+            except (PPLError, TypeError):
+                continue
+    if not tables:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, f"no method gives probabilities of '{site}'", ha="center", va="center",
+                transform=ax.transAxes)
+        return
+    first = next(iter(tables.values()))
+    k = first.shape[-1]
+    n_copies = max(1, math.prod(first.shape[:-1]))
+    shown = min(copies, n_copies)
+    axes = [fig.add_subplot(1, shown, i + 1) for i in range(shown)]
+    width = 0.8 / len(tables)
+    for j, (label, probs) in enumerate(tables.items()):
+        flat = probs.reshape(-1, probs.shape[-1])
+        for i, ax in enumerate(axes):
+            ax.bar([s + (j - (len(tables) - 1) / 2) * width for s in range(k)], flat[i].tolist(), width=width,
+                   label=label if i == 0 else None)
+    for i, ax in enumerate(axes):
+        ax.set_xticks(range(k))
+        ax.set_xlabel("state")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(site if n_copies == 1 else f"{site}[{i}]", fontsize=9)
+    axes[0].set_ylabel("posterior probability")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"marginals of '{site}'" + (f" (first {shown} of {n_copies} copies)" if n_copies > shown else ""),
+                 fontsize=10)
+    fig.tight_layout()
+
+
+def _plot_continuous_overlay(fig, site, posteriors, copies):
+    """Mean ± sd per method for the first ``copies`` elements of a continuous site."""
+    ax = fig.add_subplot(1, 1, 1)
+    stats = {}
+    for label, p in posteriors.items():
+        if site not in p.sites:
+            continue
+        try:
+            mean = p.mean(site).detach().cpu().double().reshape(-1)
+            sd = p.variance(site).detach().cpu().double().reshape(-1).clamp_min(0).sqrt()
+        except (PPLError, TypeError, NotImplementedError, RuntimeError):
+            continue
+        stats[label] = (mean, torch.nan_to_num(sd, nan=0.0))
+    if not stats:
+        ax.text(0.5, 0.5, f"no method gives moments of '{site}'", ha="center", va="center", transform=ax.transAxes)
+        return
+    n = max(m.numel() for m, _ in stats.values())
+    shown = min(copies, n)
+    width = 0.6 / max(len(stats) - 1, 1)
+    for j, (label, (mean, sd)) in enumerate(stats.items()):
+        xs = [i + (j - (len(stats) - 1) / 2) * width for i in range(min(shown, mean.numel()))]
+        ax.errorbar(xs, mean[: len(xs)].tolist(), yerr=sd[: len(xs)].tolist(), fmt="o", capsize=3, label=label)
+    ax.set_xlim(-0.5, shown - 0.5)
+    ax.set_xticks(range(shown))
+    ax.set_xticklabels([site if n == 1 else f"{site}[{i}]" for i in range(shown)], fontsize=8)
+    ax.set_ylabel("posterior mean ± sd")
+    ax.set_title(f"marginals of '{site}'" + (f" (first {shown} of {n} elements)" if n > shown else ""), fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+
+
+def _has_rich() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------- running
+def _label(entry):
+    if isinstance(entry, str):
+        return entry, entry, {}
+    if isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str) \
+            and isinstance(entry[1], dict):
+        opts = ", ".join(f"{k}={v}" for k, v in entry[1].items())
+        return f"{entry[0]}({opts})" if opts else entry[0], entry[0], dict(entry[1])
+    raise TypeError(f"compare: each method must be a name or a (name, options) pair, got {entry!r}")
+
+
+def _store_snapshot():
+    store = pyro.get_param_store()
+    params = {k: v.detach().clone() for k, v in store._params.items()}
+    return params, dict(store._constraints)
+
+
+def _store_restore(snapshot):
+    params, constraints = snapshot
+    store = pyro.get_param_store()
+    store.clear()
+    store.set_state({"params": {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in params.items()},
+                     "constraints": dict(constraints)})
+
+
+def _iterations(post):
+    d = post.diagnostics
+    for key in ("sweeps", "n_iter", "num_steps", "rounds"):
+        value = d.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return len(post.history) - 1 if len(post.history) > 1 else None
+
+
+def _map_log_joint(post):
+    """``log p(ĥ, v)`` of a posterior's MAP point, if it reports one."""
+    value = getattr(post, "log_joint", None)
+    if value is None:
+        value = post.diagnostics.get("map_log_joint")
+    return value
+
+
+def _learned(post, graph) -> bool:
+    """Whether ``post`` learned (changed) any of the model's ``ppl.param`` values."""
+    return bool(set(post.params) & set(graph.params()))
+
+
+def _errors(post, ref, graph):
+    """``(max, mean)`` of |p − p_ref| over discrete sites' probabilities and of
+    |E − E_ref| over continuous sites' elements (``None`` where nothing compares)."""
+    if ref is None:
+        return (None,) * 4
+    discrete = set(graph.discrete_latent())
+    prob_diffs, mean_diffs = [], []
+    shared = [s for s in ref.sites if s in getattr(post, "sites", [])]
+    for site in shared:
+        try:
+            if site in discrete:
+                if not (hasattr(post, "probs") and hasattr(ref, "probs")):
+                    continue
+                a, b = post.probs(site), ref.probs(site)
+                prob_diffs.append((a.detach().to(device=b.device, dtype=torch.float64) - b.detach().double()).abs()
+                                  .reshape(-1))
+            else:
+                a, b = post.mean(site), ref.mean(site)
+                diff = a.detach().to(device=b.device, dtype=torch.float64) - b.detach().double()
+                mean_diffs.append(diff.abs().reshape(-1))
+        except (PPLError, TypeError, NotImplementedError, RuntimeError):
+            continue  # marginals not computed, no moments, or shapes that do not line up
+
+    def stats(diffs):
+        if not diffs:
+            return None, None
+        flat = torch.cat([d.cpu() for d in diffs])
+        flat = flat[~torch.isnan(flat)]
+        return (float(flat.max()), float(flat.mean())) if flat.numel() else (None, None)
+
+    return stats(prob_diffs) + stats(mean_diffs)
+
+
+def _pick_reference(posteriors, graph, reference):
+    ok = {lbl: p for lbl, p in posteriors.items() if not isinstance(p, Exception)}
+    if reference is not None:
+        if reference not in posteriors:
+            raise ValueError(f"compare: reference={reference!r} names no row; rows: {list(posteriors)}")
+        if reference not in ok:
+            return None, None
+        return reference, "chosen"
+    exact = [lbl for lbl, p in ok.items() if p.method == "exact"]
+    if exact:
+        return ("exact" if "exact" in exact else exact[0]), "exact"
+    bounded = [(p.elbo, lbl) for lbl, p in ok.items()
+               if p.elbo is not None and math.isfinite(p.elbo) and not _learned(p, graph)]
+    if bounded:
+        return max(bounded, key=lambda t: t[0])[1], "highest elbo"
+    return None, None
+
+
+def run_comparison(graph, methods, options, *, infer, reference=None) -> Comparison:
+    """Run each of ``methods`` on the compiled ``graph`` with ``infer`` and tabulate
+    (the body of :func:`ppl.compare`; see it for the parameters).
+
+    Parameters
+    ----------
+    graph : FactorGraph
+    methods : sequence of str or (str, dict)
+    options : dict
+        Options for every method; a pair's own options win.
+    infer : callable(graph, method=..., **options) -> Posterior
+        :func:`ppl.infer`.
+    reference : str, optional
+        Label of the reference row.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    BackendNotFoundError
+        Unknown method name (before anything runs).
+    TypeError
+        A malformed entry of ``methods`` or an option a backend does not take.
+    ValueError
+        ``reference`` that names no row.
+    """
+    from .backends.registry import get_backend
+
+    entries, seen = [], {}
+    for m in methods:
+        label, name, opts = _label(m)
+        seen[label] = seen.get(label, 0) + 1
+        entries.append((label if seen[label] == 1 else f"{label} #{seen[label]}", name, opts))  # labels stay unique
+    for _, name, _ in entries:
+        get_backend(name)  # a misspelt name is an error, not a "not run" row
+    if reference is not None and reference not in [e[0] for e in entries]:
+        raise ValueError(f"compare: reference={reference!r} names no row; rows: {[e[0] for e in entries]}")
+    snapshot = _store_snapshot()
+    posteriors, seconds = {}, {}
+    try:
+        for label, name, opts in entries:
+            _store_restore(snapshot)  # every method starts from the same ppl.param values
+            merged = {**options, **opts}
+            start = time.perf_counter()
+            try:
+                post = infer(graph, method=name, **merged)
+            except PPLError as e:
+                post = e
+            seconds[label] = time.perf_counter() - start
+            posteriors[label] = post
+    finally:
+        _store_restore(snapshot)
+    ref_label, ref_kind = _pick_reference(posteriors, graph, reference)
+    ref = posteriors.get(ref_label) if ref_label is not None else None
+    exact_le = ref.log_evidence if ref is not None and ref.method == "exact" else None
+    rows = []
+    for label, post in posteriors.items():
+        if isinstance(post, Exception):
+            rows.append({**dict.fromkeys(COLUMNS), "method": label, "seconds": seconds[label],
+                         "status": f"not run: {post}"})
+            continue
+        learned = _learned(post, graph)
+        gap = None
+        if exact_le is not None and post.elbo is not None and not learned:
+            gap = exact_le - post.elbo
+        max_p, mean_p, max_m, mean_m = _errors(post, ref, graph)
+        rows.append({
+            "method": label,
+            "log_evidence": post.log_evidence,
+            "elbo": post.elbo,
+            "kl_gap": gap,
+            "map_log_joint": _map_log_joint(post),
+            "max_marginal_error": max_p,
+            "mean_marginal_error": mean_p,
+            "max_mean_error": max_m,
+            "mean_mean_error": mean_m,
+            "seconds": seconds[label],
+            "iterations": _iterations(post),
+            "converged": post.converged,
+            "status": "ok",
+        })
+    notes = ["log_evidence, elbo, kl_gap, map_log_joint in nats; kl_gap = log p(x) (exact) - elbo = KL(q||p); "
+             "seconds = wall time of each run"]
+    if ref_label is None:
+        notes.append("errors: no reference (no exact row ran and no row gives a bound at the model's own params)")
+    else:
+        why = {"exact": "exact", "highest elbo": "no exact row ran: the highest ELBO (smallest KL(q||p)) stands in",
+               "chosen": "chosen with reference="}[ref_kind]
+        notes.append(f"errors against '{ref_label}' ({why}): marginal = |p - p_ref| over discrete marginal "
+                     "probabilities, mean = |E[h] - E_ref[h]| over continuous sites")
+    learners = [r["method"] for r in rows if r["status"] == "ok" and _learned(posteriors[r["method"]], graph)]
+    if learners:
+        notes.append(f"{', '.join(learners)} learned ppl.params: their bound and marginals are at the learned "
+                     "params (no kl_gap); every method started from the same params")
+    return Comparison(rows, posteriors, graph=graph, reference=ref_label, reference_kind=ref_kind,
+                      title=f"ppl.compare on model '{graph.model.name}'", notes=notes)
+
