@@ -31,6 +31,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .posterior import Posterior
+from .render import render
 from .table import Table
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "errors", "models",
+    "render",
 ]
 
 
