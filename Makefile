@@ -20,7 +20,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) ppl_examples/alarm.py
+	$(PY) ppl_examples/tour.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

@@ -410,3 +410,20 @@ def test_cavi_bgmm_example_runs(capsys, tmp_path):
         ours_w, sk_w = re.search(r"E\[pi\] sorted: ours \[(.*)\], sklearn \[(.*)\]", section).groups()
         assert max(abs(float(a) - float(b)) for a, b in zip(ours_w.split(","), sk_w.split(","))) < 1e-3, out
     assert _png_written(out, tmp_path / "cavi_bgmm.png"), out
+
+
+def test_tour_runs_its_every_backend_part(capsys, tmp_path):
+    """make demo's tour: part 2 runs every backend on one mixture from the same params, with
+    auto's choice and the compare table (the other parts are the examples tested above)."""
+    from ppl_examples import tour
+
+    tour.main(["--parts", "2", "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "method='auto' picks 'em'" in out and "ppl.compare on model 'gmm_diag'" in out
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.split() and line.split()[0] in ("exact", "em(max_iter=200)")}
+    assert set(rows) == {"exact", "em(max_iter=200)"}
+    # EM learns θ from θ_0: its log likelihood is far above the exact log evidence at θ_0
+    assert float(rows["em(max_iter=200)"].split()[1]) > float(rows["exact"].split()[1]) + 100
+    assert (tmp_path / "tour_gmm_bound.png").exists()
+
