@@ -1,0 +1,356 @@
+"""Loading a model from ``FILE.py:MODEL`` and data from ``.csv`` / ``.npz`` files for the command line."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import inspect
+import math
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dsl import Model
+
+from .output import _one_line
+from .values import _INT, UsageError
+
+
+# -------------------------------------------------------------------- model
+def _is_model_candidate(obj) -> bool:
+    return callable(obj) and not isinstance(obj, (type, types.ModuleType))
+
+
+def find_models(module) -> dict:
+    """The ``@ppl.model`` objects bound to public names of ``module``: name -> Model
+    (an object bound to two names is listed once, under its first name)."""
+    found, seen = {}, set()
+    for name, obj in vars(module).items():
+        if isinstance(obj, Model) and not name.startswith("_") and id(obj) not in seen:
+            seen.add(id(obj))
+            found[name] = obj
+    return found
+
+
+def _import_file(path: Path):
+    if not path.exists():
+        raise UsageError(f"model file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise UsageError(f"model file {str(path)!r} is a directory; give a .py file, e.g. {path}/model.py:NAME")
+    if path.suffix != ".py":
+        raise UsageError(f"model file {str(path)!r} is not a .py file; write the model in a Python file")
+    name = "ppl_cli_model_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - .py files always have a loader
+        raise UsageError(f"cannot import {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses, pickling and Pyro look modules up by name
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # lets the file import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        sys.modules.pop(name, None)
+        if isinstance(e, SystemExit):
+            raise UsageError(f"importing {str(path)!r} called sys.exit({e.code!r}); guard script code with "
+                             "if __name__ == '__main__':") from e
+        raise UsageError(f"importing {str(path)!r} failed: {type(e).__name__}: {_one_line(e)}") from e
+    return module
+
+
+def load_model(spec: str):
+    """Load the model named by ``spec``.
+
+    Parameters
+    ----------
+    spec : str
+        ``FILE.py:MODEL`` (the file is imported as a module, ``MODEL`` is an attribute,
+        dotted names allowed), ``FILE.py`` (the file's only ``@ppl.model``) or
+        ``package.module:MODEL`` (an importable module).
+
+    Returns
+    -------
+    (model, label)
+        ``model`` is a :class:`ppl.Model` or a plain callable (``ppl`` wraps it);
+        ``label`` says where it came from, for printing.
+
+    Raises
+    ------
+    UsageError
+        Missing file, a file that fails to import (with the exception's type and
+        message), an unknown name (listing the models the file defines), a name that is
+        no model function, or no / several models when ``MODEL`` is omitted.
+    """
+    target, attr = spec, None
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail and all(part.isidentifier() for part in tail.split(".")):
+        target, attr = head, tail
+    elif sep and not tail:
+        raise UsageError(f"model {spec!r}: nothing after ':'; write FILE.py:MODEL")
+    path = Path(target).expanduser()
+    dotted = all(part.isidentifier() for part in target.split("."))
+    if not target.endswith(".py") and not path.exists() and dotted:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            raise UsageError(f"no model file or module {target!r} (give FILE.py:MODEL): {e}") from e
+        except Exception as e:
+            raise UsageError(f"importing module {target!r} failed: {type(e).__name__}: {_one_line(e)}") from e
+    else:
+        module = _import_file(path)
+    models = find_models(module)
+    if attr is None:
+        if len(models) == 1:
+            (name, model), = models.items()
+            return model, f"{name} ({target})"
+        if not models:
+            funcs = _functions(module)
+            hint = f"; functions in it: {funcs}" if funcs else ""
+            raise UsageError(f"{target!r} defines no @ppl.model; decorate the model function with @ppl.model or "
+                             f"name it: {target}:NAME{hint}")
+        raise UsageError(f"{target!r} defines {len(models)} models {list(models)}; choose one: {target}:NAME")
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            listed = f"models in it: {list(models)}" if models else f"it defines no @ppl.model; functions in it: " \
+                                                                    f"{_functions(module)}"
+            raise UsageError(f"{target!r} has no model named {attr!r}; {listed}")
+        obj = getattr(obj, part)
+    if not _is_model_candidate(obj):
+        raise UsageError(f"{target}:{attr} is a {type(obj).__name__}, not a model function; models in "
+                         f"{target!r}: {list(models)}")
+    return obj, f"{attr} ({target})"
+
+
+def _functions(module) -> list:
+    return [n for n, o in vars(module).items()
+            if inspect.isfunction(o) and not n.startswith("_") and o.__module__ == module.__name__]
+
+
+# --------------------------------------------------------------------- data
+def _float_dtype(float32: bool):
+    return np.float32 if float32 else np.float64
+
+
+def _as_data(key: str, arr: np.ndarray, float32: bool, source: str):
+    """numpy array -> the value put in ``data``: tensors for numbers, text arrays kept,
+    0-d arrays as Python scalars."""
+    kind = arr.dtype.kind
+    if kind in "US":
+        return arr.item() if arr.ndim == 0 else arr.astype(str)
+    if kind == "O":
+        raise UsageError(f"{source}: '{key}' holds Python objects; save plain numeric arrays")
+    if kind == "c":
+        raise UsageError(f"{source}: '{key}' holds complex numbers; ppl takes real data")
+    if kind not in "biuf":
+        raise UsageError(f"{source}: '{key}' has unsupported dtype {arr.dtype}")
+    if arr.ndim == 0:
+        return arr.item()
+    if kind == "f":
+        arr = arr.astype(_float_dtype(float32))
+    elif kind in "iu":
+        arr = arr.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def read_npz(path, *, float32: bool = False) -> dict:
+    """Read a ``.npz`` file: key -> value (see :func:`load_data` for the conversions).
+
+    Raises
+    ------
+    UsageError
+        If the file cannot be read or holds object arrays.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except ValueError as e:
+        raise UsageError(f"cannot read data file {str(path)!r}: {_one_line(e)} (save plain numeric arrays, "
+                         "np.savez(path, x=..., y=...))") from e
+    except Exception as e:
+        raise UsageError(f"cannot read data file {str(path)!r} as .npz: {type(e).__name__}: {_one_line(e)}") from e
+    if not arrays:
+        raise UsageError(f"data file {str(path)!r} holds no arrays")
+    return {k: _as_data(k, a, float32, str(path)) for k, a in arrays.items()}
+
+
+_MISSING = {"", "na", "nan", "n/a", "null", "none"}
+
+
+def _csv_rows(path):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as e:
+        raise UsageError(f"cannot read data file {str(path)!r}: not UTF-8 text ({e.reason})") from e
+    except (OSError, csv.Error) as e:
+        raise UsageError(f"cannot read data file {str(path)!r}: {_one_line(e)}") from e
+    if not rows:
+        raise UsageError(f"data file {str(path)!r} is empty")
+    return rows
+
+
+def _float_cell(text: str) -> float:
+    s = text.strip()
+    return math.nan if s.lower() in _MISSING else float(s)
+
+
+def _column(values: list):
+    """Strings of one CSV column -> int64, float64 (empty / NA cells -> NaN) or text array."""
+    stripped = [v.strip() for v in values]
+    if all(_INT.match(v) for v in stripped):
+        return np.array([int(v) for v in stripped], dtype=np.int64)
+    try:
+        return np.array([_float_cell(v) for v in stripped], dtype=np.float64)
+    except ValueError:
+        return np.array(stripped, dtype=str)
+
+
+def read_csv(path, *, float32: bool = False) -> dict:
+    """Read a ``.csv`` file with a header line: column name -> column vector.
+
+    Integer columns become int64 tensors, numeric ones float64 (float32 with
+    ``float32=True``; empty, ``NA`` and ``nan`` cells become NaN, which ppl then
+    reports), other columns stay arrays of text (state names).
+
+    Raises
+    ------
+    UsageError
+        Unreadable file, empty or duplicate header names, rows of the wrong length.
+    """
+    rows = _csv_rows(path)
+    header = [h.strip() for h in rows[0]]
+    if all(_is_number(h) for h in header):
+        raise UsageError(f"data file {str(path)!r}: the first line holds numbers, not column names; "
+                         "add a header line, or bind the whole table with --data-matrix NAME")
+    for i, h in enumerate(header):
+        if not h:
+            raise UsageError(f"data file {str(path)!r}: column {i + 1} of the header has no name")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise UsageError(f"data file {str(path)!r}: duplicate column name(s) {dupes}")
+    body = rows[1:]
+    for n, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise UsageError(f"data file {str(path)!r}: a row has {len(row)} fields, the header {len(header)} "
+                             f"(row {n} of the non-blank lines)")
+    columns = zip(*body) if body else [()] * len(header)
+    return {h: _as_data(h, _column(list(col)) if col else np.zeros(0), float32, str(path))
+            for h, col in zip(header, columns)}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def read_csv_matrix(path, *, float32: bool = False) -> torch.Tensor:
+    """Read a numeric ``.csv`` file as one ``(N, D)`` float tensor; a first line that is not
+    all numbers (a header) is skipped.
+
+    Raises
+    ------
+    UsageError
+        Unreadable file, rows of different lengths, or a cell that is not a number (empty
+        and ``NA`` cells are NaN, which ppl then reports).
+    """
+    rows = _csv_rows(path)
+    if not all(_is_number(c) or c.strip().lower() in _MISSING for c in rows[0]):
+        rows = rows[1:]
+    if not rows:
+        raise UsageError(f"data file {str(path)!r} has a header but no rows")
+    width = len(rows[0])
+    values = []
+    for n, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise UsageError(f"data file {str(path)!r}: rows have different lengths ({width} and {len(row)})")
+        try:
+            values.append([_float_cell(c) for c in row])
+        except ValueError:
+            bad = next(c for c in row if not (_is_number(c) or c.strip().lower() in _MISSING))
+            raise UsageError(f"data file {str(path)!r}: {bad.strip()!r} is not a number (data row {n}); "
+                             "--data-matrix needs an all-numeric table") from None
+    return torch.tensor(values, dtype=torch.float32 if float32 else torch.float64)
+
+
+def load_data(paths=(), *, matrices=(), sets=None, float32: bool = False) -> dict:
+    """Build the ``data`` mapping of the command line.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        ``--data`` files: ``.npz`` (key -> array) or ``.csv`` (column -> vector).
+    matrices : sequence of str
+        ``--data-matrix`` entries: ``NAME`` binds the one ``.csv`` among ``paths`` as an
+        ``(N, D)`` float tensor named ``NAME`` (that file is then not read by columns);
+        ``NAME=FILE.csv`` binds that file.
+    sets : dict, optional
+        ``--set`` values, added last (they win over file entries of the same name).
+    float32 : bool
+        Floating data as float32 instead of float64.
+
+    Returns
+    -------
+    dict
+        Name -> value for :func:`ppl.infer`; integers as int64 tensors, floats as
+        float64 (or float32) tensors, text columns as numpy string arrays, 0-d arrays
+        as Python numbers.
+
+    Raises
+    ------
+    UsageError
+        A missing or unreadable file, an unsupported extension, a name given twice.
+    """
+    data, origin = {}, {}
+
+    def put(key, value, source):
+        if key in data:
+            raise UsageError(f"data entry {key!r} comes from both {origin[key]} and {source}")
+        data[key], origin[key] = value, source
+
+    for p in list(paths) + [m.partition("=")[2] for m in matrices if "=" in m]:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise UsageError(f"data file {p!r} does not exist")
+        if not path.is_file():
+            raise UsageError(f"data file {p!r} is not a file")
+        if path.suffix.lower() not in (".csv", ".npz"):
+            raise UsageError(f"data file {p!r}: unsupported extension {path.suffix!r}; use .csv or .npz")
+    csv_paths = [p for p in paths if Path(p).suffix.lower() == ".csv"]
+    as_matrix = {}
+    for m in matrices:
+        name, sep, p = m.partition("=")
+        name = name.strip()
+        if not name.isidentifier():
+            raise UsageError(f"--data-matrix {m!r}: {name!r} is not a valid name")
+        if sep:
+            if Path(p).suffix.lower() != ".csv":
+                raise UsageError(f"--data-matrix {m!r}: the file must be a .csv")
+            as_matrix.setdefault(p, []).append(name)
+        else:
+            if len(csv_paths) != 1:
+                raise UsageError(f"--data-matrix {name}: give exactly one .csv with --data (got {len(csv_paths)}), "
+                                 f"or name the file: --data-matrix {name}=FILE.csv")
+            as_matrix.setdefault(csv_paths[0], []).append(name)
+    for p in list(paths) + [p for p in as_matrix if p not in paths]:
+        if p in as_matrix:
+            matrix = read_csv_matrix(p, float32=float32)
+            for name in as_matrix[p]:
+                put(name, matrix, f"{p} (--data-matrix)")
+        elif Path(p).suffix.lower() == ".npz":
+            for k, v in read_npz(p, float32=float32).items():
+                put(k, v, p)
+        else:
+            for k, v in read_csv(p, float32=float32).items():
+                put(k, v, p)
+    data.update(sets or {})
+    return data
