@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 
 from .analysis.report import Analysis, analyze_graph
+from .backends.base import Applicability
 from .backends.registry import get_backend, registered_backends
 from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
-from .errors import DataError, UnsupportedModelError
+from .errors import DataError, PPLError, UnsupportedModelError
 
 __all__ = ["compile", "analyze", "infer", "compare", "Comparison", "AUTO_PREFERENCE", "auto_route"]
 
@@ -71,7 +72,10 @@ def _analysis(graph, heuristic="min_fill", memory_budget=None, dtype=torch.float
     if analysis is None:
         analysis = analyze_graph(graph, heuristic=heuristic, memory_budget=memory_budget, itemsize=_itemsize(dtype))
         for name, backend in registered_backends().items():
-            verdict = backend.check(analysis)
+            try:
+                verdict = backend.check(analysis)
+            except PPLError as e:  # one backend's failing check must not block the others
+                verdict = Applicability(False, f"its applicability check failed: {type(e).__name__}: {e}", type(e))
             analysis.backends[name] = (verdict.ok, verdict.reason)
             graph.cache[("verdict", key, name)] = verdict
         try:

@@ -224,3 +224,25 @@ def test_probe_keeps_a_constant_broadcast_against_a_param_constant():
         post = ppl.infer(gmm, {"x": x}, method="em", max_iter=3)
     assert post.diagnostics["m_step"]["loc"] == "closed form (Normal loc)"
     assert post.diagnostics["slow_factors"] == []
+
+
+def test_a_failing_cavi_check_does_not_block_svi():
+    """CAVI's analysis evaluates the model in float64; a float32 network in the model made
+    that check raise ModelError from ppl.infer whatever the method (a VAE with few
+    images).  Now the check reports "does not apply" and SVI runs."""
+    import ppl
+    import ppl.distributions as dist
+
+    net = torch.nn.Linear(2, 3)                      # float32 weights
+
+    @ppl.model
+    def decoder(x):
+        with ppl.plate("data", x.shape[0]):
+            z = ppl.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            ppl.sample("x", dist.Normal(net(z), 1.0).to_event(1), obs=x)
+
+    x = torch.randn(5, 3)
+    an = ppl.analyze(decoder, {"x": x})
+    assert an.backends["svi"][0]
+    post = ppl.infer(decoder, {"x": x}, method="svi", num_steps=3, progress=False)
+    assert post.method == "svi"
