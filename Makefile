@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench install clean
+.PHONY: demo test test-all bench docs install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/sparse_coding.py
 	$(PY) benchmarks/cavi.py
 
+# the documentation site under site/ (no network at build time; mkdocs comes with the docs extra)
+docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,docs]"
+	$(PY) -m mkdocs build --quiet
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache
