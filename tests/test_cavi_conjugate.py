@@ -327,6 +327,28 @@ def test_bayesian_gmm_reaches_sklearns_fixed_point_and_elbo(name, K):
     np.testing.assert_allclose(np.sort(q["m"], axis=0), np.sort(sk.means_, axis=0), atol=1e-4)
 
 
+def test_moment_shortcut_equals_the_sigma_point_average():
+    """The expected tables read from the mean parameters (VMP's messages: the Gaussian
+    likelihood's from the Normal-Wishart block, the assignment's from the Dirichlet) equal the
+    averages over the blocks' sigma points, entry by entry."""
+    from ppl.backends.cavi import _MeanField  # noqa: F401 - the same module path the run uses
+    from ppl.backends.conjugate import ConjugateModel, find_blocks
+
+    X = _standardised("iris")
+    an = ppl.analyze(bayesian_gmm, bgmm_priors(X, 3))
+    graph = an.graph
+    blocks = find_blocks(graph, graph.continuous_latent())
+    cm = ConjugateModel(graph, an.moral, blocks, F64, torch.device("cpu"))
+    assert len(cm.moments) == 2          # x: Normal-Wishart moments; z: the Dirichlet's E[ln π]
+    gen = torch.Generator().manual_seed(0)
+    qc = [b.rule.perturbed(q, gen) for b, q in zip(blocks, cm.initial("random"))]
+    fast = cm.factor_tables(qc)
+    cm.moments = {}
+    slow = cm.factor_tables(qc)
+    for name in ("x", "z"):
+        torch.testing.assert_close(fast[name].table, slow[name].table, rtol=1e-10, atol=1e-10)
+
+
 def test_bayesian_gmm_parallel_schedule_and_sampling():
     X = _standardised("iris")
     post = ppl.infer(bayesian_gmm, bgmm_priors(X, 3), method="cavi", schedule="parallel", damping=0.7, seed=1,

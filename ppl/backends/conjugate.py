@@ -109,6 +109,79 @@ def _n_points(graph, block) -> int:
     return 2 * block.rule.n_sites
 
 
+def _moment_shortcut(group, blocks, pt):
+    """For a MultivariateNormal likelihood whose ``loc`` and ``precision_matrix`` are plain
+    selections (``loc[z]``, ``prec[z]``) of the mean and precision of one Normal-Wishart
+    block, table entry by entry of the same copy: a function ``(group, means) -> tables``
+    that reads ``E[Λ], E[Λμ], E[μᵀΛμ], E ln|Λ|`` straight from the block's mean
+    parameters (Bishop 2006, eq. 10.64; the message of variational message passing, Winn &
+    Bishop 2005) instead of averaging over its sigma points; or None."""
+    t = group.template
+    slots = group.slots
+    if (t.family != "MultivariateNormal" or t.value_gather or t.n_re or group.scales or set(slots) != {"loc", "precision_matrix"}
+            or any(kind != "gather" for kind, _ in slots.values()) or not group.value.is_floating_point()):
+        return None
+    found = [(i, b) for i, b in enumerate(blocks) if b.rule.name == "NormalWishart"]
+    pos_loc, pos_prec = slots["loc"][1], slots["precision_matrix"][1]
+    space = pt.space
+    for i, b in found:
+        mean_site, prec_site = b.sites
+        o_loc, o_prec = space.offsets[mean_site], space.offsets[prec_site]
+        n_loc, n_prec = space.shapes[mean_site].numel(), space.shapes[prec_site].numel()
+        d = space.shapes[mean_site][-1]
+        if not (bool(((pos_loc >= o_loc) & (pos_loc < o_loc + n_loc)).all())
+                and bool(((pos_prec >= o_prec) & (pos_prec < o_prec + n_prec)).all())):
+            continue
+        rel_loc, rel_prec = pos_loc - o_loc, pos_prec - o_prec
+        copy = rel_loc[..., 0] // d                                     # the copy each entry's loc comes from
+        expect_loc = copy.unsqueeze(-1) * d + torch.arange(d, device=copy.device)
+        expect_prec = copy[..., None, None] * d * d + torch.arange(d * d, device=copy.device).reshape(d, d)
+        if not (torch.equal(rel_loc, expect_loc.expand_as(rel_loc))
+                and torch.equal(rel_prec.expand(copy.shape + (d, d)), expect_prec)):
+            continue
+
+        def tables(g, means, i=i, rel_loc=rel_loc, rel_prec=rel_prec, copy=copy, d=d):
+            s, sm, quad, ld = means[i]
+            s = 0.5 * (s + s.transpose(-1, -2))
+            return g.mvn_table_from_statistics(s.reshape(-1)[rel_prec], sm.reshape(-1)[rel_loc],
+                                               quad.reshape(-1)[copy], ld.reshape(-1)[copy])
+        return tables
+    return None
+
+
+def _categorical_shortcut(group, blocks, pt):
+    """For a Categorical whose ``probs`` are whole rows of one Dirichlet block's site
+    (``Categorical(weights)``, ``Categorical(trans[z_prev])``): a function ``(group, means)
+    -> tables`` giving ``E[ln π_value] = M_value`` straight from the Dirichlet's mean
+    parameters ``M = E[ln π]``; or None."""
+    t = group.template
+    if (t.family != "Categorical" or t.value_gather or t.n_re or group.scales or set(group.slots) != {"probs"}
+            or group.slots["probs"][0] != "gather"):
+        return None
+    pos = group.slots["probs"][1]
+    space = pt.space
+    for i, b in enumerate(blocks):
+        if b.rule.name != "Dirichlet":
+            continue
+        site = b.sites[0]
+        offset, k = space.offsets[site], space.shapes[site][-1]
+        rel = pos - offset
+        if not bool(((rel >= 0) & (rel < space.shapes[site].numel())).all()) or pos.shape[-1] != k:
+            continue
+        row = rel[..., 0] // k
+        if not torch.equal(rel, row.unsqueeze(-1) * k + torch.arange(k, device=rel.device)):
+            continue
+        value = group.value.long().unsqueeze(-1)
+
+        def tables(g, means, i=i, row=row, k=k, value=value):
+            (m,) = means[i]
+            e_log = m.reshape(-1, k)[row]
+            shape = torch.broadcast_shapes(e_log.shape[:-1], value.shape[:-1])
+            return g.finish(torch.take_along_dim(e_log.expand(shape + (k,)), value.expand(shape + (1,)), -1)[..., 0])
+        return tables
+    return None
+
+
 def _start_values(graph, sites, device, dtype):
     """Site -> its prior mean where the family has one, else the value drawn when the model
     was compiled (no new model run)."""
@@ -168,6 +241,14 @@ class ConjugateModel:
         # whose arguments are the block's other site): E_q[ln f] = a + ⟨g, M_i⟩ with constant
         # (a, g), g being its part of the block's natural parameters; found once (fit_affine)
         self.affine_names = [n for n, d in self.deps.items() if len(d) == 1 and not self.tables.layouts[n][1]]
+        self.moments = {}
+        for g in self.tables.groups:
+            try:
+                spec = _moment_shortcut(g, blocks, self.tables) or _categorical_shortcut(g, blocks, self.tables)
+            except (RuntimeError, IndexError, ValueError):  # layouts the shortcut does not follow: sigma points
+                spec = None
+            if spec is not None:
+                self.moments[id(g)] = spec
         self.varying = [n for n in self.names if n not in self.affine_names]
         self.affine = {}
 
@@ -236,8 +317,12 @@ class ConjugateModel:
             if not wanted & set(g.members):
                 continue
             deps = sorted({i for m in g.members for i in self.deps[m]})
-            combos = itertools.product(*(range(len(points[i])) for i in deps))
-            acc = g.expected_log_tables([pt.space.flat(self._values(points, dict(zip(deps, c)))) for c in combos])
+            if id(g) in self.moments:     # the arguments are one block's sites: its mean parameters are the moments
+                acc = self.moments[id(g)](g, means)
+            else:
+                combos = itertools.product(*(range(len(points[i])) for i in deps))
+                acc = g.expected_log_tables([pt.space.flat(self._values(points, dict(zip(deps, c))))
+                                             for c in combos])
             for k, m in enumerate(g.members):
                 if m in wanted:
                     out[m] = acc[k] if acc.shape[0] > 1 else acc[0]

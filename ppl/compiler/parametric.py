@@ -213,7 +213,7 @@ class FactorGroup:
             lp = self.distribution(theta_flat).log_prob(self.observed(theta_flat))
             if t.n_re:
                 lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
-        return self._finish(lp)
+        return self.finish(lp)
 
     def expected_log_tables(self, thetas: list) -> torch.Tensor:
         """The average of :meth:`log_tables` over the θ's in ``thetas`` (equal weights; CAVI's
@@ -241,11 +241,17 @@ class FactorGroup:
             pl = torch.einsum("...de,...e->...d", prec, loc)
             stats = (prec, pl, (pl * loc).sum(-1), torch.logdet(prec))
             acc = stats if acc is None else tuple(a + b for a, b in zip(acc, stats))
-        prec, pl, quad, logdet = (a / len(thetas) for a in acc)
-        return self._finish(expfam.mvn_expected_log_prob(x, prec, pl, quad, logdet, self.outer()))
+        return self.mvn_table_from_statistics(*(a / len(thetas) for a in acc))
 
-    def _finish(self, lp: torch.Tensor) -> torch.Tensor:
-        """Mask, scale and broadcast a members' log-prob to ``(G,) + sizes``."""
+    def mvn_table_from_statistics(self, prec, prec_loc, quad, logdet) -> torch.Tensor:
+        """The members' expected MultivariateNormal log tables from the expected natural
+        statistics of their arguments, ``E[Λ]``, ``E[Λμ]``, ``E[μᵀΛμ]``, ``E ln|Λ|``, laid
+        out like the slots (:func:`ppl.ops.expfam.mvn_expected_log_prob`)."""
+        return self.finish(expfam.mvn_expected_log_prob(self.value, prec, prec_loc, quad, logdet, self.outer()))
+
+    def finish(self, lp: torch.Tensor) -> torch.Tensor:
+        """Mask, scale and broadcast the members' log-probabilities (``(G,) +`` a layout that
+        broadcasts to ``sizes``) to ``(G,) + sizes``."""
         t = self.template
         if self.mask is not None:
             lp = torch.where(self.mask, lp, torch.full((), t.masked_fill, dtype=lp.dtype, device=lp.device))
