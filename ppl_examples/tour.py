@@ -14,7 +14,10 @@ Every part runs offline on data that ships with scikit-learn or pgmpy, prints it
    variational EM (CAVI with ``learn_params=True``), SVI (z summed out, θ by gradient) and
    hard EM (MAP with ``learn_params=True``) from the same θ_0, and lays out bound, log
    evidence, time, iterations and convergence side by side.
-3. **Mean field, discrete and continuous**: binary sparse coding of digits with CAVI against
+3. **Sparse coding, binary and Laplace, side by side** on small slices (analysis and
+   ``ppl.compare``: exact vs CAVI and its KL gap for binary codes; MAP vs a mean-field Gaussian
+   guide by SVI for Laplace codes), then
+   **mean field, discrete and continuous**: binary sparse coding of digits with CAVI against
    the exact posterior (the KL gap and explaining away;
    ``ppl_examples/cavi_binary_sparse_coding.py``), and the Bayesian GMM with Normal-Wishart
    components by CAVI against scikit-learn's ``BayesianGaussianMixture``
@@ -94,6 +97,33 @@ def every_backend(out: str, quick: bool) -> None:
         print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def analysed_comparison(title, model, data, methods) -> None:
+    """Print a model's analysis and ``ppl.compare`` of ``methods`` on it (with auto's choice)."""
+    print(f"--- {title}: ppl.analyze and ppl.compare ---")
+    print(ppl.analyze(model, data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        print(ppl.compare(model, data, methods=methods))
+    print()
+
+
+def sparse_coding_views(quick: bool) -> None:
+    """Parts 3 and 4's models on small slices: binary codes (exact vs CAVI: the KL gap) and
+    Laplace codes (MAP vs a mean-field Gaussian guide by SVI)."""
+    x_all, x = cavi_binary_sparse_coding.load(20)
+    w, _ = cavi_binary_sparse_coding.dictionary(x_all, 8)
+    data = {"v": torch.from_numpy(x), "W": torch.from_numpy(w), "b": torch.full((8,), -1.0, dtype=torch.float64),
+            "beta": 4.0}
+    analysed_comparison("binary sparse coding, 20 digits, 8 units", cavi_binary_sparse_coding.binary_sparse_coding,
+                        data, ["exact", ("cavi", {"seed": 0})])
+    patches = torch.from_numpy(map_sparse_coding.load_patches(200))
+    dictionary = torch.from_numpy(map_sparse_coding.random_dictionary(patches.numpy(), 16)).T.contiguous()
+    analysed_comparison("Laplace sparse coding, 200 patches, 16 atoms", map_sparse_coding.sparse_coding,
+                        {"x": patches, "W": dictionary, "alpha": 0.1},
+                        ["map", ("svi", {"guide": "normal", "num_steps": 100 if quick else 400, "seed": 0,
+                                         "dtype": torch.float64})])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run (1-5)")
@@ -122,6 +152,8 @@ def main(argv=None) -> None:
     run("1", "Exact inference: the ALARM network", lambda: alarm.main(["--top", "5"]))
     run("2", "Every backend on one model: a Gaussian mixture with params on iris",
         lambda: every_backend(args.out, args.quick))
+    run("3", "Sparse coding, binary and Laplace: analysis and comparison on small slices",
+        lambda: sparse_coding_views(args.quick))
     run("3", "Mean field: binary sparse coding of digits (CAVI vs exact)",
         lambda: cavi_binary_sparse_coding.main(["--out", args.out] + quick))
     run("3", "Mean field: the Bayesian GMM on iris and wine (CAVI vs scikit-learn)",
