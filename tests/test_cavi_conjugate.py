@@ -380,3 +380,38 @@ def test_non_conjugate_uses_of_the_new_families_are_refused():
 
     with pytest.raises(ppl.UnsupportedModelError, match="'r'"):
         ppl.infer(shared_rate, {"x": torch.tensor(3.0, dtype=F64)}, method="cavi")
+
+
+@ppl.model
+def noisy_mean(y):
+    sigma = ppl.param("sigma", torch.tensor(1.0, dtype=F64), constraint=dist.constraints.positive)
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F64), 10.0))
+    with ppl.plate("data", len(y)):
+        ppl.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def test_variational_em_with_a_continuous_latent_reaches_the_em_fixed_point():
+    """learn_params=True with a Normal latent: q(μ) holds the exact posterior given σ, so
+    variational EM is EM, whose fixed point is s² = (1/100 + N/σ²)⁻¹, m = s² Σy / σ²,
+    σ² = (Σ(y - m)² + N s²) / N (iterated here in plain Python), and the ELBO equals the log
+    evidence log N(y; 0, σ² I + 100 · 11ᵀ) at the learned σ."""
+    import pyro
+
+    pyro.clear_param_store()
+    y = torch.tensor([1.3, 2.9, 0.4, 2.2, 1.8, 3.5, 0.9], dtype=F64)
+    post = ppl.infer(noisy_mean, {"y": y}, method="cavi", learn_params=True, tol=1e-14, max_iter=500)
+    n, sig2 = len(y), 1.0
+    for _ in range(5000):
+        s2 = 1.0 / (1.0 / 100.0 + n / sig2)
+        m = s2 * float(y.sum()) / sig2
+        sig2 = (float(((y - m) ** 2).sum()) + n * s2) / n
+    sigma = float(post.params["sigma"])
+    assert sigma == pytest.approx(math.sqrt(sig2), rel=1e-6)
+    assert float(post.mean("mu")) == pytest.approx(m, rel=1e-6)
+    cov = sigma ** 2 * torch.eye(n, dtype=F64) + 100.0 * torch.ones(n, n, dtype=F64)
+    log_z = torch.distributions.MultivariateNormal(torch.zeros(n, dtype=F64), covariance_matrix=cov).log_prob(y)
+    assert post.elbo == pytest.approx(float(log_z), abs=1e-7)
+    hist = np.array(post.history)
+    assert np.all(np.diff(hist) >= -1e-9 * np.abs(hist[:-1]))
+    assert float(pyro.param("sigma")) == pytest.approx(sigma)      # left in the param store
+    pyro.clear_param_store()

@@ -197,15 +197,18 @@ class CAVIBackend(Backend):
             raise OptionError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         if analysis.continuous:
-            if learn_params:
-                raise OptionError("learn_params=True with continuous latents is not implemented yet (variational EM "
-                                  "runs on discrete latents); use method='svi' to learn params with a guide")
+            if learn_params:  # variational EM: the conjugate path's sweeps with an M-step after each
+                problem = conjugate_problem(graph, analysis.moral)
+                if problem:
+                    raise UnsupportedModelError(f"learn_params=True with continuous latents needs closed-form "
+                                                f"conjugate updates: {problem}; use method='svi' to learn params "
+                                                "with a guide")
             options = dict(max_iter=max_iter, tol=tol, damping=damping, schedule=schedule, init=init, seed=seed,
                            dtype=dtype, device=device, progress=progress, start=start)
-            if (not analysis.discrete and _all_normal(graph, analysis.continuous)
+            if (not learn_params and not analysis.discrete and _all_normal(graph, analysis.continuous)
                     and _not_quadratic(graph, analysis.continuous) is None):
                 return _run_gaussian(self.name, graph, **options)
-            return run_conjugate(self.name, graph, analysis.moral, **options)
+            return run_conjugate(self.name, graph, analysis.moral, learn_params=learn_params, **options)
         if not learn_params and _binary_path(graph, analysis):
             return run_binary(self.name, graph, max_iter=max_iter, tol=tol, damping=damping, schedule=schedule,
                               init=init, seed=seed, dtype=dtype, device=device, progress=progress, start=start)

@@ -54,9 +54,10 @@ from ..dsl import trace_model
 from ..errors import NumericalError, OptionError
 from ..ops.contract import LogFactor
 from ..ops.sigma import RULES, NormalWishartRule
-from .base import run_context
+from .base import current_params, param_constraint, run_context, store_params
 from .discrete import batch_layout
 from .meanfield import coordinate_ascent
+from .pointopt import maximise, param_block
 
 __all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "conjugate_problem", "run_conjugate"]
 
@@ -219,15 +220,16 @@ class ConjugateModel:
         Factor -> the blocks its table depends on.
     """
 
-    def __init__(self, graph, moral, blocks, dtype, device):
+    def __init__(self, graph, moral, blocks, dtype, device, params=None):
         self.graph, self.blocks, self.dtype, self.device = graph, blocks, dtype, device
         self.cont = [s for b in blocks for s in b.sites]
         self.dims = enumeration_dims(graph, moral)
         self.start = _start_values(graph, self.cont, device, dtype)
-        key = ("cavi_latent_tables", dtype, str(device), tuple(self.cont))
+        self.theta = dict(params or {})       # ppl.param values, when they are learned (variational EM)
+        key = ("cavi_latent_tables", dtype, str(device), tuple(self.cont), tuple(self.theta))
         if key not in graph.cache:  # the structure found does not depend on the values: one probe per graph
-            graph.cache[key] = ParametricTables(graph, self.dims, graph.plate_order, self.start, dtype=dtype,
-                                                device=device, latents=self.cont)
+            graph.cache[key] = ParametricTables(graph, self.dims, graph.plate_order, {**self.start, **self.theta},
+                                                dtype=dtype, device=device, latents=self.cont)
         self.tables = graph.cache[key]
         owner = {s: i for i, b in enumerate(blocks) for s in b.sites}
         self.deps = {n: tuple(sorted({owner[s] for s in f.scope if s in owner})) for n, f in graph.factors.items()}
@@ -240,7 +242,8 @@ class ConjugateModel:
         # a factor of one block and no discrete latent (a prior with constant arguments, or one
         # whose arguments are the block's other site): E_q[ln f] = a + ⟨g, M_i⟩ with constant
         # (a, g), g being its part of the block's natural parameters; found once (fit_affine)
-        self.affine_names = [n for n, d in self.deps.items() if len(d) == 1 and not self.tables.layouts[n][1]]
+        self.affine_names = [n for n, d in self.deps.items() if len(d) == 1 and not self.tables.layouts[n][1]
+                             and not self.theta]     # with params learned, a prior's (a, g) may move with θ
         self.moments = {}
         for g in self.tables.groups:
             try:
@@ -334,7 +337,7 @@ class ConjugateModel:
             combos = list(itertools.product(*(range(len(points[i])) for i in deps)))
             acc = {}
             for combo in combos:
-                tabs = pt.slow_tables(self._values(points, dict(zip(deps, combo))), grad=leaves is not None,
+                tabs = pt.slow_tables(self._values(points, dict(zip(deps, combo))), grad=torch.is_grad_enabled(),
                                       names=slow)
                 for n in slow:
                     acc[n] = tabs[n] if n not in acc else acc[n] + tabs[n]
@@ -349,6 +352,7 @@ class ConjugateModel:
             p = points[i][choice.get(i, 0)]
             for s, v in zip(b.sites, p):
                 vals[s] = v
+        vals.update(self.theta)
         return {s: vals[s] for s in self.tables.space.names}
 
     def factors_of(self, i, varying: bool = False) -> set:
@@ -402,16 +406,22 @@ def _problem(graph, moral):
 
 # ----------------------------------------------------------------------------- run
 def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress,
-                  start):
+                  start, learn_params=False):
     """CAVI sweeps over the discrete factors (expected tables) and the continuous factors
-    (sigma-point natural parameters); see the module docstring."""
+    (sigma-point natural parameters); with ``learn_params`` each sweep is followed by an
+    M-step maximising ``E_q[ln p(v, h; θ)]`` over the ``ppl.param`` θ (variational EM,
+    Goodfellow et al. 2016, §19.2: both steps raise the same ELBO); see the module docstring."""
     from ..posterior import FactorPosterior
     from .cavi import _MeanField, _damped
 
     if not (isinstance(init, dict) or init in ("random", "uniform")):
         raise OptionError(f"init must be 'random', 'uniform' or a dict site -> starting value, got {init!r}")
     blocks = find_blocks(graph, graph.continuous_latent())
-    cm = ConjugateModel(graph, moral, blocks, dtype, device)
+    theta = current_params(graph, graph.params(), dtype, device) if learn_params else {}
+    if learn_params and not theta:
+        raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
+    cm = ConjugateModel(graph, moral, blocks, dtype, device, params=theta)
+    constraints = {n: param_constraint(n) for n in theta}
     qc = cm.initial(init)
     disc = graph.discrete_latent()
     cm.fit_affine(qc)
@@ -518,7 +528,23 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
             with torch.no_grad():
                 qd_new = {v: _damped(qd_old[v], mf.optimum(v, qd_old), damping) for v in disc}
             qc_new = [optimum(qd_old, qc_old, i) for i in range(len(blocks))]
-        return {"d": qd_new, "c": tuple(qc_new)}
+        new = {"d": qd_new, "c": tuple(qc_new)}
+        if learn_params:
+            m_step(new)
+        return new
+
+    def m_step(state):
+        """θ ← argmax E_q[ln p(v, h; θ)] at the new q (L-BFGS in unconstrained space)."""
+        pblocks = [param_block(n, v, constraints[n]) for n, v in cm.theta.items()]
+
+        def objective(vals):
+            cm.theta = vals
+            return mf.expected_log_joint(state["d"], mf.layout(cm.factor_tables(state["c"], names=cm.varying)))
+
+        with torch.enable_grad():
+            maximise(objective, pblocks, optimizer="lbfgs", max_iter=100, tol=1e-10)
+        cm.theta = {b.name: b.value().detach() for b in pblocks}
+        cache.clear()                                   # the kept tables were at the old θ
 
     def moved(new, old):
         changes = [b.rule.moved(a, c) for b, a, c in zip(blocks, new["c"], old["c"])]
@@ -541,7 +567,10 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "path": "sigma points",
                    "decreases": decreases, "device": str(device),
                    "factors": {" & ".join(b.sites): b.rule.name for b in blocks}}
+    if learn_params:
+        store_params(cm.theta)
     return FactorPosterior(method, graph=graph, factors=factors, marginals=probs, supports=supports,
-                           families={v: graph.variables[v].family for v in disc}, joint=joint, elbo=history[-1],
+                           families={v: graph.variables[v].family for v in disc}, joint=joint, params=cm.theta,
+                           elbo=history[-1],
                            history=history, converged=converged, elapsed=time.perf_counter() - start,
                            diagnostics=diagnostics)
