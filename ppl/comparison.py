@@ -394,12 +394,26 @@ def _stdout_is_terminal() -> bool:
 
 
 # ---------------------------------------------------------------------- running
+def _option_text(value) -> str:
+    """An option value as it reads in a row label: a function or module by its name, a
+    tensor by its shape, anything else by ``str``."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}" if value.numel() > 1 else str(value.item())
+    if callable(value) and hasattr(value, "__name__"):
+        return value.__name__
+    if callable(value) and not isinstance(value, type):
+        return type(value).__name__
+    return str(value)
+
+
 def _label(entry):
     if isinstance(entry, str):
         return entry, entry, {}
     if isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str) \
             and isinstance(entry[1], dict):
-        opts = ", ".join(f"{k}={v}" for k, v in entry[1].items())
+        opts = ", ".join(f"{k}={_option_text(v)}" for k, v in entry[1].items())
         return f"{entry[0]}({opts})" if opts else entry[0], entry[0], dict(entry[1])
     raise TypeError(f"compare: each method must be a name or a (name, options) pair, got {entry!r}")
 

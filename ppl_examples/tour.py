@@ -24,7 +24,8 @@ Every part runs offline on data that ships with scikit-learn or pgmpy, prints it
    (``ppl_examples/cavi_bgmm.py``).
 4. **MAP and sparse coding**: Laplace-prior codes of natural-image patches and dictionary
    learning (``ppl_examples/map_sparse_coding.py``, short setting).
-5. **SVI with an amortised guide**: a variational autoencoder on digits
+5. **SVI with an amortised guide**: the VAE's analysis and a comparison of the encoder with
+   a free Gaussian guide per image on 200 digits, then a variational autoencoder on digits
    (``ppl_examples/svi_vae.py``, short setting).
 
 Run: ``python ppl_examples/tour.py`` (``--quick`` for a smoke run; ``--parts 1,2`` for a few
@@ -124,6 +125,21 @@ def sparse_coding_views(quick: bool) -> None:
                                          "dtype": torch.float64})])
 
 
+def vae_views(quick: bool) -> None:
+    """Part 5's model: its analysis, and a comparison of an amortised guide (the encoder)
+    with a free mean-field Gaussian guide per image, on 200 digits."""
+    x, _, _, _ = svi_vae.load(1597, 0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder, decoder = svi_vae.Encoder(2, 32), svi_vae.Decoder(2, 32)
+    vae, guide = svi_vae.make_vae(encoder, decoder, 2)
+    steps = 150 if quick else 600
+    pyro.clear_param_store()
+    analysed_comparison("VAE, 200 digits, 2 latent dims", vae, {"x": x},
+                        [("svi", {"guide": guide, "num_steps": steps, "lr": 0.01, "seed": 0}),
+                         ("svi", {"guide": "normal", "num_steps": steps, "lr": 0.01, "seed": 0})])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run (1-5)")
@@ -160,6 +176,7 @@ def main(argv=None) -> None:
         lambda: cavi_bgmm.main(["--out", args.out]))
     run("4", "MAP: sparse coding of image patches and dictionary learning",
         lambda: map_sparse_coding.main(["--out", args.out, "--patches", "2000", "--rounds", "6"] + quick))
+    run("5", "SVI: the VAE's analysis, amortised vs free guides", lambda: vae_views(args.quick))
     run("5", "SVI: a variational autoencoder on digits",
         lambda: svi_vae.main(["--out", args.out, "--epochs", "25"] + quick))
     banner("Tour done")

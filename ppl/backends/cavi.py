@@ -493,7 +493,8 @@ def _third_difference_problem(graph, sites, kind="Normal") -> str | None:
         try:
             start = lj.initial_values(sites, "mean")
         except Exception as e:  # noqa: BLE001 - a model that cannot run here is refused, not crashed
-            return f"the model could not be evaluated at the prior means of {sites}: {type(e).__name__}: {e}"
+            return (f"the model could not be evaluated at the prior means of {sites}: {type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else e!r}")
         gen = torch.Generator().manual_seed(0)
         step = {s: torch.randn(v.shape, dtype=dtype, generator=gen) for s, v in start.items()}
         values = []

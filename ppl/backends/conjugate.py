@@ -50,7 +50,6 @@ import torch
 from ..compiler.parametric import ParametricTables
 from ..compiler.families import enumerate_values
 from ..compiler.tables import enumeration_dims
-from ..dsl import trace_model
 from ..errors import NumericalError, OptionError
 from ..ops.contract import LogFactor
 from ..ops.sigma import RULES, NormalWishartRule
@@ -400,7 +399,8 @@ def _problem(graph, moral):
                             "likelihood on a Normal latent, or a factor coupling several plate copies of it), so "
                             "its mean-field factor has no closed form here")
     except Exception as e:  # noqa: BLE001 - a model this check cannot run is refused here, never crashes infer
-        return f"the model could not be evaluated on sigma points: {type(e).__name__}: {e}"
+        return (f"the model could not be evaluated on sigma points: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else e!r}")
     return None
 
 
