@@ -439,6 +439,8 @@ class DiscretePlan:
     def values(self, v, idx: torch.Tensor, lead: int) -> torch.Tensor:
         """Support values of ``v`` at state indices ``idx`` (lead dims + global plate layout)."""
         support = self.supports[v].to(self.device)
+        if support.is_floating_point():  # in the requested precision (a float32 support from Python constants)
+            support = support.to(self.dtype)
         vals = support[idx.reshape(-1)].reshape(tuple(idx.shape) + tuple(support.shape[1:]))
         return self.to_batch(v, vals, lead, len(self.plate_order))
 
