@@ -265,3 +265,24 @@ def test_map_of_discrete_sites_is_in_the_requested_precision():
     exact = ppl.infer(grass, {"wet": 1.0}, method="exact")
     assert post.map()["rain"].dtype == torch.float64
     assert post.log_joint == pytest.approx(exact.diagnostics["map_log_joint"], abs=1e-12)
+
+
+def test_svi_takes_a_python_number_used_as_obs():
+    """A model argument given as a Python float and used as ``obs=`` works in exact and cavi;
+    SVI's Pyro runs raised 'The value argument to log_prob must be a Tensor'.  Now SVI casts
+    obs values as the compiled trace does (Normal-Normal: the posterior mean is v / 2)."""
+    import warnings
+
+    import ppl
+    import ppl.distributions as dist
+
+    @ppl.model
+    def one_obs(v):
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        ppl.sample("y", dist.Normal(mu, 1.0), obs=v)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
+        post = ppl.infer(one_obs, {"v": 2.0}, method="svi", num_steps=1500, lr=0.05, seed=0, progress=False,
+                         dtype=torch.float64)
+    assert float(post.mean("mu")) == pytest.approx(1.0, abs=0.1)

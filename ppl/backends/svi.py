@@ -34,6 +34,7 @@ from ..errors import (ConvergenceWarning, ModelError, NumericalError, OptionErro
                       UnsupportedModelError)
 from ..posterior import GuidePosterior
 from .base import Applicability, Backend, check_int, check_number, place, progress_bar, run_context
+from ..compiler.observations import CheckObservations
 from .bounds import estimate_bounds, khat_reading
 from .guides import build_guide, check_guide, guide_marginal_fn
 from .minibatch import Minibatcher, PlateScale
@@ -222,12 +223,16 @@ class SVIBackend(Backend):
             observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
             state = {"obs": observations}
 
-            conditioned = poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn
+            # obs= values the model takes as Python numbers become tensors of the site's dtype, as
+            # in the compiled trace (no re-validation: the data were checked at compile time)
+            cast = CheckObservations(graph.model, observations, validate=False)
+            conditioned = cast(poutine.condition(graph.model.fn, data=observations) if observations
+                               else graph.model.fn)
 
             def model_fn(*args, **kw):
                 if state["obs"] is observations:  # the full data: the model conditioned once
                     return conditioned(*args, **kw)
-                return poutine.condition(graph.model.fn, data=state["obs"])(*args, **kw)
+                return cast(poutine.condition(graph.model.fn, data=state["obs"]))(*args, **kw)
 
             latents = graph.latent()
             discrete = set(graph.discrete_latent())
