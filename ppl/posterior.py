@@ -556,6 +556,13 @@ class MeanFieldPosterior(TablePosterior):
     (Goodfellow et al. 2016, eq. 19.1, 19.30), a lower bound on the log evidence.
     """
 
+    def __init__(self, method, *, marginals, supports, families, seed=None, **kw):
+        modes = {v: support_values(supports[v], p.argmax(-1)) for v, p in marginals.items()}
+        super().__init__(method, marginals=marginals, supports=supports, families=families, map_assignment=modes,
+                         **kw)
+        self._sampler = lambda n, sample_seed=None: sample_tables(
+            marginals, supports, n, seed if sample_seed is None else sample_seed)
+
     def map(self) -> dict:
         """Each factor's mode, site -> value with the site's batch shape (the mode of
         ``q``, which need not be the joint MAP of the posterior)."""
@@ -645,10 +652,7 @@ class FactorPosterior(_DiscreteTables, Posterior):
             for s, d in self._factors.items():
                 if s not in out:
                     out[s] = d.sample((n,))
-            for s, p in self._marginals.items():
-                flat = p.reshape(-1, p.shape[-1])
-                idx = torch.multinomial(flat, n, replacement=True).T.reshape((n,) + tuple(p.shape[:-1]))
-                out[s] = support_values(self._supports[s].to(p.device), idx)
+            out.update(sample_tables(self._marginals, self._supports, n))
             return out
 
 
@@ -719,6 +723,29 @@ def _plot_continuous_marginal(fig, marg, site, copies, num_samples, seed) -> int
         ax.set_xlabel("value")
     fig.axes[0].set_ylabel("density")
     return n
+
+def sample_tables(marginals: dict, supports: dict, n: int, seed=None) -> dict:
+    """``n`` independent draws from each discrete factor: site -> values of shape
+    ``(n,) + batch_shape + event_shape``.
+
+    Parameters
+    ----------
+    marginals : dict[str, torch.Tensor]
+        Site -> probabilities ``batch_shape + (K,)``.
+    supports : dict[str, torch.Tensor]
+        Site -> support values ``(K,) + event_shape``.
+    seed : int, optional
+        Seed of a private generator (torch's global RNG when None)."""
+    out = {}
+    gen = None
+    for site, p in marginals.items():
+        if seed is not None and gen is None:
+            gen = torch.Generator(device=p.device)
+            gen.manual_seed(int(seed))
+        idx = torch.multinomial(p.reshape(-1, p.shape[-1]), n, replacement=True, generator=gen)
+        out[site] = support_values(supports[site].to(p.device), idx.T.reshape((n,) + tuple(p.shape[:-1])))
+    return out
+
 
 def support_values(support: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``support[idx]`` with the support's event dims kept: ``idx.shape + event_shape``

@@ -202,17 +202,9 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
                                                                       + (2,)) for s in sites}
     support = torch.tensor([0.0, 1.0], dtype=dtype, device=device)
     supports = {s: support for s in sites}
-    modes = {s: (means[s] > 0.5).to(dtype).reshape(probs[s].shape[:-1]) for s in sites}
-
-    def sampler(n, sample_seed=None):
-        gen = seeded_generator(seed if sample_seed is None else sample_seed, device)
-        return {s: (torch.rand((n,) + tuple(probs[s].shape[:-1]), generator=gen, dtype=dtype, device=device)
-                    < probs[s][..., 1]).to(dtype) for s in sites}
-
     diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "decreases": decreases,
                    "device": str(device), "path": "binary quadratic",
                    "precision": "shared by the plate copies" if qd.shape is not None else "dense"}
     return MeanFieldPosterior(method, graph=graph, marginals=probs, supports=supports,
-                              families={s: "Bernoulli" for s in sites}, sampler=sampler, map_assignment=modes,
-                              elbo=history[-1], history=history, converged=converged,
+                              families={s: "Bernoulli" for s in sites}, seed=seed, elbo=history[-1], history=history, converged=converged,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics)

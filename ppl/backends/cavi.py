@@ -62,7 +62,7 @@ from ..compiler.parametric import parametric_tables
 from ..compiler.tables import enumeration_dims, log_factor_tables
 from ..errors import IntractableError, OptionError, UnsupportedModelError
 from ..ops.contract import LogFactor
-from ..posterior import MeanFieldPosterior, support_values
+from ..posterior import MeanFieldPosterior
 from .base import (Applicability, Backend, check_int, check_number, current_params, param_constraint,
                    seeded_generator, store_params)
 from .binary import binary_problem, run_binary
@@ -242,23 +242,11 @@ class CAVIBackend(Backend):
         probs = {v: q[v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
                  for v in sites}
         supports = {v: families.enumerate_values(graph.sites[v].fn).to(device) for v in sites}
-        modes = {v: support_values(supports[v], probs[v].argmax(-1)) for v in sites}
         diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1,
                        "decreases": decreases, "device": str(device), "path": "discrete tables"}
-
-        def sampler(n, sample_seed=None):
-            gen = seeded_generator(seed if sample_seed is None else sample_seed, device)
-            out = {}
-            for v in sites:
-                p = probs[v]
-                idx = torch.multinomial(p.reshape(-1, p.shape[-1]), n, replacement=True, generator=gen)
-                idx = idx.T.reshape((n,) + tuple(p.shape[:-1]))
-                out[v] = support_values(supports[v], idx)
-            return out
-
         return MeanFieldPosterior(self.name, graph=graph, marginals=probs, supports=supports,
-                                  families={v: graph.variables[v].family for v in sites}, sampler=sampler,
-                                  map_assignment=modes, elbo=history[-1], history=history, params=params,
+                                  families={v: graph.variables[v].family for v in sites}, seed=seed,
+                                  elbo=history[-1], history=history, params=params,
                                   converged=converged, elapsed=time.perf_counter() - start,
                                   diagnostics=diagnostics)
 
