@@ -98,8 +98,10 @@ import ppl
 import ppl.distributions as dist
 
 try:  # run as a script (python ppl_examples/...) or as a module
+    from _figures import mosaic
     from _threads import limit_threads
 except ImportError:  # pragma: no cover
+    from ppl_examples._figures import mosaic
     from ppl_examples._threads import limit_threads
 
 PIXELS = 64
@@ -376,17 +378,6 @@ def _exact_parts(args, data, post_q, q, gram):
             "q_pair": (qi, qj)}
 
 
-def _mosaic(images, cols, pad=1):
-    """A grid of 8x8 images (N × 64) as one array, ``pad`` pixels apart (NaN gaps)."""
-    images = np.asarray(images).reshape(-1, 8, 8)
-    rows = math.ceil(len(images) / cols)
-    out = np.full((rows * (8 + pad) - pad, cols * (8 + pad) - pad), np.nan)
-    for r_c, img in enumerate(images):
-        r, c = divmod(r_c, cols)
-        out[r * (8 + pad):r * (8 + pad) + 8, c * (8 + pad):c * (8 + pad) + 8] = img
-    return out
-
-
 def plot(args, W, runs, exact=None, recon=None):
     """Write the PNG (see the module docstring); return its path, or None without matplotlib.
     ``exact`` (m <= MAX_EXACT): what :func:`_exact_parts` returns, for the exact panels;
@@ -429,7 +420,7 @@ def _atoms_panel(ax, W, cmap):
     m = W.shape[1]
     lim = np.abs(W).max()
     cols = min(m, max(4, math.ceil(math.sqrt(m))))  # 4 columns up to m = 16, 8 at m = 64
-    ax.imshow(_mosaic(W.T, cols=cols), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.imshow(mosaic(W.T, cols=cols), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
     for u in range(m):
         r, c = divmod(u, cols)
         ax.text(c * 9 - 0.4, r * 9 - 0.4, str(u), fontsize=7, va="top", ha="left",
@@ -480,7 +471,7 @@ def _exact_panels(ax_marg, ax_gap, ax_image, ax_joint, W, cmap, p, q, gap_img, i
 
     ax = ax_image
     lim = max(np.abs(image).max(), np.abs(W[:, [i, j]]).max())
-    ax.imshow(_mosaic(np.stack([image, W[:, i], W[:, j]]), cols=3), cmap=cmap, vmin=-lim, vmax=lim,
+    ax.imshow(mosaic(np.stack([image, W[:, i], W[:, j]]), cols=3), cmap=cmap, vmin=-lim, vmax=lim,
               interpolation="nearest")
     ax.set_title(f"explaining away: the image of (c) (centred), atom {i}, atom {j}", fontsize=9)
     ax.axis("off")
@@ -504,7 +495,7 @@ def _recon_panel(ax, images, recon, cmap):
     """The images, each above its reconstruction W ĥ, in rows of four."""
     lim = max(np.abs(images).max(), np.abs(recon).max())
     rows = [block for r in range(0, len(images), 4) for block in (images[r:r + 4], recon[r:r + 4])]
-    ax.imshow(_mosaic(np.concatenate(rows), cols=4), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.imshow(mosaic(np.concatenate(rows), cols=4), cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_title(f"the first {len(images)} images (centred), each above W q,\n"
                  "its reconstruction by the sequential mean field", fontsize=9)
     ax.axis("off")

@@ -67,8 +67,10 @@ import ppl
 import ppl.distributions as dist
 
 try:  # run as a script (python ppl_examples/...) or as a module
+    from _figures import mosaic
     from _threads import limit_threads
 except ImportError:  # pragma: no cover
+    from ppl_examples._figures import mosaic
     from ppl_examples._threads import limit_threads
 
 PATCH = 8
@@ -241,19 +243,6 @@ def sklearn_codes(x, d, alpha):
     return codes, time.perf_counter() - t0
 
 
-def _mosaic(atoms, cols, pad=1):
-    """The atoms (K × 64), each scaled to [-1, 1] by its largest |value|, as one grid image
-    (gaps NaN, drawn as background)."""
-    atoms = np.asarray(atoms).reshape(-1, PATCH, PATCH)
-    rows = math.ceil(len(atoms) / cols)
-    out = np.full((rows * (PATCH + pad) - pad, cols * (PATCH + pad) - pad), np.nan)
-    for i, a in enumerate(atoms):
-        r, c = divmod(i, cols)
-        out[r * (PATCH + pad):r * (PATCH + pad) + PATCH, c * (PATCH + pad):c * (PATCH + pad) + PATCH] = \
-            a / max(np.abs(a).max(), 1e-12)
-    return out
-
-
 def plot(args, d0, w, h):
     """Write the PNG (see the module docstring); return its path, or None without matplotlib."""
     try:
@@ -273,7 +262,8 @@ def plot(args, d0, w, h):
     for ax, atoms, title in ((axes[0], d0, f"initial dictionary: {k} random patches"),
                              (axes[1], w.T[order], f"learned dictionary ({len(h)} patches, alpha {args.alpha:g}),\n"
                                                    "atoms by usage, most used first")):
-        ax.imshow(_mosaic(atoms, cols), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+        ax.imshow(mosaic(atoms, cols, side=PATCH, normalise=True), cmap=cmap, vmin=-1, vmax=1,
+                  interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.suptitle("sparse coding of 8x8 natural-image patches: MAP dictionary learning with unit-norm atoms",

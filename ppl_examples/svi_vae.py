@@ -78,8 +78,10 @@ import ppl
 import ppl.distributions as dist
 
 try:  # run as a script (python ppl_examples/...) or as a module
+    from _figures import mosaic
     from _threads import limit_threads
 except ImportError:  # pragma: no cover
+    from ppl_examples._figures import mosaic
     from ppl_examples._threads import limit_threads
 
 PIXELS = 64
@@ -235,18 +237,6 @@ def _run(args):
     print(f"total wall time {time.perf_counter() - start:.1f} s")
 
 
-def _mosaic(images, cols, pad=1):
-    """A grid of 8x8 images (N × 64, values in [0, 1]) as one array, ``pad`` pixels apart
-    (the gaps are 0: white once the mosaic is shown inverted)."""
-    images = np.asarray(images).reshape(-1, 8, 8)
-    rows = math.ceil(len(images) / cols)
-    out = np.zeros((rows * (8 + pad) - pad, cols * (8 + pad) - pad))
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        out[r * (8 + pad):r * (8 + pad) + 8, c * (8 + pad):c * (8 + pad) + 8] = img
-    return out
-
-
 def plot(args, encoder, decoder, x_test, y_test, n_show=20, n_prior=60, cols=10):
     """Write the PNG (see the module docstring); return its path, or None without matplotlib."""
     try:
@@ -267,7 +257,8 @@ def plot(args, encoder, decoder, x_test, y_test, n_show=20, n_prior=60, cols=10)
     fig = plt.figure(figsize=(14, 4.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.0, 1.0, 0.95])
     ax = fig.add_subplot(grid[0])
-    ax.imshow(1 - _mosaic(torch.cat(rows), cols=cols, pad=2), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(1 - mosaic(torch.cat(rows), cols=cols, pad=2, gap=0.0), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
     ax.set_yticks([4 + 10 * r for r in range(len(rows))], ["digit", "recon."] * (len(rows) // 2), fontsize=8)
     ax.set_xticks([])
     for side in ax.spines.values():
@@ -275,7 +266,8 @@ def plot(args, encoder, decoder, x_test, y_test, n_show=20, n_prior=60, cols=10)
     ax.set_title("held-out digits and their reconstructions\n(pixel probabilities at the encoder's mean)",
                  fontsize=9)
     ax = fig.add_subplot(grid[1])
-    ax.imshow(1 - _mosaic(prior, cols=cols, pad=2), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(1 - mosaic(prior, cols=cols, pad=2, gap=0.0), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
     ax.set_title("samples from the prior through the decoder\nz ~ N(0, I), pixel probabilities", fontsize=9)
     ax.axis("off")
     ax = fig.add_subplot(grid[2])

@@ -151,8 +151,12 @@ def main(argv=None) -> None:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"unknown parts {unknown}; the parts are {', '.join(PARTS)}")
-    limit_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    with limit_threads(args.threads):
+        _tour(args, parts)
+
+
+def _tour(args, parts) -> None:
     quick = ["--quick"] if args.quick else []
     start = time.perf_counter()
     times = {}
