@@ -415,3 +415,10 @@ def test_variational_em_with_a_continuous_latent_reaches_the_em_fixed_point():
     assert np.all(np.diff(hist) >= -1e-9 * np.abs(hist[:-1]))
     assert float(pyro.param("sigma")) == pytest.approx(sigma)      # left in the param store
     pyro.clear_param_store()
+
+
+def test_bgmm_priors_refuses_bad_data_naming_it():
+    with pytest.raises(ppl.DataError, match=r"bgmm_priors: x must be a floating \(N, D\) tensor"):
+        bgmm_priors(torch.ones(5), 2)
+    with pytest.raises(ppl.DataError, match="covariance is singular"):
+        bgmm_priors(torch.ones(10, 2, dtype=F64), 2)

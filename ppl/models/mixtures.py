@@ -19,6 +19,7 @@ import torch
 
 from .. import distributions as dist
 from ..dsl import model, plate, sample
+from ..errors import DataError
 
 __all__ = ["bayesian_gmm", "bgmm_priors"]
 
@@ -71,15 +72,17 @@ def bgmm_priors(x: torch.Tensor, K: int, alpha0: float = None, beta0: float = 1.
 
     Raises
     ------
-    ValueError
-        ``x`` not a floating ``(N, D)`` tensor with ``N ≥ 2``, or its covariance singular.
+    DataError
+        ``x`` not a floating ``(N, D)`` tensor with ``N ≥ 2``, or its covariance singular
+        (a ``ValueError`` too).
     """
     if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 2 and x.shape[0] >= 2):
-        raise ValueError(f"x must be a floating (N, D) tensor with N >= 2, got {type(x).__name__} "
+        raise DataError(f"bgmm_priors: x must be a floating (N, D) tensor with N >= 2, got {type(x).__name__} "
                          f"{tuple(getattr(x, 'shape', ()))}")
     cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
     if not bool(torch.linalg.cholesky_ex(cov)[1].eq(0).all()):
-        raise ValueError("the data covariance is singular: W0 = cov⁻¹ does not exist (drop constant columns)")
+        raise DataError("bgmm_priors: the data covariance is singular: W0 = cov⁻¹ does not exist "
+                        "(drop constant columns)")
     d = x.shape[1]
     return dict(x=x, K=int(K), alpha0=1.0 / K if alpha0 is None else float(alpha0), beta0=float(beta0),
                 m0=x.mean(0), nu0=float(d) if nu0 is None else float(nu0), W0=torch.linalg.inv(cov))
