@@ -206,5 +206,6 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
                    "device": str(device), "path": "binary quadratic",
                    "precision": "shared by the plate copies" if qd.shape is not None else "dense"}
     return MeanFieldPosterior(method, graph=graph, marginals=probs, supports=supports,
-                              families={s: "Bernoulli" for s in sites}, seed=seed, elbo=history[-1], history=history, converged=converged,
+                              families={s: "Bernoulli" for s in sites}, seed=seed, elbo=history[-1], history=history,
+                              converged=converged,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics)

@@ -118,7 +118,8 @@ def _moment_shortcut(group, blocks, pt):
     Bishop 2005) instead of averaging over its sigma points; or None."""
     t = group.template
     slots = group.slots
-    if (t.family != "MultivariateNormal" or t.value_gather or t.n_re or group.scales or set(slots) != {"loc", "precision_matrix"}
+    if (t.family != "MultivariateNormal" or t.value_gather or t.n_re or group.scales
+            or set(slots) != {"loc", "precision_matrix"}
             or any(kind != "gather" for kind, _ in slots.values()) or not group.value.is_floating_point()):
         return None
     found = [(i, b) for i, b in enumerate(blocks) if b.rule.name == "NormalWishart"]
