@@ -138,7 +138,22 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
-    """CAVI sweeps of eq. 19.44 (see the module docstring)."""
+    """CAVI sweeps of eq. 19.44 (see the module docstring); options as
+    :class:`~ppl.backends.cavi.CAVIBackend`.
+
+    Returns
+    -------
+    MeanFieldPosterior
+        ``probs(site)``: ``batch_shape + (2,)``; ``elbo`` in nats (exact for the q found);
+        ``diagnostics["path"] == "binary quadratic"``.
+
+    Raises
+    ------
+    OptionError
+        An unknown ``init``, or an init table of the wrong shape or outside [0, 1].
+    UnsupportedModelError
+        The log joint is not a quadratic form in the latents (found when building ``Λ``).
+    """
     from ..posterior import MeanFieldPosterior
 
     sites = graph.discrete_latent()

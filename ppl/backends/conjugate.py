@@ -411,7 +411,23 @@ def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, ini
     """CAVI sweeps over the discrete factors (expected tables) and the continuous factors
     (sigma-point natural parameters); with ``learn_params`` each sweep is followed by an
     M-step maximising ``E_q[ln p(v, h; θ)]`` over the ``ppl.param`` θ (variational EM,
-    Goodfellow et al. 2016, §19.2: both steps raise the same ELBO); see the module docstring."""
+    Goodfellow et al. 2016, §19.2: both steps raise the same ELBO); see the module docstring.
+
+    Returns
+    -------
+    FactorPosterior
+        Continuous factors as torch distributions with the sites' plate batch shapes (a
+        Normal-Wishart mean as its Student-t marginal), discrete factors as tables
+        ``batch_shape + (K,)``; ``elbo`` in nats, ``history``, ``params`` (learned θ).
+
+    Raises
+    ------
+    OptionError
+        An unknown ``init``; ``learn_params=True`` on a model without ``ppl.param``.
+    NumericalError
+        An update with improper natural parameters (a log joint unbounded under q), or
+        diverging parallel sweeps.
+    """
     from ..posterior import FactorPosterior
     from .cavi import _MeanField, _damped
 
