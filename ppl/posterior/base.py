@@ -19,8 +19,8 @@ import re
 
 import torch
 
-from .errors import DataError
-from .table import Table
+from ..errors import DataError
+from ..table import Table
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
            "FactorPosterior"]
