@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["Table"]
+__all__ = ["Table", "format_value"]
 
 
 class Table:
@@ -64,7 +64,7 @@ class Table:
     to_dataframe = to_pandas
 
     def __str__(self):
-        cells = [[_fmt(r.get(c)) for c in self.columns] for r in self.rows]
+        cells = [[format_value(r.get(c)) for c in self.columns] for r in self.rows]
         widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
         out = []
         if self.title:
@@ -90,7 +90,20 @@ def _numeric(text: str) -> bool:
         return False
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A cell's text: ``"-"`` for None, ``"yes"``/``"no"`` for booleans, thousands
+    separators for integers from 10 000, floats with 4 decimals (``"0"`` for zero,
+    scientific notation at or above 1e5 or below 1e-3, ``"nan"``, ``"inf"``, ``"-inf"``),
+    ``str`` of anything else.
+
+    Parameters
+    ----------
+    v : object
+
+    Returns
+    -------
+    str
+    """
     if v is None:
         return "-"
     if isinstance(v, bool):

@@ -1,9 +1,30 @@
-"""The Posterior: one interface for the result of every backend (see :mod:`ppl.posterior.base`)."""
+"""The Posterior: one interface for the result of every backend (DESIGN.md).
+
+Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
+``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
+``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
+``None``, never a made-up value.
+
+Subclasses hold the representation of each backend, one module each:
+
+* :mod:`~ppl.posterior.base`: :class:`Posterior`, the interface and its shared members;
+* :mod:`~ppl.posterior.tables`: :class:`TablePosterior` (exact tables over discrete
+  latents) and :class:`MeanFieldPosterior` (CAVI's mean field over discrete latents);
+* :mod:`~ppl.posterior.guide`: :class:`GuidePosterior` (a fitted SVI guide, with exact
+  conditional marginals of enumerated discrete sites);
+* :mod:`~ppl.posterior.point`: :class:`PointPosterior` (a MAP point mass);
+* :mod:`~ppl.posterior.factors`: :class:`FactorPosterior` (CAVI's factorised q of
+  continuous, and discrete, factors);
+* :mod:`~ppl.posterior.plotting`: the matplotlib helpers of ``plot``.
+"""
 
 from __future__ import annotations
 
-from .base import (FactorPosterior, GuidePosterior, MeanFieldPosterior, PointPosterior, Posterior,  # noqa: F401
-                   TablePosterior, _figure, _safe_name, sample_tables, support_values)
+from .base import Posterior
+from .factors import FactorPosterior
+from .guide import GuidePosterior
+from .point import PointPosterior
+from .tables import MeanFieldPosterior, TablePosterior, sample_tables, support_values  # noqa: F401 (public helpers)
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
            "FactorPosterior"]

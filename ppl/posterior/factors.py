@@ -1,0 +1,100 @@
+"""CAVI's mean field of continuous (and, in mixed models, discrete) factors:
+:class:`FactorPosterior`."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .base import Posterior
+from .tables import DiscreteTables, sample_tables, support_values
+
+__all__ = ["FactorPosterior"]
+
+
+class FactorPosterior(DiscreteTables, Posterior):
+    """A mean field ``q(h) = Π_j q_j(h_j)`` (``method="cavi"``) of continuous factors —
+    Gaussian factors (``Normal``, or ``MultivariateNormal`` over a site's event dims) or the
+    sites' own conjugate families (Normal, Gamma, Beta, Dirichlet, Wishart, Normal-Wishart) —
+    and, in a mixed model, discrete factors held as probability tables.
+
+    ``marginal(site)`` is ``q_site`` (a torch distribution with the site's plate batch shape;
+    for the mean of a Normal-Wishart pair its Student-t marginal), ``probs(site)`` a discrete
+    factor's table ``batch_shape + (K,)``, ``mean``/``variance`` moments under ``q``,
+    ``sample(n)`` draws from ``q`` (a Normal-Wishart pair jointly, every other factor
+    independently), ``map()`` each factor's mode.
+
+    Parameters
+    ----------
+    factors : dict[str, torch.distributions.Distribution]
+        Continuous site -> its factor (or marginal).
+    marginals, supports, families : dict, optional
+        Discrete sites, as for :class:`TablePosterior`.
+    joint : dict[tuple[str, ...], callable(n) -> tuple], optional
+        Samplers of factors that cover several sites.
+    """
+
+    def __init__(self, method, *, factors, marginals=None, supports=None, families=None, joint=None, **kw):
+        super().__init__(method, **kw)
+        self._factors = dict(factors)
+        self._marginals = dict(marginals or {})
+        self._supports = dict(supports or {})
+        self._families = dict(families or {})
+        self._joint = dict(joint or {})
+        self._sampler = self._draw
+
+    @property
+    def sites(self) -> list:
+        return list(self._factors) + list(self._supports)
+
+    def probs(self, site: str) -> torch.Tensor:
+        """A discrete factor's probabilities, ``batch_shape + (K,)`` (state ``k`` is the
+        ``k``-th support value)."""
+        if site not in self._supports:
+            raise self._unknown(site)
+        return self._discrete_probs(site)
+
+    def marginal(self, site: str):
+        if site in self._supports:
+            return self._discrete_marginal(site)
+        if site not in self._factors:
+            raise self._unknown(site)
+        return self._factors[site]
+
+    def mean(self, site: str) -> torch.Tensor:
+        if site in self._supports:
+            return self._discrete_moment(site, 1)
+        return self.marginal(site).mean
+
+    def variance(self, site: str) -> torch.Tensor:
+        if site in self._supports:
+            return self._discrete_variance(site)
+        return super().variance(site)
+
+    def map(self) -> dict:
+        """Each factor's mode, site -> ``batch_shape + event_shape`` (Normal, MultivariateNormal:
+        the mean; Gamma: ``(a - 1) / b``, 0 when ``a < 1``; discrete: the most probable
+        state)."""
+        out = {}
+        for s, d in self._factors.items():
+            if isinstance(d, torch.distributions.Gamma):
+                out[s] = ((d.concentration - 1).clamp_min(0) / d.rate).clone()
+            else:
+                out[s] = d.mean.clone()
+        for s, p in self._marginals.items():
+            out[s] = support_values(self._supports[s], p.argmax(-1))
+        return out
+
+    def _draw(self, n, seed=None):
+        with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            out = {}
+            for sites, draw in self._joint.items():
+                out.update(zip(sites, draw(n)))
+            for s, d in self._factors.items():
+                if s not in out:
+                    out[s] = d.sample((n,))
+            out.update(sample_tables(self._marginals, self._supports, n))
+            return out

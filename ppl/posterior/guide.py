@@ -1,0 +1,136 @@
+"""The posterior of a fitted variational guide (SVI): :class:`GuidePosterior`."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DataError
+from .base import Posterior, marginal_quantile
+from .tables import DiscreteTables
+
+__all__ = ["GuidePosterior"]
+
+
+class GuidePosterior(DiscreteTables, Posterior):
+    """Posterior represented by a fitted guide q (SVI): continuous sites from q, discrete
+    sites that were enumerated from their exact conditional marginals.
+
+    Parameters
+    ----------
+    continuous : list[str]
+        Latent sites the guide samples.
+    marginal_fn : callable(site) -> Distribution or None
+        The guide's exact per-site marginal (batch shape = the site's plate batch shape,
+        event shape = the site's event shape) where the guide's form gives one (AutoNormal,
+        AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoDelta), else ``None``:
+        the marginal is then the empirical distribution of ``posterior_samples`` draws.
+    sampler : callable(n, seed, discrete=True) -> dict
+        Joint draws: site -> tensor ``(n,) + batch_shape + event_shape`` (continuous sites
+        from q, enumerated discrete sites from p(z | continuous draw, data) unless
+        ``discrete=False``).
+    marginals, supports, families : dict
+        As :class:`TablePosterior`, for the enumerated discrete sites: probabilities
+        ``batch_shape + (K,)`` averaged over guide draws (a Rao-Blackwellised estimate of
+        p(z | data); exact when the guide has no continuous sites).
+    posterior_samples : int
+        Draws behind sample-based marginals and moments.
+    point : dict, optional
+        For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
+    guide : callable, optional
+        The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``).
+    """
+
+    def __init__(self, method, *, continuous, marginal_fn, sampler, marginals, supports, families,
+                 posterior_samples=1000, point=None, guide=None, **kw):
+        super().__init__(method, **kw)
+        self.guide = guide
+        self._continuous = list(continuous)
+        self._marginal_fn = marginal_fn
+        self._sampler = sampler
+        self._marginals = marginals
+        self._supports = supports
+        self._families = families
+        self._n_draws = int(posterior_samples)
+        self._point = point
+        self._cache: dict = {}
+        self._draws = None
+
+    @property
+    def sites(self) -> list:
+        return self._continuous + list(self._supports)
+
+    def probs(self, site: str) -> torch.Tensor:
+        """Posterior probabilities of an enumerated discrete site, shape ``batch_shape + (K,)``.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not an enumerated discrete latent site."""
+        if site not in self._supports:
+            raise self._unknown(site) if site not in self._continuous else DataError(
+                f"'{site}' is a continuous site: use marginal('{site}'), mean('{site}') or sample()")
+        return self._discrete_probs(site)
+
+    def _samples(self, site):
+        if self._draws is None:
+            self._draws = self._sampler(self._n_draws, None, discrete=False)
+        return self._draws[site]
+
+    def marginal(self, site: str):
+        """q's marginal of ``site`` (exact for Gaussian and point-mass guides, else an
+        ``Empirical`` over ``posterior_samples`` guide draws); enumerated discrete sites:
+        Categorical/Bernoulli of :meth:`probs`.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site."""
+        if site in self._supports:
+            return self._discrete_marginal(site)
+        if site not in self._continuous:
+            raise self._unknown(site)
+        if site not in self._cache:
+            marg = self._marginal_fn(site)
+            if marg is None:
+                import pyro.distributions as pdist
+
+                draws = self._samples(site)
+                batch = draws.dim() - 1 - len(self.graph.variables[site].event_shape) if self.graph else 0
+                values = draws.movedim(0, batch)
+                marg = pdist.Empirical(values, torch.zeros(values.shape[: batch + 1], dtype=values.dtype,
+                                                           device=values.device))
+            self._cache[site] = marg
+        return self._cache[site]
+
+    def mean(self, site: str) -> torch.Tensor:
+        """Mean of q's marginal (closed form where the family has one, else the mean of
+        ``posterior_samples`` draws), shape ``batch_shape + event_shape``."""
+        if site in self._supports:
+            return self._discrete_moment(site, 1)
+        try:
+            return self.marginal(site).mean
+        except NotImplementedError:
+            return self._samples(site).mean(0)
+
+    def quantile(self, site: str, q: float) -> torch.Tensor:
+        """Elementwise ``q``-quantile of q's marginal: closed form where it has one, else
+        from ``posterior_samples`` draws."""
+        if site in self._supports:
+            return super().quantile(site, q)
+        value = marginal_quantile(self.marginal(site), q)
+        return value if value is not None else self._samples(site).quantile(q, dim=0)
+
+    def variance(self, site: str) -> torch.Tensor:
+        """Elementwise variance of q's marginal (closed form or from draws)."""
+        if site in self._supports:
+            return self._discrete_variance(site)
+        try:
+            return self.marginal(site).variance
+        except NotImplementedError:
+            return self._samples(site).var(0)
+
+    def map(self) -> dict:
+        """The point of a point-mass guide (``guide="delta"``: the MAP estimate, §19.3)."""
+        if self._point is None:
+            return super().map()
+        return dict(self._point)
