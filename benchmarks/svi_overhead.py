@@ -229,32 +229,29 @@ def run_plain(case: dict, steps: int, lr: float, seed: int) -> dict:
 
 
 class PplClock:
-    """Wraps ``progress_bar`` (called right before ppl's SVI loop) and ``estimate_bounds``
-    (right after it) in ``ppl.backends.svi`` to stamp the loop's start and end (wall and
-    CPU); restores both on exit."""
+    """Wraps ``run_iterations`` (ppl's SVI loop) in ``ppl.backends.svi.backend`` to stamp
+    the loop's start and end (wall and CPU); restores it on exit."""
 
     def __enter__(self):
-        from ppl.backends import svi as mod
+        from ppl.backends.svi import backend as mod
 
         self.mod = mod
-        self.orig = (mod.progress_bar, mod.estimate_bounds)
+        self.orig = mod.run_iterations
         self.stamps = {}
-        orig_bar, orig_bounds = self.orig
+        orig = self.orig
 
-        def progress_bar(*a, **k):
-            bar = orig_bar(*a, **k)
+        def run_iterations(*a, **k):
             self.stamps.setdefault("loop_start", (time.perf_counter(), time.process_time()))
-            return bar
+            try:
+                return orig(*a, **k)
+            finally:
+                self.stamps.setdefault("loop_end", (time.perf_counter(), time.process_time()))
 
-        def estimate_bounds(*a, **k):
-            self.stamps.setdefault("loop_end", (time.perf_counter(), time.process_time()))
-            return orig_bounds(*a, **k)
-
-        mod.progress_bar, mod.estimate_bounds = progress_bar, estimate_bounds
+        mod.run_iterations = run_iterations
         return self
 
     def __exit__(self, *exc):
-        self.mod.progress_bar, self.mod.estimate_bounds = self.orig
+        self.mod.run_iterations = self.orig
         return False
 
 

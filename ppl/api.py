@@ -12,42 +12,27 @@ import torch
 
 from .analysis.report import Analysis, analyze_graph
 from .backends.base import Applicability
-from .backends.registry import get_backend, registered_backends
+from .backends.options import COMMON, validate_options
+from .backends.registry import get_backend, ranked_backends, registered_backends
 from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
 from .errors import DataError, PPLError, UnsupportedModelError
 
-__all__ = ["compile", "analyze", "infer", "compare", "Comparison", "AUTO_PREFERENCE", "auto_route"]
+__all__ = ["compile", "analyze", "infer", "compare", "methods", "Comparison", "auto_route", "auto_order"]
 
 compile = _compile
-
-#: Ranking ``method="auto"`` applies to the registered backends; the first that applies
-#: wins (backends not listed rank after these, in registration order):
-#:
-#: 1. ``em`` — the model has ``ppl.param`` values to learn and EM's exact E-step is
-#:    tractable.  EM applies *only* then (it refuses a model without params or with a
-#:    continuous latent), so this rule never fires for a param-free model; for a model
-#:    with params it ranks above ``exact``, which would hold the params fixed.
-#: 2. ``exact`` — every latent is discrete and the largest clique fits the memory budget.
-#: 3. ``cavi`` — every latent has a closed-form mean-field update.
-#: 4. ``svi`` — otherwise (stochastic VI with a guide).
-#: 5. ``map`` — the last resort: a point estimate.
-AUTO_PREFERENCE = ("em", "exact", "cavi", "svi", "map")
-
-#: Why a backend that applies still ranks below the one ``auto`` chose (for
-#: ``diagnostics["routing"]["passed_over"]``).
-_RANK_NOTES = {
-    "em": "EM ranks first only for a model with ppl.params to learn",
-    "exact": "exact ranks below EM when there are ppl.params to learn: it holds them at their current values",
-    "cavi": "a mean-field approximation ranks below exact inference and EM",
-    "svi": "a stochastic bound from gradient steps ranks below the closed-form methods",
-    "map": "a point estimate without uncertainty is the last resort",
-}
 
 #: Options of :func:`infer` that shape the analysis (and are passed on only to backends
 #: that declare them).
 ANALYSIS_OPTIONS = ("heuristic", "memory_budget")
+
+
+def auto_order() -> list:
+    """The registered method names in the order ``method="auto"`` tries them: by each
+    backend's ``rank`` (lower first), ties in registration order; each backend's
+    ``rank_note`` says why it ranks where it does."""
+    return list(ranked_backends())
 
 
 def _graph(model, data) -> FactorGraph:
@@ -58,32 +43,53 @@ def _graph(model, data) -> FactorGraph:
     return _compile(model, data)
 
 
-def _itemsize(dtype) -> int:
-    return dtype.itemsize if dtype is not None else 8
+def _shape_options(heuristic, memory_budget, dtype) -> tuple:
+    """The analysis-shaping options, checked (``OptionError`` naming a bad one)."""
+    given = {"heuristic": heuristic, "memory_budget": memory_budget, "dtype": dtype}
+    given = {k: v for k, v in given.items() if v is not None}
+    checked = validate_options("analyze", {k: COMMON[k] for k in given}, given, fill=False)
+    return (checked.get("heuristic", "min_fill"), checked.get("memory_budget"), checked.get("dtype", torch.float64))
 
 
 def _analysis_key(heuristic, memory_budget, dtype) -> tuple:
-    return ("analysis", heuristic, memory_budget, _itemsize(dtype))
+    return (heuristic, memory_budget, dtype.itemsize)
+
+
+def _registry_key() -> tuple:
+    """Which backends are registered now (names and objects): analyses are memoised per
+    registry state, since every registered backend gives a verdict."""
+    return tuple((n, id(b)) for n, b in registered_backends().items())
+
+
+def _verdicts(graph, analysis, key) -> dict:
+    """Name -> :class:`Applicability` of every registered backend on ``analysis`` (a
+    backend whose check fails with a ppl error is recorded as not applying)."""
+    verdicts = {}
+    for name, backend in registered_backends().items():
+        try:
+            verdict = backend.check(analysis)
+        except PPLError as e:  # one backend's failing check must not block the others
+            verdict = Applicability(False, f"its applicability check failed: {type(e).__name__}: {e}", type(e))
+        verdicts[name] = verdict
+    return verdicts
 
 
 def _analysis(graph, heuristic="min_fill", memory_budget=None, dtype=torch.float64) -> Analysis:
+    heuristic, memory_budget, dtype = _shape_options(heuristic, memory_budget, dtype)
     key = _analysis_key(heuristic, memory_budget, dtype)
-    analysis = graph.cache.get(key)
-    if analysis is None:
-        analysis = analyze_graph(graph, heuristic=heuristic, memory_budget=memory_budget, itemsize=_itemsize(dtype))
-        for name, backend in registered_backends().items():
-            try:
-                verdict = backend.check(analysis)
-            except PPLError as e:  # one backend's failing check must not block the others
-                verdict = Applicability(False, f"its applicability check failed: {type(e).__name__}: {e}", type(e))
-            analysis.backends[name] = (verdict.ok, verdict.reason)
-            graph.cache[("verdict", key, name)] = verdict
+
+    def build():
+        analysis = analyze_graph(graph, heuristic=heuristic, memory_budget=memory_budget, itemsize=dtype.itemsize)
+        verdicts = _verdicts(graph, analysis, key)
+        analysis.backends.update({n: (v.ok, v.reason) for n, v in verdicts.items()})
+        graph.memo("api", ("verdicts", key, _registry_key()), lambda: verdicts)
         try:
             analysis.auto = auto_route(analysis)
         except UnsupportedModelError as e:
             analysis.auto = {"method": None, "reason": str(e), "passed_over": {}}
-        graph.cache[key] = analysis
-    return analysis
+        return analysis
+
+    return graph.memo("api", ("analysis", key, _registry_key()), build)
 
 
 def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int | None = None,
@@ -115,51 +121,19 @@ def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int
     ------
     DataError, ModelError
         As :func:`ppl.compile`.
-    ValueError
-        For an unknown heuristic.
+    OptionError
+        For an unknown heuristic, a memory budget that is not a positive number of bytes,
+        or a dtype that is not a floating ``torch.dtype``.
     """
     return _analysis(_graph(model, data), heuristic, memory_budget, dtype)
-
-
-def _names(names, limit=4) -> str:
-    names = list(names)
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _deciding_fact(name, analysis, verdicts, params) -> str:
-    """The sentence saying why ``name`` is auto's choice, naming the deciding fact."""
-    ok, why = verdicts[name]
-    not_ok = {n: w for n, (o, w) in verdicts.items() if not o}
-    held = ""
-    if params and name not in ("em", "svi"):
-        em_why = not_ok.get("em", "not registered")
-        held = (f"; the model's {len(params)} ppl.param(s) ({_names(params)}) are held at their current values, since "
-                f"em does not apply ({em_why})")
-    if name == "em":
-        return (f"the model has {len(params)} ppl.param(s) to learn ({_names(params)}) and EM's E-step is tractable, "
-                f"so EM learns them (exact would hold them fixed): {why}")
-    if name == "exact":
-        if not analysis.discrete and not analysis.continuous:
-            return f"the model has no latent variables, so the log likelihood is exact: {why}{held}"
-        return (f"every latent is discrete and the largest clique fits the memory budget, so the posterior is "
-                f"computed exactly: {why}{held}")
-    if name == "cavi":
-        return (f"exact does not apply ({not_ok.get('exact', 'not registered')}) and every latent has a closed-form "
-                f"CAVI update: {why}{held}")
-    if name == "svi":
-        return (f"no closed-form method applies (exact: {not_ok.get('exact', 'not registered')}; cavi: "
-                f"{not_ok.get('cavi', 'not registered')}), so stochastic VI fits a guide: {why}")
-    failed = "; ".join(f"{n}: {w}" for n, w in not_ok.items() if n in AUTO_PREFERENCE)
-    if name == "map":
-        return f"last resort, a point estimate: no method giving a distribution applies ({failed}): {why}{held}"
-    return f"the first registered method that applies, after the built-in ones ({failed}): {why}{held}"
 
 
 def auto_route(analysis) -> dict:
     """What ``method="auto"`` chooses for an analysed model, and why.
 
-    The registered backends are ranked by :data:`AUTO_PREFERENCE` (unlisted ones after,
-    in registration order) and the first whose ``check`` applies is chosen.
+    The registered backends are tried in :func:`auto_order` (each backend's ``rank``) and
+    the first whose ``check`` applies is chosen; it states the deciding fact itself
+    (``Backend.deciding_fact``).
 
     Parameters
     ----------
@@ -180,26 +154,31 @@ def auto_route(analysis) -> dict:
     UnsupportedModelError
         If no registered backend applies (every reason is listed).
     """
-    registered = registered_backends()
-    order = [n for n in AUTO_PREFERENCE if n in registered] + [n for n in registered if n not in AUTO_PREFERENCE]
+    ranked = ranked_backends()
+    order = list(ranked)
     verdicts = {n: analysis.backends[n] for n in order if n in analysis.backends}
     chosen = next((n for n in order if n in verdicts and verdicts[n][0]), None)
     if chosen is None:
         reasons = "; ".join(f"{n}: {w}" for n, (_, w) in verdicts.items())
         raise UnsupportedModelError(f"no registered method applies to model '{analysis.graph.model.name}' ({reasons})")
-    params = list(analysis.graph.params())
     passed = {}
     for n in order:
         if n == chosen or n not in verdicts:
             continue
         ok, why = verdicts[n]
         if ok:
-            note = _RANK_NOTES.get(n, "backends outside AUTO_PREFERENCE rank after the built-in ones")
-            passed[n] = f"applies, but ranks below {chosen} ({note}): {why}"
+            note = getattr(ranked[n], "rank_note", "")
+            passed[n] = f"applies, but ranks below {chosen}{f' ({note})' if note else ''}: {why}"
         else:
             passed[n] = f"does not apply: {why}"
-    return {"method": chosen, "reason": _deciding_fact(chosen, analysis, verdicts, params), "passed_over": passed,
-            "order": order, "auto": True}
+    backend = ranked[chosen]
+    own = getattr(backend, "name", chosen)
+    named = verdicts if own in verdicts else {**verdicts, own: verdicts[chosen]}
+    try:
+        reason = backend.deciding_fact(analysis, named)
+    except (AttributeError, KeyError, TypeError):  # a duck-typed backend without deciding_fact
+        reason = f"the first registered method that applies, in rank order: {verdicts[chosen][1]}"
+    return {"method": chosen, "reason": reason, "passed_over": passed, "order": order, "auto": True}
 
 
 def _choose_auto(analysis):
@@ -207,6 +186,36 @@ def _choose_auto(analysis):
     old private helper)."""
     route = auto_route(analysis)
     return route["method"], route["reason"], route["passed_over"]
+
+
+def methods(name: str | None = None):
+    """The registered methods and their declared options.
+
+    Parameters
+    ----------
+    name : str, optional
+        One method; default all, in :func:`auto_order`.
+
+    Returns
+    -------
+    dict
+        Method name -> ``{"summary": str, "rank": float, "options": [(name, default,
+        accepted, doc), ...]}``.
+
+    Raises
+    ------
+    BackendNotFoundError
+        For an unknown ``name``.
+    """
+    from .backends.options import option_rows
+
+    names = [name] if name is not None else auto_order()
+    out = {}
+    for n in names:
+        backend = get_backend(n)
+        out[n] = {"summary": getattr(backend, "summary", ""), "rank": float(getattr(backend, "rank", 100.0)),
+                  "options": option_rows(getattr(backend, "options", {}))}
+    return out
 
 
 def infer(model, data=None, method: str = "auto", **options):
@@ -218,17 +227,15 @@ def infer(model, data=None, method: str = "auto", **options):
     data : mapping, optional
         See :func:`ppl.compile`.
     method : str
-        A registered backend (``"exact"``, ...) or ``"auto"`` (default): the first
-        backend of :data:`AUTO_PREFERENCE` that applies (EM for a model with
-        ``ppl.param``s and a tractable E-step, else exact when every latent is discrete
-        and the largest clique fits the memory budget, else CAVI when every latent has a
-        closed-form update, else SVI, else MAP); the choice, the deciding fact and why
-        every other backend was passed over go in ``posterior.diagnostics["routing"]``
-        (see :func:`auto_route`).
+        A registered method name (``ppl.methods()`` lists them with their options) or
+        ``"auto"`` (default): the first backend in :func:`auto_order` (each backend's
+        ``rank``) whose check applies; the choice, the deciding fact and why every other
+        backend was passed over go in ``posterior.diagnostics["routing"]`` (see
+        :func:`auto_route`).
     **options
-        Passed to the backend (see ``ppl.registered_backends()[method].options``);
-        ``heuristic`` and ``memory_budget`` shape the analysis and reach the backend only
-        if it declares them.
+        Passed to the backend, checked against its declared options
+        (``ppl.methods(method)``); ``heuristic``, ``memory_budget`` and ``dtype`` shape
+        the analysis, and the first two reach the backend only if it declares them.
 
     Returns
     -------
@@ -238,26 +245,37 @@ def infer(model, data=None, method: str = "auto", **options):
     ------
     BackendNotFoundError
         Unknown ``method`` (lists the registered ones).
-    TypeError
+    UnknownOptionError (an OptionError and a TypeError)
         An option the backend does not take.
+    OptionError
+        An option value the backend's declaration refuses (names the option, the value
+        and what is accepted).
     UnsupportedModelError, IntractableError
         The backend does not apply; the message says why and which methods do.
     DataError, ModelError
         As :func:`ppl.compile`.
     """
     graph = _graph(model, data)
-    shape = (options.get("heuristic", "min_fill"), options.get("memory_budget"), options.get("dtype", torch.float64))
+    shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
+    if method != "auto":
+        get_backend(method)  # an unknown name fails before the analysis
     analysis = _analysis(graph, *shape)
     routing = None
     if method == "auto":
         routing = auto_route(analysis)
         method = routing["method"]
     backend = get_backend(method)
+    declared = getattr(backend, "options", {})
     # options that only shape the analysis go to the backend only if it declares them
-    options = {k: v for k, v in options.items() if k not in ANALYSIS_OPTIONS or k in backend.options}
-    backend.validate_options(options)
-    verdict = graph.cache.get(("verdict", _analysis_key(*shape), method)) or backend.check(analysis)
-    verdict = backend.check_options(analysis, verdict, options)
+    options = {k: v for k, v in options.items() if k not in ANALYSIS_OPTIONS or k in declared}
+    if hasattr(backend, "validate_options"):
+        options = backend.validate_options(options)
+    else:
+        options = validate_options(method, declared, options, fill=False)
+    verdicts = graph.memo("api", ("verdicts", _analysis_key(*shape), _registry_key()), dict)
+    verdict = verdicts.get(method) or backend.check(analysis)
+    if hasattr(backend, "check_options"):
+        verdict = backend.check_options(analysis, verdict, options)
     if not verdict.ok:
         others = [n for n, (ok, _) in analysis.backends.items() if ok and n != method]
         hint = f"; methods that apply: {others}" if others else "; no registered method applies"
@@ -269,7 +287,7 @@ def infer(model, data=None, method: str = "auto", **options):
     return posterior
 
 
-def compare(model, data=None, methods=("exact",), *, reference=None, **options) -> Comparison:
+def compare(model, data=None, methods=None, *, reference=None, **options) -> Comparison:
     """Run several backends on one model and data and lay their results side by side.
 
     Every method starts from the same state: Pyro's param store is restored to what it
@@ -284,10 +302,12 @@ def compare(model, data=None, methods=("exact",), *, reference=None, **options) 
         See :func:`ppl.compile`; must be None when ``model`` is a FactorGraph.
     methods : sequence of str or (str, dict), or "all"
         Backend names, or ``(name, options)`` pairs to run one backend with several
-        settings; ``"all"`` runs every registered backend that applies.
+        settings; ``"all"`` runs every registered backend that applies; ``None``
+        (default) runs the method ``method="auto"`` would choose (exact inference
+        wherever it applies).
     reference : str, optional
-        Label of the row the errors are measured against.  Default: the row labelled
-        ``"exact"`` if it ran, else any exact row, else the row with the highest ELBO
+        Label of the row the errors are measured against.  Default: the exact
+        inference row if it ran, else any exact row, else the row with the highest ELBO
         among those that do not learn ``ppl.param`` values (see ``docs/compare.md``).
     **options
         Options given to every method (e.g. ``device``, ``seed``); per-method options win.
@@ -320,4 +340,6 @@ def compare(model, data=None, methods=("exact",), *, reference=None, **options) 
     if methods == "all":
         analysis = _analysis(graph)
         methods = [n for n, (ok, _) in analysis.backends.items() if ok]
+    elif methods is None:
+        methods = [auto_route(_analysis(graph))["method"]]
     return run_comparison(graph, methods, options, infer=infer, reference=reference)

@@ -16,6 +16,7 @@ __all__ = [
     "IntractableError",
     "BackendNotFoundError",
     "OptionError",
+    "UnknownOptionError",
     "NumericalError",
     "ConvergenceWarning",
     "BoundDecreaseWarning",
@@ -77,7 +78,14 @@ class OptionError(PPLError, ValueError):
     """An option of ``ppl.infer`` has a value the backend cannot use: an unknown guide,
     loss or optimiser name, a number out of range, options that exclude each other.  The
     message names the option, the value given and the values accepted.  (An option
-    *name* the backend does not take is a ``TypeError``.)"""
+    *name* the backend does not take is an :class:`UnknownOptionError`, also a
+    ``TypeError``.)"""
+
+
+class UnknownOptionError(OptionError, TypeError):
+    """``ppl.infer`` was given an option name the backend does not declare; the message
+    lists the options it takes.  A ``TypeError`` too, as Python raises for an unexpected
+    keyword argument."""
 
 
 class NumericalError(PPLError, FloatingPointError):

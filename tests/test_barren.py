@@ -7,7 +7,7 @@ import torch
 from pyro.ops.indexing import Vindex
 
 import ppl
-from ppl.backends.discrete import discrete_plan
+from ppl.backends.common.discrete import discrete_plan
 
 from oracles import brute_force
 

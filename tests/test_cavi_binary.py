@@ -126,7 +126,7 @@ def test_binary_path_refuses_non_quadratic_models():
             h = torch.stack(torch.broadcast_tensors(*hs), -1)
             ppl.sample("v", dist.Bernoulli(logits=h @ W.T).to_event(1), obs=v)
 
-    from ppl.backends.binary import binary_problem
+    from ppl.backends.cavi.binary import binary_problem
 
     data = {"v": torch.ones(3, 4, dtype=F64), "W": torch.ones(4, 20, dtype=F64)}
     graph = ppl.analyze(logistic, data).graph

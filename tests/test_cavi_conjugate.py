@@ -331,8 +331,7 @@ def test_moment_shortcut_equals_the_sigma_point_average():
     """The expected tables read from the mean parameters (VMP's messages: the Gaussian
     likelihood's from the Normal-Wishart block, the assignment's from the Dirichlet) equal the
     averages over the blocks' sigma points, entry by entry."""
-    from ppl.backends.cavi import _MeanField  # noqa: F401 - the same module path the run uses
-    from ppl.backends.conjugate import ConjugateModel, find_blocks
+    from ppl.backends.cavi.conjugate import ConjugateModel, find_blocks
 
     X = _standardised("iris")
     an = ppl.analyze(bayesian_gmm, bgmm_priors(X, 3))

@@ -13,8 +13,8 @@ from scipy import special, stats
 
 import ppl
 import ppl.distributions as dist
-from ppl.backends.bounds import importance_log_weights, psis_khat
-from ppl.backends.minibatch import PlateScale
+from ppl.backends.svi.bounds import importance_log_weights, psis_khat
+from ppl.backends.svi.minibatch import PlateScale
 from ppl.distributions import constraints
 
 FAST = dict(num_steps=1200, lr=0.05, progress=False, tol=0.0)

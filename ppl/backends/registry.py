@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import BackendNotFoundError
 from .base import Backend
 
-__all__ = ["register_backend", "get_backend", "registered_backends"]
+__all__ = ["register_backend", "get_backend", "registered_backends", "ranked_backends"]
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -52,3 +52,10 @@ def get_backend(name: str) -> Backend:
 def registered_backends() -> dict:
     """Name -> backend, in registration order."""
     return dict(_REGISTRY)
+
+
+def ranked_backends() -> dict:
+    """Name -> backend in the order ``method="auto"`` tries them: by each backend's
+    ``rank`` (lower first; 100 when it declares none), ties in registration order."""
+    order = list(_REGISTRY)
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (float(getattr(kv[1], "rank", 100.0)), order.index(kv[0]))))

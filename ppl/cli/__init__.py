@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..api import ANALYSIS_OPTIONS, AUTO_PREFERENCE, analyze, compare, compile, infer
+from ..api import ANALYSIS_OPTIONS, analyze, auto_order, compare, compile, infer, methods as method_table
 from ..backends.registry import get_backend, registered_backends
 from ..errors import BackendNotFoundError, DataError, PPLError
 
 from .loading import find_models, load_data, load_model, read_csv, read_csv_matrix, read_npz
-from .output import _one_line, format_posterior, summary_table
+from .output import format_posterior, one_line, summary_table
 from .values import EXIT_FAILURE, EXIT_USAGE, PROG, UsageError, parse_assignments, parse_bytes, parse_option_value, parse_value
 
 __all__ = [
@@ -81,7 +81,7 @@ def _compile(model, data):
         return compile(model, data)
     except DataError as e:
         read = "; ".join(f"{k}: {_describe(v)}" for k, v in data.items()) or "nothing"
-        raise DataError(f"{_one_line(e)} [data read: {read}]") from e
+        raise DataError(f"{one_line(e)} [data read: {read}]") from e
 
 
 def _methods_arg(text: str) -> list:
@@ -145,7 +145,7 @@ def cmd_infer(args) -> int:
         post = infer(graph, method=method, **options)
     except TypeError as e:
         if "unknown option" in str(e):
-            raise UsageError(_one_line(e)) from e
+            raise UsageError(one_line(e)) from e
         raise
     if sites:
         missing = [s for s in sites if s not in post.sites]
@@ -191,11 +191,11 @@ def cmd_compare(args) -> int:
         table = compare(graph, methods=methods, **kwargs, **common)
     except TypeError as e:
         if "unknown option" in str(e):
-            raise UsageError(_one_line(e)) from e
+            raise UsageError(one_line(e)) from e
         raise
     except ValueError as e:
         if args.reference and not isinstance(e, PPLError):
-            raise UsageError(f"--reference {args.reference}: {_one_line(e)}") from e
+            raise UsageError(f"--reference {args.reference}: {one_line(e)}") from e
         raise
     print(f"model: {label}")
     print(table)
@@ -203,22 +203,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    """``python -m ppl methods [NAME]``: list the registered methods and their options."""
-    backends = registered_backends()
-    names = [args.name] if args.name else list(backends)
-    for i, name in enumerate(names):
-        backend = get_backend(name)
+    """``python -m ppl methods [NAME]``: list the registered methods and their declared
+    options (name, default, accepted values, doc), in the order ``auto`` tries them."""
+    table = method_table(args.name) if args.name else method_table()
+    for i, (name, info) in enumerate(table.items()):
         if i:
             print()
-        print(f"{name}: {backend.summary}")
-        if backend.options:
+        print(f"{name}: {info['summary']}")
+        rows = info["options"]
+        if rows:
             print("  options (--option KEY=VALUE):")
-            width = max(len(k) for k in backend.options)
-            for key, doc in backend.options.items():
-                print(f"    {key:<{width}}  {doc}")
+            width = max(len(r[0]) for r in rows)
+            for key, default, accepted, doc in rows:
+                print(f"    {key:<{width}}  {doc} (default {default}; {accepted})")
     if not args.name:
-        order = [n for n in AUTO_PREFERENCE if n in backends] + [n for n in backends if n not in AUTO_PREFERENCE]
-        print(f"\nauto: the first that applies, in the order {', '.join(order)} "
+        print(f"\nauto: the first that applies, in the order {', '.join(auto_order())} "
               "(python -m ppl analyze MODEL says which apply and why)")
     return 0
 
@@ -366,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -------------------------------------------------------------------- main
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {category.__name__}: {_one_line(message)}", file=file or sys.stderr)
+    print(f"warning: {category.__name__}: {one_line(message)}", file=file or sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -387,12 +386,12 @@ def main(argv=None) -> int:
         except (UsageError, BackendNotFoundError) as e:
             if args.traceback:
                 raise
-            _error(_one_line(e))
+            _error(one_line(e))
             return EXIT_USAGE
         except PPLError as e:
             if args.traceback:
                 raise
-            _error(_one_line(e))
+            _error(one_line(e))
             return EXIT_FAILURE
         except KeyboardInterrupt:
             if args.traceback:
@@ -406,7 +405,7 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - a readable line; --traceback shows the rest
             if args.traceback:
                 raise
-            _error(f"{type(e).__name__}: {_one_line(e)} (unexpected; rerun with --traceback for details)")
+            _error(f"{type(e).__name__}: {one_line(e)} (unexpected; rerun with --traceback for details)")
             return EXIT_FAILURE
 
 

@@ -20,8 +20,9 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch.distributions import transform_to
 
-from ..dsl import Model
-from ..errors import OptionError, UnsupportedModelError
+from ...compiler import compile as compile_graph
+from ...dsl import Model
+from ...errors import OptionError, UnsupportedModelError
 
 __all__ = ["LatentsAsParams", "prior_factor_name", "select_map_latents", "map_model"]
 
@@ -138,26 +139,23 @@ def select_map_latents(graph, map_latents) -> tuple:
 
 
 def map_model(graph, names):
-    """The compiled model with ``names`` turned into params and prior factors (cached in
-    ``graph.cache``).
+    """The compiled model with ``names`` turned into params and prior factors (memoised on
+    ``graph``); its :class:`LatentsAsParams` handler is memoised on the new graph under
+    ``("em", "map_latents_handler")``.
 
     Returns
     -------
     FactorGraph
     """
-    key = ("map_latents_graph", tuple(names))
-    out = graph.cache.get(key)
-    if out is not None:
+    def build():
+        model = graph.model
+        handler = LatentsAsParams(names)
+        wrapped = Model(handler(model.fn), name=model.name, state_names=model.state_names)
+        wrapped.signature = model.signature
+        data = dict(graph.bound.kwargs)
+        data.update(graph.bound.observations)
+        out = compile_graph(wrapped, data)
+        out.memo("em", "map_latents_handler", lambda: handler)
         return out
-    from ..compiler import compile as _compile  # the compiler imports nothing from backends
 
-    model = graph.model
-    handler = LatentsAsParams(names)
-    wrapped = Model(handler(model.fn), name=model.name, state_names=model.state_names)
-    wrapped.signature = model.signature
-    data = dict(graph.bound.kwargs)
-    data.update(graph.bound.observations)
-    out = _compile(wrapped, data)
-    out.cache["map_latents_handler"] = handler
-    graph.cache[key] = out
-    return out
+    return graph.memo("em", ("map_latents_graph", tuple(names)), build)

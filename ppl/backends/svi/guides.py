@@ -14,8 +14,7 @@ from pyro import poutine
 from pyro.infer import autoguide
 from torch.distributions import biject_to
 
-from ..errors import ModelError, OptionError
-from .base import check_number
+from ...errors import ModelError, OptionError
 
 __all__ = ["GUIDES", "build_guide", "check_guide", "guide_marginal_fn", "empty_guide"]
 
@@ -100,7 +99,6 @@ def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_sc
             cls, kind = spec, spec.__name__
         if not has_latents:
             return empty_guide, "empty"
-        check_number("init_scale", init_scale, low=0.0, low_open=True)
         _forget_params(cls.__name__)
         blocked = poutine.block(model_fn, hide=list(hidden)) if hidden else model_fn
         kwargs = {}

@@ -29,12 +29,14 @@ import time
 import pyro
 import torch
 
-from ..errors import OptionError, UnsupportedModelError
-from ..ops.quadratic import dense_quadratic, shared_quadratic
-from .base import run_context, seeded_generator
-from .discrete import batch_layout
-from .logjoint import LogJoint
-from .meanfield import coordinate_ascent
+from ...errors import OptionError, UnsupportedModelError
+from ...ops.quadratic import dense_quadratic, shared_quadratic
+from ...posterior import MeanFieldPosterior
+from ..common.discrete import batch_layout
+from ..common.logjoint import LogJoint
+from ..common.runtime import run_context, seeded_generator
+from .checks import third_difference_problem
+from .loop import coordinate_ascent
 
 __all__ = ["binary_problem", "run_binary", "MAX_DENSE"]
 
@@ -44,21 +46,16 @@ MAX_DENSE = 4096
 
 def binary_problem(graph, sites) -> str | None:
     """Why the binary quadratic path does not apply, or None (cached per graph)."""
-    key = ("cavi_binary_problem", tuple(sites))
-    if key not in graph.cache:
-        graph.cache[key] = _problem(graph, sites)
-    return graph.cache[key]
+    return graph.memo("cavi", ("binary_problem", tuple(sites)), lambda: _problem(graph, sites))
 
 
 def _problem(graph, sites):
-    from .cavi import _third_difference_problem
-
     if not sites:
         return "no discrete latents"
     other = [s for s in sites if graph.variables[s].family != "Bernoulli" or graph.variables[s].event_shape]
     if other:
         return f"latent '{other[0]}' ({graph.variables[other[0]].family}) is not a scalar Bernoulli"
-    problem = _third_difference_problem(graph, sites, "Bernoulli")
+    problem = third_difference_problem(graph, sites, "Bernoulli")
     if problem is None:
         layout = _layout(graph, sites)
         if layout is None and sum(graph.sites[s].value.numel() for s in sites) > MAX_DENSE:
@@ -137,30 +134,16 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(torch.special.xlogy(p, p) + torch.special.xlogy(1.0 - p, 1.0 - p)).sum()
 
 
-def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress, start):
-    """CAVI sweeps of eq. 19.44 (see the module docstring); options as
-    :class:`~ppl.backends.cavi.CAVIBackend`.
-
-    Returns
-    -------
-    MeanFieldPosterior
-        ``probs(site)``: ``batch_shape + (2,)``; ``elbo`` in nats (exact for the q found);
-        ``diagnostics["path"] == "binary quadratic"``.
+def _initial_means(qd, sites, o, init, seed):
+    """Starting ``E[h]`` rows of ``qd``'s layout from ``init`` (a name or a dict site ->
+    probabilities of shape ``site shape`` or ``site shape + (2,)``).
 
     Raises
     ------
     OptionError
-        An unknown ``init``, or an init table of the wrong shape or outside [0, 1].
-    UnsupportedModelError
-        The log joint is not a quadratic form in the latents (found when building ``Λ``).
-    """
-    from ..posterior import MeanFieldPosterior
-
-    sites = graph.discrete_latent()
-    qd = _Quadratic(graph, sites, device, dtype)
-    lam, b, c = qd.lam, qd.b, qd.c
-    diag = torch.diagonal(lam)
-    shapes = {s: tuple(graph.sites[s].value.shape) for s in sites}
+        A dict naming a non-latent site, or values of the wrong shape or outside [0, 1]."""
+    b, dtype, device = qd.b, o.dtype, o.device
+    shapes = {s: tuple(qd.lj.graph.sites[s].value.shape) for s in sites}
     if isinstance(init, dict):
         unknown = [k for k in init if k not in shapes]
         if unknown:
@@ -176,19 +159,42 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
         h = qd.rows(values)
     elif init == "uniform":
         h = torch.full_like(b, 0.5)
-    elif init == "random":
-        gen = seeded_generator(seed, device)
-        h = torch.rand(b.shape, generator=gen, dtype=dtype, device=device)
     else:
-        raise OptionError(f"init must be 'random', 'uniform' or a dict site -> probabilities, got {init!r}")
-    h = h.clamp(1e-12, 1 - 1e-12)
+        h = torch.rand(b.shape, generator=seeded_generator(seed, device), dtype=dtype, device=device)
+    return h.clamp(1e-12, 1 - 1e-12)
+
+
+def run_binary(method, graph, o, start):
+    """CAVI sweeps of eq. 19.44 (see the module docstring); ``o`` holds the validated
+    options of :class:`~ppl.backends.cavi.backend.CAVIBackend`.
+
+    Returns
+    -------
+    MeanFieldPosterior
+        ``probs(site)``: ``batch_shape + (2,)``; ``elbo`` in nats (exact for the q found);
+        ``diagnostics["path"] == "binary quadratic"``.
+
+    Raises
+    ------
+    OptionError
+        An init table of the wrong shape or outside [0, 1].
+    UnsupportedModelError
+        The log joint is not a quadratic form in the latents (found when building ``Λ``).
+    """
+    sites = graph.discrete_latent()
+    qd = _Quadratic(graph, sites, o.device, o.dtype)
+    lam, b, c = qd.lam, qd.b, qd.c
+    diag = torch.diagonal(lam)
+    damping = o.damping
+
+    def initial(restart):
+        if restart == 0:
+            return _initial_means(qd, sites, o, o.init, o.seed)
+        return _initial_means(qd, sites, o, "random", None if o.seed is None else o.seed + restart)
 
     def elbo(h) -> float:
         quad = (h * (h @ lam)).sum() + (diag * h * (1.0 - h)).sum()
         return float(c + (b * h).sum() - 0.5 * quad + _entropy(h))
-
-    def logits(h):
-        return b - 0.5 * diag - (h @ lam - h * diag)
 
     def damped(old, new_logit):
         if damping == 1.0:
@@ -197,30 +203,26 @@ def run_binary(method, graph, *, max_iter, tol, damping, schedule, init, seed, d
 
     def sweep(h):
         h = h.clone()
-        if schedule == "sequential":
+        if o.schedule == "sequential":
             for j in range(h.shape[1]):
                 lj = b[:, j] - 0.5 * diag[j] - (h @ lam[:, j] - h[:, j] * diag[j])
                 h[:, j] = damped(h[:, j], lj)
         else:
-            h = damped(h, logits(h))
+            h = damped(h, b - 0.5 * diag - (h @ lam - h * diag))
         return h.clamp(1e-15, 1 - 1e-15)
 
-    def moved(new, old):
-        return float((new - old).abs().max())
-
-    with run_context(device, dtype, None):
-        h, history, converged, decreases = coordinate_ascent(
-            h, sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
-            progress=progress)
-    means = qd.split(h)
+    with run_context(o.device, o.dtype, None):
+        result = coordinate_ascent(initial, sweep, elbo, lambda new, old: float((new - old).abs().max()),
+                                   graph=graph, schedule=o.schedule, damping=damping, max_iter=o.max_iter, tol=o.tol,
+                                   progress=o.progress, n_init=o.n_init)
+    means = qd.split(result.state)
     probs = {s: torch.stack([1.0 - means[s], means[s]], -1).reshape(batch_layout(graph, graph.variables[s].plates)
                                                                       + (2,)) for s in sites}
-    support = torch.tensor([0.0, 1.0], dtype=dtype, device=device)
-    supports = {s: support for s in sites}
-    diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "decreases": decreases,
-                   "device": str(device), "path": "binary quadratic",
+    support = torch.tensor([0.0, 1.0], dtype=o.dtype, device=o.device)
+    diagnostics = {"schedule": o.schedule, "damping": damping, "sweeps": result.n_iter, **result.diagnostics(),
+                   "device": str(o.device), "path": "binary quadratic",
                    "precision": "shared by the plate copies" if qd.shape is not None else "dense"}
-    return MeanFieldPosterior(method, graph=graph, marginals=probs, supports=supports,
-                              families={s: "Bernoulli" for s in sites}, seed=seed, elbo=history[-1], history=history,
-                              converged=converged,
+    return MeanFieldPosterior(method, graph=graph, marginals=probs, supports={s: support for s in sites},
+                              families={s: "Bernoulli" for s in sites}, seed=o.seed, elbo=result.history[-1],
+                              history=result.history, converged=result.converged,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics)

@@ -23,9 +23,9 @@ from typing import Callable
 import torch
 from torch.distributions import biject_to, transform_to
 
-from ..constraints import has_projection, project
-from ..ops.proximal import DivergedError, ProxResult, fista
-from ..ops.quadratic import shared_quadratic
+from ...constraints import has_projection, project
+from ...ops.proximal import DivergedError, ProxResult, fista
+from ...ops.quadratic import shared_quadratic
 
 __all__ = ["Block", "latent_block", "param_block", "maximise", "Maximum", "DivergedError", "OPTIMIZERS"]
 

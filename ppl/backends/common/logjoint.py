@@ -17,10 +17,10 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer.autoguide import initialization as init_strategies
 from pyro.poutine.messenger import Messenger
 
-from ..compiler.families import family_name
-from ..ops.proximal import soft_threshold
-from ..errors import OptionError
-from .base import place
+from ...compiler.families import family_name
+from ...ops.proximal import soft_threshold
+from ...errors import OptionError
+from .runtime import place
 
 __all__ = ["LogJoint", "SubstituteParams", "L1Term", "INIT_STRATEGIES"]
 

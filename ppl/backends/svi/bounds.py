@@ -24,7 +24,7 @@ from pyro.infer import TraceEnum_ELBO
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.stats import fit_generalized_pareto
 
-from ..errors import NumericalError
+from ...errors import NumericalError
 
 __all__ = ["BoundEstimate", "importance_log_weights", "estimate_bounds", "psis_khat", "khat_reading"]
 

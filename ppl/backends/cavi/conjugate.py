@@ -42,23 +42,17 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
-from ..compiler.parametric import ParametricTables
-from ..compiler.families import enumerate_values
-from ..compiler.tables import enumeration_dims
-from ..errors import NumericalError, OptionError
-from ..ops.contract import LogFactor
-from ..ops.sigma import RULES, NormalWishartRule
-from .base import current_params, param_constraint, run_context, store_params
-from .discrete import batch_layout
-from .meanfield import coordinate_ascent
-from .pointopt import maximise, param_block
+from ...compiler.parametric import ParametricTables
+from ...compiler.tables import enumeration_dims
+from ...ops.contract import LogFactor
+from ...ops.sigma import RULES, NormalWishartRule
+from .discrete import MeanFieldTables
 
-__all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "conjugate_problem", "run_conjugate"]
+__all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "find_blocks", "ConjugateModel", "conjugate_problem"]
 
 #: Latent families with a sigma-point rule (a MultivariateNormal only as the mean of a
 #: Normal-Wishart pair).
@@ -226,11 +220,11 @@ class ConjugateModel:
         self.dims = enumeration_dims(graph, moral)
         self.start = _start_values(graph, self.cont, device, dtype)
         self.theta = dict(params or {})       # ppl.param values, when they are learned (variational EM)
-        key = ("cavi_latent_tables", dtype, str(device), tuple(self.cont), tuple(self.theta))
-        if key not in graph.cache:  # the structure found does not depend on the values: one probe per graph
-            graph.cache[key] = ParametricTables(graph, self.dims, graph.plate_order, {**self.start, **self.theta},
-                                                dtype=dtype, device=device, latents=self.cont)
-        self.tables = graph.cache[key]
+        key = ("latent_tables", dtype, str(device), tuple(self.cont), tuple(self.theta))
+        # the structure found does not depend on the values: one probe per graph
+        self.tables = graph.memo("cavi", key, lambda: ParametricTables(
+            graph, self.dims, graph.plate_order, {**self.start, **self.theta}, dtype=dtype, device=device,
+            latents=self.cont))
         owner = {s: i for i, b in enumerate(blocks) for s in b.sites}
         self.deps = {n: tuple(sorted({owner[s] for s in f.scope if s in owner})) for n, f in graph.factors.items()}
         self.names = list(graph.factors)
@@ -363,15 +357,10 @@ class ConjugateModel:
 # ----------------------------------------------------------------------------- analysis
 def conjugate_problem(graph, moral) -> str | None:
     """Why the conjugate path does not apply to ``graph``'s latents, or None (cached per graph)."""
-    key = ("cavi_conjugate_problem",)
-    if key not in graph.cache:
-        graph.cache[key] = _problem(graph, moral)
-    return graph.cache[key]
+    return graph.memo("cavi", "conjugate_problem", lambda: _problem(graph, moral))
 
 
 def _problem(graph, moral):
-    from .cavi import _MeanField
-
     blocks = find_blocks(graph, graph.continuous_latent())
     if isinstance(blocks, str):
         return blocks
@@ -380,7 +369,7 @@ def _problem(graph, moral):
         gen = torch.Generator().manual_seed(0)
         qc = cm.initial("random")
         disc = graph.discrete_latent()
-        mf = _MeanField(graph, disc, cm.factor_tables(qc), torch.float64, torch.device("cpu"))
+        mf = MeanFieldTables(graph, disc, cm.factor_tables(qc), torch.float64, torch.device("cpu"))
         qd = mf.initial("random", 0)
         with torch.no_grad():
             for i, b in enumerate(blocks):
@@ -403,191 +392,3 @@ def _problem(graph, moral):
         return (f"the model could not be evaluated on sigma points: {type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else e!r}")
     return None
-
-
-# ----------------------------------------------------------------------------- run
-def run_conjugate(method, graph, moral, *, max_iter, tol, damping, schedule, init, seed, dtype, device, progress,
-                  start, learn_params=False):
-    """CAVI sweeps over the discrete factors (expected tables) and the continuous factors
-    (sigma-point natural parameters); with ``learn_params`` each sweep is followed by an
-    M-step maximising ``E_q[ln p(v, h; θ)]`` over the ``ppl.param`` θ (variational EM,
-    Goodfellow et al. 2016, §19.2: both steps raise the same ELBO); see the module docstring.
-
-    Returns
-    -------
-    FactorPosterior
-        Continuous factors as torch distributions with the sites' plate batch shapes (a
-        Normal-Wishart mean as its Student-t marginal), discrete factors as tables
-        ``batch_shape + (K,)``; ``elbo`` in nats, ``history``, ``params`` (learned θ).
-
-    Raises
-    ------
-    OptionError
-        An unknown ``init``; ``learn_params=True`` on a model without ``ppl.param``.
-    NumericalError
-        An update with improper natural parameters (a log joint unbounded under q), or
-        diverging parallel sweeps.
-    """
-    from ..posterior import FactorPosterior
-    from .cavi import _MeanField, _damped
-
-    if not (isinstance(init, dict) or init in ("random", "uniform")):
-        raise OptionError(f"init must be 'random', 'uniform' or a dict site -> starting value, got {init!r}")
-    blocks = find_blocks(graph, graph.continuous_latent())
-    theta = current_params(graph, graph.params(), dtype, device) if learn_params else {}
-    if learn_params and not theta:
-        raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
-    cm = ConjugateModel(graph, moral, blocks, dtype, device, params=theta)
-    constraints = {n: param_constraint(n) for n in theta}
-    qc = cm.initial(init)
-    disc = graph.discrete_latent()
-    cm.fit_affine(qc)
-    mf = _MeanField(graph, disc, cm.factor_tables(qc, names=cm.varying), dtype, device)
-    qd = mf.initial({k: v for k, v in init.items() if k in disc} if isinstance(init, dict) else init, seed)
-    factor_sets = [cm.factors_of(i, varying=True) for i in range(len(blocks))]
-    cache = {}
-
-    def tables(qc):
-        """Expected tables at the continuous factors ``qc``, differentiable in every block's
-        mean parameters; the last set is kept: the ELBO of a sweep's result, the next sweep's
-        discrete step and its gradients (E is affine in each block's mean parameters, so the
-        gradient at these tables is the gradient at any later q of the other blocks that
-        share no factor with it) all use it."""
-        key = tuple(id(t) for q in qc for t in q)
-        if cache.get("key") != key:
-            leaves = {i: tuple(t.detach().clone().requires_grad_(True) for t in b.rule.mean(q))
-                      for i, (b, q) in enumerate(zip(blocks, qc))}
-            with torch.enable_grad():
-                layout = mf.layout(cm.factor_tables(qc, names=cm.varying, leaves=leaves))
-            cache.update(key=key, layout=layout, qc=tuple(qc), leaves=leaves)
-        return cache["layout"]
-
-    def elbo(state) -> float:
-        layout = tables(state["c"])
-        with torch.no_grad():
-            total = mf.expected_log_joint(state["d"], layout)
-            for v in disc:
-                p = mf.probs(state["d"][v])
-                total = total - torch.where(p > 0, p * state["d"][v], torch.zeros_like(p)).sum()
-            total = total + cm.affine_value(state["c"])
-            total = total + sum(b.rule.entropy(q) for b, q in zip(blocks, state["c"]))
-        return float(total)
-
-    def gradient(qd_now, qc_now, i):
-        """``∂ E_q[ln p] / ∂ M_i`` at ``(qd_now, qc_now)``: the affine factors' constant part
-        plus the others', from the kept tables when no block updated since shares a factor
-        with block ``i``, else from new ones."""
-        grads, leaves = varying_gradient(qd_now, qc_now, i)
-        grads = tuple(torch.zeros_like(l) if g is None else g for g, l in zip(grads, leaves))
-        fixed = cm.affine_gradient(i)
-        return (grads if fixed is None else tuple(a + b for a, b in zip(grads, fixed))), leaves
-
-    def cached_gradients(qd_now):
-        """Every block's gradient at the kept tables and ``qd_now``, by one backward pass
-        through ``E`` over all varying factors (a factor adds nothing to the gradient of a
-        block it does not depend on)."""
-        key = (cache["key"], id(qd_now))
-        if cache.get("grads_key") != key:
-            order = [i for i in range(len(blocks)) if factor_sets[i]]
-            names = set().union(*(factor_sets[i] for i in order))
-            leaves = [t for i in order for t in cache["leaves"][i]]
-            with torch.enable_grad():
-                e = mf.expected_log_joint(qd_now, [f for f in cache["layout"] if f[0] in names])
-                flat = torch.autograd.grad(e, leaves, allow_unused=True, retain_graph=True)
-            grads, k = {}, 0
-            for i in order:
-                n = len(cache["leaves"][i])
-                grads[i] = flat[k:k + n]
-                k += n
-            cache.update(grads_key=key, grads=grads, grads_qd=qd_now)
-        return cache["grads"]
-
-    def varying_gradient(qd_now, qc_now, i):
-        if not factor_sets[i]:
-            leaves = blocks[i].rule.mean(qc_now[i])
-            return tuple(None for _ in leaves), leaves
-        if "qc" in cache:
-            changed = [j for j, (a, b) in enumerate(zip(qc_now, cache["qc"])) if a is not b]
-            if all(factor_sets[j].isdisjoint(factor_sets[i]) for j in changed):
-                return cached_gradients(qd_now)[i], cache["leaves"][i]
-        leaves = tuple(t.detach().clone().requires_grad_(True) for t in blocks[i].rule.mean(qc_now[i]))
-        with torch.enable_grad():
-            tabs = cm.factor_tables(qc_now, names=factor_sets[i], leaves={i: leaves})
-            e = mf.expected_log_joint(qd_now, mf.layout(tabs))
-            return torch.autograd.grad(e, leaves, allow_unused=True), leaves
-
-    def optimum(qd_now, qc_now, i):
-        b = blocks[i]
-        eta, _ = gradient(qd_now, qc_now, i)
-        old = b.rule.natural(qc_now[i])
-        eta = tuple((1.0 - damping) * o + damping * n for o, n in zip(old, eta))
-        new = b.rule.from_natural(eta)
-        if new is None:
-            site = " and ".join(f"'{s}'" for s in b.sites)
-            raise NumericalError(f"CAVI: the update of latent {site} ({b.rule.name}) has improper natural parameters "
-                                 "(the model's log joint is not bounded in it under q)")
-        return tuple(t.detach() for t in new)
-
-    def sweep(state):
-        qd_old, qc_old = state["d"], state["c"]
-        mf.factors = tables(qc_old)  # the parallel schedule's discrete step uses the old tables
-        if schedule == "sequential":  # continuous factors first (from the given discrete q), then the discrete
-            qc_new = list(qc_old)
-            for i in range(len(blocks)):
-                qc_new[i] = optimum(qd_old, qc_new, i)
-            qd_new = dict(qd_old)
-            if disc:
-                mf.factors = tables(qc_new)
-                with torch.no_grad():
-                    for v in disc:
-                        qd_new[v] = _damped(qd_new[v], mf.optimum(v, qd_new), damping)
-        else:
-            with torch.no_grad():
-                qd_new = {v: _damped(qd_old[v], mf.optimum(v, qd_old), damping) for v in disc}
-            qc_new = [optimum(qd_old, qc_old, i) for i in range(len(blocks))]
-        new = {"d": qd_new, "c": tuple(qc_new)}
-        if learn_params:
-            m_step(new)
-        return new
-
-    def m_step(state):
-        """θ ← argmax E_q[ln p(v, h; θ)] at the new q (L-BFGS in unconstrained space)."""
-        pblocks = [param_block(n, v, constraints[n]) for n, v in cm.theta.items()]
-
-        def objective(vals):
-            cm.theta = vals
-            return mf.expected_log_joint(state["d"], mf.layout(cm.factor_tables(state["c"], names=cm.varying)))
-
-        with torch.enable_grad():
-            maximise(objective, pblocks, optimizer="lbfgs", max_iter=100, tol=1e-10)
-        cm.theta = {b.name: b.value().detach() for b in pblocks}
-        cache.clear()                                   # the kept tables were at the old θ
-
-    def moved(new, old):
-        changes = [b.rule.moved(a, c) for b, a, c in zip(blocks, new["c"], old["c"])]
-        changes += [float((new["d"][v].exp() - old["d"][v].exp()).abs().max()) for v in disc]
-        return max(changes, default=0.0)
-
-    state = {"d": qd, "c": tuple(qc)}
-    with run_context(device, dtype, None):
-        state, history, converged, decreases = coordinate_ascent(
-            state, sweep, elbo, moved, graph=graph, schedule=schedule, damping=damping, max_iter=max_iter, tol=tol,
-            progress=progress)
-    factors, joint = {}, {}
-    for b, q in zip(blocks, state["c"]):
-        factors.update(zip(b.sites, b.rule.distributions(q)))
-        if b.rule.n_sites > 1:
-            joint[b.sites] = (lambda rule, q: lambda n: rule.sample(q, n))(b.rule, q)
-    probs = {v: state["d"][v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],))
-             for v in disc}
-    supports = {v: enumerate_values(graph.sites[v].fn).to(device) for v in disc}
-    diagnostics = {"schedule": schedule, "damping": damping, "sweeps": len(history) - 1, "path": "sigma points",
-                   "decreases": decreases, "device": str(device),
-                   "factors": {" & ".join(b.sites): b.rule.name for b in blocks}}
-    if learn_params:
-        store_params(cm.theta)
-    return FactorPosterior(method, graph=graph, factors=factors, marginals=probs, supports=supports,
-                           families={v: graph.variables[v].family for v in disc}, joint=joint, params=cm.theta,
-                           elbo=history[-1],
-                           history=history, converged=converged, elapsed=time.perf_counter() - start,
-                           diagnostics=diagnostics)

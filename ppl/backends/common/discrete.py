@@ -25,15 +25,15 @@ from collections.abc import Mapping
 import pyro
 import torch
 
-from ..analysis.report import format_bytes
-from ..compiler import families
-from ..errors import IntractableError, UnsupportedModelError
-from ..compiler.tables import enumeration_dims, log_factor_tables
-from ..ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
-from ..ops.scaled import contract_scaled, scaled_gradients, to_scaled
-from ..ops.scan import to_scaled_chain
-from ..posterior import TablePosterior
-from .base import Applicability
+from ...analysis.report import format_bytes
+from ...compiler import families
+from ...errors import IntractableError, UnsupportedModelError
+from ...compiler.tables import enumeration_dims, log_factor_tables
+from ...ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
+from ...ops.scaled import contract_scaled, scaled_gradients, to_scaled
+from ...ops.scan import to_scaled_chain
+from ...posterior import TablePosterior
+from ..base import Applicability
 
 __all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_applicability", "discrete_plan", "table_posterior"]
 
@@ -546,14 +546,10 @@ def discrete_applicability(analysis):
 
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:
     """The :class:`DiscretePlan` of ``graph``, built once per precision, device, ordering
-    heuristic (orders are deterministic) and state of the ``ppl.param`` values, and cached
-    on the graph."""
-    key = ("discrete_plan", dtype, str(device or "cpu"), analysis.heuristic, _param_state(graph))
-    plan = graph.cache.get(key)
-    if plan is None:
-        plan = DiscretePlan(graph, analysis, dtype=dtype, device=device)
-        graph.cache[key] = plan
-    return plan
+    heuristic (orders are deterministic) and state of the ``ppl.param`` values, and
+    memoised on the graph."""
+    key = (dtype, str(device or "cpu"), analysis.heuristic, _param_state(graph))
+    return graph.memo("discrete_plan", key, lambda: DiscretePlan(graph, analysis, dtype=dtype, device=device))
 
 
 def table_posterior(method: str, graph, plan: DiscretePlan, marginals, *, seed=None, map: bool = True,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from pyro.poutine.messenger import Messenger
 
-from ..errors import DataError, OptionError
+from ...errors import DataError, OptionError
 
 __all__ = ["Minibatcher", "PlateScale"]
 

@@ -13,43 +13,27 @@ import time
 
 import torch
 
-from ..errors import DataError, UnsupportedModelError
-from .base import Applicability, Backend
-from .discrete import discrete_applicability, discrete_plan, table_posterior
+from ...errors import DataError, UnsupportedModelError
+from ..base import Applicability, Backend
+from ..common.discrete import discrete_applicability, discrete_plan, table_posterior
+from ..common.routing import held_params_note
+from ..options import COMMON, option_table
 
 __all__ = ["ExactBackend"]
 
 
 class ExactBackend(Backend):
-    """Exact inference by log-space variable elimination (see module docstring).
-
-    Options
-    -------
-    dtype : torch.dtype
-        Table precision (default ``torch.float64``).
-    device : str or torch.device
-        Where the contraction runs (``"cpu"``, ``"cuda"``); default CPU.
-    memory_budget : int
-        Bytes the largest table may take (default 2 GiB); checked before allocating.
-    heuristic : {"min_fill", "min_degree"}
-        Elimination-order heuristic.
-    seed : int
-        Seed of ``sample()`` when no seed is passed to it.
-    marginals, map : bool
-        Compute marginals / the MAP assignment (default both True).
-    """
+    """Exact inference by log-space variable elimination (see module docstring); options
+    in :attr:`options` (``ppl.methods("exact")`` lists them)."""
 
     name = "exact"
     summary = "variable elimination over discrete latents: log evidence, marginals, MAP, samples"
-    options = {
-        "dtype": "table precision, default torch.float64",
-        "device": "'cpu' or 'cuda', default cpu",
-        "memory_budget": "bytes for the largest table, default 2 GiB",
-        "heuristic": "'min_fill' (default) or 'min_degree'",
-        "seed": "seed for sample()",
-        "marginals": "compute marginals (default True)",
-        "map": "compute the MAP assignment (default True)",
-    }
+    options = option_table(
+        COMMON["dtype"], COMMON["device"], COMMON["memory_budget"], COMMON["heuristic"], COMMON["seed"],
+        COMMON["marginals"], COMMON["map"],
+    )
+    rank = 20
+    rank_note = "exact ranks below EM when there are ppl.params to learn: it holds them at their current values"
 
     def check(self, analysis) -> Applicability:
         """Exact applies when every latent is discrete and enumerable (batch dims declared
@@ -61,9 +45,17 @@ class ExactBackend(Backend):
             return Applicability(False, f"continuous latent(s) {shown} cannot be enumerated", UnsupportedModelError)
         return discrete_applicability(analysis)
 
-    def run(self, graph, analysis, *, dtype=torch.float64, device=None, memory_budget=None, heuristic=None,
-            seed=None, marginals=True, map=True):
-        """Run exact inference; see the class docstring for options.
+    def deciding_fact(self, analysis, verdicts) -> str:
+        """Every latent discrete and the largest clique within budget (or no latents)."""
+        why = verdicts[self.name][1]
+        held = held_params_note(analysis, verdicts)
+        if not analysis.discrete and not analysis.continuous:
+            return f"the model has no latent variables, so the log likelihood is exact: {why}{held}"
+        return (f"every latent is discrete and the largest clique fits the memory budget, so the posterior is "
+                f"computed exactly: {why}{held}")
+
+    def run(self, graph, analysis, **options):
+        """Run exact inference with ``options`` (see :attr:`options`).
 
         Returns
         -------
@@ -74,12 +66,11 @@ class ExactBackend(Backend):
         DataError
             If the evidence has probability zero under the model.
         """
-        del memory_budget, heuristic  # consumed by the analysis
+        o = self.settings(options)  # memory_budget and heuristic were consumed by the analysis
         start = time.perf_counter()
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        plan = discrete_plan(graph, analysis, dtype=dtype, device=device)
+        plan = discrete_plan(graph, analysis, dtype=o.dtype, device=o.device)
         build = time.perf_counter() - start
-        log_z, probs = plan.log_partition(marginals=marginals)
+        log_z, probs = plan.log_partition(marginals=o.marginals)
         if not torch.isfinite(log_z):
             raise DataError(
                 f"the evidence on {graph.observed()} has probability zero under model '{graph.model.name}' "
@@ -87,7 +78,7 @@ class ExactBackend(Backend):
             )
         diagnostics = {"plan_seconds": build, "treewidth": analysis.treewidth,
                        "largest_clique_bytes": analysis.clique_bytes, "elimination_order": plan.order,
-                       "chains": plan.chains, "device": str(device)}
+                       "chains": plan.chains, "device": str(o.device)}
         value = float(log_z)
-        return table_posterior(self.name, graph, plan, probs, seed=seed, map=map, elbo=value, log_evidence=value,
+        return table_posterior(self.name, graph, plan, probs, seed=o.seed, map=o.map, elbo=value, log_evidence=value,
                                converged=None, start=start, diagnostics=diagnostics)

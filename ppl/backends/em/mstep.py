@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import constraints, transform_to
 
-from ..compiler.parametric import slot_event_rank
-from ..errors import DataError
-from ..ops.expfam import broadcast_einsum
+from ...compiler.parametric import slot_event_rank
+from ...errors import DataError
+from ...ops.expfam import broadcast_einsum
 
 __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
 

@@ -1,0 +1,5 @@
+"""``method="cavi"``: mean-field coordinate-ascent variational inference."""
+
+from .backend import CAVIBackend
+
+__all__ = ["CAVIBackend"]

@@ -1,0 +1,238 @@
+"""``method="cavi"``: mean-field coordinate-ascent variational inference.
+
+The mean-field family ``q(h) = Π_j q_j(h_j)`` (Goodfellow et al. 2016, §19.4, eq. 19.17;
+a plate of N copies of a site gives N independent factors, updated as one batched tensor
+operation) and the coordinate update
+
+    ln q_j*(h_j) = E_{i≠j}[ln p(v, h)] + const                          (eq. 19.56)
+
+which for a discrete ``h_j`` with any local factors is, factor by factor, the expectation of
+the factor's log table over the other variables of its scope under their current ``q``
+(a contraction of the table against those ``q``'s, eq. 19.18 in general form).  The ELBO
+
+    L(q) = Σ_factors E_q[ln f] + Σ_j H(q_j)                              (eq. 19.30)
+
+is computed exactly after every sweep.
+
+Schedules:
+
+* ``"sequential"``: one site at a time (all plate copies of it at once: copies of a site
+  share no factor, so this is the same as one copy at a time).  Each update maximises L
+  over ``q_j`` exactly, so L never decreases; a decrease beyond round-off raises
+  :class:`~ppl.errors.BoundDecreaseWarning`.
+* ``"parallel"``: every site from the same old ``q`` (a block update).  It can overshoot
+  and oscillate (§19.4.1); ``damping`` moves each factor a step of that size toward its
+  optimum, in natural parameters: ``ln q ← (1 - d) ln q + d ln q*`` (normalised).  Along
+  that path KL(q‖q*) falls monotonically, so damping never hurts a sequential update either.
+
+This version handles three kinds of model:
+
+* every latent discrete (finite support): the updates above, by contraction of factor
+  tables;
+* every latent Normal and the log joint a quadratic form in them (Gaussian priors and
+  Gaussian likelihoods whose means are linear in the latents: Bayesian linear regression,
+  the slides' factorised Gaussian, eq. 19.57-19.67).  The precision ``Λ`` and linear term
+  ``b`` of ``ln p(v, h) = c + bᵀh - ½ hᵀΛh`` are found from the model by autograd (one
+  gradient and one Hessian-vector product per latent dimension, then verified at a random
+  point), and each factor's update is ``q_B = N(Λ_BB⁻¹ (b_B - Λ_B,¬B m_¬B), Λ_BB⁻¹)``
+  (eq. 19.56 for a Gaussian; the slides' "Factorized Gaussian": means converge to the
+  exact posterior means, variances are ``1/Λ_ii``, too small).
+
+* scalar Normal and Gamma latents in a conjugate-exponential model (a Normal mean with a
+  Gamma precision, a Gamma rate under a Poisson likelihood): natural parameters as
+  gradients of ``E_q[ln p]`` computed on sigma points (:mod:`ppl.backends.cavi.conjugate`).
+
+Other continuous families (Beta, Dirichlet, Wishart, …) and models that mix discrete and
+continuous latents raise :class:`~ppl.errors.UnsupportedModelError` naming the site and its
+family, or the structural test that failed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...analysis.report import format_bytes
+from ...errors import IntractableError, UnsupportedModelError
+from ..base import Applicability, Backend
+from ..common.routing import held_params_note, not_ok
+from ..options import COMMON, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
+from .binary import binary_problem, run_binary
+from .checks import all_normal, largest_factor, not_quadratic
+from .conjugate import conjugate_problem
+from .conjugate_sweeps import run_conjugate
+from .discrete import INITS, run_discrete
+from .gaussian import MAX_GAUSSIAN_DIM, run_gaussian
+
+__all__ = ["CAVIBackend", "SCHEDULES", "INITS", "MAX_GAUSSIAN_DIM"]
+
+#: ``schedule=`` names.
+SCHEDULES = ("sequential", "parallel")
+
+
+class CAVIBackend(Backend):
+    """Mean-field CAVI (see the module docstring); options in :attr:`options`.
+
+    ``init``: ``"random"`` draws each discrete factor from Dirichlet(1) per plate copy
+    (breaks the symmetry of mixtures) and each continuous one from the prior; ``"uniform"``
+    starts discrete factors uniform and continuous ones at the prior mean; a dict gives
+    site -> probabilities ``batch_shape + (K,)`` (discrete) or a starting mean
+    (continuous).  Restarts (``n_init > 1``) start from fresh random draws and keep the run
+    with the highest ELBO.  ``learn_params=True`` is variational EM (Goodfellow et al.
+    2016, §19.2 with a mean-field E-step): after each sweep ``E_q[ln p(v, h; θ)]`` is
+    maximised over the ``ppl.param`` θ (L-BFGS in unconstrained space; projected for
+    ``unit_norm_columns``); both steps raise the same ELBO ``L(q, θ)``.
+    """
+
+    name = "cavi"
+    summary = "mean-field coordinate ascent, closed-form updates (discrete; Gaussian-quadratic; conjugate Normal/Gamma)"
+    options = option_table(
+        Option("max_iter", Integer(1), 200, "sweeps at most"),
+        Option("tol", Real(0.0), 1e-8, "ELBO change per observed value (nats) at which sweeps stop (with q still)"),
+        Option("damping", Real(0.0, 1.0, low_open=True), 1.0,
+               "step toward each factor's optimum in natural parameters, in (0, 1]"),
+        Option("schedule", OneOf(*SCHEDULES), "sequential",
+               "'sequential' (site by site; the ELBO never decreases) or 'parallel'"),
+        Option("init", OneOf(*INITS) | MappingOf("a dict site -> probabilities or starting mean"), "random",
+               "'random', 'uniform' or a dict site -> probabilities / starting mean"),
+        Option("n_init", Integer(1), 1, "restarts from random starts; the highest ELBO is kept"),
+        COMMON["seed"].but(doc="seed of init='random' and of sample()"),
+        Option("learn_params", Boolean(), False, "variational EM: also maximise the ELBO over the ppl.params"),
+        COMMON["dtype"], COMMON["device"], COMMON["progress"],
+        COMMON["memory_budget"].but(doc="bytes for the largest factor table (None: 2 GiB)"),
+        COMMON["heuristic"].but(doc="accepted and unused (CAVI needs no elimination order)"),
+    )
+    rank = 30
+    rank_note = "a mean-field approximation ranks below exact inference and EM"
+
+    # ------------------------------------------------------------------ applicability
+    def check(self, analysis) -> Applicability:
+        """CAVI (this version) applies when every latent is discrete and enumerable and the
+        largest factor table fits the memory budget; a continuous latent is named with its
+        family."""
+        graph = analysis.graph
+        if analysis.continuous:
+            return _gaussian_applicability(graph, analysis)
+        if analysis.undeclared_batch:
+            site, dims = next(iter(analysis.undeclared_batch.items()))
+            return Applicability(False, f"site '{site}' has batch dims {dims} not declared by a plate, so its "
+                                        "discrete latents cannot be enumerated: declare i.i.d. copies with ppl.plate",
+                                 UnsupportedModelError)
+        if not analysis.discrete:
+            return Applicability(True, "no latent variables: the ELBO is the log likelihood")
+        binary = _binary_path(graph, analysis)
+        if binary:
+            return Applicability(True, binary)
+        if analysis.cost.intractable:  # a factor over every copy of a plated latent: no per-copy table
+            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
+        name, size = largest_factor(graph)
+        nbytes = size * analysis.itemsize
+        if nbytes > analysis.memory_budget:
+            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}), "
+                                        f"over the {format_bytes(analysis.memory_budget)} memory budget",
+                                 IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget))
+        return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
+                                   f"table {format_bytes(nbytes)} (cost per sweep ~ the sum of factor tables)")
+
+    def deciding_fact(self, analysis, verdicts) -> str:
+        """Exact does not apply and every latent has a closed-form update."""
+        return (f"exact does not apply ({not_ok(verdicts).get('exact', 'not registered')}) and every latent has a "
+                f"closed-form CAVI update: {verdicts[self.name][1]}{held_params_note(analysis, verdicts)}")
+
+    # ------------------------------------------------------------------------- run
+    def run(self, graph, analysis, **options):
+        """Run CAVI with ``options`` (see :attr:`options`) on the path the model takes:
+        Gaussian factors (Normal latents, quadratic log joint), conjugate factors by sigma
+        points (continuous latents, possibly mixed with discrete ones), binary quadratic
+        (Bernoulli latents, quadratic log joint, large factors) or discrete tables.
+
+        Returns
+        -------
+        MeanFieldPosterior or FactorPosterior
+            ``marginal(site)`` = ``q_site`` with the site's plate batch shape, ``elbo``
+            (nats, eq. 19.30, exact for this q), ``history`` (ELBO per sweep; the first
+            entry is the ELBO of the initial q), ``converged``, ``sample(n)`` (independent
+            draws from the q's), ``diagnostics`` (``path``, ``schedule``, ``damping``,
+            ``sweeps``, ``decreases``, ``restarts``).
+
+        Raises
+        ------
+        OptionError
+            Bad option values (unknown schedule or init, damping outside (0, 1], an init
+            table of the wrong shape or not a distribution).
+        DataError
+            The evidence has probability zero under every q (ELBO = -inf).
+        UnsupportedModelError
+            ``learn_params=True`` with continuous latents that have no closed-form update.
+        """
+        o = self.settings(options)
+        start = time.perf_counter()
+        if analysis.continuous:
+            if o.learn_params:  # variational EM: the conjugate path's sweeps with an M-step after each
+                problem = conjugate_problem(graph, analysis.moral)
+                if problem:
+                    raise UnsupportedModelError(f"learn_params=True with continuous latents needs closed-form "
+                                                f"conjugate updates: {problem}; use method='svi' to learn params "
+                                                "with a guide")
+            if (not o.learn_params and not analysis.discrete and all_normal(graph, analysis.continuous)
+                    and not_quadratic(graph, analysis.continuous) is None):
+                return run_gaussian(self.name, graph, o, start)
+            return run_conjugate(self.name, graph, analysis.moral, o, start)
+        if not o.learn_params and _binary_path(graph, analysis):
+            return run_binary(self.name, graph, o, start)
+        return run_discrete(self.name, graph, analysis, o, start)
+
+
+def _binary_path(graph, analysis) -> str | None:
+    """Why the binary quadratic path (:mod:`ppl.backends.binary`) is taken, or None: every
+    latent a scalar Bernoulli, the log joint quadratic in them, and the largest factor's
+    table (``2^scope`` per copy) larger than the ``K²`` block the quadratic path works with."""
+    sites = list(analysis.discrete)
+    if not sites or any(graph.variables[s].family != "Bernoulli" for s in sites):
+        return None
+    scope = max((sum(1 for v in f.scope if v in analysis.discrete) for f in graph.factors.values()), default=0)
+    if 2.0 ** scope <= len(sites) ** 2:
+        return None
+    if binary_problem(graph, sites) is not None:
+        return None
+    return (f"mean field over {len(sites)} binary latent(s) under a quadratic log joint: updates from E[h] and "
+            f"E[hhᵀ] (eq. 19.44), no 2^{scope} table")
+
+
+def _gaussian_applicability(graph, analysis) -> Applicability:
+    if analysis.discrete or not all_normal(graph, analysis.continuous):
+        return _conjugate_applicability(graph, analysis)
+    n = sum(graph.sites[s].value.numel() for s in analysis.continuous)
+    if n > MAX_GAUSSIAN_DIM:
+        return Applicability(False, f"{n} latent dimensions: the Gaussian mean field builds the dense {n} x {n} "
+                                    f"precision (at most {MAX_GAUSSIAN_DIM}); use method='svi'",
+                             UnsupportedModelError)
+    problem = not_quadratic(graph, analysis.continuous)
+    if problem:
+        other = _conjugate_applicability(graph, analysis)
+        return other if other.ok else Applicability(False, problem, UnsupportedModelError)
+    return Applicability(True, f"Gaussian mean field over {len(analysis.continuous)} Normal latent site(s), {n} "
+                               "dimension(s) of a quadratic log joint (closed-form Gaussian factors)")
+
+
+def _conjugate_applicability(graph, analysis) -> Applicability:
+    if analysis.discrete:
+        if analysis.cost.intractable:
+            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
+        name, size = largest_factor(graph)
+        nbytes = size * analysis.itemsize
+        if nbytes > analysis.memory_budget:
+            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}) "
+                                        f"over its discrete latents, over the {format_bytes(analysis.memory_budget)} "
+                                        "memory budget", IntractableError, dict(bytes=nbytes,
+                                                                                budget=analysis.memory_budget))
+    problem = conjugate_problem(graph, analysis.moral)
+    if problem:
+        return Applicability(False, f"{problem}; use method='svi' (mean field: guide='normal') or 'map'",
+                             UnsupportedModelError)
+    families = sorted({graph.variables[s].family for s in analysis.continuous})
+    mixed = f" and {len(analysis.discrete)} discrete latent(s) (expected factor tables)" if analysis.discrete else ""
+    return Applicability(True, f"conjugate-exponential mean field over {len(analysis.continuous)} continuous latent "
+                               f"site(s) ({', '.join(families)}){mixed}: natural parameters by sigma points "
+                               "(checked linear)")
+
+

@@ -1,0 +1,34 @@
+"""The ``ppl.param`` values a learning backend starts from and leaves behind."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+__all__ = ["current_params", "param_constraint", "store_params"]
+
+
+def current_params(graph, names, dtype: torch.dtype, device: torch.device) -> dict:
+    """The current constrained values of the ``ppl.param`` sites ``names``: Pyro's param store
+    where it holds them, else the values traced when ``graph`` was compiled; detached copies
+    in ``dtype`` on ``device``.  The starting θ of every learning backend (EM, MAP, CAVI)."""
+    store = pyro.get_param_store()
+    return {n: (store[n] if n in store else graph.sites[n].value).detach().to(dtype=dtype, device=device).clone()
+            for n in names}
+
+
+def param_constraint(name: str):
+    """The constraint ``ppl.param`` site ``name`` was declared with (``real`` if none), read
+    through the param store's public ``get_state()``."""
+    return pyro.get_param_store().get_state()["constraints"].get(name, torch.distributions.constraints.real)
+
+
+def store_params(params: dict) -> None:
+    """Leave learned ``ppl.param`` values (name -> constrained value) in Pyro's param store,
+    in each param's own dtype and device, so the model run afterwards (another method,
+    ``Predictive``) uses them."""
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for k, v in params.items():
+            old = store[k] if k in store else None
+            store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()

@@ -1,0 +1,228 @@
+"""``method="svi"``: stochastic variational inference with Pyro on the user's model, unchanged.
+
+Maximises the ELBO ``L(q) = E_q[log p(v, h) - log q(h)] = log p(v) - KL(q(h) ‖ p(h | v))``
+(Goodfellow et al. 2016, eq. 19.1) over a guide q by stochastic gradients (Pyro's ``SVI``;
+reparameterised gradients, Kingma & Welling 2014).  Guides by name are Pyro's autoguides
+(mean field, full- or low-rank Gaussian, point mass, inverse autoregressive flow); any
+callable guide works, including an amortised encoder (§19.5, the VAE).  Discrete latents the
+analysis finds tractable are summed out exactly (``TraceEnum_ELBO``, Obermeyer et al. 2019)
+instead of being guided.  Losses: the ELBO, its analytic-KL form, the Rényi α-family
+(Li & Turner 2016; α = 0 with K particles is the IWAE bound of Burda et al. 2016) and
+reweighted wake-sleep (Bornschein & Bengio 2015; §19.5.1).
+
+After the optimisation the ELBO is re-estimated with many draws (with its standard error),
+with the importance-weighted bound and the PSIS k̂ of the guide (see
+:mod:`ppl.backends.svi.bounds`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+
+from ...analysis.report import format_bytes
+from ...compiler.families import enumerate_values
+from ...posterior import GuidePosterior
+from ..base import Applicability, Backend
+from ..common.routing import not_ok
+from ..common.runtime import run_context
+from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
+                       Option, Real, option_table)
+from ..template import run_iterations
+from ...errors import OptionError, UnsupportedModelError
+from .bounds import estimate_bounds, khat_reading
+from .fit import SVIFit
+from .guides import GUIDES, guide_marginal_fn
+from .minibatch import PlateScale
+from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
+from .problem import build_problem, enumeration_problem
+from .sampling import discrete_marginals, joint_sampler
+
+__all__ = ["SVIBackend", "LOSSES", "OPTIMIZERS"]
+
+
+class SVIBackend(Backend):
+    """Stochastic variational inference (see the module docstring); options in
+    :attr:`options` (``ppl.methods("svi")`` lists them).  The guide (``guide=``) is a name
+    of :data:`~ppl.backends.svi.guides.GUIDES` (``"normal"``: AutoNormal, mean field),
+    a Pyro ``AutoGuide`` class, or a callable guide with the model's arguments (e.g. an
+    amortised encoder)."""
+
+    name = "svi"
+    summary = ("stochastic VI with Pyro guides (mean field, full rank, flows, amortised); exact sums over tractable "
+               "discrete latents")
+    options = option_table(
+        Option("guide", OneOf(*GUIDES) | CallableValue("a Pyro AutoGuide class or a callable guide"), "normal",
+               "'normal' (AutoNormal, mean field), 'diagonal', 'mvn', 'lowrank', 'delta', 'iaf', an AutoGuide "
+               "class or a callable guide"),
+        Option("loss", OneOf(*LOSSES), "elbo", "'elbo', 'meanfield' (analytic KL), 'renyi' (alpha), 'rws'"),
+        Option("alpha", Real(), 0.0, "Renyi alpha for loss='renyi' (0: the IWAE bound; 1 is the ELBO)"),
+        Option("num_steps", Integer(1), 2000, "maximum optimisation steps"),
+        Option("optim", OneOf(*OPTIMIZERS) | InstanceOf(pyro.optim.PyroOptim, "a pyro.optim instance"), "adam",
+               "optimiser name or a pyro.optim instance (then lr is ignored)"),
+        Option("lr", Real(0.0, low_open=True), 0.01, "learning rate"),
+        Option("lr_decay", Real(0.0, 1.0, low_open=True), 0.1,
+               "lr decays exponentially to lr * lr_decay at num_steps (1 = constant)"),
+        Option("num_particles", Integer(1) | NoneValue(), None, "draws per gradient step (None: 1; 10 for renyi/rws)"),
+        Option("vectorize_particles", Boolean(), True, "draw the particles as one batched run"),
+        Option("subsample_size", Integer(1) | MappingOf("a dict {plate: size}") | NoneValue(), None,
+               "minibatch size on the data plate, or {plate: size}"),
+        Option("tol", Real(0.0), 1e-3, "relative change of the windowed mean ELBO at which steps stop (0: all)"),
+        Option("window", Integer(1), 100, "steps per convergence window"),
+        Option("init", OneOf("feasible", "median", "mean", "sample") | MappingOf("a dict site -> value")
+               | CallableValue("a Pyro init_loc_fn"), "feasible", "initial location of autoguides"),
+        Option("init_scale", Real(0.0, low_open=True), 0.1, "initial scale of Gaussian autoguides"),
+        Option("guide_options", MappingOf("a dict of autoguide arguments") | NoneValue(), None,
+               "extra autoguide arguments (rank, hidden_dim, num_transforms)"),
+        Option("elbo_particles", Integer(2) | NoneValue(), None,
+               "draws of the final ELBO estimate (None: 1000; 100 with enumeration)"),
+        Option("posterior_samples", Integer(1), 1000, "draws behind sample-based marginals"),
+        COMMON["device"],
+        COMMON["dtype"].but(constraint=COMMON["dtype"].constraint | NoneValue(), default=None,
+                            doc="floating dtype of data and guide (None: torch's default dtype)"),
+        COMMON["seed"].but(doc="seed of Pyro's RNG for this run"),
+        COMMON["progress"],
+    )
+    rank = 40
+    rank_note = "a stochastic bound from gradient steps ranks below the closed-form methods"
+
+    # ------------------------------------------------------------------ applicability
+    def check(self, analysis) -> Applicability:
+        """SVI applies to every model whose discrete latents, if any, can be summed out
+        exactly (a guide by name samples only continuous latents); otherwise it names the
+        discrete sites and says to pass a guide that samples them."""
+        n_cont = len(analysis.continuous)
+        if analysis.discrete:
+            why = enumeration_problem(analysis)
+            if why:
+                return Applicability(False, why, UnsupportedModelError)
+            cost = (f"{len(analysis.discrete)} discrete latent(s) summed out exactly (largest table "
+                    f"{format_bytes(analysis.clique_bytes)})")
+            if not n_cont:
+                return Applicability(True, f"no continuous latents; {cost}: the ELBO equals the log evidence")
+            return Applicability(True, f"guide over {n_cont} continuous latent(s); {cost}")
+        if not n_cont:
+            return Applicability(True, "no latent variables: SVI maximises the likelihood of the params")
+        return Applicability(True, f"guide over {n_cont} continuous latent(s) (stochastic ELBO gradients)")
+
+    def check_options(self, analysis, verdict, options):
+        """A callable guide may sample discrete latents that could not be enumerated: the
+        run then checks the guide against the model instead."""
+        guide = options.get("guide", "normal")
+        if not verdict.ok and callable(guide) and not isinstance(guide, type):
+            return Applicability(True, "a user guide samples the latents that cannot be enumerated")
+        return verdict
+
+    def deciding_fact(self, analysis, verdicts) -> str:
+        """No closed-form method applies, so a guide is fitted."""
+        failed = not_ok(verdicts)
+        return (f"no closed-form method applies (exact: {failed.get('exact', 'not registered')}; cavi: "
+                f"{failed.get('cavi', 'not registered')}), so stochastic VI fits a guide: {verdicts[self.name][1]}")
+
+    # ------------------------------------------------------------------------- run
+    def run(self, graph, analysis, **options):
+        """Run SVI with ``options`` (see :attr:`options`).
+
+        Returns
+        -------
+        GuidePosterior
+            ``elbo`` (re-estimated, nats), ``history`` (the negated loss per step: the
+            ELBO estimate for ``elbo``/``meanfield``, the K-draw Rényi bound for
+            ``renyi`` (above log p(v) when α < 0), the wake-θ IWAE estimate for ``rws``),
+            ``params`` (learned ``ppl.param`` values and guide parameters), ``converged``,
+            ``diagnostics`` (``elbo_se``, ``iwae_bound``, ``psis_khat``, ``psis_reading``,
+            ``num_steps``, ``loss``, ``guide``, ``enumerated``, ``seconds_per_step``, ...).
+
+        Raises
+        ------
+        OptionError
+            Bad option values (unknown guide, loss or optimiser names; numbers out of
+            range; a loss that cannot enumerate).
+        ModelError
+            A user guide that does not match the model.
+        UnsupportedModelError
+            Discrete latents that neither the guide samples nor enumeration can sum out.
+        NumericalError
+            The loss became NaN or infinite.
+        DataError
+            ``subsample_size`` that the data cannot follow.
+        """
+        o = self.settings(options)
+        start = time.perf_counter()
+        loss = check_loss(o.loss, o.alpha)
+        particles = o.num_particles if o.num_particles is not None else (10 if loss in ("renyi", "rws") else 1)
+        if loss == "rws" and particles < 2:
+            raise OptionError(f"option num_particles={particles} is not accepted with loss='rws': reweighted "
+                              "wake-sleep needs num_particles >= 2")
+        optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
+        dtype = o.dtype or torch.get_default_dtype()
+        with run_context(o.device, dtype, o.seed):
+            p = build_problem(graph, analysis, o, loss, dtype)
+            elbo = make_loss(loss, bool(p.enumerated), particles, o.vectorize_particles, p.mpn, o.alpha,
+                             bool(graph.params()))
+            train_model, train_guide = p.enum_model, p.guide
+            if p.batcher is not None:
+                scale = PlateScale(p.batcher.plate, p.batcher.scale)
+                train_model, train_guide = scale(p.enum_model), scale(p.guide)
+            fit = SVIFit(p, SVI(train_model, train_guide, optimizer, loss=elbo), optimizer, window=o.window,
+                         tol=o.tol, lr=o.lr, num_steps=o.num_steps)
+            fit.label = f"svi ({p.kind}, {loss})"
+            try:
+                result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress)
+            finally:
+                p.restore()
+            return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start)
+
+    def _posterior(self, graph, o, p, fit, result, loss, particles, dtype, start):
+        """The :class:`GuidePosterior` of a finished run: bounds re-estimated with many draws,
+        the enumerated sites' marginals, a joint sampler."""
+        train_seconds = fit.train_seconds
+        deterministic = not p.guided or p.kind == "delta"
+        data_plates = {pl for n in graph.observed() for pl in graph.variables[n].plates}
+        local = [n for n in p.guided if set(graph.variables[n].plates) & data_plates]
+        n_bound = o.elbo_particles or (100 if p.enumerated else 1000)
+        bounds = estimate_bounds(p.enum_model, p.guide, p.kwargs, num_particles=n_bound, max_plate_nesting=p.mpn,
+                                 enumerated=bool(p.enumerated), deterministic=deterministic)
+        marginals = discrete_marginals(graph, p.enum_model, p.guide, p.kwargs, p.enumerated, p.mpn, deterministic,
+                                       o.device)
+        params = {n: pyro.param(n).detach().clone() for n in fit.param_names}
+        point = None
+        if p.kind == "delta":
+            with torch.no_grad():
+                point = {k: v.detach() for k, v in p.guide.median(**p.kwargs).items()}
+        n_run = result.n_iter
+        diagnostics = {
+            "loss": loss, "guide": p.kind, "enumerated": p.enumerated, "guided": list(p.guided),
+            "num_steps": n_run, "num_particles": particles, "alpha": o.alpha if loss == "renyi" else None,
+            "seconds_per_step": train_seconds / max(n_run - 1, 1), "first_step_seconds": fit.first_step_seconds,
+            "elbo_se": bounds.elbo_se, "elbo_particles": bounds.num_particles, "iwae_bound": bounds.iwae,
+            "psis_khat": bounds.khat, "psis_reading": _psis_reading(bounds.khat, p.kind, local),
+            "subsample_size": p.batcher.size if p.batcher else None,
+            "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
+        }
+        elbo_value = bounds.elbo
+        if p.kind == "delta":  # a Dirac q has entropy -inf: its bound is -inf (§19.3); report log p(v, h*) apart
+            elbo_value = None
+            diagnostics.update(log_joint=bounds.elbo, elbo_se=None, iwae_bound=None, psis_khat=None)
+        return GuidePosterior(
+            self.name, graph=graph, continuous=list(p.guided), marginal_fn=guide_marginal_fn(p.guide, p.kind, p.kwargs),
+            sampler=joint_sampler(p.enum_model, p.guide, p.kwargs, p.guided, p.enumerated, p.mpn, graph),
+            marginals=marginals, supports={n: enumerate_values(graph.sites[n].fn) for n in p.enumerated},
+            families={n: graph.variables[n].family for n in p.enumerated}, posterior_samples=o.posterior_samples,
+            point=point, guide=p.guide, elbo=elbo_value, log_evidence=bounds.elbo if not p.guided else None,
+            params=params, history=result.history, converged=result.converged,
+            elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+
+
+def _psis_reading(khat, kind, local) -> str:
+    if kind == "delta":
+        return "point-mass guide: no importance weights"
+    reading = khat_reading(khat)
+    if local:
+        reading += (f" (joint weights over every data point, since {local} are local latents: k̂ grows with the "
+                    "data size even for a good per-point guide; judge per-point weights instead)")
+    return reading

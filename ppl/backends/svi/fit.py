@@ -1,0 +1,111 @@
+"""SVI's optimisation loop as hooks of the iterative template
+(:func:`ppl.backends.template.run_iterations`): one Pyro ``SVI.step`` per iteration, on a
+minibatch when ``subsample_size`` is set, and a stopping rule that accounts for the noise
+of the ELBO estimates."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyro
+import torch
+from pyro import poutine
+
+from ..template import IterativeFit
+from .losses import svi_step
+
+__all__ = ["SVIFit", "windowed_flat"]
+
+
+def windowed_flat(history, window: int, tol: float) -> bool:
+    """Stopping rule: the mean ELBO of the last ``window`` steps differs from the mean of
+    the ``window`` before by less than ``tol · max(1, |mean|)``, or (``tol > 0``) by less
+    than half the standard error of that difference (no change the noise of the
+    estimates can show).  ``tol = 0`` runs every step."""
+    prev = torch.tensor(history[-2 * window:-window], dtype=torch.float64)
+    cur = torch.tensor(history[-window:], dtype=torch.float64)
+    change = abs(float(cur.mean() - prev.mean()))
+    se = math.sqrt(float(prev.var() + cur.var()) / window) if window > 1 else 0.0
+    return change <= tol * max(1.0, abs(float(prev.mean()))) or (tol > 0 and change <= 0.5 * se)
+
+
+class SVIFit(IterativeFit):
+    """The SVI loop.  The state is the number of steps taken; the parameters live in
+    Pyro's param store (where ``SVI`` keeps them) and the last step's ELBO estimate in
+    :attr:`last`.
+
+    Parameters
+    ----------
+    problem : SVIProblem
+        The conditioned model, the guide and the minibatcher.
+    svi : pyro.infer.SVI
+    optimizer : pyro.optim.PyroOptim
+        Stepped once per iteration when it is a learning-rate scheduler.
+    window : int
+        Steps per window of the stopping rule (:func:`windowed_flat`).
+    tol : float
+    lr : float
+        For messages.
+    """
+
+    what = "ELBO"
+    label = "SVI"
+    monotone = False
+    records_start = False
+
+    def __init__(self, problem, svi, optimizer, *, window: int, tol: float, lr: float, num_steps: int):
+        self.problem, self.svi, self.optimizer = problem, svi, optimizer
+        self.window, self.tol, self.lr, self.num_steps = window, tol, lr, num_steps
+        self.scheduled = isinstance(optimizer, pyro.optim.lr_scheduler.PyroLRScheduler)
+        self.last = math.nan
+        self.param_names: list = []
+        self.first_step_seconds = 0.0
+        self.train_start = 0.0
+
+    def initialize(self, restart):
+        self.train_start = time.perf_counter()
+        return 0
+
+    def step(self, state):
+        p = self.problem
+        kwargs = p.kwargs
+        if p.batcher is not None:
+            kwargs, p.state["obs"] = p.batcher.draw()
+        if state == 0:
+            if p.batcher is not None:
+                with poutine.block():
+                    p.batcher.check(p.model_fn, kwargs)
+                    if p.kind == "custom":
+                        p.batcher.check(p.guide, kwargs, what="guide")
+            with poutine.trace(param_only=True) as cap:
+                value = svi_step(self.svi, kwargs, state, self.lr)
+            self.param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
+            self.first_step_seconds = time.perf_counter() - self.train_start
+            self.train_start = time.perf_counter()
+        else:
+            value = svi_step(self.svi, kwargs, state, self.lr)
+        if self.scheduled:
+            self.optimizer.step()
+        self.last = -value
+        return state + 1
+
+    def bound(self, state):
+        return self.last
+
+    def check_step(self, value, first, iteration):
+        """Non-finite losses are refused by :func:`~ppl.backends.svi.losses.svi_step`; a
+        noisy estimate may swing far below its start, which is no divergence."""
+
+    def stop(self, history, rule, change) -> bool:
+        n = len(history)
+        return n % self.window == 0 and n >= 2 * self.window and windowed_flat(history, self.window, self.tol)
+
+    def not_converged(self, result, max_iter, tol):
+        return (f"SVI did not converge in {max_iter} steps (windowed mean ELBO still changing by more than "
+                f"tol={tol} relative over {self.window} steps); raise num_steps or lr, or tol")
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of every step after the first."""
+        return time.perf_counter() - self.train_start
