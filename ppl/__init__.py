@@ -13,7 +13,7 @@ Public API (see docs/ and DESIGN.md)::
 """
 
 from . import constraints, distributions, errors
-from .api import analyze, compare, compile, infer
+from .api import analyze, compare, compile, infer, methods
 from .backends import Backend, get_backend, register_backend, registered_backends
 from .compiler import FactorGraph
 from .analysis import Analysis
@@ -28,6 +28,7 @@ from .errors import (
     NumericalError,
     OptionError,
     PPLError,
+    UnknownOptionError,
     UnsupportedModelError,
 )
 from .posterior import Posterior
@@ -38,9 +39,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions", "constraints",
-    "compile", "analyze", "infer", "compare", "FactorGraph", "Analysis", "Posterior", "Table",
+    "compile", "analyze", "infer", "compare", "methods", "FactorGraph", "Analysis", "Posterior", "Table",
     "Backend", "register_backend", "get_backend", "registered_backends",
-    "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "NumericalError",
+    "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "UnknownOptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "errors", "models",
     "render",
 ]

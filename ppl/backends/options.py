@@ -511,9 +511,9 @@ def option_rows(declared: Mapping) -> list:
     rows = []
     for name, entry in declared.items():
         o = _as_option(name, entry)
-        default = "required" if o.default is REQUIRED else ("—" if o.default is None else repr(o.default))
-        if isinstance(o.default, torch.dtype):
-            default = str(o.default)
+        default = "required" if o.default is REQUIRED else repr(o.default)
+        if isinstance(o.default, (torch.dtype, torch.device)):
+            default = repr(str(o.default)) if isinstance(o.default, torch.device) else str(o.default)
         rows.append((name, default, o.constraint.describe(), o.doc))
     return rows
 

@@ -205,6 +205,11 @@ def cmd_compare(args) -> int:
 def cmd_methods(args) -> int:
     """``python -m ppl methods [NAME]``: list the registered methods and their declared
     options (name, default, accepted values, doc), in the order ``auto`` tries them."""
+    if args.markdown:
+        from .methods_doc import options_page
+
+        print(options_page(), end="")
+        return 0
     table = method_table(args.name) if args.name else method_table()
     for i, (name, info) in enumerate(table.items()):
         if i:
@@ -358,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_FORMATTER, description="List the registered methods and their options.",
                        epilog="examples:\n  python -m ppl methods\n  python -m ppl methods svi\n")
     p.add_argument("name", nargs="?", metavar="METHOD", help="only this method")
+    p.add_argument("--markdown", action="store_true", help="print the docs' options page (docs/options.md)")
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_methods)
     return parser

@@ -25,39 +25,35 @@ Schedules:
   optimum, in natural parameters: ``ln q ← (1 - d) ln q + d ln q*`` (normalised).  Along
   that path KL(q‖q*) falls monotonically, so damping never hurts a sequential update either.
 
-This version handles three kinds of model:
+Paths, chosen from the model (``diagnostics["path"]``):
 
-* every latent discrete (finite support): the updates above, by contraction of factor
-  tables;
-* every latent Normal and the log joint a quadratic form in them (Gaussian priors and
-  Gaussian likelihoods whose means are linear in the latents: Bayesian linear regression,
-  the slides' factorised Gaussian, eq. 19.57-19.67).  The precision ``Λ`` and linear term
-  ``b`` of ``ln p(v, h) = c + bᵀh - ½ hᵀΛh`` are found from the model by autograd (one
-  gradient and one Hessian-vector product per latent dimension, then verified at a random
-  point), and each factor's update is ``q_B = N(Λ_BB⁻¹ (b_B - Λ_B,¬B m_¬B), Λ_BB⁻¹)``
-  (eq. 19.56 for a Gaussian; the slides' "Factorized Gaussian": means converge to the
-  exact posterior means, variances are ``1/Λ_ii``, too small).
+* ``"discrete tables"`` (:mod:`~ppl.backends.cavi.discrete`): every latent discrete; the
+  updates above by contraction of factor tables;
+* ``"gaussian"`` (:mod:`~ppl.backends.cavi.gaussian`): every latent Normal under a
+  quadratic log joint (eq. 19.57-19.67);
+* ``"binary quadratic"`` (:mod:`~ppl.backends.cavi.binary`): Bernoulli latents under a
+  quadratic log joint (eq. 19.44), no ``2^n`` table;
+* ``"sigma points"`` (:mod:`~ppl.backends.cavi.conjugate`): conjugate-exponential
+  continuous latents (Normal, Gamma, Beta, Dirichlet, Wishart, Normal-Wishart), alone or
+  mixed with discrete ones: natural parameters as gradients of ``E_q[ln p]`` on sigma
+  points.
 
-* scalar Normal and Gamma latents in a conjugate-exponential model (a Normal mean with a
-  Gamma precision, a Gamma rate under a Poisson likelihood): natural parameters as
-  gradients of ``E_q[ln p]`` computed on sigma points (:mod:`ppl.backends.cavi.conjugate`).
-
-Other continuous families (Beta, Dirichlet, Wishart, …) and models that mix discrete and
-continuous latents raise :class:`~ppl.errors.UnsupportedModelError` naming the site and its
-family, or the structural test that failed.
+A continuous latent none of these covers raises :class:`~ppl.errors.UnsupportedModelError`
+naming the site and the structural test that failed.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from ...analysis.report import format_bytes
 from ...errors import IntractableError, UnsupportedModelError
 from ..base import Applicability, Backend
+from ..common.quadratic import all_normal, not_quadratic
 from ..common.routing import held_params_note, not_ok
 from ..options import COMMON, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
 from .binary import binary_problem, run_binary
-from .checks import all_normal, largest_factor, not_quadratic
 from .conjugate import conjugate_problem
 from .conjugate_sweeps import run_conjugate
 from .discrete import INITS, run_discrete
@@ -236,3 +232,14 @@ def _conjugate_applicability(graph, analysis) -> Applicability:
                                "(checked linear)")
 
 
+def largest_factor(graph) -> tuple:
+    """(name, entries) of the factor with the largest table: Π cards of its discrete
+    latents × Π sizes of its plates."""
+    best = ("", 1)
+    discrete = set(graph.discrete_latent())
+    for name, f in graph.factors.items():
+        size = math.prod(graph.variables[v].cardinality for v in f.scope if v in discrete)
+        size *= math.prod(graph.plates[p].size for p in f.plates)
+        if size > best[1]:
+            best = (name, size)
+    return best

@@ -35,7 +35,7 @@ from ...posterior import MeanFieldPosterior
 from ..common.discrete import batch_layout
 from ..common.logjoint import LogJoint
 from ..common.runtime import run_context, seeded_generator
-from .checks import third_difference_problem
+from ..common.quadratic import third_difference_problem
 from .loop import coordinate_ascent
 
 __all__ = ["binary_problem", "run_binary", "MAX_DENSE"]

@@ -343,8 +343,25 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
     """
     space = pt.space
     off, shape = space.offsets[u.param], space.shapes[u.param]
+    cur = flat[off:off + shape.numel()].reshape(shape)
+    acc = _sufficient_statistics(u, pt, flat, weights)
+    if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
+        if u.prior[0] == "normal":
+            acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
+            acc["den"] = acc["den"] + u.prior[2]
+        else:
+            acc["num"] = acc["num"] + u.prior[1]
+    new = _maximiser(u, pt, acc, cur, reg_covar)
+    flat[off:off + shape.numel()] = new.reshape(-1)
+
+
+def _sufficient_statistics(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list) -> dict:
+    """``{"num": ..., "den": ...}``: the weighted sufficient statistics of ``u.param``'s
+    closed form, summed over every factor group that uses it (E-step responsibilities
+    ``weights`` per group)."""
+    space = pt.space
+    off, shape = space.offsets[u.param], space.shapes[u.param]
     numel = shape.numel()
-    cur = flat[off:off + numel].reshape(shape)
     role = u.role
     acc: dict = {}
 
@@ -405,13 +422,19 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
             ids = pos - off
             add("num", gsum(ids, [(w, ""), (x, "")], numel))
             add("den", gsum(ids, [(w, "")], numel))
-    tiny = torch.finfo(flat.dtype).tiny
-    if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
-        if u.prior[0] == "normal":
-            acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
-            acc["den"] = acc["den"] + u.prior[2]
-        else:
-            acc["num"] = acc["num"] + u.prior[1]
+    return acc
+
+
+def _maximiser(u: ClosedFormUpdate, pt, acc: dict, cur: torch.Tensor, reg_covar: float) -> torch.Tensor:
+    """The M-step's closed-form maximiser of ``u.param`` from its statistics ``acc``
+    (entries without weight keep their current value ``cur``).
+
+    Raises
+    ------
+    DataError
+        A collapsed variance or a singular covariance after adding ``reg_covar``."""
+    space, role, shape = pt.space, u.role, pt.space.shapes[u.param]
+    tiny = torch.finfo(cur.dtype).tiny
     if role == "cat":
         counts = acc["num"]
         total = counts.sum(-1, keepdim=True)
@@ -434,7 +457,7 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
             new = torch.where(has[:, None], acc["num"] / safe[:, None], cur.reshape(acc["num"].shape))
         elif role == "mvn_cov":
             d = shape[-1]
-            cov = acc["num"] / safe[:, None, None] + reg_covar * torch.eye(d, dtype=flat.dtype, device=flat.device)
+            cov = acc["num"] / safe[:, None, None] + reg_covar * torch.eye(d, dtype=cur.dtype, device=cur.device)
             cov = 0.5 * (cov + cov.transpose(-1, -2))
             chol, info = torch.linalg.cholesky_ex(cov)
             if bool((has & (info > 0)).any()):
@@ -455,7 +478,7 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
             elif _is(space.constraints.get(u.param), "positive"):
                 mean = mean.clamp_min(tiny)
             new = torch.where(has, mean, cur.reshape(-1))
-    flat[off:off + numel] = new.reshape(-1)
+    return new
 
 
 # ------------------------------------------------------------------ gradient step

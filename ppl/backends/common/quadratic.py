@@ -1,7 +1,7 @@
-"""The structural checks of CAVI's paths, run by the analysis and again by the run
-(memoised on the graph): is the log joint a quadratic form in given latents (a third
-finite difference along a random line), are they all Normal, which factor has the
-largest table."""
+"""Is the log joint ``ln p(v, h)`` a quadratic form in given latents?  A cheap structural
+test (a third finite difference along a random line, memoised on the graph) that decides
+whether closed-form Gaussian answers exist: CAVI's Gaussian and binary paths use it, and a
+quadratic log joint in Normal latents makes the Laplace approximation exact."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import math
 import pyro
 import torch
 
-from ..common.logjoint import LogJoint
-from ..common.runtime import run_context
+from .logjoint import LogJoint
+from .runtime import run_context
 
-__all__ = ["third_difference_problem", "not_quadratic", "all_normal", "largest_factor"]
+__all__ = ["third_difference_problem", "not_quadratic", "all_normal"]
 
 
 def all_normal(graph, sites) -> bool:
@@ -30,7 +30,7 @@ def not_quadratic(graph, sites) -> str | None:
     at t = 0, 1, 2, 3 vanishes to round-off (four runs of the model, no autograd).  The run
     verifies the full quadratic again (:func:`~ppl.ops.quadratic.dense_quadratic`)."""
     # the analysis and the run both ask: four model runs, once
-    return graph.memo("cavi", ("not_quadratic", tuple(sites)), lambda: third_difference_problem(graph, sites))
+    return graph.memo("quadratic", ("not_quadratic", tuple(sites)), lambda: third_difference_problem(graph, sites))
 
 
 def third_difference_problem(graph, sites, kind="Normal") -> str | None:
@@ -61,16 +61,3 @@ def third_difference_problem(graph, sites, kind="Normal") -> str | None:
                 "latent scale, or a mean that is not linear in the latents), so their mean-field factors have no "
                 "closed form here; use method='svi' (mean field: guide='normal') or 'map'")
     return None
-
-
-def largest_factor(graph) -> tuple:
-    """(name, entries) of the factor with the largest table: Π cards of its discrete
-    latents × Π sizes of its plates."""
-    best = ("", 1)
-    discrete = set(graph.discrete_latent())
-    for name, f in graph.factors.items():
-        size = math.prod(graph.variables[v].cardinality for v in f.scope if v in discrete)
-        size *= math.prod(graph.plates[p].size for p in f.plates)
-        if size > best[1]:
-            best = (name, size)
-    return best
