@@ -150,62 +150,23 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         the initial one.
     """
     x = [b.detach().clone() for b in x0]
-    n_eval = 0
     dtype = x[0].dtype if x else torch.get_default_dtype()
     slack = 16 * torch.finfo(dtype).eps
-
-    explicit = getattr(smooth, "value_and_grad", None)
-
-    def value_and_grad(blocks):
-        nonlocal n_eval
-        n_eval += 1
-        if explicit is not None:
-            f, grads = explicit(blocks)
-            return f.detach(), list(grads)
-        leaves = [b.detach().requires_grad_(True) for b in blocks]
-        with torch.enable_grad():
-            f = smooth(leaves)
-            grads = torch.autograd.grad(f, leaves, allow_unused=True)
-        grads = [torch.zeros_like(b) if g is None else g for b, g in zip(blocks, grads)]
-        return f.detach(), grads
-
-    def value(blocks):
-        nonlocal n_eval
-        n_eval += 1
-        with torch.no_grad():
-            return smooth(blocks).detach()
-
+    oracle = _Oracle(smooth)
     # a quadratic f (``smooth.hessian_product``) has an affine gradient: f and ∇f at every
     # new point follow from one Hessian product per iteration, no evaluation of f itself
     hess = getattr(smooth, "hessian_product", None)
-    f_y, grad_y = value_and_grad(x)
+    f_y, grad_y = oracle.value_and_grad(x)
     if not bool(torch.isfinite(f_y)):
         raise DivergedError(f"the objective is {float(f_y)} at the starting point", x)
     f_x, grad_x = f_y, grad_y
     F_x = float(f_y) + float(penalty(x))
     y, t = x, 1.0
-    L = 1.0 / step if step is not None else _secant_lipschitz(value_and_grad, x, grad_y)
+    L = 1.0 / step if step is not None else _secant_lipschitz(oracle.value_and_grad, x, grad_y)
     history: list = []
     converged, residual, n_iter = False, math.inf, 0
     for n_iter in range(1, max_iter + 1):
-        L = L / grow
-        L_start = L
-        while True:
-            s = 1.0 / L
-            p = prox([torch.add(b, g, alpha=-s) for b, g in zip(y, grad_y)], s)
-            d = [a - b for a, b in zip(p, y)]
-            if hess is not None:
-                hd = hess(d)
-                f_p = f_y + _dot(grad_y, d) + 0.5 * _dot(hd, d)
-            else:
-                f_p = value(p)
-            bound = f_y + _dot(grad_y, d) + 0.5 * L * _dot(d, d)
-            if bool(torch.isfinite(f_p)) and float(f_p) <= float(bound) + slack * (1.0 + abs(float(f_y))):
-                break
-            L = L / backtrack
-            if L > 1e30 * L_start:
-                raise DivergedError("the objective stays non-finite or above its quadratic bound at every step size",
-                                    y)
+        p, d, f_p, hd, L = _backtracking_step(oracle, prox, hess, y, f_y, grad_y, L / grow, backtrack, slack)
         residual = max((float(torch.linalg.vector_norm(b, math.inf)) for b in d if b.numel()), default=0.0) * L
         F_p = float(f_p) + float(penalty(p))
         if F_p > F_x and t > 1.0:
@@ -214,17 +175,13 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
             if hess is not None:
                 f_y, grad_y = f_x, grad_x
             else:
-                f_y, grad_y = value_and_grad(y)
+                f_y, grad_y = oracle.value_and_grad(y)
             continue
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         F_prev = F_x
         if hess is not None:
-            grad_p = [g + h for g, h in zip(grad_y, hd)]
-            e = [a - b for a, b in zip(p, x)]
-            he = [a - b for a, b in zip(grad_p, grad_x)]      # H (p - x), by affinity
-            f_next = f_p + beta * _dot(grad_p, e) + 0.5 * beta * beta * _dot(he, e)
-            grad_next = [torch.add(g, h, alpha=beta) for g, h in zip(grad_p, he)] if beta > 0 else grad_p
+            f_next, grad_next, grad_p = _carry_quadratic(f_p, grad_y, hd, p, x, grad_x, beta)
             grad_x, f_x = grad_p, f_p
         y = [torch.lerp(b, a, 1.0 + beta) for a, b in zip(p, x)] if beta > 0 else p  # p + β (p - x)
         x, F_x, t = p, F_p, t_next
@@ -237,11 +194,104 @@ def fista(smooth: Callable, x0: list, prox: Callable, penalty: Callable, *, step
         if hess is not None and n_iter % REFRESH != 0:
             f_y, grad_y = f_next, grad_next
             continue
-        f_y, grad_y = value_and_grad(y)
+        f_y, grad_y = oracle.value_and_grad(y)
         if hess is not None:  # refresh the carried gradient at x too (round-off does not build up)
-            f_x, grad_x = value_and_grad(x)
+            f_x, grad_x = oracle.value_and_grad(x)
         if not bool(torch.isfinite(f_y)):  # extrapolated outside the domain: restart
             y, t = x, 1.0
-            f_y, grad_y = value_and_grad(y)
+            f_y, grad_y = oracle.value_and_grad(y)
     return ProxResult(x=[b.detach() for b in x], value=F_x, n_iter=n_iter, converged=converged,
-                      residual=residual, step=1.0 / L, history=history, n_eval=n_eval)
+                      residual=residual, step=1.0 / L, history=history, n_eval=oracle.n_eval)
+
+
+class _Oracle:
+    """Evaluations of the smooth part ``f`` for :func:`fista`, counted in ``n_eval``.
+
+    ``smooth.value_and_grad`` is used when ``smooth`` has one, else autograd."""
+
+    def __init__(self, smooth: Callable):
+        self.smooth = smooth
+        self.explicit = getattr(smooth, "value_and_grad", None)
+        self.n_eval = 0
+
+    def value_and_grad(self, blocks: list):
+        """``(f(blocks), ∇f(blocks))``: a detached scalar and one gradient per block
+        (zeros for a block ``f`` does not use)."""
+        self.n_eval += 1
+        if self.explicit is not None:
+            f, grads = self.explicit(blocks)
+            return f.detach(), list(grads)
+        leaves = [b.detach().requires_grad_(True) for b in blocks]
+        with torch.enable_grad():
+            f = self.smooth(leaves)
+            grads = torch.autograd.grad(f, leaves, allow_unused=True)
+        grads = [torch.zeros_like(b) if g is None else g for b, g in zip(blocks, grads)]
+        return f.detach(), grads
+
+    def value(self, blocks: list) -> torch.Tensor:
+        """``f(blocks)``, detached, without gradient."""
+        self.n_eval += 1
+        with torch.no_grad():
+            return self.smooth(blocks).detach()
+
+
+def _backtracking_step(oracle: _Oracle, prox: Callable, hess, y: list, f_y, grad_y: list, L: float,
+                       backtrack: float, slack: float):
+    """One prox-gradient step from ``y``, ``p = prox(y - ∇f(y)/L, 1/L)``, with ``L`` raised
+    by ``1/backtrack`` until ``f(p) <= f(y) + ⟨∇f(y), p - y⟩ + (L/2)||p - y||²`` (Beck &
+    Teboulle 2009, eq. 4.2-4.3), to a relative round-off ``slack``.
+
+    Returns
+    -------
+    p : list[torch.Tensor]
+    d : list[torch.Tensor]
+        ``p - y``.
+    f_p : torch.Tensor
+        ``f(p)``, by the Taylor expansion when ``hess`` (``f`` quadratic) is given.
+    hd : list[torch.Tensor] or None
+        ``H d`` (``hess`` only).
+    L : float
+        The accepted Lipschitz estimate.
+
+    Raises
+    ------
+    DivergedError
+        If no ``L`` up to ``1e30`` times the first one satisfies the bound.
+    """
+    L_start = L
+    while True:
+        s = 1.0 / L
+        p = prox([torch.add(b, g, alpha=-s) for b, g in zip(y, grad_y)], s)
+        d = [a - b for a, b in zip(p, y)]
+        hd = None
+        if hess is not None:
+            hd = hess(d)
+            f_p = f_y + _dot(grad_y, d) + 0.5 * _dot(hd, d)
+        else:
+            f_p = oracle.value(p)
+        bound = f_y + _dot(grad_y, d) + 0.5 * L * _dot(d, d)
+        if bool(torch.isfinite(f_p)) and float(f_p) <= float(bound) + slack * (1.0 + abs(float(f_y))):
+            return p, d, f_p, hd, L
+        L = L / backtrack
+        if L > 1e30 * L_start:
+            raise DivergedError("the objective stays non-finite or above its quadratic bound at every step size", y)
+
+
+def _carry_quadratic(f_p, grad_y: list, hd: list, p: list, x: list, grad_x: list, beta: float):
+    """For a quadratic ``f``, the value and gradient at ``p`` and at the next extrapolation
+    point ``p + β (p - x)``, by affinity of the gradient: ``∇f(p) = ∇f(y) + H (p - y)``
+    and ``f(p + βe) = f(p) + β⟨∇f(p), e⟩ + (β²/2)⟨He, e⟩`` with ``e = p - x``,
+    ``He = ∇f(p) - ∇f(x)``.
+
+    Returns
+    -------
+    f_next : torch.Tensor
+    grad_next : list[torch.Tensor]
+    grad_p : list[torch.Tensor]
+    """
+    grad_p = [g + h for g, h in zip(grad_y, hd)]
+    e = [a - b for a, b in zip(p, x)]
+    he = [a - b for a, b in zip(grad_p, grad_x)]      # H (p - x), by affinity
+    f_next = f_p + beta * _dot(grad_p, e) + 0.5 * beta * beta * _dot(he, e)
+    grad_next = [torch.add(g, h, alpha=beta) for g, h in zip(grad_p, he)] if beta > 0 else grad_p
+    return f_next, grad_next, grad_p

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from .contract import BucketStep, ChainFactor, ChainStep, EliminationPlan, Slot, _union
+from .contract import ChainFactor
+from .plan import BucketStep, ChainStep, EliminationPlan, Slot, union
 from .scan import chain_reduce, chain_reduce_scaled
 from .semiring import safe_log
 
@@ -95,7 +96,7 @@ class _Product:
     """Elementwise product over the union of two variable lists (``a``'s order first)."""
 
     def __init__(self, a_vars, b_vars, n, cards):
-        self.out_vars = _union(a_vars, b_vars)
+        self.out_vars = union(a_vars, b_vars)
         pos = {u: n + i for i, u in enumerate(b_vars)}
         self.perm_b = _perm_or_none(list(range(n)) + [pos[u] for u in self.out_vars if u in pos])
         self.b_tail = tuple(cards[u] if u in pos else 1 for u in self.out_vars)

@@ -137,7 +137,7 @@ def chain_backtrace(levels, first: torch.Tensor, last: torch.Tensor, mode: str, 
         c_e = c.expand(shape + (pairs,))
         row = torch.gather(left_e, -2, a_e[..., None, None].expand(shape + (pairs, 1, k))).squeeze(-2)
         col = torch.gather(right_e, -1, c_e[..., None, None].expand(shape + (pairs, k, 1))).squeeze(-1)
-        middle = _choose(row + col, mode, generator)  # (S, ..., P)
+        middle = choose(row + col, mode, generator)  # (S, ..., P)
         new = torch.empty(shape + (length + 1,), dtype=torch.long, device=bounds.device)
         new[..., 0:even + 1:2] = bounds[..., : pairs + 1].expand(shape + (pairs + 1,))
         new[..., 1:even:2] = middle
@@ -147,9 +147,25 @@ def chain_backtrace(levels, first: torch.Tensor, last: torch.Tensor, mode: str, 
     return bounds
 
 
-def _choose(logits: torch.Tensor, mode: str, generator=None) -> torch.Tensor:
+def choose(logits: torch.Tensor, mode: str, generator=None) -> torch.Tensor:
     """Index along the last dim: argmax, or a draw with probabilities ∝ exp(logits)
-    (Gumbel-max trick, exact)."""
+    (Gumbel-max trick, exact).
+
+    Parameters
+    ----------
+    logits : torch.Tensor, shape (..., K)
+        Unnormalised log probabilities (``-inf`` allowed, not everywhere).
+    mode : {"argmax", "sample"}
+    generator : torch.Generator, optional
+        Source of the uniforms of the Gumbel noise (``"sample"`` only).
+
+    Returns
+    -------
+    torch.LongTensor, shape (...)
+        ``argmax_k logits[..., k]``, or ``argmax_k logits[..., k] + G_k`` with
+        ``G_k = -log(-log U_k)`` standard Gumbel, which is a draw from
+        ``softmax(logits)`` (Gumbel 1954; Maddison et al. 2014, §2).
+    """
     if mode == "argmax":
         return logits.argmax(dim=-1)
     u = torch.rand(logits.shape, dtype=logits.dtype, device=logits.device, generator=generator)
