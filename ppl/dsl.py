@@ -141,8 +141,8 @@ class Model:
         return [
             name
             for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site) and not _is_deterministic(site)
-            and not _is_factor(site)
+            if site["type"] == "sample" and not site_is_subsample(site) and not is_deterministic(site)
+            and not is_factor(site)
         ]
 
     def bind(self, data: Mapping[str, Any] | None) -> BoundData:
@@ -299,11 +299,37 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
 _TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")
 
 
-def _is_deterministic(site) -> bool:
+def is_deterministic(site) -> bool:
+    """Whether a trace site is a ``pyro.deterministic`` site.
+
+    Parameters
+    ----------
+    site : dict
+        A node of a :class:`pyro.poutine.Trace` (its message).
+
+    Returns
+    -------
+    bool
+        True when Pyro marked the site ``infer["_deterministic"]`` (a deterministic
+        value recorded as a masked Delta sample site, not a random variable).
+    """
     return bool(site.get("infer", {}).get("_deterministic", False))
 
 
-def _is_factor(site) -> bool:
+def is_factor(site) -> bool:
+    """Whether a trace sample site is a ``pyro.factor`` term rather than a random variable.
+
+    Parameters
+    ----------
+    site : dict
+        A sample node of a :class:`pyro.poutine.Trace`.
+
+    Returns
+    -------
+    bool
+        True when the site's distribution, seen through its wrappers (``base_dist``),
+        is Pyro's ``Unit``: the distribution ``pyro.factor`` samples from.
+    """
     fn = site["fn"]
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist

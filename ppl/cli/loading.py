@@ -17,8 +17,8 @@ import torch
 
 from ..dsl import Model
 
-from .output import _one_line
-from .values import _INT, UsageError
+from .output import one_line
+from .values import INT, UsageError
 
 
 # -------------------------------------------------------------------- model
@@ -60,7 +60,7 @@ def _import_file(path: Path):
         if isinstance(e, SystemExit):
             raise UsageError(f"importing {str(path)!r} called sys.exit({e.code!r}); guard script code with "
                              "if __name__ == '__main__':") from e
-        raise UsageError(f"importing {str(path)!r} failed: {type(e).__name__}: {_one_line(e)}") from e
+        raise UsageError(f"importing {str(path)!r} failed: {type(e).__name__}: {one_line(e)}") from e
     return module
 
 
@@ -101,7 +101,7 @@ def load_model(spec: str):
         except ModuleNotFoundError as e:
             raise UsageError(f"no model file or module {target!r} (give FILE.py:MODEL): {e}") from e
         except Exception as e:
-            raise UsageError(f"importing module {target!r} failed: {type(e).__name__}: {_one_line(e)}") from e
+            raise UsageError(f"importing module {target!r} failed: {type(e).__name__}: {one_line(e)}") from e
     else:
         module = _import_file(path)
     models = find_models(module)
@@ -171,10 +171,10 @@ def read_npz(path, *, float32: bool = False) -> dict:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except ValueError as e:
-        raise UsageError(f"cannot read data file {str(path)!r}: {_one_line(e)} (save plain numeric arrays, "
+        raise UsageError(f"cannot read data file {str(path)!r}: {one_line(e)} (save plain numeric arrays, "
                          "np.savez(path, x=..., y=...))") from e
     except Exception as e:
-        raise UsageError(f"cannot read data file {str(path)!r} as .npz: {type(e).__name__}: {_one_line(e)}") from e
+        raise UsageError(f"cannot read data file {str(path)!r} as .npz: {type(e).__name__}: {one_line(e)}") from e
     if not arrays:
         raise UsageError(f"data file {str(path)!r} holds no arrays")
     return {k: _as_data(k, a, float32, str(path)) for k, a in arrays.items()}
@@ -190,7 +190,7 @@ def _csv_rows(path):
     except UnicodeDecodeError as e:
         raise UsageError(f"cannot read data file {str(path)!r}: not UTF-8 text ({e.reason})") from e
     except (OSError, csv.Error) as e:
-        raise UsageError(f"cannot read data file {str(path)!r}: {_one_line(e)}") from e
+        raise UsageError(f"cannot read data file {str(path)!r}: {one_line(e)}") from e
     if not rows:
         raise UsageError(f"data file {str(path)!r} is empty")
     return rows
@@ -204,7 +204,7 @@ def _float_cell(text: str) -> float:
 def _column(values: list):
     """Strings of one CSV column -> int64, float64 (empty / NA cells -> NaN) or text array."""
     stripped = [v.strip() for v in values]
-    if all(_INT.match(v) for v in stripped):
+    if all(INT.match(v) for v in stripped):
         return np.array([int(v) for v in stripped], dtype=np.int64)
     try:
         return np.array([_float_cell(v) for v in stripped], dtype=np.float64)

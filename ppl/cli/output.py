@@ -85,17 +85,30 @@ def format_posterior(post, label: str = "", sites=None, max_rows: int = 10, diag
         lines.append("diagnostics:")
         for key, value in post.diagnostics.items():
             if key != "routing":
-                text = _fmt_tensor(value) if isinstance(value, torch.Tensor) else _one_line(repr(value))
+                text = _fmt_tensor(value) if isinstance(value, torch.Tensor) else one_line(repr(value))
                 lines.append(f"  {key}: {text[:200]}")
     if max_rows > 0:
         lines.append("")
         try:
             lines.append(str(summary_table(post, sites, max_rows)))
         except (PPLError, TypeError, ValueError, NotImplementedError) as e:
-            lines.append(f"summary: not available ({_one_line(e)})")
+            lines.append(f"summary: not available ({one_line(e)})")
     return "\n".join(lines)
 
 
-def _one_line(e) -> str:
+def one_line(e) -> str:
+    """A message on one line: the non-blank lines of ``str(e)``, stripped and joined by spaces.
+
+    Parameters
+    ----------
+    e : str or BaseException
+        A message, or an exception whose message is wanted.
+
+    Returns
+    -------
+    str
+        What the command line prints after ``error:`` (multi-line errors such as Pyro's
+        trace tables, or pandas' parse errors, would otherwise break the one-line rule).
+    """
     text = str(e) if not isinstance(e, str) else e
     return " ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -20,7 +20,9 @@ class UsageError(Exception):
 
 
 # ------------------------------------------------------------------- values
-_INT = re.compile(r"[+-]?\d+\Z")
+#: A whole decimal integer, optionally signed (``"-3"``, ``"+12"``): ``INT.match(text)``
+#: tells :func:`parse_value` and the CSV reader to read ``text`` as ``int``.
+INT = re.compile(r"[+-]?\d+\Z")
 
 
 def parse_value(text: str):
@@ -34,7 +36,7 @@ def parse_value(text: str):
     (3, 0.001, True, 'normal')
     """
     s = text.strip()
-    if _INT.match(s):
+    if INT.match(s):
         return int(s)
     try:
         return float(s)

@@ -7,8 +7,9 @@ size N is *one* variable node whose ``plates`` name that plate, not N nodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 
@@ -19,6 +20,8 @@ from .trace import trace_with_provenance
 __all__ = ["Variable", "Factor", "FactorGraph", "compile"]
 
 FACTOR_PREFIX = "f:"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class FactorGraph:
         The traced sites (distribution objects and values), for backends.
     cache : dict
         Per-graph cache that backends use for derived artefacts (exact plans); cleared
-        never, keyed by the backend.
+        never, keyed by the backend.  Being replaced by :meth:`memo`.
     """
 
     model: Model
@@ -111,6 +114,50 @@ class FactorGraph:
     sites: dict
     cache: dict = field(default_factory=dict, repr=False)
     _nx: Any = field(default=None, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)  # (owner, key) -> value, see memo()
+
+    # ------------------------------------------------------------------ memo
+    def memo(self, owner: str, key: Hashable, build: Callable[[], _T]) -> _T:
+        """The value stored under ``(owner, key)``, built by ``build()`` the first time.
+
+        A derived artefact that depends only on the graph (and on ``key``) is computed
+        once per graph: an elimination plan, the probe run of
+        :func:`ppl.compiler.parametric.parametric_tables`, an analysis.
+
+        Parameters
+        ----------
+        owner : str
+            Who stores the value: the module or backend that builds it (``"exact"``,
+            ``"parametric_tables"``...).  Owners have separate key spaces, so two owners
+            never see each other's entries, whatever their keys.
+        key : hashable
+            What the value depends on besides the graph, within the owner (a dtype, a
+            device, enumeration dims...).
+        build : callable() -> T
+            Called once, with no arguments, when ``(owner, key)`` has no value yet; not
+            called when it has one.
+
+        Returns
+        -------
+        T
+            The stored value (the same object on every call).  Values live as long as
+            the graph: nothing evicts them.
+
+        Raises
+        ------
+        TypeError
+            If ``key`` is not hashable.
+        Exception
+            Whatever ``build`` raises; nothing is stored then, and the next call builds
+            again.
+        """
+        slot = (owner, key)
+        try:
+            return self._memo[slot]
+        except KeyError:
+            value = build()
+            self._memo[slot] = value
+            return value
 
     # --------------------------------------------------------------- queries
     @property

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Probe", "positions_of", "scale_of", "track_scales", "escaped_params"]
+from .internals import no_torch_function
+
+__all__ = ["Probe", "plain", "positions_of", "scale_of", "track_scales", "escaped_params"]
 
 # Operations that only select, reorder or broadcast elements: applied to the positions.
 _VIEWS = frozenset({
@@ -84,7 +86,7 @@ class Probe(torch.Tensor):
         if name in _ESCAPES:
             for p in probes:
                 _escaped.update(p.ppl_deps)
-        with torch._C.DisableTorchFunctionSubclass():
+        with no_torch_function():
             out = func(*args, **kwargs)
         if not probes or name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
             return out
@@ -98,7 +100,7 @@ class Probe(torch.Tensor):
                 positions = _positions(name, func, args, kwargs, probes, out)
                 if isinstance(positions, torch.Tensor) and positions.shape == out.shape:
                     try:
-                        with torch._C.DisableTorchFunctionSubclass():
+                        with no_torch_function():
                             factor = func(*(_swap(a, "ppl_scale") for a in args),
                                           **{k: _swap(v, "ppl_scale") for k, v in kwargs.items()})
                     except Exception:  # an op the factor cannot follow
@@ -150,8 +152,19 @@ def _swap(a, attr="ppl_positions"):
     return a
 
 
-def _plain(x):
-    """Strip Probe-ness (a view of the same data as a plain tensor)."""
+def plain(x):
+    """Strip Probe-ness.
+
+    Parameters
+    ----------
+    x : object
+
+    Returns
+    -------
+    object
+        A plain ``torch.Tensor`` view of the same data when ``x`` is a :class:`Probe`,
+        else ``x`` itself.
+    """
     return x.as_subclass(torch.Tensor) if isinstance(x, Probe) else x
 
 
@@ -170,7 +183,7 @@ def _positions(name, func, args, kwargs, probes, out):
         if name in ("stack", "cat", "concat") and not all(isinstance(a, Probe) for a in args[0]):
             return None
         try:
-            with torch._C.DisableTorchFunctionSubclass():
+            with no_torch_function():
                 return func(*(_swap(a) for a in args), **{k: _swap(v) for k, v in kwargs.items()})
         except Exception:  # an op the positions cannot follow (dtype-specific): not a gather
             return None
@@ -206,14 +219,14 @@ def positions_of(x):
     gather of θ, ``None`` otherwise; deps is the set of params it depends on (empty for a
     constant)."""
     if isinstance(x, Probe):
-        return (None if x.ppl_positions is None else _plain(x.ppl_positions)), x.ppl_deps
+        return (None if x.ppl_positions is None else plain(x.ppl_positions)), x.ppl_deps
     return None, frozenset()
 
 
 def scale_of(x):
     """The constant factor of a scaled gather (``c * θ[i]``), or None."""
     if isinstance(x, Probe) and x.ppl_scale is not None:
-        return _plain(x.ppl_scale)
+        return plain(x.ppl_scale)
     return None
 
 

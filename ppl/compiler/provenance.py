@@ -8,15 +8,18 @@ and made compiling a 20 000-step markov loop take a minute.  Here the op runs on
 subclass tensors directly with subclass dispatch disabled, and arguments are only
 *scanned* for provenance (one level into lists, tuples and dicts, where torch takes
 tensors), so tracking costs a few µs per op.
+
+The messenger that wraps each site's value is
+:class:`~ppl.compiler.handlers.TrackProvenance`.
 """
 
 from __future__ import annotations
 
 import torch
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 
-__all__ = ["Tracked", "provenance_of", "strip", "TrackProvenance"]
+from .internals import no_torch_function
+
+__all__ = ["Tracked", "provenance_of", "strip"]
 
 _EMPTY = frozenset()
 
@@ -39,7 +42,7 @@ class Tracked(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        with torch._C.DisableTorchFunctionSubclass():
+        with no_torch_function():
             result = func(*args, **kwargs)
         provenance = _scan(args, _EMPTY)
         if kwargs:
@@ -84,26 +87,6 @@ def provenance_of(x) -> frozenset:
 def strip(x):
     """A plain tensor sharing ``x``'s data (``x`` itself if it is not tracked)."""
     if type(x) is Tracked:
-        with torch._C.DisableTorchFunctionSubclass():
+        with no_torch_function():
             return x.as_subclass(torch.Tensor)
     return x
-
-
-class TrackProvenance(Messenger):
-    """Wrap every sample and param value in a :class:`Tracked` tensor naming its site.
-
-    Deterministic sites are left alone, so provenance flows *through* them to the sites
-    that use their values.
-    """
-
-    def _pyro_post_sample(self, msg):
-        if site_is_subsample(msg) or msg.get("infer", {}).get("_deterministic", False):
-            return
-        value = msg["value"]
-        if isinstance(value, torch.Tensor):
-            msg["value"] = Tracked.wrap(strip(value), frozenset({msg["name"]}))
-
-    def _pyro_post_param(self, msg):
-        value = msg["value"]
-        if isinstance(value, torch.Tensor):
-            msg["value"] = Tracked.wrap(strip(value), frozenset({msg["name"]}))

@@ -18,37 +18,16 @@ from dataclasses import dataclass
 import networkx as nx
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
 
 from ..dsl import trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
-from . import families
-from .observations import CheckObservations
+from .handlers import CheckObservations, EnumerateSites
+from .internals import mask_of
 
 __all__ = ["FactorLayout", "latent_mask", "masked_latent_log_prob", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
 
 _MAX_DIMS = 60  # torch supports 64 dims
-
-
-class _EnumerateSites(Messenger):
-    """Set each named latent site's value to its support laid out along its own dim."""
-
-    def __init__(self, dims: dict):
-        super().__init__()
-        self.dims = dims
-
-    def _pyro_sample(self, msg):
-        name = msg["name"]
-        if name not in self.dims or msg["is_observed"]:
-            return
-        fn = msg["fn"]
-        values = families.enumerate_values(fn)
-        dim = self.dims[name]
-        shape = (values.shape[0],) + (1,) * (-dim - 1) + tuple(fn.event_shape)
-        msg["value"] = values.reshape(shape)
-        msg["done"] = True
-        msg["infer"] = dict(msg.get("infer") or {}, _enumerate_dim=dim)
 
 
 @contextlib.contextmanager
@@ -159,8 +138,8 @@ def latent_mask(site):
         masks.append(m)
     fn = site["fn"]
     while type(fn).__name__ in ("MaskedDistribution", "ExpandedDistribution"):
-        if type(fn).__name__ == "MaskedDistribution" and isinstance(fn._mask, torch.Tensor):
-            masks.append(fn._mask)
+        if type(fn).__name__ == "MaskedDistribution" and isinstance(mask_of(fn), torch.Tensor):
+            masks.append(mask_of(fn))
         fn = fn.base_dist
     if not masks:
         return None
@@ -187,7 +166,7 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
     values checked unless ``validate=False``.  Raises as :func:`log_factor_tables`."""
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
-            trace = trace_model(graph.model, graph.bound, _EnumerateSites(dims), *messengers,
+            trace = trace_model(graph.model, graph.bound, EnumerateSites(dims), *messengers,
                                 CheckObservations(graph.model, graph.bound.observations, validate), grad=grad)
             if log_prob:
                 trace.compute_log_prob()

@@ -19,11 +19,11 @@ import pyro
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from ..dsl import BoundData, Model, _is_deterministic, _is_factor, trace_model
+from ..dsl import BoundData, Model, is_deterministic, is_factor, trace_model
 from ..errors import ModelError
 from . import families
-from .observations import CheckObservations
-from .provenance import TrackProvenance, provenance_of, strip
+from .handlers import CheckObservations, TrackProvenance
+from .provenance import provenance_of, strip
 
 __all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance"]
 
@@ -97,9 +97,9 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
                 continue
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
-            if _is_deterministic(site):
+            if is_deterministic(site):
                 kind = "deterministic"
-            elif _is_factor(site):
+            elif is_factor(site):
                 kind = "factor"
             else:
                 kind = "sample"
