@@ -22,7 +22,7 @@ Learning a network's CPTs from data with hidden or missing values (EM; Koller & 
 model whose CPTs are ``ppl.param`` sites for ``ppl.infer(model, data, method="em")``;
 :func:`sample_network_data`, :func:`hide_at_random`, :func:`encode_data`,
 :func:`make_init`, :func:`count_cpts` and :func:`learned_network` make data, starts and
-estimates (see ``ppl/models/bn_learning.py``).
+estimates (see the package ``ppl/models/bn_learning/``).
 
 Mixtures: :func:`bayesian_gmm`, the Bayesian Gaussian mixture with Dirichlet weights and
 Normal-Wishart components (Bishop 2006, §10.2), and :func:`bgmm_priors`, scikit-learn's

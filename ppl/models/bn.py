@@ -137,11 +137,11 @@ def bayesian_network(
         )
 
     parents_of, tables = _split_entries(cpds)
-    order = _topological_order(parents_of)
+    order = topological_order(parents_of)
     cardinalities = {node: int(tables[node].shape[-1]) for node in parents_of}
     for node in order:
         _check_table(node, parents_of[node], tables[node], cardinalities)
-    names = _check_state_names(state_names, cardinalities)
+    names = check_state_names(state_names, cardinalities)
 
     stored = {}
     for node in order:
@@ -234,7 +234,7 @@ def check_parents(node, parents, known, where: str) -> tuple:
         if p not in known:
             raise ModelError(
                 f"node '{node}': unknown parent {p!r}; every parent needs its own entry in {where} "
-                f"(known nodes: {_short_list(list(known))})"
+                f"(known nodes: {short_list(list(known))})"
             )
     if len(set(parents)) != len(parents):
         dup = sorted({p for p in parents if parents.count(p) > 1})
@@ -259,8 +259,24 @@ def _copy_table(node, table) -> np.ndarray:
     return arr
 
 
-def _topological_order(parents_of) -> list:
-    """Topological order, ties broken by the order of the ``cpds`` mapping."""
+def topological_order(parents_of) -> list:
+    """The nodes in a topological order (every parent before its children), ties broken
+    by the order of ``parents_of``.
+
+    Parameters
+    ----------
+    parents_of : mapping of str to tuple of str
+        Node -> its parents (all nodes of the network, in the order to keep on ties).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ModelError
+        If the parents form a cycle; the message names the cycle.
+    """
     graph = nx.DiGraph()
     graph.add_nodes_from(parents_of)
     graph.add_edges_from((p, node) for node, ps in parents_of.items() for p in ps)
@@ -303,12 +319,32 @@ def _check_table(node, parents, arr, cardinalities):
         )
 
 
-def _check_state_names(state_names, cardinalities) -> dict:
+def check_state_names(state_names, cardinalities) -> dict:
+    """Validate ``state_names`` against the nodes' cardinalities.
+
+    Parameters
+    ----------
+    state_names : mapping of str to list, or None
+        Node -> names of its states (``state_names[node][i]`` names state ``i``).
+    cardinalities : mapping of str to int
+        Every node -> its number of states.
+
+    Returns
+    -------
+    dict of str to list
+        Node -> list of names (a copy; only the nodes given).
+
+    Raises
+    ------
+    ModelError
+        If a node is unknown, its names are not a list (a bare string), their number
+        differs from its cardinality, or a name is repeated; the message names the node.
+    """
     names: dict[str, list] = {}
     for node, states in (state_names or {}).items():
         if node not in cardinalities:
             raise ModelError(
-                f"state_names: unknown node {node!r}; known nodes: {_short_list(list(cardinalities))}"
+                f"state_names: unknown node {node!r}; known nodes: {short_list(list(cardinalities))}"
             )
         if isinstance(states, str) or not hasattr(states, "__iter__"):
             raise ModelError(f"node '{node}': state_names must be a list of names, got {states!r}")
@@ -324,7 +360,19 @@ def _check_state_names(state_names, cardinalities) -> dict:
     return names
 
 
-def _short_list(items, limit=20):
+def short_list(items, limit=20) -> str:
+    """``str(items)`` for messages, cut after ``limit`` items with a count of all.
+
+    Parameters
+    ----------
+    items : list
+    limit : int, default 20
+
+    Returns
+    -------
+    str
+        ``"['a', 'b', ... (57 in all)]"`` for a long list.
+    """
     if len(items) <= limit:
         return str(items)
     return str(items[:limit])[:-1] + f", ... ({len(items)} in all)]"
