@@ -18,6 +18,7 @@ from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
 from .errors import DataError, PPLError, UnsupportedModelError
+from .trust import UNRELIABLE, Trust
 
 __all__ = ["compile", "analyze", "infer", "compare", "methods", "Comparison", "auto_route", "auto_order"]
 
@@ -284,7 +285,18 @@ def infer(model, data=None, method: str = "auto", **options):
     posterior = backend.run(graph, analysis, **options)
     posterior.diagnostics["routing"] = routing or {"method": method, "reason": verdict.reason, "passed_over": {},
                                                    "auto": False}
+    _assess(backend, method, posterior, graph, analysis)
     return posterior
+
+
+def _assess(backend, method, posterior, graph, analysis) -> None:
+    """Attach the backend's trust verdict to ``posterior`` (if the run did not) and warn
+    when it is unreliable."""
+    if getattr(posterior, "trust", None) is None:
+        assess = getattr(backend, "assess", None)
+        posterior.trust = assess(posterior, graph, analysis) if assess is not None else \
+            Trust(UNRELIABLE, [f"method '{method}' reports no diagnostics, so its answer could not be checked"])
+    posterior.trust.warn(method, stacklevel=4)
 
 
 def compare(model, data=None, methods=None, *, reference=None, **options) -> Comparison:

@@ -20,6 +20,7 @@ __all__ = [
     "NumericalError",
     "ConvergenceWarning",
     "BoundDecreaseWarning",
+    "TrustWarning",
 ]
 
 
@@ -101,3 +102,8 @@ class ConvergenceWarning(UserWarning):
 class BoundDecreaseWarning(UserWarning):
     """A bound that theory says cannot decrease (EM log-likelihood, sequential CAVI
     ELBO) decreased by more than round-off; the message gives the iteration."""
+
+
+class TrustWarning(UserWarning):
+    """A result whose trust verdict is ``"unreliable"``: the message names the diagnostic
+    that failed and what to try next (``post.trust`` holds the details)."""

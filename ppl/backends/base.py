@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ..errors import UnsupportedModelError
+from ..trust import UNRELIABLE, Trust
 from .options import settings, validate_options
 
 __all__ = ["Applicability", "Backend", "list_names"]
@@ -107,6 +108,14 @@ class Backend(ABC):
     def settings(self, options: dict):
         """:meth:`validate_options` as attributes (``o.max_iter``): what :meth:`run` reads."""
         return settings(self.name, self.options, options)
+
+    def assess(self, posterior, graph, analysis) -> Trust:
+        """How far to trust ``posterior`` (what :meth:`run` returned): a
+        :class:`~ppl.trust.Trust` built from the result's own diagnostics.  ``ppl.infer``
+        stores it as ``posterior.trust`` (unless :meth:`run` set one) and warns with
+        :class:`~ppl.errors.TrustWarning` when it is unreliable.  The default says that
+        nothing was checked."""
+        return Trust(UNRELIABLE, [f"method '{self.name}' reports no diagnostics, so its answer could not be checked"])
 
     def deciding_fact(self, analysis, verdicts: dict) -> str:
         """The sentence saying why ``method="auto"`` chose this backend.

@@ -2,7 +2,7 @@
 
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
+``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
 ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each:
@@ -13,6 +13,8 @@ Subclasses hold the representation of each backend, one module each:
 * :mod:`~ppl.posterior.guide`: :class:`GuidePosterior` (a fitted SVI guide, with exact
   conditional marginals of enumerated discrete sites);
 * :mod:`~ppl.posterior.point`: :class:`PointPosterior` (a MAP point mass);
+* :mod:`~ppl.posterior.draws`: :class:`DrawsPosterior` (chains of a sampler, or PSIS-resampled
+  draws of an approximation);
 * :mod:`~ppl.posterior.factors`: :class:`FactorPosterior` (CAVI's factorised q of
   continuous, and discrete, factors);
 * :mod:`~ppl.posterior.plotting`: the matplotlib helpers of ``plot``.
@@ -21,10 +23,11 @@ Subclasses hold the representation of each backend, one module each:
 from __future__ import annotations
 
 from .base import Posterior
+from .draws import DrawsPosterior
 from .factors import FactorPosterior
 from .guide import GuidePosterior
 from .point import PointPosterior
 from .tables import MeanFieldPosterior, TablePosterior, sample_tables, support_values  # noqa: F401 (public helpers)
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
-           "FactorPosterior"]
+           "FactorPosterior", "DrawsPosterior"]

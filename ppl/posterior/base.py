@@ -46,10 +46,14 @@ class Posterior:
         Wall-clock seconds of the backend's run.
     diagnostics : dict
         Backend-specific facts (e.g. ``"routing"``, ``"map_log_joint"``).
+    trust : Trust or None
+        How far to trust this result (:class:`ppl.trust.Trust`: verdict ``"exact"``,
+        ``"reliable"`` or ``"unreliable"``, the reasons and the numbers behind them); set
+        by ``ppl.infer`` from the backend's assessment.
     """
 
     def __init__(self, method, *, graph=None, elbo=None, log_evidence=None, params=None, history=None,
-                 converged=None, elapsed=0.0, diagnostics=None):
+                 converged=None, elapsed=0.0, diagnostics=None, trust=None):
         self.method = method
         self.graph = graph
         self.elbo = elbo
@@ -59,6 +63,7 @@ class Posterior:
         self.converged = converged
         self.elapsed = float(elapsed)
         self.diagnostics = dict(diagnostics or {})
+        self.trust = trust
 
     # The members below are filled by subclasses.
     @property
@@ -129,7 +134,8 @@ class Posterior:
                 for q, qv in zip(quantiles, qs):
                     row[f"{q:.0%}"] = float(qv[i])
                 rows.append(row)
-        return Table(rows, title=f"posterior summary ({self.method})")
+        notes = [str(self.trust)] if self.trust is not None else []
+        return Table(rows, title=f"posterior summary ({self.method})", notes=notes)
 
     def to_arviz(self, num_samples: int = 1000):
         """Posterior draws as an ``arviz.InferenceData`` (one chain).
@@ -214,7 +220,13 @@ class Posterior:
         elif self.elbo is not None:
             bits.append(f"elbo={self.elbo:.6g}")
         bits.append(f"elapsed={self.elapsed:.3g}s")
+        if self.trust is not None:
+            bits.append(f"trust={self.trust.verdict}")
         return f"<Posterior {' '.join(bits)}>"
+
+    def __str__(self):
+        head = repr(self)
+        return head if self.trust is None else f"{head}\n{self.trust}"
 
 
 def marginal_variance(marg) -> torch.Tensor:

@@ -33,6 +33,7 @@ from ...compiler.parametric import parametric_tables
 from ...compiler.tables import enumeration_dims
 from ...errors import DataError, UnsupportedModelError
 from ...ops.contract import LogFactor
+from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, Backend
 from ..common.discrete import DiscretePlan, discrete_applicability, table_posterior
 from ..common.params import current_params, store_params
@@ -130,6 +131,22 @@ class EMBackend(Backend):
         params = list(analysis.graph.params())
         return (f"the model has {len(params)} ppl.param(s) to learn ({list_names(params)}) and EM's E-step is "
                 f"tractable, so EM learns them (exact would hold them fixed): {verdicts[self.name][1]}")
+
+    def assess(self, posterior, graph, analysis):
+        """Reliable when EM converged: the latents' posterior is then exact given the learned
+        params, which are a (local) maximum-likelihood point estimate; unreliable when it
+        stopped at ``max_iter``."""
+        d = posterior.diagnostics
+        numbers = {"n_iter": d.get("n_iter"), "average_log_likelihood": d.get("average_log_likelihood")}
+        restarts = d.get("restarts") or []
+        if len(restarts) > 1:
+            numbers["restart_spread"] = max(restarts) - min(restarts)
+        if not posterior.converged:
+            return Trust(UNRELIABLE, ["EM stopped at max_iter before the log-likelihood converged: the params are "
+                                      "not at a maximum yet; raise max_iter"], numbers, next_method="em")
+        reasons = ["EM converged: the latents' posterior is exact given the learned params, which are a maximum-"
+                   "likelihood point estimate (a local maximum; n_init restarts compare several)"]
+        return Trust(RELIABLE, reasons, numbers)
 
     def run(self, graph, analysis, **options):
         """Run EM with ``options`` (see :attr:`options`).

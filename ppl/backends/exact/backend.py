@@ -14,6 +14,7 @@ import time
 import torch
 
 from ...errors import DataError, UnsupportedModelError
+from ...trust import Trust
 from ..base import Applicability, Backend
 from ..common.discrete import discrete_applicability, discrete_plan, table_posterior
 from ..common.routing import held_params_note
@@ -53,6 +54,11 @@ class ExactBackend(Backend):
             return f"the model has no latent variables, so the log likelihood is exact: {why}{held}"
         return (f"every latent is discrete and the largest clique fits the memory budget, so the posterior is "
                 f"computed exactly: {why}{held}")
+
+    def assess(self, posterior, graph, analysis):
+        """Exact: every number is computed exactly (to floating-point round-off)."""
+        return Trust.exact("variable elimination: the log evidence, every marginal, the MAP and the samples are "
+                           "exact (to round-off)")
 
     def run(self, graph, analysis, **options):
         """Run exact inference with ``options`` (see :attr:`options`).

@@ -37,6 +37,7 @@ import torch
 
 from ...errors import NumericalError, OptionError
 from ...posterior import PointPosterior
+from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
 from ..common.discrete import discrete_applicability
 from ..common.logjoint import INIT_STRATEGIES, LogJoint
@@ -102,6 +103,15 @@ class MAPBackend(Backend):
         failed = "; ".join(f"{n}: {w}" for n, w in not_ok(verdicts).items())
         return (f"last resort, a point estimate: no method giving a distribution applies ({failed}): "
                 f"{verdicts[self.name][1]}{held_params_note(analysis, verdicts)}")
+
+    def assess(self, posterior, graph, analysis):
+        """A point estimate is not a posterior: unreliable as one (its spread is zero)."""
+        numbers = {"log_joint": posterior.diagnostics.get("log_joint")}
+        what = ("the joint MAP assignment (max-product)" if not graph.continuous_latent()
+                else "the posterior mode")
+        return Trust(UNRELIABLE, [f"a point estimate ({what}) carries no posterior uncertainty: means are the mode and "
+                                  "spreads are zero; use method='laplace' (or 'exact' for discrete latents) for a "
+                                  "posterior"], numbers, next_method="laplace" if graph.continuous_latent() else "exact")
 
     def run(self, graph, analysis, **options):
         """Run MAP with ``options`` (see :attr:`options`).
