@@ -1,0 +1,120 @@
+"""Importance weighting of an approximation q in unconstrained space against the model's
+log density (:class:`~ppl.backends.common.potential.Potential`), Pareto smoothing, PSIS
+resampling, and the trust verdict those give — shared by Laplace, Pathfinder and any
+method whose q has a density in unconstrained space.
+
+With draws ``z_s ~ q`` and ``log w_s = log p(h(z_s), v) + log|det ∂h/∂z| - log q(z_s)``,
+PSIS (Vehtari et al. 2024) smooths the largest weights; draws resampled by the smoothed
+weights approximate the posterior, and k̂ says whether they can be trusted (Yao et al.
+2018; Zhang et al. 2022, §2.3 for Pathfinder's importance resampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ...trust import RELIABLE, UNRELIABLE, Trust
+from ...trust.psis import PSISResult, psis
+
+__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site"]
+
+
+@dataclass
+class WeightedDraws:
+    """Draws of q in unconstrained space with their Pareto-smoothed weights.
+
+    Attributes
+    ----------
+    z : torch.Tensor, shape (S, D)
+        The draws.
+    log_p : torch.Tensor, shape (S,)
+        ``log p(h(z), v) + log|det ∂h/∂z|`` at each draw (nats).
+    log_q : torch.Tensor, shape (S,)
+        ``log q(z)`` at each draw (nats).
+    result : PSISResult
+        The smoothed weights and k̂.
+    """
+
+    z: torch.Tensor
+    log_p: torch.Tensor
+    log_q: torch.Tensor
+    result: PSISResult
+
+    @property
+    def elbo(self) -> float:
+        """``mean(log p - log q)``: the ELBO of q (nats; -inf if some draw has no density)."""
+        return float((self.log_p - self.log_q).mean())
+
+    def resample(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` draws resampled by the smoothed weights, shape ``(n, D)`` (the raw draws
+        when every weight is equal)."""
+        idx = self.result.resample(n, generator)
+        return self.z[idx.to(self.z.device)]
+
+
+def weigh(potential, z: torch.Tensor, log_q: torch.Tensor) -> WeightedDraws:
+    """Importance-weigh draws ``z`` ``(S, D)`` of a q with log density ``log_q`` ``(S,)``.
+
+    Raises
+    ------
+    NumericalError
+        When a log weight is NaN or +inf (the density is not finite at a draw).
+    """
+    from ...errors import NumericalError
+
+    log_p = potential.log_density_batch(z)
+    lw = log_p - log_q.double().cpu()
+    try:
+        result = psis(lw)
+    except ValueError as e:
+        raise NumericalError(f"importance weights of the approximation: {e}") from None
+    return WeightedDraws(z, log_p, log_q.double().cpu(), result)
+
+
+def draws_by_site(potential, z: torch.Tensor, chains: int = 1) -> dict:
+    """Site -> constrained draws ``(chains, S / chains) + shape`` of the rows of ``z``."""
+    values = potential.constrain(z)
+    out = {}
+    for s, v in values.items():
+        per = v.shape[0] // chains
+        out[s] = v[: per * chains].reshape((chains, per) + tuple(v.shape[1:])).detach()
+    return out
+
+
+def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, corrected: bool = True) -> Trust:
+    """The verdict of an approximation from its PSIS diagnostics.
+
+    Parameters
+    ----------
+    w : WeightedDraws
+    what : str
+        The approximation, for the reasons (``"the Laplace approximation"``).
+    next_method : str or None
+        What to try when unreliable.
+    corrected : bool
+        The answer is the PSIS-resampled draws (reliable when k̂ is below the sample-size
+        threshold, Vehtari et al. 2024); otherwise the raw q (reliable only when k̂ < 0.5,
+        Yao et al. 2018, §2.2).
+    """
+    r = w.result
+    s = w.z.shape[0]
+    numbers = {"psis_khat": r.khat, "khat_threshold": r.threshold if corrected else min(0.5, r.threshold),
+               "psis_ess": r.ess, "num_draws": s}
+    limit = numbers["khat_threshold"]
+    if not math.isfinite(w.elbo) and not math.isnan(r.khat) and r.ess < 1.5:
+        return Trust(UNRELIABLE, [f"{what} puts its draws where the model has no density"], numbers, next_method)
+    if math.isnan(r.khat):
+        return Trust(RELIABLE, [f"{what} matches the posterior: every importance weight p/q is equal"], numbers)
+    if r.khat < limit and r.ess >= min(100.0, 0.1 * s):
+        how = "its PSIS-resampled draws are reliable" if corrected else "q itself is close to the posterior"
+        return Trust(RELIABLE, [f"PSIS k̂ = {r.khat:.2f} < {limit:.2f} with importance ESS {r.ess:.0f} of {s}: "
+                                f"{how} (Vehtari et al. 2024; Yao et al. 2018)"], numbers)
+    if r.khat >= limit:
+        why = (f"PSIS k̂ = {r.khat:.2f} >= {limit:.2f}: {what} misses posterior mass (the weights p/q have a heavy "
+               "tail), so its numbers can be far off")
+    else:
+        why = f"the importance ESS is {r.ess:.0f} of {s} draws: too few effective draws to trust the estimates"
+    return Trust(UNRELIABLE, [why], numbers, next_method)
