@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .analysis.report import Analysis, analyze_graph
+from .auto import auto_route, escalate
 from .backends.base import Applicability
 from .backends.options import COMMON, validate_options
 from .backends.registry import get_backend, ranked_backends, registered_backends
@@ -129,59 +130,6 @@ def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int
     return _analysis(_graph(model, data), heuristic, memory_budget, dtype)
 
 
-def auto_route(analysis) -> dict:
-    """What ``method="auto"`` chooses for an analysed model, and why.
-
-    The registered backends are tried in :func:`auto_order` (each backend's ``rank``) and
-    the first whose ``check`` applies is chosen; it states the deciding fact itself
-    (``Backend.deciding_fact``).
-
-    Parameters
-    ----------
-    analysis : Analysis
-        From :func:`analyze` (its ``backends`` verdicts must be filled).
-
-    Returns
-    -------
-    dict
-        ``{"method": name, "reason": str, "passed_over": {other: str}, "order": [names],
-        "auto": True}``: ``reason`` names the deciding fact (e.g. *every latent is
-        discrete and the largest clique fits the memory budget*); ``passed_over`` has an
-        entry for every other registered backend: ``"does not apply: ..."`` or
-        ``"applies, but ranks below <method> (...): ..."``.
-
-    Raises
-    ------
-    UnsupportedModelError
-        If no registered backend applies (every reason is listed).
-    """
-    ranked = ranked_backends()
-    order = list(ranked)
-    verdicts = {n: analysis.backends[n] for n in order if n in analysis.backends}
-    chosen = next((n for n in order if n in verdicts and verdicts[n][0]), None)
-    if chosen is None:
-        reasons = "; ".join(f"{n}: {w}" for n, (_, w) in verdicts.items())
-        raise UnsupportedModelError(f"no registered method applies to model '{analysis.graph.model.name}' ({reasons})")
-    passed = {}
-    for n in order:
-        if n == chosen or n not in verdicts:
-            continue
-        ok, why = verdicts[n]
-        if ok:
-            note = getattr(ranked[n], "rank_note", "")
-            passed[n] = f"applies, but ranks below {chosen}{f' ({note})' if note else ''}: {why}"
-        else:
-            passed[n] = f"does not apply: {why}"
-    backend = ranked[chosen]
-    own = getattr(backend, "name", chosen)
-    named = verdicts if own in verdicts else {**verdicts, own: verdicts[chosen]}
-    try:
-        reason = backend.deciding_fact(analysis, named)
-    except (AttributeError, KeyError, TypeError):  # a duck-typed backend without deciding_fact
-        reason = f"the first registered method that applies, in rank order: {verdicts[chosen][1]}"
-    return {"method": chosen, "reason": reason, "passed_over": passed, "order": order, "auto": True}
-
-
 def _choose_auto(analysis):
     """``(method, reason, passed_over)`` of :func:`auto_route` (kept for callers of the
     old private helper)."""
@@ -229,18 +177,22 @@ def infer(model, data=None, method: str = "auto", **options):
         See :func:`ppl.compile`.
     method : str
         A registered method name (``ppl.methods()`` lists them with their options) or
-        ``"auto"`` (default): the first backend in :func:`auto_order` (each backend's
-        ``rank``) whose check applies; the choice, the deciding fact and why every other
-        backend was passed over go in ``posterior.diagnostics["routing"]`` (see
-        :func:`auto_route`).
+        ``"auto"`` (default): the backends that apply are tried in :func:`auto_order`
+        (each backend's ``rank``: exact and closed-form methods first) until one's trust
+        verdict is exact or reliable (:mod:`ppl.auto`); the choice, the deciding fact,
+        every attempt and why it was left go in ``posterior.diagnostics["routing"]``.
     **options
         Passed to the backend, checked against its declared options
         (``ppl.methods(method)``); ``heuristic``, ``memory_budget`` and ``dtype`` shape
-        the analysis, and the first two reach the backend only if it declares them.
+        the analysis, and the first two reach the backend only if it declares them.  With
+        ``method="auto"``: ``time_budget`` (seconds, default 120) and ``escalate``
+        (default True), and each backend tried gets the options it declares.
 
     Returns
     -------
     Posterior
+        Its ``trust`` holds the verdict; an unreliable one also raises a
+        :class:`~ppl.errors.TrustWarning`.
 
     Raises
     ------
@@ -261,10 +213,16 @@ def infer(model, data=None, method: str = "auto", **options):
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
     analysis = _analysis(graph, *shape)
-    routing = None
     if method == "auto":
-        routing = auto_route(analysis)
-        method = routing["method"]
+        return escalate(graph, analysis, options, lambda name, opts: _run(graph, analysis, shape, name, opts))
+    posterior = _run(graph, analysis, shape, method, options)
+    posterior.trust.warn(method, stacklevel=3)
+    return posterior
+
+
+def _run(graph, analysis, shape, method, options):
+    """Run one backend: validate its options, check it applies, run it, attach its trust
+    verdict (without warning)."""
     backend = get_backend(method)
     declared = getattr(backend, "options", {})
     # options that only shape the analysis go to the backend only if it declares them
@@ -283,20 +241,17 @@ def infer(model, data=None, method: str = "auto", **options):
         raise verdict.error(f"method '{method}' does not apply to model '{graph.model.name}': {verdict.reason}{hint}",
                             **(verdict.details or {}))
     posterior = backend.run(graph, analysis, **options)
-    posterior.diagnostics["routing"] = routing or {"method": method, "reason": verdict.reason, "passed_over": {},
-                                                   "auto": False}
+    posterior.diagnostics["routing"] = {"method": method, "reason": verdict.reason, "passed_over": {}, "auto": False}
     _assess(backend, method, posterior, graph, analysis)
     return posterior
 
 
 def _assess(backend, method, posterior, graph, analysis) -> None:
-    """Attach the backend's trust verdict to ``posterior`` (if the run did not) and warn
-    when it is unreliable."""
+    """Attach the backend's trust verdict to ``posterior`` unless the run set one."""
     if getattr(posterior, "trust", None) is None:
         assess = getattr(backend, "assess", None)
         posterior.trust = assess(posterior, graph, analysis) if assess is not None else \
             Trust(UNRELIABLE, [f"method '{method}' reports no diagnostics, so its answer could not be checked"])
-    posterior.trust.warn(method, stacklevel=4)
 
 
 def compare(model, data=None, methods=None, *, reference=None, **options) -> Comparison:

@@ -50,7 +50,7 @@ class GridBackend(ppl.Backend):
         Option("points", Integer(3), 4001, "grid points"),
         Option("width", Real(0.0, low_open=True), 20.0, "half-width of the grid"),
     )
-    rank = 35  # after cavi (30), before svi (40)
+    rank = 31  # after cavi (30), before laplace (33)
     rank_note = "quadrature ranks after the closed-form methods"
 
     def check(self, analysis):
@@ -134,14 +134,21 @@ def test_analyze_shows_its_verdict_and_auto_ranks_it(grid):
     a = ppl.analyze(poisson_rate, {"x": COUNTS})
     assert a.backends["grid"] == (True, "one scalar latent 'log_rate' integrated on a grid")
     assert "grid" in str(a)
-    # CAVI has no closed form for a Poisson rate, so the first that applies by rank is grid (35) before svi (40)
+    # CAVI has no closed form for a Poisson rate, so the first that applies by rank is grid (31), before laplace (33)
     assert not a.backends["cavi"][0]
     assert ppl.api.auto_order().index("grid") == ppl.api.auto_order().index("cavi") + 1
-    post = ppl.infer(poisson_rate, {"x": COUNTS})
-    assert post.method == "grid"
+    assert a.auto["plan"][:2] == ["grid", "laplace"]
+    # grid reports no diagnostics (no assess), so its answer is unreliable and auto goes on to laplace
+    post = ppl.infer(poisson_rate, {"x": COUNTS}, seed=0)
     routing = post.diagnostics["routing"]
-    assert routing["reason"].startswith("one scalar latent: quadrature is as good as exact")
+    assert routing["first_choice"] == "grid" and post.method == "laplace"
+    assert routing["attempts"][0]["method"] == "grid" and routing["attempts"][0]["verdict"] == "unreliable"
     assert "ranks below grid (a stochastic bound" in routing["passed_over"]["svi"]
+    # with escalate=False auto returns the first that applies, whatever its verdict
+    with pytest.warns(ppl.errors.TrustWarning, match="no diagnostics"):
+        first = ppl.infer(poisson_rate, {"x": COUNTS}, escalate=False)
+    assert first.method == "grid"
+    assert first.diagnostics["routing"]["reason"].startswith("one scalar latent: quadrature is as good as exact")
     # a Normal-Normal model: cavi (rank 30) applies and wins; grid is passed over with its own note
     route = ppl.api.auto_route(ppl.analyze(normal_mean, {"x": X}))
     assert route["method"] == "cavi"

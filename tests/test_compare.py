@@ -120,17 +120,16 @@ def test_auto_chooses_em_for_params_with_a_tractable_e_step():
     assert float(post.params["locs"][0]) < -1.5 and float(post.params["locs"][1]) > 1.5
 
 
-def test_auto_chooses_svi_for_a_non_conjugate_model():
+def test_auto_tries_laplace_before_svi_for_a_non_conjugate_model():
     a = ppl.analyze(logistic, LOGISTIC_DATA)
-    assert a.auto["method"] == "svi"
+    assert a.auto["method"] == "laplace"
     reason = a.auto["reason"]
-    assert "no closed-form method applies" in reason and "not a quadratic form" in reason
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ppl.ConvergenceWarning)
-        post = ppl.infer(logistic, LOGISTIC_DATA, num_steps=30, seed=0)
-    assert post.method == "svi" and post.diagnostics["routing"]["reason"] == reason
+    assert "no exact or closed-form method applies" in reason and "not a quadratic form" in reason
+    assert a.auto["plan"].index("laplace") < a.auto["plan"].index("svi")
+    post = ppl.infer(logistic, LOGISTIC_DATA, num_steps=30, seed=0)   # num_steps reaches only svi
+    assert post.method == "laplace" and post.trust.ok and post.diagnostics["routing"]["reason"] == reason
     _routing_covers_every_backend(post.diagnostics["routing"])
-    assert post.diagnostics["routing"]["passed_over"]["map"].startswith("applies, but ranks below svi")
+    assert post.diagnostics["routing"]["passed_over"]["map"].startswith("applies, but ranks below laplace")
 
 
 def test_analyze_prints_the_auto_line():

@@ -159,6 +159,9 @@ class Analysis:
         if self.auto:
             if self.auto.get("method"):
                 lines.append(f"  auto would choose: {self.auto['method']}, because {self.auto['reason']}")
+                rest = [m for m in self.auto.get("plan", []) if m != self.auto["method"]]
+                if rest:
+                    lines.append(f"  and, if its answer is unreliable, try in turn: {', '.join(rest)}")
             else:
                 lines.append("  auto would choose: nothing, no registered method applies")
         return "\n".join(lines)

@@ -53,6 +53,7 @@ from ..base import Applicability, Backend
 from ..common.quadratic import all_normal, not_quadratic
 from ..common.routing import held_params_note, not_ok
 from ..options import COMMON, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
+from .assess import assess_cavi
 from .binary import binary_problem, run_binary
 from .conjugate import conjugate_problem
 from .conjugate_sweeps import run_conjugate
@@ -128,6 +129,10 @@ class CAVIBackend(Backend):
                                  IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget))
         return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
                                    f"table {format_bytes(nbytes)} (cost per sweep ~ the sum of factor tables)")
+
+    def assess(self, posterior, graph, analysis):
+        """See :func:`~ppl.backends.cavi.assess.assess_cavi`."""
+        return assess_cavi(posterior, graph, analysis)
 
     def deciding_fact(self, analysis, verdicts) -> str:
         """Exact does not apply and every latent has a closed-form update."""

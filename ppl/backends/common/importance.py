@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pyro
 import torch
 
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import PSISResult, psis
 
-__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site"]
+__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "mean_field_weights"]
 
 
 @dataclass
@@ -118,3 +119,69 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
     else:
         why = f"the importance ESS is {r.ess:.0f} of {s} draws: too few effective draws to trust the estimates"
     return Trust(UNRELIABLE, [why], numbers, next_method)
+
+
+def mean_field_weights(graph, *, factors: dict, tables: dict, num_draws: int, seed: int = 0,
+                       dtype=torch.float64) -> WeightedDraws:
+    """Importance weights of a factorised q (CAVI's mean field) against the full log joint
+    ``log p(h, v)`` (every latent conditioned, nothing summed out).
+
+    Parameters
+    ----------
+    graph : FactorGraph
+    factors : dict[str, torch.distributions.Distribution]
+        Continuous site -> its factor (batch shape = the site's batch shape).
+    tables : dict[str, tuple]
+        Discrete site -> ``(probs, support)``: probabilities ``batch_shape + (K,)`` and
+        support values ``(K,) + event_shape``.
+    num_draws : int
+        ``S``.
+    seed : int
+        Seed of the draws (the global RNG state is left as it was).
+
+    Returns
+    -------
+    WeightedDraws
+        ``z`` is empty (``(S, 0)``): the draws live in the sites' own spaces.
+
+    Raises
+    ------
+    NumericalError
+        When a log weight is NaN or +inf.
+    """
+    from ...errors import NumericalError
+    from ...posterior.tables import support_values
+    from .logjoint import LogJoint
+    from .runtime import run_context
+
+    gen = torch.Generator().manual_seed(int(seed))
+    s = int(num_draws)
+    values, log_q = {}, torch.zeros(s, dtype=torch.float64)
+    for site, (probs, support) in tables.items():
+        p = probs.detach().cpu().double()
+        flat = p.reshape(-1, p.shape[-1])
+        idx = torch.multinomial(flat, s, replacement=True, generator=gen).T            # (S, copies)
+        log_q += flat.clamp_min(1e-300).log().gather(1, idx.T).T.sum(-1)
+        values[site] = support_values(support.cpu(), idx.reshape((s,) + tuple(p.shape[:-1])))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for site, q in factors.items():
+            draw = q.sample((s,))
+            lp = q.log_prob(draw).detach().double().cpu()
+            log_q += lp.reshape(s, -1).sum(-1)
+            values[site] = draw
+    device = next((v.device for v in values.values()), torch.device("cpu"))
+    log_p = torch.empty(s, dtype=torch.float64)
+    with run_context(device, dtype, None), torch.no_grad(), pyro.validation_enabled(False):
+        lj = LogJoint(graph, device, dtype)
+        for i in range(s):
+            try:
+                log_p[i] = float(lj({k: v[i].to(device) for k, v in values.items()}))
+            except (ValueError, RuntimeError):
+                log_p[i] = -math.inf
+    log_p = torch.where(torch.isnan(log_p), torch.full_like(log_p, -math.inf), log_p)
+    try:
+        result = psis(log_p - log_q)
+    except ValueError as e:
+        raise NumericalError(f"importance weights of the mean-field approximation: {e}") from None
+    return WeightedDraws(torch.zeros(s, 0), log_p, log_q, result)

@@ -1,0 +1,192 @@
+"""``method="auto"``: plan from the analysis, then escalate until the answer can be trusted.
+
+The registered backends that apply are tried in rank order (each backend's ``rank``:
+cheapest and most exact first), each result's trust verdict is checked, and the first
+``"exact"`` or ``"reliable"`` one is returned; a backend may ask to be tried with several
+option sets (``Backend.auto_variants``, e.g. a richer guide).  Every attempt, its cost and
+why it was left is recorded in ``posterior.diagnostics["routing"]``.  When no attempt is
+reliable within ``time_budget`` seconds, the last result is returned with its
+"unreliable" verdict and a :class:`~ppl.errors.TrustWarning`.  Point estimates (rank 90 and
+above) are tried only when nothing else applies.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
+from .backends.registry import ranked_backends
+from .errors import PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
+
+__all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "escalate"]
+
+#: Options of ``method="auto"`` itself (not passed to the backends).
+AUTO_OPTIONS = option_table(
+    Option("time_budget", Real(0.0, low_open=True) | NoneValue(), 120.0,
+           "seconds auto may spend trying methods before it returns the best unreliable answer (None: no limit)"),
+    Option("escalate", Boolean(), True,
+           "try the next method when a result's verdict is unreliable (False: the first method that applies)"),
+)
+
+#: Backends ranked at or above this are point estimates: tried only when nothing else applies.
+LAST_RESORT_RANK = 90.0
+
+
+def _rank(backend) -> float:
+    return float(getattr(backend, "rank", 100.0))
+
+
+def auto_route(analysis) -> dict:
+    """What ``method="auto"`` tries first for an analysed model, why, and its whole plan.
+
+    Parameters
+    ----------
+    analysis : Analysis
+        From ``ppl.analyze`` (its ``backends`` verdicts must be filled).
+
+    Returns
+    -------
+    dict
+        ``{"method": name, "reason": str, "passed_over": {other: str}, "order": [names],
+        "plan": [names], "auto": True}``: ``reason`` names the deciding fact (the
+        backend's own ``deciding_fact``); ``passed_over`` has an entry for every other
+        registered backend (``"does not apply: ..."`` or ``"applies, but ranks below
+        ..."``); ``plan`` lists the methods auto would try, in order, until one is
+        reliable.
+
+    Raises
+    ------
+    UnsupportedModelError
+        If no registered backend applies (every reason is listed).
+    """
+    ranked = ranked_backends()
+    order = list(ranked)
+    verdicts = {n: analysis.backends[n] for n in order if n in analysis.backends}
+    chosen = next((n for n in order if n in verdicts and verdicts[n][0]), None)
+    if chosen is None:
+        reasons = "; ".join(f"{n}: {w}" for n, (_, w) in verdicts.items())
+        raise UnsupportedModelError(f"no registered method applies to model '{analysis.graph.model.name}' ({reasons})")
+    passed = {}
+    for n in order:
+        if n == chosen or n not in verdicts:
+            continue
+        ok, why = verdicts[n]
+        if ok:
+            note = getattr(ranked[n], "rank_note", "")
+            passed[n] = f"applies, but ranks below {chosen}{f' ({note})' if note else ''}: {why}"
+        else:
+            passed[n] = f"does not apply: {why}"
+    backend = ranked[chosen]
+    own = getattr(backend, "name", chosen)
+    named = verdicts if own in verdicts else {**verdicts, own: verdicts[chosen]}
+    try:
+        reason = backend.deciding_fact(analysis, named)
+    except (AttributeError, KeyError, TypeError):  # a duck-typed backend without deciding_fact
+        reason = f"the first registered method that applies, in rank order: {verdicts[chosen][1]}"
+    return {"method": chosen, "reason": reason, "passed_over": passed, "order": order,
+            "plan": plan(analysis), "auto": True}
+
+
+def plan(analysis) -> list:
+    """The methods auto tries, in rank order: those that apply, point estimates only when
+    nothing else does."""
+    ranked = ranked_backends()
+    ok = [n for n, b in ranked.items() if analysis.backends.get(n, (False, ""))[0]]
+    main = [n for n in ok if _rank(ranked[n]) < LAST_RESORT_RANK]
+    return main or ok
+
+
+def _split_options(options: dict, candidates: list) -> tuple:
+    """``(auto's own options, options for the backends)``; an option no candidate declares
+    (and auto does not take) is an :class:`~ppl.errors.UnknownOptionError`."""
+    own = {k: v for k, v in options.items() if k in AUTO_OPTIONS}
+    rest = {k: v for k, v in options.items() if k not in AUTO_OPTIONS}
+    ranked = ranked_backends()
+    takers = {k for n in candidates for k in getattr(ranked[n], "options", {})}
+    unknown = [k for k in rest if k not in takers and k not in ("heuristic", "memory_budget", "dtype")]
+    if unknown:
+        raise UnknownOptionError(f"method 'auto' got option(s) {unknown} that none of the methods it would try "
+                                 f"({', '.join(candidates)}) takes; auto itself takes: {', '.join(AUTO_OPTIONS)}")
+    return validate_options("auto", AUTO_OPTIONS, own), rest
+
+
+def escalate(graph, analysis, options: dict, run_method):
+    """Run auto's plan on ``graph`` until a result is exact or reliable.
+
+    Parameters
+    ----------
+    graph : FactorGraph
+    analysis : Analysis
+    options : dict
+        The user's options: auto's own (:data:`AUTO_OPTIONS`) and any backend's (each
+        backend gets those it declares).
+    run_method : callable(name, options) -> Posterior
+        Runs one backend and attaches its trust verdict (``ppl.api``'s single-method path).
+
+    Returns
+    -------
+    Posterior
+        With ``diagnostics["routing"]``: the first choice, the plan and ``attempts`` (per
+        method: options, seconds, verdict, and why it was left).
+
+    Raises
+    ------
+    UnsupportedModelError
+        If no method applies; the last error when every attempt failed.
+    """
+    route = auto_route(analysis)
+    candidates = route["plan"]
+    own, rest = _split_options(options, candidates)
+    ranked = ranked_backends()
+    start, attempts, last, last_error = time.perf_counter(), [], None, None
+    for name in candidates:
+        backend = ranked[name]
+        declared = getattr(backend, "options", {})
+        given = {k: v for k, v in rest.items() if k in declared}
+        variants = getattr(backend, "auto_variants", lambda a: [{}])(analysis) or [{}]
+        for extra in variants:
+            spent = time.perf_counter() - start
+            if own["time_budget"] is not None and attempts and spent > own["time_budget"]:
+                attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
+                                 "left_because": f"not tried: the time budget ({own['time_budget']:g} s) is spent"})
+                continue
+            t0 = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TrustWarning)
+                    post = run_method(name, {**given, **{k: v for k, v in extra.items() if k not in given}})
+            except PPLError as e:
+                last_error = e
+                attempts.append({"method": name, "options": extra, "seconds": time.perf_counter() - t0,
+                                 "verdict": None, "left_because": f"failed: {type(e).__name__}: {str(e)[:300]}"})
+                continue
+            trust = post.trust
+            record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
+                      "verdict": trust.verdict, "left_because": None}
+            attempts.append(record)
+            last = post
+            if trust.ok or not own["escalate"]:
+                post = _finish(post, route, attempts, name, trust.ok)
+                post.trust.warn(post.method, stacklevel=4)
+                return post
+            record["left_because"] = f"unreliable: {' '.join(trust.reasons)[:300]}"
+    if last is None:
+        raise last_error if last_error is not None else UnsupportedModelError(route["reason"])
+    post = _finish(last, route, attempts, last.method, False)
+    post.trust.warn(post.method, stacklevel=4)
+    return post
+
+
+def _finish(post, route, attempts, chosen, trusted):
+    route = dict(route)
+    if chosen != route["method"]:
+        tried = ", ".join(f"{a['method']} ({a['verdict'] or 'failed'})" for a in attempts[:-1])
+        route["reason"] = (f"escalated after {tried}: {post.trust.line()}" if trusted else
+                           f"no method gave a reliable answer (tried {tried}); returning {chosen}'s: "
+                           f"{post.trust.line()}")
+        route["first_choice"] = route["method"]
+        route["method"] = chosen
+    route["attempts"] = attempts
+    post.diagnostics["routing"] = route
+    return post
