@@ -17,7 +17,9 @@ with the importance-weighted bound and the PSIS k̂ of the guide (see
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 
 import pyro
 import pyro.optim
@@ -32,10 +34,13 @@ from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
                        Option, Real, option_table)
+from ...trust import RELIABLE, UNRELIABLE, Trust
+from ...trust.psis import KHAT_GOOD, khat_threshold
 from ..template import run_iterations
-from ...errors import OptionError, UnsupportedModelError
+from ...errors import ConvergenceWarning, OptionError, UnsupportedModelError
 from .bounds import estimate_bounds, khat_reading
 from .fit import SVIFit
+from .iterates import RHAT_STATIONARY
 from .guides import GUIDES, guide_marginal_fn
 from .minibatch import PlateScale
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
@@ -71,8 +76,10 @@ class SVIBackend(Backend):
         Option("vectorize_particles", Boolean(), True, "draw the particles as one batched run"),
         Option("subsample_size", Integer(1) | MappingOf("a dict {plate: size}") | NoneValue(), None,
                "minibatch size on the data plate, or {plate: size}"),
-        Option("tol", Real(0.0), 1e-3, "relative change of the windowed mean ELBO at which steps stop (0: all)"),
-        Option("window", Integer(1), 100, "steps per convergence window"),
+        Option("tol", Real(0.0), 1e-3,
+               "relative change of the windowed mean ELBO below which steps may stop (0: run all num_steps)"),
+        Option("window", Integer(1), 100,
+               "steps per convergence window: stop when its iterates are stationary (R-hat < 1.1), then average them"),
         Option("init", OneOf("feasible", "median", "mean", "sample") | MappingOf("a dict site -> value")
                | CallableValue("a Pyro init_loc_fn"), "feasible", "initial location of autoguides"),
         Option("init_scale", Real(0.0, low_open=True), 0.1, "initial scale of Gaussian autoguides"),
@@ -116,6 +123,36 @@ class SVIBackend(Backend):
         if not verdict.ok and callable(guide) and not isinstance(guide, type):
             return Applicability(True, "a user guide samples the latents that cannot be enumerated")
         return verdict
+
+    def assess(self, posterior, graph, analysis):
+        """Reliable when the optimisation converged (stationary iterates) and the guide
+        passes PSIS as it is: k̂ < 0.5 (Yao et al. 2018, §2.2), within the sample-size
+        threshold of its ``elbo_particles`` draws (Vehtari et al. 2024)."""
+        d = posterior.diagnostics
+        khat, draws = d.get("psis_khat"), d.get("elbo_particles") or 0
+        numbers = {"psis_khat": khat, "khat_threshold": min(KHAT_GOOD, khat_threshold(draws)), "num_draws": draws,
+                   "iterate_rhat": d.get("iterate_rhat"), "elbo_se": d.get("elbo_se")}
+        if d.get("guide") == "delta":
+            return Trust(UNRELIABLE, ["a point-mass guide is a MAP estimate: no posterior uncertainty"], numbers,
+                         next_method="laplace")
+        if not posterior.converged:
+            return Trust(UNRELIABLE, [f"the optimisation did not reach its stationary phase in {d['num_steps']} steps "
+                                      f"(iterate R-hat {d.get('iterate_rhat', math.inf):.3g} >= {RHAT_STATIONARY}): "
+                                      "the guide is still moving; raise num_steps"], numbers, next_method="nuts")
+        if not d.get("guided"):
+            return Trust(RELIABLE, ["no latent is approximated: the discrete latents are summed out exactly, and the "
+                                    "params are a converged maximum-likelihood estimate"], numbers)
+        if khat is None or math.isnan(khat):
+            return Trust(RELIABLE, ["every importance weight p/q is equal: the guide matches the posterior"], numbers)
+        if khat < numbers["khat_threshold"]:
+            return Trust(RELIABLE, [f"converged, and PSIS k̂ = {khat:.2f} < {numbers['khat_threshold']:.2f}: the "
+                                    "guide is close to the posterior (Yao et al. 2018)"], numbers)
+        local = d.get("local_latents") or []
+        why = (f"PSIS k̂ = {khat:.2f} >= {numbers['khat_threshold']:.2f}: the guide misses posterior mass (p/q has a "
+               "heavy tail), so its means and sds can be off")
+        if local:
+            why += f" (k̂ is over the joint of every data point's latents {local})"
+        return Trust(UNRELIABLE, [why], numbers, next_method="nuts")
 
     def deciding_fact(self, analysis, verdicts) -> str:
         """No closed-form method applies, so a guide is fitted."""
@@ -172,9 +209,12 @@ class SVIBackend(Backend):
                          tol=o.tol, lr=o.lr, num_steps=o.num_steps)
             fit.label = f"svi ({p.kind}, {loss})"
             try:
-                result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress)
+                result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress, warn=False)
             finally:
                 p.restore()
+            fit.finish(result.converged)
+            if not result.converged:
+                warnings.warn(fit.not_converged(result, o.num_steps, o.tol), ConvergenceWarning, stacklevel=3)
             return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start)
 
     def _posterior(self, graph, o, p, fit, result, loss, particles, dtype, start):
@@ -201,6 +241,7 @@ class SVIBackend(Backend):
             "seconds_per_step": train_seconds / max(n_run - 1, 1), "first_step_seconds": fit.first_step_seconds,
             "elbo_se": bounds.elbo_se, "elbo_particles": bounds.num_particles, "iwae_bound": bounds.iwae,
             "psis_khat": bounds.khat, "psis_reading": _psis_reading(bounds.khat, p.kind, local),
+            "iterate_rhat": fit.last_rhat, "local_latents": local,
             "subsample_size": p.batcher.size if p.batcher else None,
             "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
         }

@@ -13,6 +13,7 @@ import torch
 from pyro import poutine
 
 from ..template import IterativeFit
+from .iterates import RHAT_STATIONARY, IterateMonitor
 from .losses import svi_step
 
 __all__ = ["SVIFit", "windowed_flat"]
@@ -43,7 +44,10 @@ class SVIFit(IterativeFit):
     optimizer : pyro.optim.PyroOptim
         Stepped once per iteration when it is a learning-rate scheduler.
     window : int
-        Steps per window of the stopping rule (:func:`windowed_flat`).
+        Steps per window of the stopping rule: converged when the variational parameters'
+        iterates over the last window are stationary (R̂ < 1.1, see
+        :mod:`ppl.backends.svi.iterates`) and the windowed mean ELBO is flat
+        (:func:`windowed_flat`); the stationary window's iterates are then averaged.
     tol : float
     lr : float
         For messages.
@@ -62,6 +66,8 @@ class SVIFit(IterativeFit):
         self.param_names: list = []
         self.first_step_seconds = 0.0
         self.train_start = 0.0
+        self.iterates = None
+        self.last_rhat = math.inf
 
     def initialize(self, restart):
         self.train_start = time.perf_counter()
@@ -81,12 +87,14 @@ class SVIFit(IterativeFit):
             with poutine.trace(param_only=True) as cap:
                 value = svi_step(self.svi, kwargs, state, self.lr)
             self.param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
+            self.iterates = IterateMonitor(self.param_names, self.window)
             self.first_step_seconds = time.perf_counter() - self.train_start
             self.train_start = time.perf_counter()
         else:
             value = svi_step(self.svi, kwargs, state, self.lr)
         if self.scheduled:
             self.optimizer.step()
+        self.iterates.record()
         self.last = -value
         return state + 1
 
@@ -99,11 +107,24 @@ class SVIFit(IterativeFit):
 
     def stop(self, history, rule, change) -> bool:
         n = len(history)
-        return n % self.window == 0 and n >= 2 * self.window and windowed_flat(history, self.window, self.tol)
+        if not (n % self.window == 0 and n >= 2 * self.window and self.tol > 0):
+            return False
+        if not windowed_flat(history, self.window, self.tol):
+            return False
+        self.last_rhat = self.iterates.rhat()
+        return self.last_rhat < RHAT_STATIONARY
+
+    def finish(self, converged: bool) -> None:
+        """After the loop: average the stationary window's iterates (Polyak & Juditsky 1992)."""
+        if converged and self.iterates is not None:
+            self.iterates.average()
+        elif self.iterates is not None:
+            self.last_rhat = self.iterates.rhat()
 
     def not_converged(self, result, max_iter, tol):
-        return (f"SVI did not converge in {max_iter} steps (windowed mean ELBO still changing by more than "
-                f"tol={tol} relative over {self.window} steps); raise num_steps or lr, or tol")
+        return (f"SVI did not converge in {max_iter} steps (the variational parameters still drift: iterate "
+                f"R-hat {self.last_rhat:.3g} over the last {self.window} steps, or the windowed mean ELBO changes by "
+                f"more than tol={tol} relative); raise num_steps")
 
     @property
     def train_seconds(self) -> float:
