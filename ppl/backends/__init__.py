@@ -6,13 +6,16 @@ from .base import Applicability, Backend
 from .cavi import CAVIBackend
 from .em import EMBackend
 from .exact import ExactBackend
+from .laplace import LaplaceBackend
 from .map import MAPBackend
+from .nuts import NUTSBackend
 from .options import Option
 from .registry import get_backend, register_backend, registered_backends
 from .svi import SVIBackend
 
-for _backend in (ExactBackend(), EMBackend(), SVIBackend(), MAPBackend(), CAVIBackend()):
+for _backend in (ExactBackend(), EMBackend(), SVIBackend(), MAPBackend(), CAVIBackend(), LaplaceBackend(),
+                 NUTSBackend()):
     register_backend(_backend, overwrite=True)
 
-__all__ = ["Applicability", "Backend", "Option", "CAVIBackend", "EMBackend", "ExactBackend", "MAPBackend",
-           "SVIBackend", "get_backend", "register_backend", "registered_backends"]
+__all__ = ["Applicability", "Backend", "Option", "CAVIBackend", "EMBackend", "ExactBackend", "LaplaceBackend",
+           "MAPBackend", "NUTSBackend", "SVIBackend", "get_backend", "register_backend", "registered_backends"]

@@ -1,0 +1,139 @@
+"""``method="nuts"``: Pyro's No-U-Turn Sampler, several chains, R-hat and ESS.
+
+Hamiltonian Monte Carlo with the path length chosen by the no-U-turn criterion and the
+step size by dual averaging during warmup (Hoffman & Gelman 2014, "The No-U-Turn Sampler",
+JMLR 15, Algorithms 3 and 6), through ``pyro.infer.MCMC``, on the continuous latents in
+unconstrained space; discrete latents are summed out exactly in the potential (Pyro's
+parallel enumeration, Obermeyer et al. 2019), so they are not sampled.  Chains run one
+after another (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the
+rank-normalised R-hat and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16)
+and the count of divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
+:mod:`ppl.backends.nuts.diagnostics`.  The reference sampler when nothing exact exists:
+accurate in the limit, and the slowest method here.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...analysis.report import format_bytes
+from ...errors import UnsupportedModelError
+from ...posterior import DrawsPosterior
+from ..base import Applicability, Backend, list_names
+from ..common.potential import conditioned_model, enumeration_problem
+from ..common.routing import not_ok
+from ..common.runtime import place, run_context
+from ..options import COMMON, Boolean, Integer, OneOf, Option, Real, option_table
+from .diagnostics import chain_diagnostics, chain_trust
+from .sampler import INIT_STRATEGIES, ChainSettings, preserved_state, run_chains
+
+__all__ = ["NUTSBackend"]
+
+
+class NUTSBackend(Backend):
+    """The No-U-Turn Sampler (see the module docstring); options in :attr:`options`
+    (``ppl.methods("nuts")`` lists them)."""
+
+    name = "nuts"
+    summary = "Pyro's NUTS, several chains, R-hat and ESS: the reference sampler (discrete latents summed out)"
+    options = option_table(
+        Option("num_samples", Integer(1), 1000, "draws kept per chain, after warmup"),
+        Option("warmup_steps", Integer(1), 1000, "adaptation steps per chain (step size, mass matrix), discarded"),
+        Option("num_chains", Integer(1), 4, "chains, run one after another (>= 2 to check convergence)"),
+        Option("target_accept_prob", Real(0.0, 1.0, low_open=True, high_open=True), 0.8,
+               "acceptance probability the step size adapts to (higher: smaller steps, fewer divergences)"),
+        Option("max_tree_depth", Integer(1), 10, "at most 2**max_tree_depth leapfrog steps per draw"),
+        Option("jit_compile", Boolean(), False,
+               "trace the potential with torch.jit (falls back to no JIT, with a note, if tracing fails)"),
+        Option("init", OneOf(*INIT_STRATEGIES), "uniform",
+               "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
+               "'sample' of the prior"),
+        COMMON["seed"].but(doc="chain c is seeded seed + c (None: the global RNG's state)"),
+        COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
+    )
+    rank = 80
+    rank_note = "the reference sampler: accurate but the slowest; tried last before a point estimate"
+
+    # ------------------------------------------------------------------ applicability
+    def check(self, analysis) -> Applicability:
+        """NUTS applies when the model has at least one continuous latent and its discrete
+        latents, if any, can be summed out exactly (enumerated within the memory budget);
+        otherwise it names the sites and the reason (``UnsupportedModelError``)."""
+        cont = list(analysis.continuous)
+        if not cont:
+            what = "no continuous latent to sample: use method='exact'" if analysis.discrete else \
+                "no latent variables to sample"
+            return Applicability(False, what, UnsupportedModelError)
+        why = enumeration_problem(analysis)
+        if why:
+            return Applicability(False, why, UnsupportedModelError)
+        reason = f"NUTS chains over {len(cont)} continuous latent(s) ({list_names(cont)})"
+        if analysis.discrete:
+            reason += (f"; {len(analysis.discrete)} discrete latent(s) summed out exactly (largest table "
+                       f"{format_bytes(analysis.clique_bytes)})")
+        params = list(analysis.graph.params())
+        if params:
+            reason += f"; ppl.param(s) {list_names(params)} held at their current values"
+        return Applicability(True, reason)
+
+    def deciding_fact(self, analysis, verdicts) -> str:
+        """No closed-form or faster method applies, so the posterior is sampled."""
+        failed = not_ok(verdicts)
+        before = [n for n in verdicts if n != self.name and n in failed]
+        shown = "; ".join(f"{n}: {failed[n]}" for n in before[:4]) or "none is registered"
+        return (f"no closed-form or faster method applies ({shown}), so NUTS samples the posterior, the reference "
+                f"when nothing exact exists: {verdicts[self.name][1]}")
+
+    def assess(self, posterior, graph, analysis):
+        """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain
+        (Vehtari et al. 2021) and no divergent transition (Betancourt 2017); see
+        :func:`~ppl.backends.nuts.diagnostics.chain_trust`."""
+        return chain_trust(posterior.diagnostics)
+
+    # ------------------------------------------------------------------------- run
+    def run(self, graph, analysis, **options):
+        """Run ``num_chains`` NUTS chains with ``options`` (see :attr:`options`).
+
+        Returns
+        -------
+        DrawsPosterior
+            Draws of every continuous latent, ``(num_chains, num_samples) + shape`` per
+            site (constrained); ``elbo``, ``log_evidence`` and ``converged`` are None (a
+            sampler has no bound and does not converge in an optimiser's sense);
+            ``diagnostics``: ``rhat``, ``ess_bulk``, ``ess_tail`` (site -> worst element),
+            ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` (post-warmup,
+            all chains) and ``divergences_per_chain``, ``acceptance_rate`` and ``step_size``
+            per chain, ``seconds`` (all chains) and ``seconds_per_chain``,
+            ``steps_per_second`` (NUTS iterations, warmup included, per second),
+            ``jit_compile`` (as run), ``notes``, ``enumerated`` (discrete sites summed out).
+
+        Raises
+        ------
+        ModelError
+            When Pyro cannot run NUTS on the model (no initial point with a finite density).
+        """
+        o = self.settings(options)
+        start = time.perf_counter()
+        s = ChainSettings(num_samples=o.num_samples, warmup_steps=o.warmup_steps, num_chains=o.num_chains,
+                          target_accept_prob=o.target_accept_prob, max_tree_depth=o.max_tree_depth,
+                          jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
+        with preserved_state(), run_context(o.device, o.dtype, o.seed):
+            kwargs = {k: place(v, o.device, o.dtype) for k, v in graph.bound.kwargs.items()}
+            observations = {k: place(v, o.device, o.dtype) for k, v in graph.bound.observations.items()}
+            mpn = max([-p.dim for p in graph.plates.values()], default=0)
+            chains = run_chains(conditioned_model(graph, observations), kwargs, s, mpn, graph.model.name)
+        order = [n for n in graph.continuous_latent() if n in chains.draws]
+        draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}
+        diagnostics = chain_diagnostics(draws)
+        seconds = sum(chains.seconds)
+        diagnostics.update(
+            num_chains=s.num_chains, num_samples=s.num_samples, warmup_steps=s.warmup_steps,
+            target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth, init=s.init,
+            divergences=sum(chains.divergences), divergences_per_chain=list(chains.divergences),
+            acceptance_rate=list(chains.acceptance_rate), step_size=list(chains.step_size),
+            seconds=seconds, seconds_per_chain=list(chains.seconds),
+            steps_per_second=(s.warmup_steps + s.num_samples) * s.num_chains / seconds if seconds > 0 else None,
+            jit_compile=chains.jit_compile, notes=list(chains.notes), enumerated=list(analysis.discrete),
+            device=str(o.device))
+        return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
+                              elapsed=time.perf_counter() - start, diagnostics=diagnostics)

@@ -1,0 +1,188 @@
+"""Convergence diagnostics of several Markov chains and the trust verdict they give.
+
+R-hat and the bulk and tail effective sample sizes are the rank-normalised, folded,
+split-chain versions of Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), "Rank-
+normalization, folding, and localization: an improved R-hat for assessing convergence of
+MCMC", Bayesian Analysis 16(2), computed by ArviZ (``az.rhat``, ``az.ess``).  Their
+recommendation (§4): use the draws only when R-hat < 1.01 and the bulk and tail ESS are at
+least 100 per chain (400 with four chains).  A divergent transition of Hamiltonian Monte
+Carlo marks a region of high curvature the integrator could not follow, where the draws
+are biased (Betancourt 2017, "A conceptual introduction to Hamiltonian Monte Carlo",
+arXiv:1701.02434, §6.2): a reliable run has none.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from ...trust import RELIABLE, UNRELIABLE, Trust
+
+__all__ = ["RHAT_MAX", "ESS_PER_CHAIN", "chain_diagnostics", "chain_trust"]
+
+#: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
+RHAT_MAX = 1.01
+#: Bulk and tail ESS below this many per chain are too few (Vehtari et al. 2021, §4).
+ESS_PER_CHAIN = 100
+
+_CITE = "Vehtari et al. 2021"
+
+
+def _arviz():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+    return az
+
+
+def _extreme(dataset, key: str, worst) -> float:
+    """``worst`` (np.max or np.min) of one variable of an ArviZ result; NaN stays NaN."""
+    values = np.asarray(dataset[key].values, dtype=float)
+    return float(worst(values)) if values.size else math.nan
+
+
+def chain_diagnostics(draws: dict) -> dict:
+    """R-hat and bulk / tail ESS of every site's draws, worst element per site.
+
+    Parameters
+    ----------
+    draws : dict[str, torch.Tensor]
+        Site -> draws, shape ``(C, S) + shape`` (``C`` chains of ``S`` draws).
+
+    Returns
+    -------
+    dict
+        ``rhat``, ``ess_bulk``, ``ess_tail``: site -> the largest R-hat and the smallest
+        ESS over the site's elements (draws; NaN where ArviZ cannot compute one, e.g. R-hat
+        of one chain or of constant draws); ``max_rhat``, ``min_ess_bulk``,
+        ``min_ess_tail``: the same over every site (NaN when some site's is NaN).
+    """
+    az = _arviz()
+    keys = {f"v{i}": site for i, site in enumerate(draws)}  # names ArviZ cannot clash with ("chain", "draw")
+    idata = az.from_dict(posterior={k: draws[s].detach().to("cpu", torch.float64).numpy() for k, s in keys.items()})
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # one chain, constant draws: ArviZ warns and returns NaN
+        rhat = az.rhat(idata)
+        bulk = az.ess(idata, method="bulk")
+        tail = az.ess(idata, method="tail")
+    out = {"rhat": {s: _extreme(rhat, k, np.max) for k, s in keys.items()},
+           "ess_bulk": {s: _extreme(bulk, k, np.min) for k, s in keys.items()},
+           "ess_tail": {s: _extreme(tail, k, np.min) for k, s in keys.items()}}
+    out["max_rhat"] = _overall(out["rhat"].values(), max)
+    out["min_ess_bulk"] = _overall(out["ess_bulk"].values(), min)
+    out["min_ess_tail"] = _overall(out["ess_tail"].values(), min)
+    return out
+
+
+def _overall(values, worst) -> float:
+    values = list(values)
+    if not values:
+        return math.nan
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return float(worst(values))
+
+
+def _worst_site(per_site: dict, high: bool):
+    """``(site, value)`` with the largest (``high``) or smallest value, NaN first."""
+    for site, v in per_site.items():
+        if math.isnan(v):
+            return site, v
+    pick = max if high else min
+    site = pick(per_site, key=per_site.get)
+    return site, per_site[site]
+
+
+def _longer(diag: dict, have: float, need: float) -> int:
+    """Draws per chain that would bring ESS ``have`` to ``need`` with a 20% margin (ESS
+    grows about linearly in the draws), at least twice the run's, rounded up to a hundred."""
+    s = int(diag.get("num_samples", 1000))
+    factor = need / have if have > 0 and math.isfinite(have) else 4.0
+    return int(math.ceil(s * min(max(factor * 1.2, 2.0), 20.0) / 100.0) * 100)
+
+
+def _rhat_reason(diag: dict) -> str | None:
+    site, r = _worst_site(diag["rhat"], high=True)
+    w, s = diag.get("warmup_steps", 1000), diag.get("num_samples", 1000)
+    longer = f"warmup_steps={max(2 * w, 1000)}, num_samples={max(2 * s, 1000)}"
+    if math.isnan(r):
+        return (f"R-hat of '{site}' could not be computed (its draws are constant or not finite): the chains are "
+                f"stuck; check the model, then run longer ({longer}) or reparameterise it")
+    if r >= RHAT_MAX:
+        return (f"R-hat of '{site}' is {r:.3f} >= {RHAT_MAX} ({_CITE}): the chains disagree, so they have not "
+                f"converged to one distribution; run longer ({longer}) or reparameterise the model (e.g. "
+                "non-centred scales); chains stuck in different modes need a better init or a model that "
+                "separates them")
+    return None
+
+
+def _ess_reasons(diag: dict, need: float) -> list:
+    failing = []
+    for key, what, use in (("ess_bulk", "bulk ESS", "means and medians"),
+                           ("ess_tail", "tail ESS", "quantiles and intervals")):
+        site, e = _worst_site(diag[key], high=False)
+        if math.isnan(e) or e < need:
+            failing.append((what, site, e, use))
+    if not failing:
+        return []
+    more = max(_longer(diag, e, need) for _, _, e, _ in failing)
+    return [f"{what} of '{site}' {'could not be computed' if math.isnan(e) else f'is {e:.0f}'} < {need:.0f} "
+            f"({ESS_PER_CHAIN} per chain, {_CITE}): too few effective draws for {use}; raise num_samples={more}"
+            for what, site, e, use in failing]
+
+
+def _divergence_reason(diag: dict) -> str | None:
+    n = int(diag.get("divergences", 0))
+    if not n:
+        return None
+    target = float(diag.get("target_accept_prob", 0.8))
+    higher = 0.95 if target < 0.95 else 0.99
+    return (f"{n} divergent transition(s) after warmup (Betancourt 2017): the sampler could not follow the "
+            f"posterior's curvature somewhere, so the draws can be biased; use target_accept_prob={higher} "
+            "or reparameterise the model (e.g. a non-centred hierarchy)")
+
+
+def chain_trust(diag: dict) -> Trust:
+    """The verdict of a sampler's chains from :func:`chain_diagnostics` plus run facts.
+
+    ``"reliable"`` only when there are at least two chains, R-hat < 1.01 for every
+    element of every site, bulk and tail ESS >= 100 per chain (Vehtari et al. 2021, §4) and
+    no divergent transition (Betancourt 2017, §6.2); otherwise ``"unreliable"`` with one
+    reason per failed check, naming the worst site, its number and what to change.
+
+    Parameters
+    ----------
+    diag : dict
+        :func:`chain_diagnostics`' keys plus ``num_chains``, ``num_samples`` (per chain),
+        ``warmup_steps``, ``divergences`` (post-warmup, all chains) and
+        ``target_accept_prob``.
+
+    Returns
+    -------
+    Trust
+        ``numbers``: ``rhat`` (max), ``ess_bulk``, ``ess_tail`` (min), ``divergences``,
+        ``num_chains``, ``num_samples`` (per chain).
+    """
+    chains = int(diag["num_chains"])
+    need = float(ESS_PER_CHAIN * chains)
+    numbers = {"rhat": diag["max_rhat"], "ess_bulk": diag["min_ess_bulk"], "ess_tail": diag["min_ess_tail"],
+               "divergences": int(diag.get("divergences", 0)), "num_chains": chains,
+               "num_samples": int(diag["num_samples"])}
+    reasons = []
+    if chains < 2:
+        reasons.append("one chain: convergence cannot be checked, since R-hat compares chains started apart "
+                       f"({_CITE}); use num_chains >= 2 (4 is usual)")
+    else:
+        reasons.append(_rhat_reason(diag))
+    reasons += _ess_reasons(diag, need)
+    reasons.append(_divergence_reason(diag))
+    reasons = [r for r in reasons if r]
+    if reasons:
+        return Trust(UNRELIABLE, reasons, numbers)
+    return Trust(RELIABLE, [f"{chains} chains of {numbers['num_samples']} draws agree: R-hat <= {numbers['rhat']:.3f} "
+                            f"< {RHAT_MAX}, bulk ESS >= {numbers['ess_bulk']:.0f} and tail ESS >= "
+                            f"{numbers['ess_tail']:.0f} (at least {need:.0f}), no divergent transitions "
+                            f"({_CITE}; Betancourt 2017)"], numbers)
