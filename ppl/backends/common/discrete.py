@@ -18,24 +18,19 @@ analysis.  It answers:
 from __future__ import annotations
 
 import copy
-import time
 from collections import deque
 from collections.abc import Mapping
 
 import pyro
 import torch
 
-from ...analysis.report import format_bytes
 from ...compiler import families
-from ...errors import IntractableError, UnsupportedModelError
 from ...compiler.tables import enumeration_dims, log_factor_tables
 from ...ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
 from ...ops.scaled import contract_scaled, scaled_gradients, to_scaled
 from ...ops.scan import to_scaled_chain
-from ...posterior import TablePosterior
-from ..base import Applicability
 
-__all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_applicability", "discrete_plan", "table_posterior"]
+__all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_plan"]
 
 
 class DiscretePlan:
@@ -68,6 +63,7 @@ class DiscretePlan:
                 chain_parts[index[id(hit)]].append(f)
                 chain_members[index[id(hit)]].append(name)
         self.chain_members = chain_members  # per chain, the names of the factors stacked into it
+        self.layouts = {name: (f.plates, f.vars) for name, f in tables.items()}
         for i, ch in enumerate(self.chains):
             self.chain_tables[i] = self._stack_chain(ch, self.chain_plates[i], chain_parts[i])
         self.order = list(analysis.order)
@@ -181,6 +177,19 @@ class DiscretePlan:
             gone.add(v)
             queue.extend(parents)
         return pruned[::-1]
+
+    def log_z(self, tables: dict) -> torch.Tensor:
+        """``log Σ_h Π_f φ_f`` of factor log tables ``tables`` (name -> tensor, each in the
+        layout this plan was built with), by the log-domain executor over this plan's
+        structure; differentiable in the tables (no pruning, no shortcuts): the marginal
+        density of continuous values that the tables were computed at, with the discrete
+        latents summed out exactly."""
+        factors = [LogFactor(tables[n], f.plates, f.vars) for n, f in self.factors.items()]
+        chains = [self._stack_chain(ch, plates, [LogFactor(tables[n], *self.layouts[n]) for n in members])
+                  for ch, plates, members in zip(self.chains, self.chain_plates, self.chain_members)]
+        log_z, _ = contract(factors + self._chain_factors(chains), order=self.order, var_plates=self.var_plates,
+                            plate_order=self.plate_order, plan=self.plan)
+        return log_z
 
     def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
@@ -503,94 +512,9 @@ def _param_state(graph) -> tuple:
     return tuple((n, id(store.get(n)), getattr(store.get(n), "_version", None)) for n in graph.params())
 
 
-def discrete_applicability(analysis):
-    """Whether elimination over ``analysis``'s discrete latents can run (exact inference,
-    max-product MAP): batch dims declared by plates, nesting plates, and the largest table
-    within ``analysis.memory_budget``; says which fails, naming the sites, with
-    ``UnsupportedModelError`` or (over budget) ``IntractableError``.
-
-    Returns
-    -------
-    Applicability
-    """
-    if analysis.undeclared_batch:
-        site, dims = next(iter(analysis.undeclared_batch.items()))
-        return Applicability(
-            False,
-            f"site '{site}' has batch dims {dims} not declared by a plate, so its discrete latents cannot be "
-            "enumerated: declare i.i.d. copies with ppl.plate",
-            UnsupportedModelError,
-        )
-    if not analysis.discrete:
-        return Applicability(True, "no latent variables: the log likelihood is exact")
-    if analysis.cost.intractable:
-        return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
-    details = dict(treewidth=analysis.treewidth, clique_states=analysis.clique_states,
-                   bytes=analysis.clique_bytes, budget=analysis.memory_budget)
-    if analysis.clique_bytes > analysis.memory_budget:
-        return Applicability(
-            False,
-            f"the largest table ({len(analysis.largest_clique)} variables, {analysis.clique_states:,} states"
-            f"{' per plate copy' if analysis.cost.clique_plates else ''}) needs {format_bytes(analysis.clique_bytes)}, "
-            f"over the {format_bytes(analysis.memory_budget)} memory budget (treewidth <= {analysis.treewidth})",
-            IntractableError,
-            details,
-        )
-    return Applicability(
-        True,
-        f"all {len(analysis.discrete)} latents discrete; largest table {format_bytes(analysis.clique_bytes)} "
-        f"(treewidth {analysis.treewidth}) within the {format_bytes(analysis.memory_budget)} budget",
-        details=details,
-    )
-
-
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:
     """The :class:`DiscretePlan` of ``graph``, built once per precision, device, ordering
     heuristic (orders are deterministic) and state of the ``ppl.param`` values, and
     memoised on the graph."""
     key = (dtype, str(device or "cpu"), analysis.heuristic, _param_state(graph))
     return graph.memo("discrete_plan", key, lambda: DiscretePlan(graph, analysis, dtype=dtype, device=device))
-
-
-def table_posterior(method: str, graph, plan: DiscretePlan, marginals, *, seed=None, map: bool = True,
-                    start: float, diagnostics: dict, **fields):
-    """The :class:`~ppl.posterior.TablePosterior` of ``plan``'s tables: its marginals, the
-    MAP assignment (max-product) if ``map``, and an exact joint sampler.
-
-    Parameters
-    ----------
-    method : str
-    graph : FactorGraph
-    plan : DiscretePlan
-    marginals : Marginals or None
-        From :meth:`DiscretePlan.log_partition`.
-    seed : int, optional
-        Default seed of ``sample()``.
-    map : bool
-    start : float
-        ``time.perf_counter()`` at the start of the run (for ``elapsed``).
-    diagnostics : dict
-        Updated with ``"map_log_joint"``.
-    **fields
-        Posterior fields (``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``).
-    """
-    map_assignment = None
-    if map and plan.cards:
-        best, idx = plan.argmax()
-        map_assignment = {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}
-        diagnostics["map_log_joint"] = float(best)
-    device = plan.device
-
-    def sampler(n, sample_seed=None):
-        s = seed if sample_seed is None else sample_seed
-        gen = None
-        if s is not None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(int(s))
-        idx = plan.sample(n, gen)  # the taped forward pass is built once per plan
-        return {v: plan.values(v, idx[v], 1) for v in plan.cards}
-
-    return TablePosterior(method, graph=graph, marginals=marginals if marginals is not None else {},
-                          supports=plan.supports, families=plan.families, sampler=sampler,
-                          map_assignment=map_assignment, elapsed=time.perf_counter() - start,
-                          diagnostics=diagnostics, **fields)

@@ -2,11 +2,16 @@
 latents summed out: what Laplace, Pathfinder and NUTS work on, and what importance
 weights of any approximation are computed with.
 
-Built on Pyro's ``pyro.infer.mcmc.util.initialize_model``: the model conditioned on the
-data, every continuous latent mapped to ℝ^d by ``biject_to(support).inv`` (with the log
-Jacobian of the inverse map added), and every discrete latent enumerated in parallel and
-summed out by Pyro's ``TraceEinsumEvaluator`` (as ``TraceEnum_ELBO`` does; Obermeyer et al.
-2019).  The continuous latents are laid out as one flat vector ``z`` of size ``D``.
+Every continuous latent ``h_s`` is reached from ``z_s ∈ ℝ^d`` by ``biject_to(support)``,
+taken from the site's distribution *as the model builds it at each evaluation*, so a
+support that depends on another latent (``Uniform(0, 1 - a)``) follows that latent; the
+log Jacobian ``log |det ∂h/∂z|`` is added.  The discrete latents are summed out by ppl's
+own variable elimination (:class:`~ppl.backends.common.discrete.DiscretePlan`, chains by
+the same plan as the exact backend) over factor tables computed at the continuous values
+(:class:`~ppl.compiler.parametric.ParametricTables` with the continuous latents as
+arguments), the marginal density Pyro's ``TraceEnum_ELBO`` computes (Obermeyer et al.
+2019) at a fraction of its cost.  The latents are laid out as one flat vector ``z`` of size
+``D``.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import math
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import initialization as init_strategies
-from pyro.infer.mcmc.util import initialize_model
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
+from torch.distributions import biject_to
 
 from ...analysis.report import format_bytes
 from ...compiler.observations import CheckObservations
 from ...errors import ModelError
 from .runtime import place
 
-__all__ = ["Potential", "enumeration_problem", "conditioned_model"]
+__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained"]
 
 
 def enumeration_problem(analysis) -> str | None:
@@ -57,9 +63,65 @@ def conditioned_model(graph, observations):
     return cast(poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn)
 
 
+class Unconstrained(Messenger):
+    """At each continuous latent named in ``z``, take the value ``biject_to(fn.support)(z)``
+    (the support of the distribution the model builds there, at this run) and add
+    ``log |det ∂h/∂z|`` to :attr:`log_jacobian`; discrete latents named in ``fixed`` take
+    those values."""
+
+    def __init__(self, z: dict, fixed: dict | None = None):
+        super().__init__()
+        self.z, self.fixed = z, dict(fixed or {})
+        self.log_jacobian = 0.0
+        self.values: dict = {}
+
+    def _pyro_sample(self, msg):
+        name = msg["name"]
+        if msg["is_observed"]:
+            return
+        if name in self.z:
+            t = biject_to(msg["fn"].support)
+            h = t(self.z[name])
+            self.log_jacobian = self.log_jacobian + t.log_abs_det_jacobian(self.z[name], h).sum()
+            msg["value"], msg["done"] = h, True
+            self.values[name] = h
+        elif name in self.fixed:
+            msg["value"], msg["done"] = self.fixed[name], True
+
+
+class _EnumeratedTables:
+    """``log p(h_c, v)`` with the discrete latents summed out: factor tables at the
+    continuous values by :class:`ParametricTables` (continuous latents as arguments), log Z
+    by the exact backend's plan."""
+
+    def __init__(self, graph, analysis, start: dict, params: dict, dtype, device):
+        from ...compiler.parametric import ParametricTables
+        from ...compiler.tables import enumeration_dims
+        from ...ops.contract import LogFactor
+        from .discrete import DiscretePlan
+
+        cont = list(start)
+        dims = enumeration_dims(graph, analysis.moral)
+        self.params = params
+        self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), lambda: ParametricTables(
+            graph, dims, graph.plate_order, {**start, **params}, dtype=dtype, device=device, latents=cont))
+
+        def plan():
+            with torch.no_grad():
+                tables = self.pt.tables({**start, **params})
+            factors = {n: LogFactor(tables[n], *self.pt.layouts[n]) for n in graph.factors}
+            return DiscretePlan(graph, analysis, dtype=dtype, device=device, tables=factors)
+
+        self.plan = graph.memo("potential", ("plan", dtype, str(device), analysis.heuristic), plan)
+
+    def __call__(self, values: dict) -> torch.Tensor:
+        tables = self.pt.tables({**values, **self.params}, grad=torch.is_grad_enabled())
+        return self.plan.log_z(tables)
+
+
 class Potential:
-    """``log p(h, v)`` as a function of the unconstrained flat vector ``z`` (discrete
-    latents summed out, Jacobian included), see the module docstring.
+    """``log p(h, v) + log|det ∂h/∂z|`` as a function of the unconstrained flat vector
+    ``z`` (discrete latents summed out), see the module docstring.
 
     Parameters
     ----------
@@ -67,6 +129,8 @@ class Potential:
     device : torch.device
     dtype : torch.dtype
         Floating data and the model's own tensors are in this precision.
+    analysis : Analysis, optional
+        Needed when the model has discrete latents (their elimination order).
 
     Attributes
     ----------
@@ -76,35 +140,54 @@ class Potential:
         Unconstrained shape of each (a simplex of K entries has K - 1).
     dim : int
         ``D``, the length of ``z``.
-    transforms : dict
-        Site -> the map from its support to ℝ^d (Pyro's ``biject_to(support).inv``).
+    median : torch.Tensor, shape (D,)
+        A starting point: each site's prior mean (its compiled value where the mean is
+        not finite), unconstrained.
 
     Raises
     ------
     ModelError
-        When Pyro cannot set the model up (a discrete site it cannot enumerate, a model
-        that fails to run).
+        When the model cannot be evaluated at its starting point.
     """
 
-    def __init__(self, graph, device, dtype):
+    def __init__(self, graph, device, dtype, analysis=None):
         self.graph, self.device, self.dtype = graph, device, dtype
         self.kwargs = {k: place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
         self.observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
         self.model = conditioned_model(graph, self.observations)
-        self.mpn = max([-p.dim for p in graph.plates.values()], default=0)
-        try:
-            init, self._potential, self.transforms, _ = initialize_model(
-                self.model, model_kwargs=self.kwargs, max_plate_nesting=self.mpn,
-                init_strategy=init_strategies.init_to_median)
-        except (RuntimeError, ValueError, NotImplementedError, AssertionError, TypeError) as e:
-            raise ModelError(f"model '{graph.model.name}' cannot be set up for a log density in unconstrained "
-                             f"space: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
-        order = graph.continuous_latent()
-        self.sites = [s for s in order if s in init] + [s for s in init if s not in order]
-        self.shapes = {s: init[s].shape for s in self.sites}
+        self.sites = list(graph.continuous_latent())
+        self.discrete = list(graph.discrete_latent())
+        self.fixed = {s: place(graph.sites[s].value, device, dtype) for s in self.discrete}
+        start = {s: _start_value(graph.sites[s], device, dtype) for s in self.sites}
+        self.shapes = {s: biject_to(graph.sites[s].fn.support).inv(start[s]).shape for s in self.sites}
         self.sizes = [int(math.prod(self.shapes[s])) for s in self.sites]
         self.dim = sum(self.sizes)
-        self.median = self.flat(init)
+        self.median = self._start(start)
+        self.enumerated = None
+        if self.discrete:
+            if analysis is None:
+                raise ModelError("a log density with discrete latents needs the model's analysis")
+            params = {p: place(graph.sites[p].value, device, dtype).detach() for p in graph.params()}
+            store = pyro.get_param_store()
+            params.update({p: store[p].detach().to(dtype=dtype, device=device) for p in graph.params() if p in store})
+            self.enumerated = _EnumeratedTables(graph, analysis, start, params, dtype, device)
+        try:
+            with torch.no_grad():
+                value = self.log_density(self.median)
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"model '{graph.model.name}' cannot be evaluated at its starting point: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+        if not torch.isfinite(value):
+            raise ModelError(f"model '{graph.model.name}' has log density {float(value)} at its starting point "
+                             "(the prior means): the data may be impossible under the model")
+
+    def _start(self, start: dict) -> torch.Tensor:
+        z = {}
+        for s in self.sites:
+            t = biject_to(self.graph.sites[s].fn.support)
+            v = t.inv(start[s]).detach().as_subclass(torch.Tensor)   # compiled supports hold tracked bounds
+            z[s] = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
+        return self.flat(z)
 
     # ------------------------------------------------------------------ layout
     def flat(self, values: dict) -> torch.Tensor:
@@ -119,18 +202,46 @@ class Potential:
         lead = tuple(z.shape[:-1])
         return {s: p.reshape(lead + tuple(self.shapes[s])) for s, p in zip(self.sites, parts)}
 
+    def _run(self, z: torch.Tensor):
+        handler = Unconstrained(self.unflat(z), self.fixed)
+        with pyro.validation_enabled(False):
+            trace = poutine.trace(handler(self.model)).get_trace(**self.kwargs)
+        return trace, handler
+
     def constrain(self, z: torch.Tensor) -> dict:
-        """Site -> constrained value at ``z`` (shape ``(D,)`` or ``(S, D)``)."""
-        return {s: self.transforms[s].inv(v) for s, v in self.unflat(z).items()}
+        """Site -> constrained value at ``z`` (shape ``(D,)``, or ``(S, D)`` row by row)."""
+        if z.dim() == 2:
+            rows = [self.constrain(r) for r in z]
+            return {s: torch.stack([r[s] for r in rows]) for s in self.sites}
+        with torch.no_grad():
+            _, handler = self._run(z)
+        return {s: handler.values[s].detach() for s in self.sites}
 
     def unconstrain(self, values: dict) -> torch.Tensor:
-        """The ``z`` of constrained values (site -> value)."""
-        return self.flat({s: self.transforms[s](values[s].to(self.dtype)) for s in self.sites})
+        """The ``z`` of one draw of constrained values (site -> value), supports taken in
+        trace order (a dependent support at the values of the latents before it)."""
+        handler = _Inverse(values, self.fixed)
+        with torch.no_grad(), pyro.validation_enabled(False):
+            poutine.trace(handler(self.model)).get_trace(**self.kwargs)
+        return self.flat(handler.z)
 
     # ----------------------------------------------------------------- density
+    def _evaluate(self, z: torch.Tensor):
+        """``(log p(h(z), v), log |det ∂h/∂z|)`` at ``z`` ``(D,)``."""
+        trace, handler = self._run(z)
+        if self.enumerated is not None:
+            return self.enumerated(handler.values), handler.log_jacobian
+        total = 0.0
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                lp = site["fn"].log_prob(site["value"])
+                total = total + scale_and_mask(lp, site["scale"], site["mask"]).sum()
+        return torch.as_tensor(total, dtype=self.dtype), handler.log_jacobian
+
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(h(z), v) + log |det ∂h/∂z|`` (nats), a scalar differentiable in ``z`` ``(D,)``."""
-        return -self._potential(self.unflat(z))
+        log_p, log_jacobian = self._evaluate(z)
+        return log_p + log_jacobian
 
     def log_density_and_grad(self, z: torch.Tensor):
         """``(log density, its gradient)`` at ``z`` ``(D,)``, both detached."""
@@ -144,7 +255,7 @@ class Potential:
         """:meth:`log_density` of each row of ``zs`` ``(S, D)``, shape ``(S,)`` (no grad);
         ``-inf`` where the model has no density."""
         out = torch.empty(zs.shape[0], dtype=torch.float64)
-        with torch.no_grad(), pyro.validation_enabled(False):
+        with torch.no_grad():
             for i in range(zs.shape[0]):
                 try:
                     out[i] = float(self.log_density(zs[i]))
@@ -152,23 +263,48 @@ class Potential:
                     out[i] = -math.inf
         return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
 
-    def log_jacobian(self, values: dict) -> float:
-        """``Σ log |det ∂z/∂h|`` at one draw of constrained values (site -> value), so that
-        ``log p(h, v) = log_density(z(h)) + log_jacobian(h)``."""
-        total = 0.0
-        for s in self.sites:
-            h = values[s].to(self.dtype)
-            t = self.transforms[s]
-            total += float(t.log_abs_det_jacobian(h, t(h)).sum())
-        return total
-
     def log_joint(self, draws: dict) -> torch.Tensor:
         """``log p(h, v)`` (discrete latents summed out) at each of S draws of the
         continuous latents (site -> ``(S,) + shape``, constrained), shape ``(S,)``; ``-inf``
         where the model has no density."""
         n = next(iter(draws.values())).shape[0] if draws else 1
-        rows = [{s: draws[s][i] for s in self.sites} for i in range(n)]
+        out = torch.empty(n, dtype=torch.float64)
         with torch.no_grad():
-            zs = torch.stack([self.unconstrain(r) for r in rows]) if self.sites else torch.zeros(n, 0)
-            jac = torch.tensor([self.log_jacobian(r) for r in rows], dtype=torch.float64)
-        return self.log_density_batch(zs) + jac
+            for i in range(n):
+                try:
+                    out[i] = float(self._evaluate(self.unconstrain({s: draws[s][i] for s in self.sites}))[0])
+                except (ValueError, RuntimeError):
+                    out[i] = -math.inf
+        return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
+
+
+class _Inverse(Messenger):
+    """The inverse of :class:`Unconstrained`: records ``z = biject_to(fn.support).inv(h)``
+    at each continuous latent given ``values``."""
+
+    def __init__(self, values: dict, fixed: dict):
+        super().__init__()
+        self.values, self.fixed, self.z = values, fixed, {}
+
+    def _pyro_sample(self, msg):
+        name = msg["name"]
+        if msg["is_observed"]:
+            return
+        if name in self.values:
+            h = self.values[name]
+            self.z[name] = biject_to(msg["fn"].support).inv(h)
+            msg["value"], msg["done"] = h, True
+        elif name in self.fixed:
+            msg["value"], msg["done"] = self.fixed[name], True
+
+
+def _start_value(record, device, dtype) -> torch.Tensor:
+    """A site's prior mean where finite and inside its support, else its compiled value."""
+    v = record.value
+    try:
+        mean = record.fn.mean.expand(v.shape)
+        if bool(torch.isfinite(mean).all()) and bool(record.fn.support.check(mean).all()):
+            v = mean
+    except (NotImplementedError, RuntimeError, AttributeError, ValueError):
+        pass
+    return v.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone()

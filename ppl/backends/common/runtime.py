@@ -17,8 +17,8 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
     """Default device and dtype for tensors the model creates, and an optional seed.
 
     The caller's torch default dtype is restored afterwards, and with a ``seed`` the
-    global torch RNG (and the CUDA one when ``device`` is CUDA) is forked, so the
-    caller's random state is left as it was found.
+    global torch RNG (the CUDA one too when ``device`` is CUDA), numpy's and Python's
+    ``random`` are restored afterwards, so the caller's random state is left as it was.
 
     Parameters
     ----------
@@ -32,7 +32,7 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
     rng = contextlib.nullcontext()
     if seed is not None:
         devices = [device] if device.type == "cuda" else []
-        rng = torch.random.fork_rng(devices=devices)
+        rng = _forked_rngs(devices)
     with rng:
         if seed is not None:
             pyro.set_rng_seed(int(seed))
@@ -44,6 +44,23 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
                 yield
         finally:
             torch.set_default_dtype(old_dtype)
+
+
+@contextlib.contextmanager
+def _forked_rngs(devices):
+    """torch's (and the given CUDA devices'), numpy's and Python's global RNG states,
+    restored on exit: seeding Pyro inside leaves the caller's streams as they were."""
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def seeded_generator(seed, device: torch.device) -> torch.Generator:

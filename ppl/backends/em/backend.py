@@ -35,7 +35,8 @@ from ...errors import DataError, UnsupportedModelError
 from ...ops.contract import LogFactor
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, Backend
-from ..common.discrete import DiscretePlan, discrete_applicability, table_posterior
+from ..common.discrete import DiscretePlan
+from ..common.elimination import discrete_applicability, table_posterior
 from ..common.params import current_params, store_params
 from ..common.runtime import count_observations
 from ..options import (COMMON, Boolean, InstanceOf, Integer, MappingOf, NoneValue, OneOf, Option, Real,

@@ -16,7 +16,8 @@ import torch
 from ...errors import DataError, UnsupportedModelError
 from ...trust import Trust
 from ..base import Applicability, Backend
-from ..common.discrete import discrete_applicability, discrete_plan, table_posterior
+from ..common.discrete import discrete_plan
+from ..common.elimination import discrete_applicability, table_posterior
 from ..common.routing import held_params_note
 from ..options import COMMON, option_table
 

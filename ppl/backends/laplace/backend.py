@@ -99,7 +99,7 @@ class LaplaceBackend(Backend):
         o = self.settings(options)
         start = time.perf_counter()
         with run_context(o.device, o.dtype, o.seed):
-            potential = Potential(graph, o.device, o.dtype)
+            potential = Potential(graph, o.device, o.dtype, analysis)
             gen = torch.Generator()
             gen.manual_seed(int(o.seed)) if o.seed is not None else gen.seed()
             modes, failures = self._modes(potential, o, gen)

@@ -39,7 +39,7 @@ from ...errors import NumericalError, OptionError
 from ...posterior import PointPosterior
 from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
-from ..common.discrete import discrete_applicability
+from ..common.elimination import discrete_applicability
 from ..common.logjoint import INIT_STRATEGIES, LogJoint
 from ..common.params import current_params, store_params
 from ..common.pointopt import OPTIMIZERS
