@@ -20,9 +20,9 @@ from ...analysis.report import format_bytes
 from ...errors import UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend, list_names
-from ..common.potential import conditioned_model, enumeration_problem
+from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
-from ..common.runtime import place, run_context
+from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, OneOf, Option, Real, option_table
 from .diagnostics import chain_diagnostics, chain_trust
 from .sampler import INIT_STRATEGIES, ChainSettings, preserved_state, run_chains
@@ -118,10 +118,7 @@ class NUTSBackend(Backend):
                           target_accept_prob=o.target_accept_prob, max_tree_depth=o.max_tree_depth,
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
-            kwargs = {k: place(v, o.device, o.dtype) for k, v in graph.bound.kwargs.items()}
-            observations = {k: place(v, o.device, o.dtype) for k, v in graph.bound.observations.items()}
-            mpn = max([-p.dim for p in graph.plates.values()], default=0)
-            chains = run_chains(conditioned_model(graph, observations), kwargs, s, mpn, graph.model.name)
+            chains = run_chains(Potential(graph, o.device, o.dtype, analysis), s, graph.model.name)
         order = [n for n in graph.continuous_latent() if n in chains.draws]
         draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}
         diagnostics = chain_diagnostics(draws)

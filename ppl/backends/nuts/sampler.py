@@ -4,8 +4,10 @@ random state and param store left as they were found.
 The No-U-Turn Sampler (Hoffman & Gelman 2014, "The No-U-Turn Sampler: adaptively setting
 path lengths in Hamiltonian Monte Carlo", JMLR 15) through ``pyro.infer.MCMC`` with one
 chain per call: nothing is parallelised across processes, and chain ``c`` of a run with
-``seed`` is seeded ``seed + c``, so a seeded run is reproducible chain by chain.  Discrete
-latents are summed out in the potential (Pyro's enumeration; Obermeyer et al. 2019).
+``seed`` is seeded ``seed + c``, so a seeded run is reproducible chain by chain.  The
+kernel samples ppl's own potential (:class:`~ppl.backends.common.potential.Potential`:
+the log density in unconstrained space, supports taken at each evaluation, discrete
+latents summed out by the exact engine), given to ``NUTS(potential_fn=...)``.
 """
 
 from __future__ import annotations
@@ -14,25 +16,22 @@ import contextlib
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
 import torch
-from pyro.infer import MCMC, NUTS, config_enumerate
-from pyro.infer.autoguide import initialization as init_strategies
+from pyro.infer import MCMC, NUTS
 
 from ...errors import ModelError, PPLError
 
 __all__ = ["INIT_STRATEGIES", "ChainSettings", "ChainsResult", "preserved_state", "run_chains"]
 
-#: ``init=`` names -> Pyro init strategies (where in its support each chain starts).
-INIT_STRATEGIES = {
-    "uniform": init_strategies.init_to_uniform,
-    "median": init_strategies.init_to_median,
-    "mean": init_strategies.init_to_mean,
-    "sample": init_strategies.init_to_sample,
-}
+#: ``init=`` names: where each chain starts in unconstrained space (``"uniform"``: uniform
+#: in (-2, 2) per coordinate, Stan's default; ``"median"``/``"mean"``: the prior means;
+#: ``"sample"``: the prior means plus a standard normal draw).
+INIT_STRATEGIES = ("uniform", "median", "mean", "sample")
 
 #: Errors a JIT trace of the potential may raise; the run then goes on without JIT.
 _JIT_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AssertionError, AttributeError)
@@ -122,75 +121,96 @@ def preserved_state():
         store.set_state(saved)
 
 
-def _kernel(model, s: ChainSettings, max_plate_nesting: int, jit: bool) -> NUTS:
-    return NUTS(config_enumerate(model, default="parallel"), target_accept_prob=s.target_accept_prob,
-                max_tree_depth=s.max_tree_depth, jit_compile=jit, ignore_jit_warnings=True,
-                max_plate_nesting=max_plate_nesting, init_strategy=INIT_STRATEGIES[s.init])
+def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:
+    """A chain's starting point ``(D,)`` by ``s.init``; up to 100 tries for a finite density."""
+    for _ in range(100):
+        if s.init == "uniform":
+            z = torch.rand(potential.dim, generator=gen, dtype=torch.float64) * 4 - 2
+        elif s.init == "sample":
+            z = potential.median.double() + torch.randn(potential.dim, generator=gen, dtype=torch.float64)
+        else:
+            z = potential.median.double()
+        z = z.to(potential.dtype)
+        with torch.no_grad():
+            if torch.isfinite(potential.log_density(z)):
+                return z
+    raise ModelError(f"NUTS found no initial point with a finite log density in 100 tries (init='{s.init}'); try "
+                     "another init ('median', 'sample', 'uniform') or check the model")
 
 
-def _one_chain(model, kwargs: dict, s: ChainSettings, mpn: int, jit: bool, chain: int) -> MCMC:
+def _potential_fn(potential, jit: bool, z0, notes: list):
+    def fn(params):
+        return -potential.log_density(params["z"])
+
+    if not jit:
+        return fn, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(lambda z: -potential.log_density(z), (z0.clone().requires_grad_(True),),
+                                     check_trace=False)
+        return (lambda params: traced(params["z"])), True
+    except _JIT_ERRORS as e:
+        notes.append(f"jit_compile=True: tracing the potential failed ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else e!r}); ran without JIT")
+        return fn, False
+
+
+def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, gen, label: str) -> MCMC:
     if s.seed is not None:
         pyro.set_rng_seed((s.seed + chain) % 2**32)
     show = s.progress if s.progress is not None else sys.stderr.isatty()
-    kernel = _kernel(model, s, mpn, jit)
-    mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
-                disable_progbar=not show)
-    mcmc.run(**kwargs)
-    return mcmc
-
-
-def _run_one(model, kwargs, s: ChainSettings, mpn: int, chain: int, result: ChainsResult, label: str) -> MCMC:
-    """One chain; with JIT, a failed trace is noted and the chain rerun without it."""
     try:
-        return _one_chain(model, kwargs, s, mpn, result.jit_compile, chain)
+        z0 = _start(potential, s, gen)
+    except ModelError as e:
+        raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {e}") from None
+    fn, result.jit_compile = _potential_fn(potential, result.jit_compile, z0, result.notes)
+    kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth)
+    mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
+                initial_params={"z": z0}, disable_progbar=not show)
+    try:
+        mcmc.run()
     except PPLError:
         raise
     except _JIT_ERRORS as e:
-        if not result.jit_compile:
-            hint = "; try another init ('median', 'sample') or check the model" if "initial" in str(e) else ""
-            raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else e!r}{hint}") from e
-        result.jit_compile = False
-        result.notes.append(f"jit_compile=True: tracing the potential failed ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else e!r}); ran without JIT")
-        return _run_one(model, kwargs, s, mpn, chain, result, label)
+        raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else e!r}") from e
+    return mcmc
 
 
-def run_chains(model, kwargs: dict, s: ChainSettings, max_plate_nesting: int, label: str = "model") -> ChainsResult:
-    """Run ``s.num_chains`` NUTS chains of ``model`` one after another.
+def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResult:
+    """Run ``s.num_chains`` NUTS chains on ``potential`` one after another.
 
     Parameters
     ----------
-    model : callable
-        A Pyro model already conditioned on the data; its discrete latents are
-        enumerated (``config_enumerate``) and summed out.
-    kwargs : dict
-        The model's keyword arguments.
+    potential : Potential
+        The model's log density in unconstrained space (discrete latents summed out).
     s : ChainSettings
-    max_plate_nesting : int
-        Plates nested at most this deep (enumeration dims go to their left).
     label : str
         The model's name, for messages.
 
     Returns
     -------
     ChainsResult
+        Draws constrained, ``(C, S) + shape`` per continuous latent.
 
     Raises
     ------
     ModelError
-        When Pyro cannot run NUTS on the model (no valid initial point, a model that fails).
+        When no starting point has a finite density, or the sampler fails on the model.
     """
     result = ChainsResult(draws={}, jit_compile=s.jit_compile)
+    gen = torch.Generator().manual_seed(int(s.seed) if s.seed is not None else int(torch.randint(2**31, ())))
     per_chain = []
     for chain in range(s.num_chains):
         start = time.perf_counter()
-        mcmc = _run_one(model, kwargs, s, max_plate_nesting, chain, result, label)
+        mcmc = _one_chain(potential, s, chain, result, gen, label)
         result.seconds.append(time.perf_counter() - start)
-        per_chain.append({k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()})
+        z = mcmc.get_samples()["z"].detach()
+        per_chain.append(potential.constrain(z))
         facts = mcmc.diagnostics()
         result.divergences.append(len(facts.get("divergences", {}).get("chain 0", [])))
         result.acceptance_rate.append(float(facts.get("acceptance rate", {}).get("chain 0", float("nan"))))
         result.step_size.append(float(mcmc.kernel.step_size))
-    result.draws = {k: torch.cat([c[k] for c in per_chain], dim=0) for k in per_chain[0]}
+    result.draws = {k: torch.stack([c[k] for c in per_chain], dim=0) for k in per_chain[0]}
     return result
