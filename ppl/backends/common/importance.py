@@ -56,8 +56,14 @@ class WeightedDraws:
         return self.z[idx.to(self.z.device)]
 
 
-def weigh(potential, z: torch.Tensor, log_q: torch.Tensor) -> WeightedDraws:
-    """Importance-weigh draws ``z`` ``(S, D)`` of a q with log density ``log_q`` ``(S,)``.
+#: Seconds the model's density may take over an approximation's draws before fewer draws
+#: (at least 200) are used: k̂'s threshold then adapts to the smaller sample (Vehtari et al. 2024).
+WEIGH_SECONDS = 15.0
+
+
+def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | None = WEIGH_SECONDS) -> WeightedDraws:
+    """Importance-weigh draws ``z`` ``(S, D)`` of a q with log density ``log_q`` ``(S,)``;
+    for a slow model only the first draws that fit in ``max_seconds`` (at least 200).
 
     Raises
     ------
@@ -66,7 +72,8 @@ def weigh(potential, z: torch.Tensor, log_q: torch.Tensor) -> WeightedDraws:
     """
     from ...errors import NumericalError
 
-    log_p = potential.log_density_batch(z)
+    log_p = potential.log_density_batch(z, max_seconds=max_seconds)
+    z, log_q = z[: log_p.shape[0]], log_q[: log_p.shape[0]]
     lw = log_p - log_q.double().cpu()
     try:
         result = psis(lw)

@@ -74,12 +74,14 @@ class Unconstrained(Messenger):
         self.z, self.fixed = z, dict(fixed or {})
         self.log_jacobian = 0.0
         self.values: dict = {}
+        self.supports: dict = {}
 
     def _pyro_sample(self, msg):
         name = msg["name"]
         if msg["is_observed"]:
             return
         if name in self.z:
+            self.supports[name] = msg["fn"].support
             t = biject_to(msg["fn"].support)
             h = t(self.z[name])
             self.log_jacobian = self.log_jacobian + t.log_abs_det_jacobian(self.z[name], h).sum()
@@ -164,6 +166,7 @@ class Potential:
         self.dim = sum(self.sizes)
         self.median = self._start(start)
         self.enumerated = None
+        self.transforms = None
         if self.discrete:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
@@ -171,12 +174,23 @@ class Potential:
             store = pyro.get_param_store()
             params.update({p: store[p].detach().to(dtype=dtype, device=device) for p in graph.params() if p in store})
             self.enumerated = _EnumeratedTables(graph, analysis, start, params, dtype, device)
+            self.transforms = self._static_transforms()
         try:
             with torch.no_grad():
                 self.log_density(self.median)
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"model '{graph.model.name}' cannot be evaluated at its starting point: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+
+    def _static_transforms(self):
+        """Site -> its transform when no support depends on another latent (checked at two
+        points), so the enumerated density needs no extra model run; else None."""
+        with torch.no_grad():
+            _, a = self._run(self.median)
+            _, b = self._run(self.median + 0.5 * torch.linspace(-1.0, 1.0, self.dim, dtype=self.dtype))
+        if any(_support_key(a.supports.get(s)) != _support_key(b.supports.get(s)) for s in self.sites):
+            return None
+        return {s: biject_to(a.supports[s]) for s in self.sites}
 
     def _start(self, start: dict) -> torch.Tensor:
         z = {}
@@ -225,6 +239,13 @@ class Potential:
     # ----------------------------------------------------------------- density
     def _evaluate(self, z: torch.Tensor):
         """``(log p(h(z), v), log |det ∂h/∂z|)`` at ``z`` ``(D,)``."""
+        if self.enumerated is not None and self.transforms is not None:
+            values, log_jacobian = {}, 0.0
+            for s, u in self.unflat(z).items():
+                t = self.transforms[s]
+                values[s] = t(u)
+                log_jacobian = log_jacobian + t.log_abs_det_jacobian(u, values[s]).sum()
+            return self.enumerated(values), log_jacobian
         trace, handler = self._run(z)
         if self.enumerated is not None:
             return self.enumerated(handler.values), handler.log_jacobian
@@ -248,16 +269,27 @@ class Potential:
             (grad,) = torch.autograd.grad(value, z)
         return value.detach(), grad.detach()
 
-    def log_density_batch(self, zs: torch.Tensor) -> torch.Tensor:
+    def log_density_batch(self, zs: torch.Tensor, max_seconds: float | None = None,
+                          min_count: int = 200) -> torch.Tensor:
         """:meth:`log_density` of each row of ``zs`` ``(S, D)``, shape ``(S,)`` (no grad);
-        ``-inf`` where the model has no density."""
+        ``-inf`` where the model has no density.  With ``max_seconds``, evaluation stops
+        once that time is spent and at least ``min_count`` rows are done: the result then
+        covers the first rows only."""
+        import time
+
         out = torch.empty(zs.shape[0], dtype=torch.float64)
+        start = time.perf_counter()
+        n = zs.shape[0]
         with torch.no_grad():
             for i in range(zs.shape[0]):
                 try:
                     out[i] = float(self.log_density(zs[i]))
                 except (ValueError, RuntimeError):
                     out[i] = -math.inf
+                if max_seconds is not None and i + 1 >= min_count and time.perf_counter() - start > max_seconds:
+                    n = i + 1
+                    break
+        out = out[:n]
         return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
 
     def log_joint(self, draws: dict) -> torch.Tensor:
@@ -293,6 +325,21 @@ class _Inverse(Messenger):
             msg["value"], msg["done"] = h, True
         elif name in self.fixed:
             msg["value"], msg["done"] = self.fixed[name], True
+
+
+def _support_key(support) -> tuple:
+    """What identifies a support constraint: its type and its bounds' values."""
+    if support is None:
+        return ()
+    bounds = []
+    for attr in ("lower_bound", "upper_bound"):
+        b = getattr(support, attr, None)
+        if isinstance(b, torch.Tensor):
+            bounds.append(tuple(b.detach().reshape(-1).tolist()))
+        elif b is not None:
+            bounds.append(float(b))
+    base = getattr(support, "base_constraint", None)
+    return (type(support).__name__, tuple(bounds), _support_key(base) if base is not None else ())
 
 
 def _start_value(record, device, dtype) -> torch.Tensor:
