@@ -18,16 +18,20 @@ Columns (nats for every log quantity; ``None`` where a value does not apply):
 ``max_mean_error`` / ``mean_mean_error``
                      largest / average ``|E_method[h] − E_ref[h]|`` over every element of every
                      continuous latent site (units of the site)
+``max_mean_error_sd`` largest ``|E_method[h] − E_ref[h]| / sd_ref[h]`` (in reference posterior sds)
+``worst_sd_ratio``   the ratio ``sd_method / sd_ref`` farthest from 1 over continuous elements
+``trust``            the row's trust verdict (``exact``, ``reliable``, ``unreliable``)
 ``seconds``          wall time of the method's ``ppl.infer`` call (compilation excluded)
 ``iterations``       sweeps (CAVI), EM iterations, SVI steps, MAP rounds; ``None`` if one-shot
 ``converged``        the backend's verdict (``None`` for non-iterative methods)
 ``status``           ``"ok"`` or ``"not run: <why>"``
 ==================== =========================================================================
 
-The reference is the row labelled ``"exact"`` if it ran, else any exact row, else the row
-with the highest ELBO among the rows that ran and learned no ``ppl.param`` (with one log
-evidence shared by all of them, the highest ELBO is the smallest ``KL(q‖p)``: the closest
-posterior at hand); ``compare(..., reference=label)`` picks one by hand.
+The reference is a row whose verdict is ``exact``, else a reliable row of a reference
+sampler (a backend with ``reference_sampler = True``: NUTS), else the row with the highest
+ELBO among the rows that ran and learned no ``ppl.param`` (with one log evidence shared by
+all of them, the highest ELBO is the smallest ``KL(q‖p)``: the closest posterior at hand);
+``compare(..., reference=label)`` picks one by hand.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ from .table import Table, format_value
 __all__ = ["Comparison", "run_comparison", "COLUMNS"]
 
 #: The columns of a :class:`Comparison`, in order.
-COLUMNS = ("method", "log_evidence", "elbo", "kl_gap", "map_log_joint", "max_marginal_error", "mean_marginal_error",
-           "max_mean_error", "mean_mean_error", "seconds", "iterations", "converged", "status")
+COLUMNS = ("method", "trust", "log_evidence", "elbo", "kl_gap", "map_log_joint", "max_marginal_error",
+           "mean_marginal_error", "max_mean_error", "mean_mean_error", "max_mean_error_sd", "worst_sd_ratio",
+           "seconds", "iterations", "converged", "status")
 
 #: Columns always printed (the others are left out of the printout when empty in every row).
-_ALWAYS_SHOWN = ("method", "log_evidence", "elbo", "seconds", "converged", "status")
+_ALWAYS_SHOWN = ("method", "trust", "log_evidence", "elbo", "seconds", "converged", "status")
 _STATUS_WIDTH = 48  # longer statuses are printed as footnotes
 
 
@@ -68,7 +73,8 @@ class Comparison(Table):
     reference : str or None
         Label of the row errors are measured against (None: no row could serve).
     reference_kind : str or None
-        ``"exact"``, ``"highest elbo"`` or ``"chosen"`` (``reference=`` given).
+        ``"exact"``, ``"sampler"`` (a reliable reference sampler), ``"highest elbo"`` or
+        ``"chosen"`` (``reference=`` given).
     graph : FactorGraph
         The compiled model every method ran on.
 
@@ -336,14 +342,54 @@ def _pick_reference(posteriors, graph, reference):
         if reference not in ok:
             return None, None
         return reference, "chosen"
-    exact = [lbl for lbl, p in ok.items() if p.method == "exact"]
+    exact = [lbl for lbl, p in ok.items() if _verdict(p) == "exact" and p.log_evidence is not None]
     if exact:
-        return ("exact" if "exact" in exact else exact[0]), "exact"
+        return exact[0], "exact"
+    samplers = [lbl for lbl, p in ok.items() if _verdict(p) == "reliable" and _is_reference_sampler(p.method)]
+    if samplers:
+        return samplers[0], "sampler"
     bounded = [(p.elbo, lbl) for lbl, p in ok.items()
                if p.elbo is not None and math.isfinite(p.elbo) and not _learned(p, graph)]
     if bounded:
         return max(bounded, key=lambda t: t[0])[1], "highest elbo"
     return None, None
+
+
+def _verdict(post):
+    trust = getattr(post, "trust", None)
+    return trust.verdict if trust is not None else None
+
+
+def _is_reference_sampler(method: str) -> bool:
+    from .backends.registry import registered_backends
+
+    return bool(getattr(registered_backends().get(method), "reference_sampler", False))
+
+
+def _scaled_errors(post, ref, graph):
+    """``(max |E − E_ref| / sd_ref, the sd ratio farthest from 1)`` over the continuous
+    elements both describe (``None`` where nothing compares)."""
+    if ref is None:
+        return None, None
+    discrete = set(graph.discrete_latent())
+    z, ratios = [], []
+    for site in [s for s in ref.sites if s in getattr(post, "sites", []) and s not in discrete]:
+        try:
+            sd_ref = ref.variance(site).detach().double().clamp_min(0).sqrt().reshape(-1)
+            diff = (post.mean(site).detach().double().to(sd_ref.device).reshape(-1)
+                    - ref.mean(site).detach().double().reshape(-1))
+            sd = post.variance(site).detach().double().to(sd_ref.device).clamp_min(0).sqrt().reshape(-1)
+        except (PPLError, TypeError, NotImplementedError, RuntimeError):
+            continue
+        ok = sd_ref > 0
+        z.append((diff.abs()[ok] / sd_ref[ok]))
+        ratios.append(sd[ok] / sd_ref[ok])
+    if not z:
+        return None, None
+    zz, rr = torch.cat(z), torch.cat(ratios)
+    zz, rr = zz[~torch.isnan(zz)], rr[~torch.isnan(rr)]
+    worst = float(rr[(rr.log()).abs().argmax()]) if rr.numel() else None
+    return (float(zz.max()) if zz.numel() else None), worst
 
 
 def run_comparison(graph, methods, options, *, infer, reference=None) -> Comparison:
@@ -402,7 +448,7 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
         _store_restore(snapshot)
     ref_label, ref_kind = _pick_reference(posteriors, graph, reference)
     ref = posteriors.get(ref_label) if ref_label is not None else None
-    exact_le = ref.log_evidence if ref is not None and ref.method == "exact" else None
+    exact_le = ref.log_evidence if ref is not None and _verdict(ref) == "exact" else None
     rows = []
     for label, post in posteriors.items():
         if isinstance(post, Exception):
@@ -414,8 +460,10 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
         if exact_le is not None and post.elbo is not None and not learned:
             gap = exact_le - post.elbo
         max_p, mean_p, max_m, mean_m = _errors(post, ref, graph)
+        max_z, worst_ratio = _scaled_errors(post, ref, graph) if post is not ref else (None, None)
         rows.append({
             "method": label,
+            "trust": _verdict(post),
             "log_evidence": post.log_evidence,
             "elbo": post.elbo,
             "kl_gap": gap,
@@ -424,6 +472,8 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
             "mean_marginal_error": mean_p,
             "max_mean_error": max_m,
             "mean_mean_error": mean_m,
+            "max_mean_error_sd": max_z,
+            "worst_sd_ratio": worst_ratio,
             "seconds": seconds[label],
             "iterations": _iterations(post),
             "converged": post.converged,
@@ -434,7 +484,8 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
     if ref_label is None:
         notes.append("errors: no reference (no exact row ran and no row gives a bound at the model's own params)")
     else:
-        why = {"exact": "exact", "highest elbo": "no exact row ran: the highest ELBO (smallest KL(q||p)) stands in",
+        why = {"exact": "exact", "sampler": "no exact row ran: a reliable run of the reference sampler stands in",
+               "highest elbo": "no exact row ran: the highest ELBO (smallest KL(q||p)) stands in",
                "chosen": "chosen with reference="}[ref_kind]
         notes.append(f"errors against '{ref_label}' ({why}): marginal = |p - p_ref| over discrete marginal "
                      "probabilities, mean = |E[h] - E_ref[h]| over continuous sites")

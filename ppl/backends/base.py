@@ -65,6 +65,9 @@ class Backend(ABC):
         registered from outside defaults to 100, after them).
     rank_note : str
         Why it ranks where it does, for ``diagnostics["routing"]["passed_over"]``.
+    reference_sampler : bool
+        A reliable result of it may serve as ``ppl.compare``'s reference when no exact
+        row ran (NUTS).
 
     Subclasses implement :meth:`check` and :meth:`run`, and may override
     :meth:`check_options` and :meth:`deciding_fact`.
@@ -75,6 +78,7 @@ class Backend(ABC):
     options: dict = {}
     rank: float = 100.0
     rank_note: str = "backends registered from outside rank after the built-in ones"
+    reference_sampler: bool = False
 
     @abstractmethod
     def check(self, analysis) -> Applicability:

@@ -53,6 +53,8 @@ class NUTSBackend(Backend):
     )
     rank = 80
     rank_note = "the reference sampler: accurate but the slowest; tried last before a point estimate"
+    #: ``ppl.compare`` measures other rows against a reliable run of it when no exact row ran.
+    reference_sampler = True
 
     # ------------------------------------------------------------------ applicability
     def check(self, analysis) -> Applicability:
