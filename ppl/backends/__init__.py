@@ -10,12 +10,14 @@ from .laplace import LaplaceBackend
 from .map import MAPBackend
 from .nuts import NUTSBackend
 from .options import Option
+from .pathfinder import PathfinderBackend
 from .registry import get_backend, register_backend, registered_backends
 from .svi import SVIBackend
 
 for _backend in (ExactBackend(), EMBackend(), SVIBackend(), MAPBackend(), CAVIBackend(), LaplaceBackend(),
-                 NUTSBackend()):
+                 NUTSBackend(), PathfinderBackend()):
     register_backend(_backend, overwrite=True)
 
 __all__ = ["Applicability", "Backend", "Option", "CAVIBackend", "EMBackend", "ExactBackend", "LaplaceBackend",
-           "MAPBackend", "NUTSBackend", "SVIBackend", "get_backend", "register_backend", "registered_backends"]
+           "MAPBackend", "NUTSBackend", "PathfinderBackend", "SVIBackend", "get_backend", "register_backend",
+           "registered_backends"]
