@@ -96,9 +96,11 @@ def psis(log_weights: torch.Tensor) -> PSISResult:
     finite = torch.isfinite(lw)
     if not bool(finite.any()):
         return PSISResult(torch.full_like(lw, -math.log(s)), math.inf, 0.0, khat_threshold(s), -math.inf)
-    if float(lw[finite].max() - lw[finite].min()) < 1e-12 * (1 + abs(float(lw[finite].mean()))) and bool(finite.all()):
-        flat = torch.full_like(lw, -math.log(s))
-        return PSISResult(flat, float("nan"), float(s), khat_threshold(s), log_mean)
+    if float(lw[finite].max() - lw[finite].min()) < 1e-12 * (1 + abs(float(lw[finite].mean()))):
+        # p/q constant where p > 0 (zero elsewhere): q is the posterior, perhaps on a wider support
+        n = int(finite.sum())
+        flat = torch.where(finite, torch.full_like(lw, -math.log(n)), torch.full_like(lw, -math.inf))
+        return PSISResult(flat, float("nan"), float(n), khat_threshold(s), log_mean)
     import arviz as az
 
     with warnings.catch_warnings():

@@ -119,14 +119,9 @@ class CAVIBackend(Backend):
         binary = _binary_path(graph, analysis)
         if binary:
             return Applicability(True, binary)
-        if analysis.cost.intractable:  # a factor over every copy of a plated latent: no per-copy table
-            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
-        name, size = largest_factor(graph)
-        nbytes = size * analysis.itemsize
-        if nbytes > analysis.memory_budget:
-            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}), "
-                                        f"over the {format_bytes(analysis.memory_budget)} memory budget",
-                                 IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget))
+        refused, nbytes = _factor_tables(graph, analysis)
+        if refused is not None:
+            return refused
         return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
                                    f"table {format_bytes(nbytes)} (cost per sweep ~ the sum of factor tables)")
 
@@ -217,15 +212,9 @@ def _gaussian_applicability(graph, analysis) -> Applicability:
 
 def _conjugate_applicability(graph, analysis) -> Applicability:
     if analysis.discrete:
-        if analysis.cost.intractable:
-            return Applicability(False, analysis.cost.intractable, UnsupportedModelError)
-        name, size = largest_factor(graph)
-        nbytes = size * analysis.itemsize
-        if nbytes > analysis.memory_budget:
-            return Applicability(False, f"factor '{name}' has a table of {size:,} entries ({format_bytes(nbytes)}) "
-                                        f"over its discrete latents, over the {format_bytes(analysis.memory_budget)} "
-                                        "memory budget", IntractableError, dict(bytes=nbytes,
-                                                                                budget=analysis.memory_budget))
+        refused, _ = _factor_tables(graph, analysis)
+        if refused is not None:
+            return refused
     problem = conjugate_problem(graph, analysis.moral)
     if problem:
         return Applicability(False, f"{problem}; use method='svi' (mean field: guide='normal') or 'map'",
@@ -235,6 +224,20 @@ def _conjugate_applicability(graph, analysis) -> Applicability:
     return Applicability(True, f"conjugate-exponential mean field over {len(analysis.continuous)} continuous latent "
                                f"site(s) ({', '.join(families)}){mixed}: natural parameters by sigma points "
                                "(checked linear)")
+
+
+def _factor_tables(graph, analysis):
+    """``(refusal or None, bytes of the largest factor table)``: a factor over every copy of
+    a plated latent has no per-copy table, and the largest table must fit the budget."""
+    if analysis.cost.intractable:
+        return Applicability(False, analysis.cost.intractable, UnsupportedModelError), 0
+    name, size = largest_factor(graph)
+    nbytes = size * analysis.itemsize
+    if nbytes > analysis.memory_budget:
+        return Applicability(False, f"factor '{name}' has a table of {size:,} entries over its discrete latents "
+                                    f"({format_bytes(nbytes)}), over the {format_bytes(analysis.memory_budget)} memory "
+                                    "budget", IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget)), nbytes
+    return None, nbytes
 
 
 def largest_factor(graph) -> tuple:

@@ -50,6 +50,7 @@ from ...compiler.parametric import ParametricTables
 from ...compiler.tables import enumeration_dims
 from ...ops.contract import LogFactor
 from ...ops.sigma import RULES, NormalWishartRule
+from ..common.potential import start_value
 from .discrete import MeanFieldTables
 
 __all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "find_blocks", "ConjugateModel", "conjugate_problem"]
@@ -177,23 +178,6 @@ def _categorical_shortcut(group, blocks, pt):
     return None
 
 
-def _start_values(graph, sites, device, dtype):
-    """Site -> its prior mean where the family has one, else the value drawn when the model
-    was compiled (no new model run)."""
-    out = {}
-    for s in sites:
-        record = graph.sites[s]
-        v = record.value
-        try:
-            v = record.fn.mean.expand(v.shape)
-        except (NotImplementedError, RuntimeError, AttributeError):
-            pass
-        if not bool(torch.isfinite(v).all()):
-            v = record.value
-        out[s] = v.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone()
-    return out
-
-
 class ConjugateModel:
     """Expected factor tables of a conjugate-exponential model under a mean field.
 
@@ -218,7 +202,7 @@ class ConjugateModel:
         self.graph, self.blocks, self.dtype, self.device = graph, blocks, dtype, device
         self.cont = [s for b in blocks for s in b.sites]
         self.dims = enumeration_dims(graph, moral)
-        self.start = _start_values(graph, self.cont, device, dtype)
+        self.start = {s: start_value(graph.sites[s], device, dtype) for s in self.cont}
         self.theta = dict(params or {})       # ppl.param values, when they are learned (variational EM)
         key = ("latent_tables", dtype, str(device), tuple(self.cont), tuple(self.theta))
         # the structure found does not depend on the values: one probe per graph

@@ -30,7 +30,7 @@ from ...compiler.observations import CheckObservations
 from ...errors import ModelError
 from .runtime import place
 
-__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained"]
+__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value"]
 
 
 def enumeration_problem(analysis) -> str | None:
@@ -160,7 +160,7 @@ class Potential:
         self.sites = list(graph.continuous_latent())
         self.discrete = list(graph.discrete_latent())
         self.fixed = {s: place(graph.sites[s].value, device, dtype) for s in self.discrete}
-        start = {s: _start_value(graph.sites[s], device, dtype) for s in self.sites}
+        start = {s: start_value(graph.sites[s], device, dtype) for s in self.sites}
         self.shapes = {s: biject_to(graph.sites[s].fn.support).inv(start[s]).shape for s in self.sites}
         self.sizes = [int(math.prod(self.shapes[s])) for s in self.sites]
         self.dim = sum(self.sizes)
@@ -342,8 +342,9 @@ def _support_key(support) -> tuple:
     return (type(support).__name__, tuple(bounds), _support_key(base) if base is not None else ())
 
 
-def _start_value(record, device, dtype) -> torch.Tensor:
-    """A site's prior mean where finite and inside its support, else its compiled value."""
+def start_value(record, device, dtype) -> torch.Tensor:
+    """A site's prior mean where finite and inside its support, else its compiled value
+    (a detached plain tensor in ``dtype`` on ``device``; no model run)."""
     v = record.value
     try:
         mean = record.fn.mean.expand(v.shape)

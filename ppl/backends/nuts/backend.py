@@ -23,7 +23,7 @@ from ..base import Applicability, Backend, list_names
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context
-from ..options import COMMON, Boolean, Integer, OneOf, Option, Real, option_table
+from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
 from .diagnostics import chain_diagnostics, chain_trust
 from .sampler import INIT_STRATEGIES, ChainSettings, preserved_state, run_chains
 
@@ -43,6 +43,8 @@ class NUTSBackend(Backend):
         Option("target_accept_prob", Real(0.0, 1.0, low_open=True, high_open=True), 0.8,
                "acceptance probability the step size adapts to (higher: smaller steps, fewer divergences)"),
         Option("max_tree_depth", Integer(1), 10, "at most 2**max_tree_depth leapfrog steps per draw"),
+        Option("full_mass", Boolean() | NoneValue(), None,
+               "adapt a dense mass matrix (correlated posteriors); None: dense up to 50 dimensions, else diagonal"),
         Option("jit_compile", Boolean(), False,
                "trace the potential with torch.jit (falls back to no JIT, with a note, if tracing fails)"),
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
@@ -118,6 +120,7 @@ class NUTSBackend(Backend):
         start = time.perf_counter()
         s = ChainSettings(num_samples=o.num_samples, warmup_steps=o.warmup_steps, num_chains=o.num_chains,
                           target_accept_prob=o.target_accept_prob, max_tree_depth=o.max_tree_depth,
+                          full_mass=o.full_mass,
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
             chains = run_chains(Potential(graph, o.device, o.dtype, analysis), s, graph.model.name)
@@ -128,6 +131,7 @@ class NUTSBackend(Backend):
         diagnostics.update(
             num_chains=s.num_chains, num_samples=s.num_samples, warmup_steps=s.warmup_steps,
             target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth, init=s.init,
+            full_mass=chains.full_mass,
             divergences=sum(chains.divergences), divergences_per_chain=list(chains.divergences),
             acceptance_rate=list(chains.acceptance_rate), step_size=list(chains.step_size),
             seconds=seconds, seconds_per_chain=list(chains.seconds),

@@ -33,6 +33,9 @@ __all__ = ["INIT_STRATEGIES", "ChainSettings", "ChainsResult", "preserved_state"
 #: ``"sample"``: the prior means plus a standard normal draw).
 INIT_STRATEGIES = ("uniform", "median", "mean", "sample")
 
+#: ``full_mass=None`` adapts a dense mass matrix up to this many unconstrained dimensions.
+DENSE_MAX_DIM = 50
+
 #: Errors a JIT trace of the potential may raise; the run then goes on without JIT.
 _JIT_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AssertionError, AttributeError)
 
@@ -49,6 +52,10 @@ class ChainSettings:
         Step-size adaptation target (dual averaging, Hoffman & Gelman 2014 §3.2).
     max_tree_depth : int
         At most ``2**max_tree_depth`` leapfrog steps per draw.
+    full_mass : bool or None
+        Adapt a dense mass matrix (the inverse posterior covariance, estimated in warmup:
+        strongly correlated posteriors need far fewer leapfrog steps); None: dense up to
+        :data:`DENSE_MAX_DIM` dimensions.
     jit_compile : bool
         Trace the potential with ``torch.jit`` (falls back to none if tracing fails).
     init : str
@@ -65,6 +72,7 @@ class ChainSettings:
     target_accept_prob: float
     max_tree_depth: int
     jit_compile: bool
+    full_mass: bool | None
     init: str
     seed: int | None
     progress: bool | None
@@ -99,6 +107,7 @@ class ChainsResult:
     seconds: list = field(default_factory=list)
     jit_compile: bool = False
     notes: list = field(default_factory=list)
+    full_mass: bool = False
 
 
 @contextlib.contextmanager
@@ -165,7 +174,8 @@ def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, ge
     except ModelError as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {e}") from None
     fn, result.jit_compile = _potential_fn(potential, result.jit_compile, z0, result.notes)
-    kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth)
+    kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth,
+                  full_mass=result.full_mass)
     mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
                 initial_params={"z": z0}, disable_progbar=not show)
     try:
@@ -199,7 +209,8 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
     ModelError
         When no starting point has a finite density, or the sampler fails on the model.
     """
-    result = ChainsResult(draws={}, jit_compile=s.jit_compile)
+    dense = s.full_mass if s.full_mass is not None else potential.dim <= DENSE_MAX_DIM
+    result = ChainsResult(draws={}, jit_compile=s.jit_compile, full_mass=bool(dense))
     gen = torch.Generator().manual_seed(int(s.seed) if s.seed is not None else int(torch.randint(2**31, ())))
     per_chain = []
     for chain in range(s.num_chains):

@@ -44,7 +44,8 @@ from .iterates import RHAT_STATIONARY
 from .guides import GUIDES, guide_marginal_fn
 from .minibatch import PlateScale
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
-from .problem import build_problem, enumeration_problem
+from ..common.potential import enumeration_problem
+from .problem import build_problem
 from .sampling import discrete_marginals, joint_sampler
 
 __all__ = ["SVIBackend", "LOSSES", "OPTIMIZERS"]

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 
 from pyro import poutine
 
-from ...analysis.report import format_bytes
 from ...compiler.observations import CheckObservations
 from ...errors import OptionError, UnsupportedModelError
+from ..common.potential import enumeration_problem
 from ..common.runtime import place
 from .guides import build_guide, check_guide
 from .minibatch import Minibatcher
 
-__all__ = ["SVIProblem", "build_problem", "enumeration_problem"]
+__all__ = ["SVIProblem", "build_problem"]
 
 
 @dataclass
@@ -59,24 +59,6 @@ class SVIProblem:
     def restore(self) -> None:
         """Condition on the full data again (after training on minibatches)."""
         self.state["obs"] = self.observations
-
-
-def enumeration_problem(analysis) -> str | None:
-    """Why the discrete latents cannot be summed out (None when they can)."""
-    shown = ", ".join(analysis.discrete[:6]) + (" ..." if len(analysis.discrete) > 6 else "")
-    hint = ("pass a guide that samples them (guide=callable, with loss='rws' or 'elbo'), or use method='exact' / "
-            "'em' if there are no continuous latents")
-    if analysis.undeclared_batch:
-        site, dims = next(iter(analysis.undeclared_batch.items()))
-        return (f"discrete latent(s) {shown} cannot be enumerated: site '{site}' has batch dims {dims} not "
-                f"declared by a plate; declare them with ppl.plate, or {hint}")
-    if analysis.cost.intractable:
-        return f"discrete latent(s) {shown} cannot be summed out: {analysis.cost.intractable}; {hint}"
-    if analysis.clique_bytes > analysis.memory_budget:
-        return (f"summing out the discrete latent(s) {shown} needs a table of {format_bytes(analysis.clique_bytes)} "
-                f"(treewidth <= {analysis.treewidth}), over the {format_bytes(analysis.memory_budget)} budget; "
-                f"{hint}")
-    return None
 
 
 def _conditioned(graph, observations):
