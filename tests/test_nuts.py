@@ -288,8 +288,9 @@ def test_analyze_shows_the_nuts_verdict_line():
     assert any(line.split()[:2] == ["nuts", "applies"] for line in str(a).splitlines())
     table = ppl.methods("nuts")["nuts"]
     assert table["rank"] == 80
-    assert [r[0] for r in table["options"]][:7] == ["num_samples", "warmup_steps", "num_chains",
-                                                    "target_accept_prob", "max_tree_depth", "jit_compile", "init"]
+    assert [r[0] for r in table["options"]][:8] == ["num_samples", "warmup_steps", "num_chains",
+                                                    "target_accept_prob", "max_tree_depth", "full_mass",
+                                                    "jit_compile", "init"]
 
 
 @pytest.mark.parametrize("option,value", [("target_accept_prob", 1.0), ("target_accept_prob", 0), ("num_chains", 0),

@@ -3,9 +3,10 @@
 Hamiltonian Monte Carlo with the path length chosen by the no-U-turn criterion and the
 step size by dual averaging during warmup (Hoffman & Gelman 2014, "The No-U-Turn Sampler",
 JMLR 15, Algorithms 3 and 6), through ``pyro.infer.MCMC``, on the continuous latents in
-unconstrained space; discrete latents are summed out exactly in the potential (Pyro's
-parallel enumeration, Obermeyer et al. 2019), so they are not sampled.  Chains run one
-after another (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the
+unconstrained space; discrete latents are summed out exactly in ppl's own potential
+(:class:`~ppl.backends.common.potential.Potential`, by variable elimination with the
+exact engine's plan, :class:`~ppl.backends.common.discrete.DiscretePlan`, not Pyro's
+enumeration), so they are not sampled.  Chains run one after another (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the
 rank-normalised R-hat and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16)
 and the count of divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
 :mod:`ppl.backends.nuts.diagnostics`.  The reference sampler when nothing exact exists:
@@ -45,8 +46,9 @@ class NUTSBackend(Backend):
         Option("max_tree_depth", Integer(1), 10, "at most 2**max_tree_depth leapfrog steps per draw"),
         Option("full_mass", Boolean() | NoneValue(), None,
                "adapt a dense mass matrix (correlated posteriors); None: dense up to 50 dimensions, else diagonal"),
-        Option("jit_compile", Boolean(), False,
-               "trace the potential with torch.jit (falls back to no JIT, with a note, if tracing fails)"),
+        Option("jit_compile", Boolean() | NoneValue(), None,
+               "trace the potential with torch.jit (None: wherever the traced potential matches the model's at "
+               "three points; True notes a fallback)"),
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
                "'sample' of the prior"),
@@ -61,8 +63,10 @@ class NUTSBackend(Backend):
     # ------------------------------------------------------------------ applicability
     def check(self, analysis) -> Applicability:
         """NUTS applies when the model has at least one continuous latent and its discrete
-        latents, if any, can be summed out exactly (enumerated within the memory budget);
-        otherwise it names the sites and the reason (``UnsupportedModelError``)."""
+        latents, if any, can be summed out exactly by the potential's variable elimination
+        (:func:`~ppl.backends.common.potential.enumeration_problem`: plates declared, the
+        largest table within the memory budget); otherwise it names the sites and the
+        reason (``UnsupportedModelError``)."""
         cont = list(analysis.continuous)
         if not cont:
             what = "no continuous latent to sample: use method='exact'" if analysis.discrete else \
@@ -109,7 +113,8 @@ class NUTSBackend(Backend):
             all chains) and ``divergences_per_chain``, ``acceptance_rate`` and ``step_size``
             per chain, ``seconds`` (all chains) and ``seconds_per_chain``,
             ``steps_per_second`` (NUTS iterations, warmup included, per second),
-            ``jit_compile`` (as run), ``notes``, ``enumerated`` (discrete sites summed out).
+            ``jit_compile`` (as run), ``notes``, ``enumerated`` (discrete sites summed out
+            in the potential, not sampled).
 
         Raises
         ------

@@ -7,7 +7,9 @@ chain per call: nothing is parallelised across processes, and chain ``c`` of a r
 ``seed`` is seeded ``seed + c``, so a seeded run is reproducible chain by chain.  The
 kernel samples ppl's own potential (:class:`~ppl.backends.common.potential.Potential`:
 the log density in unconstrained space, supports taken at each evaluation, discrete
-latents summed out by the exact engine), given to ``NUTS(potential_fn=...)``.
+latents summed out by ppl's own variable elimination with the exact engine's plan,
+:class:`~ppl.backends.common.discrete.DiscretePlan`, not by Pyro's enumeration), given to
+``NUTS(potential_fn=...)``: Pyro sees only a potential of the continuous latents.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class ChainSettings:
         Adapt a dense mass matrix (the inverse posterior covariance, estimated in warmup:
         strongly correlated posteriors need far fewer leapfrog steps); None: dense up to
         :data:`DENSE_MAX_DIM` dimensions.
-    jit_compile : bool
-        Trace the potential with ``torch.jit`` (falls back to none if tracing fails).
+    jit_compile : bool or None
+        Trace the potential with ``torch.jit``; None: where the traced potential checks
+        out against the model's (falls back to none otherwise).
     init : str
         A key of :data:`INIT_STRATEGIES`.
     seed : int or None
@@ -71,7 +74,7 @@ class ChainSettings:
     num_chains: int
     target_accept_prob: float
     max_tree_depth: int
-    jit_compile: bool
+    jit_compile: bool | None
     full_mass: bool | None
     init: str
     seed: int | None
@@ -147,22 +150,45 @@ def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:
                      "another init ('median', 'sample', 'uniform') or check the model")
 
 
-def _potential_fn(potential, jit: bool, z0, notes: list):
+def _potential_fn(potential, jit, z0, notes: list, gen):
+    """``(potential_fn, jitted)``: the negated log density of ``{"z": ...}``; with ``jit``
+    (True, or None: wherever it checks out) traced by ``torch.jit.trace`` and kept only if
+    the traced function gives the eager value and gradient at three points (a model whose
+    Python control flow depends on latent values would otherwise be traced wrongly)."""
     def fn(params):
         return -potential.log_density(params["z"])
 
-    if not jit:
+    if jit is False:
         return fn, False
+    why = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(lambda z: -potential.log_density(z), (z0.clone().requires_grad_(True),),
                                      check_trace=False)
-        return (lambda params: traced(params["z"])), True
+        points = [z0] + [z0 + torch.randn(z0.shape, generator=gen, dtype=torch.float64).to(z0.dtype)
+                         for _ in range(2)]
+        for z in points:
+            a, ga = _value_and_grad(lambda x: -potential.log_density(x), z)
+            b, gb = _value_and_grad(traced, z)
+            if not (torch.allclose(a, b, rtol=1e-9, atol=1e-9) and torch.allclose(ga, gb, rtol=1e-7, atol=1e-9)):
+                why = "the traced potential differs from the model's at a test point"
+                break
     except _JIT_ERRORS as e:
-        notes.append(f"jit_compile=True: tracing the potential failed ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else e!r}); ran without JIT")
+        why = f"tracing the potential failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})"
+    if why is not None:
+        if jit is True:
+            notes.append(f"jit_compile=True: {why}; ran without JIT")
         return fn, False
+    return (lambda params: traced(params["z"])), True
+
+
+def _value_and_grad(f, z):
+    z = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        v = f(z)
+        (g,) = torch.autograd.grad(v, z)
+    return v.detach(), g.detach()
 
 
 def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, gen, label: str) -> MCMC:
@@ -173,7 +199,8 @@ def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, ge
         z0 = _start(potential, s, gen)
     except ModelError as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {e}") from None
-    fn, result.jit_compile = _potential_fn(potential, result.jit_compile, z0, result.notes)
+    fn, jitted = _potential_fn(potential, s.jit_compile, z0, result.notes, gen)
+    result.jit_compile = (result.jit_compile and jitted) if chain else jitted
     kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth,
                   full_mass=result.full_mass)
     mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
@@ -194,7 +221,8 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
     Parameters
     ----------
     potential : Potential
-        The model's log density in unconstrained space (discrete latents summed out).
+        The model's log density in unconstrained space (discrete latents summed out by
+        its own variable elimination, not Pyro's enumeration).
     s : ChainSettings
     label : str
         The model's name, for messages.
@@ -210,7 +238,7 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
         When no starting point has a finite density, or the sampler fails on the model.
     """
     dense = s.full_mass if s.full_mass is not None else potential.dim <= DENSE_MAX_DIM
-    result = ChainsResult(draws={}, jit_compile=s.jit_compile, full_mass=bool(dense))
+    result = ChainsResult(draws={}, jit_compile=bool(s.jit_compile), full_mass=bool(dense))
     gen = torch.Generator().manual_seed(int(s.seed) if s.seed is not None else int(torch.randint(2**31, ())))
     per_chain = []
     for chain in range(s.num_chains):
