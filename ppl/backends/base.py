@@ -121,6 +121,11 @@ class Backend(ABC):
         nothing was checked."""
         return Trust(UNRELIABLE, [f"method '{self.name}' reports no diagnostics, so its answer could not be checked"])
 
+    def auto_variants(self, analysis) -> list:
+        """Option sets ``method="auto"`` tries this backend with, in turn (the user's own
+        options win); default one, the declared defaults."""
+        return [{}]
+
     def deciding_fact(self, analysis, verdicts: dict) -> str:
         """The sentence saying why ``method="auto"`` chose this backend.
 

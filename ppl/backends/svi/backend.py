@@ -18,6 +18,7 @@ with the importance-weighted bound and the PSIS k̂ of the guide (see
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 
@@ -37,7 +38,7 @@ from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, Mapp
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import KHAT_GOOD, khat_threshold
 from ..template import run_iterations
-from ...errors import ConvergenceWarning, OptionError, UnsupportedModelError
+from ...errors import ConvergenceWarning, ModelError, OptionError, UnsupportedModelError
 from .bounds import estimate_bounds, khat_reading
 from .fit import SVIFit
 from .iterates import RHAT_STATIONARY
@@ -90,8 +91,11 @@ class SVIBackend(Backend):
                "draws of the final ELBO estimate (None: 1000; 100 with enumeration)"),
         Option("posterior_samples", Integer(1), 1000, "draws behind sample-based marginals"),
         COMMON["device"],
-        COMMON["dtype"].but(constraint=COMMON["dtype"].constraint | NoneValue(), default=None,
-                            doc="floating dtype of data and guide (None: torch's default dtype)"),
+        COMMON["dtype"].but(constraint=COMMON["dtype"].constraint | NoneValue(),
+                            doc="floating dtype of data, params, guide and the model's own tensors, float64 as "
+                                "every other backend (not given: torch's default dtype instead where the model "
+                                "computes with float32 tensors of its own, e.g. an nn.Module; None: torch's default "
+                                "dtype, float32 unless changed)"),
         COMMON["seed"].but(doc="seed of Pyro's RNG for this run"),
         COMMON["progress"],
     )
@@ -117,6 +121,16 @@ class SVIBackend(Backend):
             return Applicability(True, "no latent variables: SVI maximises the likelihood of the params")
         return Applicability(True, f"guide over {n_cont} continuous latent(s) (stochastic ELBO gradients)")
 
+    def validate_options(self, options: dict, fill: bool = True) -> dict:
+        """As :meth:`Backend.validate_options`, except that ``dtype`` is left out when it
+        was not given: :meth:`run` fills its default (float64) itself and must know whether
+        the dtype was chosen (a model with float32 tensors of its own, e.g. an nn.Module's
+        weights, then runs in torch's default dtype instead)."""
+        out = super().validate_options(options, fill=fill)
+        if "dtype" not in options:
+            out.pop("dtype", None)
+        return out
+
     def check_options(self, analysis, verdict, options):
         """A callable guide may sample discrete latents that could not be enumerated: the
         run then checks the guide against the model instead."""
@@ -124,6 +138,14 @@ class SVIBackend(Backend):
         if not verdict.ok and callable(guide) and not isinstance(guide, type):
             return Applicability(True, "a user guide samples the latents that cannot be enumerated")
         return verdict
+
+    def auto_variants(self, analysis) -> list:
+        """Under ``method="auto"``, after the Gaussian approximations: a full-rank Gaussian
+        guide where the latents have at most 200 dimensions (it captures correlations the
+        mean field misses), else the mean field."""
+        graph = analysis.graph
+        dims = sum(graph.sites[s].value.numel() for s in analysis.continuous)
+        return [{"guide": "mvn"}] if 0 < dims <= 200 else [{}]
 
     def assess(self, posterior, graph, analysis):
         """Reliable when the optimisation converged (stationary iterates) and the guide
@@ -173,7 +195,16 @@ class SVIBackend(Backend):
             ``renyi`` (above log p(v) when α < 0), the wake-θ IWAE estimate for ``rws``),
             ``params`` (learned ``ppl.param`` values and guide parameters), ``converged``,
             ``diagnostics`` (``elbo_se``, ``iwae_bound``, ``psis_khat``, ``psis_reading``,
-            ``num_steps``, ``loss``, ``guide``, ``enumerated``, ``seconds_per_step``, ...).
+            ``num_steps``, ``loss``, ``guide``, ``enumerated``, ``seconds_per_step``,
+            ``dtype`` (the run's), ``notes``, ...).
+
+        The run is in ``dtype`` (float64 unless given): floating data, the model's
+        ``ppl.param`` values in Pyro's param store (they stay in it) and the guide are in
+        it, and it is torch's default dtype while the model runs, posterior draws
+        included.  When ``dtype`` was not given and the float64 run fails at once on
+        tensors of two dtypes (the model's own float32 tensors, e.g. an ``nn.Module``'s
+        weights), it runs again in torch's default dtype, with a note in
+        ``diagnostics["notes"]``.
 
         Raises
         ------
@@ -196,9 +227,33 @@ class SVIBackend(Backend):
         if loss == "rws" and particles < 2:
             raise OptionError(f"option num_particles={particles} is not accepted with loss='rws': reweighted "
                               "wake-sleep needs num_particles >= 2")
+        default = torch.get_default_dtype()
+        dtype = o.dtype or default
+        if "dtype" in options or dtype == default:
+            return self._fit(graph, analysis, o, loss, particles, dtype, start)
+        # dtype not given: float64 first; a model that computes with float32 tensors of its own (an
+        # nn.Module's weights) fails at once, and then runs in torch's default dtype as before
+        snapshot = _store_snapshot()
+        try:
+            return self._fit(graph, analysis, o, loss, particles, dtype, start)
+        except ModelError as e:
+            if not _mixed_dtypes(e):
+                raise
+            first = e
+        _store_restore(snapshot)
+        note = (f"dtype: the run in {_name(dtype)} failed ({_first_line(first)}): the model computes with tensors "
+                f"of another dtype (e.g. an nn.Module's weights), so it ran in torch's default dtype "
+                f"{_name(default)}; pass dtype= to choose")
+        try:
+            return self._fit(graph, analysis, o, loss, particles, default, start, notes=[note])
+        except ModelError:
+            raise first from None
+
+    def _fit(self, graph, analysis, o, loss, particles, dtype, start, notes=()):
+        """One run in ``dtype`` (see :meth:`run`)."""
         optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
-        dtype = o.dtype or torch.get_default_dtype()
         with run_context(o.device, dtype, o.seed):
+            _params_in(graph, dtype)
             p = build_problem(graph, analysis, o, loss, dtype)
             elbo = make_loss(loss, bool(p.enumerated), particles, o.vectorize_particles, p.mpn, o.alpha,
                              bool(graph.params()))
@@ -216,9 +271,9 @@ class SVIBackend(Backend):
             fit.finish(result.converged)
             if not result.converged:
                 warnings.warn(fit.not_converged(result, o.num_steps, o.tol), ConvergenceWarning, stacklevel=3)
-            return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start)
+            return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start, notes)
 
-    def _posterior(self, graph, o, p, fit, result, loss, particles, dtype, start):
+    def _posterior(self, graph, o, p, fit, result, loss, particles, dtype, start, notes=()):
         """The :class:`GuidePosterior` of a finished run: bounds re-estimated with many draws,
         the enumerated sites' marginals, a joint sampler."""
         train_seconds = fit.train_seconds
@@ -245,19 +300,88 @@ class SVIBackend(Backend):
             "iterate_rhat": fit.last_rhat, "local_latents": local,
             "subsample_size": p.batcher.size if p.batcher else None,
             "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
+            "notes": list(notes),
         }
         elbo_value = bounds.elbo
         if p.kind == "delta":  # a Dirac q has entropy -inf: its bound is -inf (§19.3); report log p(v, h*) apart
             elbo_value = None
             diagnostics.update(log_joint=bounds.elbo, elbo_se=None, iwae_bound=None, psis_khat=None)
         return GuidePosterior(
-            self.name, graph=graph, continuous=list(p.guided), marginal_fn=guide_marginal_fn(p.guide, p.kind, p.kwargs),
-            sampler=joint_sampler(p.enum_model, p.guide, p.kwargs, p.guided, p.enumerated, p.mpn, graph),
+            self.name, graph=graph, continuous=list(p.guided),
+            marginal_fn=_in_run(guide_marginal_fn(p.guide, p.kind, p.kwargs), o.device, dtype),
+            sampler=_in_run(joint_sampler(p.enum_model, p.guide, p.kwargs, p.guided, p.enumerated, p.mpn, graph),
+                            o.device, dtype),
             marginals=marginals, supports={n: enumerate_values(graph.sites[n].fn) for n in p.enumerated},
             families={n: graph.variables[n].family for n in p.enumerated}, posterior_samples=o.posterior_samples,
             point=point, guide=p.guide, elbo=elbo_value, log_evidence=bounds.elbo if not p.guided else None,
             params=params, history=result.history, converged=result.converged,
             elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+
+
+def _in_run(fn, device, dtype):
+    """``fn`` run under the run's default device and dtype: posterior draws run the model and
+    the guide again after :meth:`SVIBackend.run` returned, and the tensors the model creates
+    must have the dtype of the fitted guide."""
+    def wrapped(*args, **kwargs):
+        with run_context(device, dtype):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _params_in(graph, dtype) -> None:
+    """Cast the model's ``ppl.param`` values in Pyro's param store to the run's ``dtype`` (a
+    param the model initialises is created by the compile trace in torch's default dtype);
+    they are learned, and stay, in it.  ``pyro.module`` weights (``name$$$...``) are the
+    module's own tensors and are left alone."""
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for n in graph.params():
+            if "$$$" in n or n not in store:
+                continue
+            value = store[n]
+            if value.is_floating_point() and value.dtype != dtype:
+                store[n] = value.detach().to(dtype)
+
+
+def _store_snapshot():
+    """Pyro's param store: each entry's tensor (the same object: ``pyro.module`` trains a
+    module's weights only while the store holds the module's own tensors) with a copy of its
+    value, and the constraints."""
+    store = pyro.get_param_store()
+    return {k: (v, v.detach().clone()) for k, v in store._params.items()}, dict(store._constraints)
+
+
+def _store_restore(snapshot) -> None:
+    """The store as :func:`_store_snapshot` found it: the same tensors, with their values."""
+    params, constraints = snapshot
+    store = pyro.get_param_store()
+    store.clear()
+    with torch.no_grad():
+        for tensor, value in params.values():
+            if tensor.shape == value.shape:
+                tensor.copy_(value)
+    store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})
+
+
+def _mixed_dtypes(error) -> bool:
+    """Whether ``error`` (or what caused it) is torch's complaint about tensors of two dtypes."""
+    text = []
+    while error is not None and len(text) < 5:
+        text.append(str(error))
+        error = error.__cause__ or error.__context__
+    return bool(_DTYPE_CLASH.search(" ".join(text)))
+
+
+_DTYPE_CLASH = re.compile(r"dtype|scalar type|\bDouble\b|\bFloat\b|\bdouble\b|\bfloat\b|\bHalf\b")
+
+
+def _first_line(error) -> str:
+    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+
+
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _psis_reading(khat, kind, local) -> str:
