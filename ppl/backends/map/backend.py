@@ -47,7 +47,7 @@ from ..common.routing import held_params_note, not_ok
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, MappingOf, NoneValue, OneOf, Option, Real, option_table
 from ..template import IterativeFit, run_iterations
-from .steps import discrete_step, kkt_residuals, latent_step, param_step
+from .steps import check_existence, discrete_step, kkt_residuals, latent_step, param_step
 
 __all__ = ["MAPBackend"]
 
@@ -145,6 +145,8 @@ class MAPBackend(Backend):
             state = fit.finish(result)
             if fit.pnames:
                 store_params(state["params"])
+            if fit.continuous:
+                check_existence(fit.lj, graph, fit.continuous, state["values"], state["disc"], state["params"])
             kkt = kkt_residuals(fit.lj, graph, fit.continuous, state["values"], state["disc"], state["params"]) \
                 if fit.continuous else {}
         point = {**state["values"], **state["disc"]}

@@ -16,13 +16,13 @@ from ...errors import ConvergenceWarning, DataError, NumericalError
 from ..common.discrete import DiscretePlan, discrete_plan
 from ..common.params import param_constraint, store_params
 from ..common.pointopt import DivergedError, latent_block, maximise, param_block
+from .existence import unbounded_edges
 
-__all__ = ["discrete_step", "latent_step", "param_step", "kkt_residuals", "proximal_terms"]
+__all__ = ["discrete_step", "latent_step", "param_step", "kkt_residuals", "proximal_terms", "check_existence"]
 
-#: A transformed free value beyond this magnitude means the site is at the edge of its
-#: support (e.g. a scale below e^-40): there is no interior maximum.
-EDGE = 40.0
-#: ... or beyond this one (a scale below e^-20) while the optimiser has not converged.
+#: A transformed free value beyond this magnitude (a scale below e^-20, a probability within
+#: e^-20 of 0 or 1) is near the edge of its support: whether the log joint stays bounded
+#: there is then checked along a ray toward the edge.
 EDGE_CLIMBING = 20.0
 
 
@@ -112,36 +112,71 @@ def _info(what, res) -> dict:
 
 
 def _guarded(fn, objective, blocks, inner, graph, what):
-    """Run :func:`maximise`; on divergence, or a transformed value left at the edge of its
-    support, raise NumericalError naming the site responsible."""
+    """Run :func:`maximise`; when it diverged, or left a transformed value far out toward
+    the edge of its support, decide from the log joint along rays toward those edges
+    (:func:`~ppl.backends.map.existence.unbounded_edges`) whether a maximum exists: raise
+    NumericalError naming the site where the log joint grows without bound; accept a
+    bounded edge (the maximum is the supremum there, e.g. a probability of 1)."""
     try:
         res = fn(objective, blocks, **inner)
     except DivergedError as e:
         for b, x in zip(blocks, e.blocks):
-            b.free = x
-        raise NumericalError(_unbounded(graph, blocks, what)) from None
-    # at the edge: far out in unconstrained space, or well out and still climbing (not converged)
-    edge = [b for b in blocks if b.transformed and (bool((b.free.abs() > EDGE).any()) or (
-        not res.converged and bool((b.free.abs() > EDGE_CLIMBING).any())))]
-    if edge or not bool(torch.isfinite(torch.tensor(res.value))):
-        raise NumericalError(_unbounded(graph, edge or blocks, what))
+            b.free = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        raise NumericalError(_unbounded(graph, blocks, what, unbounded_edges(objective, blocks))) from None
+    far = {b.name: torch.nonzero((b.free.abs() > EDGE_CLIMBING).reshape(-1)).reshape(-1).tolist()
+           for b in blocks if b.transformed}
+    far = {k: v for k, v in far.items() if v}
+    if far:
+        edges = unbounded_edges(objective, blocks, elements=far)
+        if edges:
+            raise NumericalError(_unbounded(graph, blocks, what, edges))
+    if not bool(torch.isfinite(torch.tensor(res.value))):
+        raise NumericalError(_unbounded(graph, blocks, what, []))
     return res
 
 
-def _unbounded(graph, blocks, what) -> str:
-    """Message for an objective without a maximum: the block whose free value ran furthest."""
-    def reach(b):
-        x = b.free.detach()
-        return float("inf") if not bool(torch.isfinite(x).all()) else float(x.abs().max())
+def check_existence(lj, graph, sites, values, disc, params) -> None:
+    """After the last step: the point found is a maximum only if the log joint is bounded
+    toward every support edge of the continuous latents (probed along rays from it).
 
-    worst = max(blocks, key=reach)
-    free = worst.free.detach().reshape(-1)
-    free = torch.where(torch.isfinite(free), free, torch.zeros_like(free))
-    at = int(free.abs().argmax()) if free.numel() else 0
-    where = f"{float(worst.value().reshape(-1)[at]):.3g}" if free.numel() else "?"
+    Raises
+    ------
+    NumericalError
+        Naming the site and the edge where the log joint grows without bound (an interior
+        local maximum can hide it)."""
+    supports = {s: lj.graph.sites[s].fn.support for s in sites}
+    blocks = [latent_block(s, values[s], supports[s], None, math.prod(graph.variables[s].event_shape))
+              for s in sites]
+
+    def objective(vals):
+        return lj({**disc, **vals}, params)
+
+    edges = unbounded_edges(objective, blocks)
+    if edges:
+        raise NumericalError(_unbounded(graph, blocks, "latent", edges, interior=True))
+
+
+def _unbounded(graph, blocks, what, edges, interior: bool = False) -> str:
+    """Message for an objective without a maximum: the edge where the log joint was seen to
+    grow without bound, else the block whose free value ran furthest."""
     kind = "param" if what == "param" else "site"
-    return (f"MAP does not exist for model '{graph.model.name}': the log joint grows without bound as {kind} "
-            f"'{worst.name}' runs to the edge of its support (reached {where}): the posterior is improper "
-            f"or has no mode there (e.g. a scale going to 0 under a flat prior, or one data point per scale). Give "
-            f"'{worst.name}' a prior that vanishes at that edge, add data, or use method='svi'")
+    if edges:
+        e = edges[0]
+        where, name = f"{e.value:.3g}", e.name
+        how = f"grows without bound (by {e.growth:.3g} nats per step toward the edge)"
+    else:
+        def reach(b):
+            x = b.free.detach()
+            return float("inf") if not bool(torch.isfinite(x).all()) else float(x.abs().max())
 
+        worst = max(blocks, key=reach)
+        free = worst.free.detach().reshape(-1)
+        free = torch.where(torch.isfinite(free), free, torch.zeros_like(free))
+        at = int(free.abs().argmax()) if free.numel() else 0
+        where = f"{float(worst.value().reshape(-1)[at]):.3g}" if free.numel() else "?"
+        name, how = worst.name, "is not finite or the optimiser diverged"
+    found = " (the point found is only a local maximum)" if interior else ""
+    return (f"MAP does not exist for model '{graph.model.name}': the log joint {how} as {kind} '{name}' runs to "
+            f"the edge of its support (reached {where}){found}: the posterior is improper or has no mode there "
+            f"(e.g. a scale going to 0 under a flat prior, a Gamma shape below 1, or one data point per scale). Give "
+            f"'{name}' a prior that vanishes at that edge, add data, or use method='laplace' or 'nuts'")
