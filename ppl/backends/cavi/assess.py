@@ -1,9 +1,12 @@
 """How far to trust a CAVI result.
 
 * Gaussian path: the exact posterior is the Gaussian ``N(Λ⁻¹b, Λ⁻¹)`` the path found, so
-  the mean field's means are exact at convergence and its variances ``1/Λ_ii`` can be
-  compared with the exact ``(Λ⁻¹)_ii`` (they are never larger: Goodfellow et al. 2016,
-  §19.4.2 and the slides' factorised Gaussian, KL(q‖p) is mode-seeking).
+  the mean field's means are exact at convergence and q's variance of coordinate ``i`` of
+  event block ``B``, ``(Λ_BB⁻¹)_ii``, can be compared with the exact ``(Λ⁻¹)_ii`` (it is
+  never larger: Goodfellow et al. 2016, §19.4.2 and the slides' factorised Gaussian,
+  KL(q‖p) is mode-seeking); ``diagnostics["sd_ratio_min"]`` is the smallest sd ratio.  The
+  exact log evidence is known in closed form there (``diagnostics["exact_log_evidence"]``),
+  so the KL gap is reported.
 * Other paths: Pareto-smoothed importance weights of q against the full log joint (Yao,
   Vehtari, Simpson & Gelman 2018): q is close to the posterior only when k̂ < 0.5; where the
   exact log evidence can be computed, the KL gap ``log p(v) - ELBO`` (eq. 19.1) is

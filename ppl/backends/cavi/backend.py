@@ -103,9 +103,14 @@ class CAVIBackend(Backend):
 
     # ------------------------------------------------------------------ applicability
     def check(self, analysis) -> Applicability:
-        """CAVI (this version) applies when every latent is discrete and enumerable and the
-        largest factor table fits the memory budget; a continuous latent is named with its
-        family."""
+        """Whether one of the four paths (module docstring) covers the model: every latent
+        Normal under a quadratic log joint (Gaussian, at most ``MAX_GAUSSIAN_DIM``
+        dimensions); continuous latents with conjugate-exponential updates, alone or with
+        discrete ones whose factor tables fit the memory budget (sigma points); every latent
+        a Bernoulli under a quadratic log joint with factors larger than the ``K²`` block
+        (binary quadratic); every latent discrete, in declared plates, with the largest
+        factor table within the memory budget (discrete tables).  A model without latents
+        applies too.  A refusal names the site and the test that failed."""
         graph = analysis.graph
         if analysis.continuous:
             return _gaussian_applicability(graph, analysis)
@@ -179,7 +184,7 @@ class CAVIBackend(Backend):
 
 
 def _binary_path(graph, analysis) -> str | None:
-    """Why the binary quadratic path (:mod:`ppl.backends.binary`) is taken, or None: every
+    """Why the binary quadratic path (:mod:`ppl.backends.cavi.binary`) is taken, or None: every
     latent a scalar Bernoulli, the log joint quadratic in them, and the largest factor's
     table (``2^scope`` per copy) larger than the ``K²`` block the quadratic path works with."""
     sites = list(analysis.discrete)
