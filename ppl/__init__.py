@@ -1,6 +1,6 @@
 """ppl: write a latent-variable model once, get every sensible inference method for it.
 
-Public API (see docs/ and DESIGN.md)::
+Public API (see docs/)::
 
     import ppl, ppl.distributions as dist
 

@@ -267,30 +267,39 @@ def compare(model, data=None, methods=None, *, reference=None, **options) -> Com
     model : Model, callable or FactorGraph
     data : mapping, optional
         See :func:`ppl.compile`; must be None when ``model`` is a FactorGraph.
-    methods : sequence of str or (str, dict), or "all"
+    methods : sequence of str or (str, dict), or "all", optional
         Backend names, or ``(name, options)`` pairs to run one backend with several
         settings; ``"all"`` runs every registered backend that applies; ``None``
-        (default) runs the method ``method="auto"`` would choose (exact inference
-        wherever it applies).
+        (default) runs the one method ``method="auto"`` tries first (the highest-ranked
+        backend that applies: exact inference wherever it applies; auto's later
+        escalation steps are not run).
     reference : str, optional
-        Label of the row the errors are measured against.  Default: the exact
-        inference row if it ran, else any exact row, else the row with the highest ELBO
-        among those that do not learn ``ppl.param`` values (see ``docs/compare.md``).
+        Label of the row the errors are measured against.  Default, by trust verdict: a
+        row whose verdict is ``exact`` (with a log evidence), else a ``reliable`` row
+        of a reference sampler (a backend with ``reference_sampler = True``: NUTS), else
+        the row with the highest ELBO among those that do not learn ``ppl.param`` values
+        (see :mod:`ppl.comparison` and ``docs/compare.md``).  ``Comparison.reference_kind``
+        says which (``exact``, ``sampler``, ``highest elbo`` or ``chosen``).
     **options
         Options given to every method (e.g. ``device``, ``seed``); per-method options win.
 
     Returns
     -------
     Comparison
-        One row per method with columns ``method``, ``log_evidence`` (nats, exact
+        One row per method with columns ``method``, ``trust`` (the row's verdict:
+        ``exact``, ``reliable`` or ``unreliable``), ``log_evidence`` (nats, exact
         methods), ``elbo`` (nats), ``kl_gap`` (nats: exact log evidence − ELBO =
-        KL(q‖p), eq. 19.1, when an exact reference ran), ``map_log_joint`` (nats),
-        ``max_marginal_error`` / ``mean_marginal_error`` (discrete sites: |p − p_ref| over
-        all marginal probabilities), ``max_mean_error`` / ``mean_mean_error``
-        (continuous sites: |E[h] − E_ref[h]| over all elements), ``seconds`` (wall
-        time), ``iterations``, ``converged``, ``status`` (``"ok"`` or ``"not run: why"``);
+        KL(q‖p), eq. 19.1, when the reference's verdict is exact; not for a method that
+        learned ``ppl.param`` values), ``map_log_joint`` (nats), ``max_marginal_error`` /
+        ``mean_marginal_error`` (discrete sites: |p − p_ref| over all marginal
+        probabilities), ``max_mean_error`` / ``mean_mean_error`` (continuous sites:
+        |E[h] − E_ref[h]| over all elements), ``max_mean_error_sd`` (the largest
+        |E[h] − E_ref[h]| in reference posterior sds), ``worst_sd_ratio`` (the ratio
+        sd / sd_ref farthest from 1 over continuous elements), ``seconds`` (wall time),
+        ``iterations``, ``converged``, ``status`` (``"ok"`` or ``"not run: why"``);
         ``print()`` it, ``.to_pandas()``, ``.plot(path_prefix)``.  A field that does not
-        apply is ``None``.
+        apply is ``None`` (the reference row has no ``max_mean_error_sd`` or
+        ``worst_sd_ratio``).
 
     Raises
     ------

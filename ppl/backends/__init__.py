@@ -1,6 +1,7 @@
-"""Inference backends, registered by name.  Importing this package registers the built-in
-ones; each lives in its own package (``exact/``, ``em/``, ``map/``, ``cavi/``, ``svi/``)
-over the shared pieces below them (``base``, ``options``, ``template``, ``common/``)."""
+"""Inference backends, registered by name.  Importing this package registers the eight
+built-in ones; each lives in its own package (``exact/``, ``em/``, ``map/``, ``cavi/``,
+``svi/``, ``laplace/``, ``pathfinder/``, ``nuts/``) over the shared pieces below them
+(``base``, ``options``, ``registry``, ``template``, ``common/``)."""
 
 from .base import Applicability, Backend
 from .cavi import CAVIBackend

@@ -101,9 +101,9 @@ class FactorGraph:
     plates : dict[str, PlateInfo]
     sites : dict[str, SiteRecord]
         The traced sites (distribution objects and values), for backends.
-    cache : dict
-        Per-graph cache that backends use for derived artefacts (exact plans); cleared
-        never, keyed by the backend.  Being replaced by :meth:`memo`.
+
+    Derived artefacts (analyses, exact plans, structural tests) are kept per graph with
+    :meth:`memo`.
     """
 
     model: Model
@@ -112,7 +112,6 @@ class FactorGraph:
     factors: dict
     plates: dict
     sites: dict
-    cache: dict = field(default_factory=dict, repr=False)
     _nx: Any = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)  # (owner, key) -> value, see memo()
 
@@ -252,7 +251,8 @@ def compile(model, data=None) -> FactorGraph:
     model : Model or callable
         A ``@ppl.model`` (a plain Pyro model function is wrapped).
     data : mapping, optional
-        Bound as DESIGN.md says: argument names -> arguments, site names -> observations.
+        Bound as :mod:`ppl.dsl` says (docs/dsl.md): argument names -> arguments, site
+        names -> observations.
 
     Returns
     -------

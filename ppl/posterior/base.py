@@ -1,4 +1,4 @@
-"""The Posterior base class: one interface for the result of every backend (DESIGN.md).
+"""The Posterior base class: one interface for the result of every backend.
 
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,

@@ -20,9 +20,6 @@ class DrawsPosterior(Posterior):
         draws; independent draws of an approximation are laid out as ``C`` chains too).
     point : dict[str, torch.Tensor], optional
         A point returned by :meth:`map` (Laplace: the mode found), site -> value.
-    discrete : dict, optional
-        ``{"marginals", "supports", "families"}`` of discrete sites summed out in the
-        density, when known (probabilities ``batch_shape + (K,)``).
     """
 
     def __init__(self, method, *, draws: dict, point=None, **kw):

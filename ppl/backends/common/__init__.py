@@ -1,2 +1,20 @@
-"""What several backends share, below them all: the discrete elimination plan, the log
-joint, point optimisation, run placement, param bookkeeping and routing sentences."""
+"""What several backends share, below them all:
+
+* ``discrete``: the compiled elimination plan of the discrete latents
+  (:class:`~ppl.backends.common.discrete.DiscretePlan`), used by exact inference, EM's
+  E-step, max-product MAP and the potential's sum over discrete latents;
+* ``elimination``: whether elimination over the discrete latents can run, and the table
+  posterior of a plan's tables;
+* ``logjoint``: the log joint as a differentiable function of latent and ``ppl.param``
+  values (what point estimators optimise);
+* ``pointopt``: optimisers for point estimates over blocks of tensors;
+* ``potential``: the log density in unconstrained space with the discrete latents summed
+  out (Laplace, Pathfinder, NUTS, and importance weights);
+* ``importance``: importance weights of an approximation against the potential, Pareto
+  smoothing, PSIS resampling and their trust verdict;
+* ``quadratic``: the structural test of a log joint that is a quadratic form in given
+  latents (CAVI's Gaussian and binary paths);
+* ``routing``: the sentences backends share when ``method="auto"`` chooses them;
+* ``runtime``: run placement (device, dtype, seeded random streams, data);
+* ``params``: the ``ppl.param`` values a learning backend starts from and leaves behind.
+"""

@@ -1,4 +1,4 @@
-"""Feeding re-evaluated factor tables into a compiled :class:`~ppl.backends.discrete.DiscretePlan`
+"""Feeding re-evaluated factor tables into a compiled :class:`~ppl.backends.common.discrete.DiscretePlan`
 and reading each factor's posterior weights back, without a Python loop over factors.
 
 :class:`~ppl.compiler.parametric.ParametricTables` evaluates factors in stacked groups

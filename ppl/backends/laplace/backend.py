@@ -47,7 +47,9 @@ class LaplaceBackend(Backend):
         Option("num_draws", Integer(2), 1000, "draws of the Gaussian, weighted and resampled"),
         Option("importance", Boolean(), True, "PSIS-resample the draws by p/q (else the raw Gaussian)"),
         Option("init", OneOf("median", "uniform"), "median",
-               "start of the first run: the prior median, or uniform(-2, 2) in unconstrained space"),
+               "start of the first run: 'median' is the prior mean (the compiled value where the mean is not "
+               "finite), unconstrained (the name is kept for compatibility); 'uniform': uniform(-2, 2) in "
+               "unconstrained space"),
         Option("n_init", Integer(1), 1, "starts (later ones uniform(-2, 2)); the mode with the most mass is kept"),
         COMMON["seed"].but(doc="seed of the starts, the draws and the resampling"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
@@ -86,9 +88,12 @@ class LaplaceBackend(Backend):
         DrawsPosterior
             ``num_draws`` draws per site, shape ``(1, num_draws) + shape`` (PSIS-resampled
             when ``importance``); ``map()`` = the mode, constrained; ``elbo`` = the
-            Gaussian's ELBO estimate (nats); ``diagnostics`` with the mode's
-            ``log_density``, ``newton_decrement``, ``laplace_log_evidence`` (an
-            approximation of log p(v), nats), ``psis_khat``, ``psis_ess``.
+            Gaussian's ELBO estimate (nats); ``diagnostics`` with
+            ``log_density_at_mode`` (the log density at the mode, unconstrained, nats),
+            ``newton_decrement``, ``laplace_log_evidence`` (an approximation of log p(v),
+            nats), ``psis_khat``, ``psis_ess``, ``iterations``, ``gradient_evaluations``,
+            ``dimension``, ``modes`` (the log mass of each start's mode),
+            ``failed_starts``, ``device``.
 
         Raises
         ------
