@@ -25,8 +25,9 @@ passes.  Timed: the loop (``plain loop``), and guide + SVI construction + loop
 (``plain e2e``).
 
 **ppl**: ``ppl.infer(model, data, method="svi", num_steps=n, tol=0, lr=lr, seed=seed,
-progress=False, elbo_particles=2, posterior_samples=2)`` (``tol=0``: it never stops early;
-the two small numbers keep the final ELBO re-estimate cheap) and ``lr_decay=1`` where the
+progress=False, elbo_particles=2, posterior_samples=2, dtype=dtype)`` (``tol=0``: it never
+stops early; the two small numbers keep the final ELBO re-estimate cheap; ``dtype``: the
+data's, as the plain side, since SVI's own default is float64) and ``lr_decay=1`` where the
 backend has that option (a constant learning rate, as ``pyro.optim.Adam``; ppl's default
 decays it exponentially with Pyro's ``ExponentialLR``).  ppl picks the same guide
 (``"normal"`` = AutoNormal, init_scale 0.1, init_to_feasible), loss (``Trace_ELBO``;
@@ -50,10 +51,10 @@ Timed for ppl:
 * ``ppl e2e``: wall time of the ``ppl.infer`` call up to the start of its post-processing
   (the final ELBO/IWAE/k-hat estimate, the discrete marginals, the sampler), divided by the
   steps: it includes ``compile`` (tracing the model, binding the data), the analysis and the
-  backend's set-up.  The start of the post-processing is taken by wrapping
-  ``ppl.backends.svi.estimate_bounds`` (its first call, right after the loop) in this
-  process; ``ppl.backends.svi.progress_bar`` (called right before the loop) is wrapped too,
-  so the loop is also timed from outside (and in CPU seconds); no file is changed.
+  backend's set-up.  The start of the post-processing is the end of ppl's training loop,
+  stamped by wrapping ``run_iterations`` (the loop, as ``ppl.backends.svi.backend`` calls
+  it) in this process (:class:`PplClock`); its start is stamped too, so the loop is also
+  timed from outside (and in CPU seconds); no file is changed.
 * ``ppl fixed``: compile + analysis + set-up before the loop (ms, once per call), and the
   post-processing (s), reported apart.
 
@@ -185,12 +186,13 @@ def make_case(name: str, dtype) -> dict:
     if name == "logreg":
         X, y = breast_cancer(dtype)
         return {"name": name, "size": f"N={X.shape[0]}, D={X.shape[1]}", "model": logreg, "kwargs": {"X": X, "y": y},
+                "dtype": dtype,
                 "enumerate": False, "loss": "Trace_ELBO",
                 "ppl": {"obs": (logreg, {"X": X, "y": y}), "site": (logreg_site, {"X": X, "y": y}),
                         "decay": (logreg, {"X": X, "y": y})}}
     if name == "gmm":
         x = iris(dtype)
-        return {"name": name, "size": f"iris N={x.shape[0]}, D={x.shape[1]}, K={GMM_K}", "model": gmm,
+        return {"name": name, "size": f"iris N={x.shape[0]}, D={x.shape[1]}, K={GMM_K}", "model": gmm, "dtype": dtype,
                 "kwargs": {"x": x}, "enumerate": True, "loss": "TraceEnum_ELBO",
                 "ppl": {"obs": (gmm, {"x": x}), "site": (make_gmm_site(*x.shape), {"x": x}), "decay": (gmm, {"x": x})}}
     raise ValueError(name)
@@ -270,7 +272,7 @@ def run_ppl(ppl, case: dict, variant: str, steps: int, lr: float, seed: int) -> 
         t0 = time.perf_counter()
         post = ppl.infer(model, data, method="svi", guide="normal", loss="elbo", optim="adam", lr=lr,
                          num_steps=steps, tol=0, init_scale=0.1, elbo_particles=2, posterior_samples=2, seed=seed,
-                         progress=False, **extra)
+                         progress=False, dtype=case["dtype"], **extra)
         t3 = time.perf_counter()
     d = post.diagnostics
     if d["num_steps"] != steps:
@@ -445,7 +447,7 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
-                        help="torch default dtype and data dtype of both sides (ppl runs in the default dtype)")
+                        help="torch default dtype and data dtype of both sides (ppl is given it as dtype=)")
     add_common_args(parser)
     parser.set_defaults(threads=2)
     args = parser.parse_args(argv)

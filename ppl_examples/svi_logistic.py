@@ -111,6 +111,7 @@ def fit(data, guide, args, subsample_size=None):
 def evaluate(post, X_te, y_te, draws, seed):
     """Held-out (accuracy, log loss) with the posterior-mean weights and with the posterior predictive."""
     w_mean, b_mean = post.mean("w"), post.mean("b")
+    X_te = X_te.to(w_mean.dtype)                             # the posterior is in SVI's dtype (float64)
     plug_in = held_out(torch.sigmoid(X_te @ w_mean + b_mean), y_te)
     s = post.sample(draws, seed=seed)                        # w: (draws, D), b: (draws,)
     predictive = torch.sigmoid(X_te @ s["w"].T + s["b"]).mean(-1)
