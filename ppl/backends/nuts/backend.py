@@ -6,9 +6,10 @@ JMLR 15, Algorithms 3 and 6), through ``pyro.infer.MCMC``, on the continuous lat
 unconstrained space; discrete latents are summed out exactly in ppl's own potential
 (:class:`~ppl.backends.common.potential.Potential`, by variable elimination with the
 exact engine's plan, :class:`~ppl.backends.common.discrete.DiscretePlan`, not Pyro's
-enumeration), so they are not sampled.  Chains run one after another (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the
-rank-normalised R-hat and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16)
-and the count of divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
+enumeration), so they are not sampled.  Chains run one after another
+(:mod:`ppl.backends.nuts.sampler`); their draws are checked with the rank-normalised R-hat
+and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16) and the count of
+divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
 :mod:`ppl.backends.nuts.diagnostics`.  The reference sampler when nothing exact exists:
 accurate in the limit, and the slowest method here.
 """
