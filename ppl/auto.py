@@ -17,7 +17,7 @@ import warnings
 
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
 from .backends.registry import ranked_backends
-from .errors import PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
+from .errors import NumericalError, PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
 
 __all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "escalate"]
 
@@ -156,10 +156,11 @@ def escalate(graph, analysis, options: dict, run_method):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", TrustWarning)
                     post = run_method(name, {**given, **{k: v for k, v in extra.items() if k not in given}})
-            except PPLError as e:
+            except Exception as e:  # noqa: BLE001 - one method's failure must not stop auto trying the next
                 last_error = e
+                kind = "failed" if isinstance(e, PPLError) else "failed (an internal error: please report it)"
                 attempts.append({"method": name, "options": extra, "seconds": time.perf_counter() - t0,
-                                 "verdict": None, "left_because": f"failed: {type(e).__name__}: {str(e)[:300]}"})
+                                 "verdict": None, "left_because": f"{kind}: {type(e).__name__}: {str(e)[:300]}"})
                 continue
             trust = post.trust
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
@@ -172,7 +173,11 @@ def escalate(graph, analysis, options: dict, run_method):
                 return post
             record["left_because"] = f"unreliable: {' '.join(trust.reasons)[:300]}"
     if last is None:
-        raise last_error if last_error is not None else UnsupportedModelError(route["reason"])
+        if isinstance(last_error, PPLError):
+            raise last_error
+        failures = "; ".join(f"{a['method']}: {a['left_because']}" for a in attempts)
+        raise NumericalError(f"every method auto tried on model '{graph.model.name}' failed ({failures})") \
+            from last_error
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post

@@ -150,14 +150,18 @@ class PathfinderBackend(Backend):
                 raise NumericalError(f"Pathfinder: every one of the {len(paths)} path(s) on model "
                                      f"'{graph.model.name}' failed ({reasons}); the log density may be non-finite "
                                      "almost everywhere or unbounded; try method='nuts'")
-            pooled = torch.cat([p.z for p in kept])
+            # shuffled, so that the draws a slow model has time for represent every path
+            perm = torch.randperm(sum(p.z.shape[0] for p in kept), generator=gen)
+            pooled = torch.cat([p.z for p in kept])[perm]
+            labels = torch.cat([torch.full((p.z.shape[0],), i) for i, p in enumerate(kept)])[perm]
+            own = torch.cat([p.log_q for p in kept]).double().cpu()[perm]
             weighted = weigh(potential, pooled, mixture_log_prob([p.approximation for p in kept], pooled))
             if o.importance:
                 final = weighted.resample(o.num_draws, gen)
             else:
                 final = weighted.z[torch.randperm(weighted.z.shape[0], generator=gen)[: o.num_draws]]
             draws = draws_by_site(potential, final)
-            elbos = self._path_elbos(weighted, kept, o.num_draws)
+            elbos = self._path_elbos(weighted, labels, own, len(kept))
             best_at = max(range(len(kept)), key=lambda i: (elbos[i], kept[i].selection_elbo))
             best = kept[best_at]
             point = {s: v.detach() for s, v in potential.constrain(best.lbfgs.z[-1]).items()}
@@ -184,12 +188,17 @@ class PathfinderBackend(Backend):
         return paths
 
     @staticmethod
-    def _path_elbos(weighted, kept, per_path):
-        """Each kept path's ELBO estimate from its ``per_path`` final draws and its own
-        ``log q`` (nats)."""
-        own = torch.cat([p.log_q for p in kept]).double().cpu()
-        lw = (weighted.log_p - own).reshape(len(kept), per_path).mean(1)
-        return [float(v) if math.isfinite(float(v)) else -math.inf for v in lw]
+    def _path_elbos(weighted, labels, own, paths):
+        """Each kept path's ELBO estimate from its final draws that were weighed and its own
+        ``log q`` (nats); ``labels`` and ``own`` follow the (shuffled) pooled draws."""
+        n = weighted.log_p.shape[0]
+        lw = weighted.log_p - own[:n]
+        out = []
+        for i in range(paths):
+            mine = lw[labels[:n] == i]
+            v = float(mine.mean()) if mine.numel() else -math.inf
+            out.append(v if math.isfinite(v) else -math.inf)
+        return out
 
     @staticmethod
     def _diagnostics(paths, kept, elbos, best, weighted, o, start) -> dict:
