@@ -181,11 +181,15 @@ def mean_field_weights(graph, *, factors: dict, tables: dict, num_draws: int, se
     log_p = torch.empty(s, dtype=torch.float64)
     with run_context(device, dtype, None), torch.no_grad(), pyro.validation_enabled(False):
         lj = LogJoint(graph, device, dtype)
+        failed = None
         for i in range(s):
             try:
                 log_p[i] = float(lj({k: v[i].to(device) for k, v in values.items()}))
-            except (ValueError, RuntimeError):
-                log_p[i] = -math.inf
+            except (ValueError, RuntimeError) as e:
+                log_p[i], failed = -math.inf, failed or e
+    if failed is not None and not bool(torch.isfinite(log_p).any()):
+        raise NumericalError(f"the model's log joint could not be evaluated at any draw of q: "
+                             f"{type(failed).__name__}: {str(failed).splitlines()[0] if str(failed) else failed!r}")
     log_p = torch.where(torch.isnan(log_p), torch.full_like(log_p, -math.inf), log_p)
     try:
         result = psis(log_p - log_q)

@@ -18,6 +18,7 @@ from pyro.infer.autoguide import initialization as init_strategies
 from pyro.poutine.messenger import Messenger
 
 from ...compiler.families import family_name
+from ...compiler.observations import CheckObservations
 from ...ops.proximal import soft_threshold
 from ...errors import OptionError
 from .runtime import place
@@ -126,11 +127,14 @@ class LogJoint:
         self.kwargs = {k: place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
         self.observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
         self.device, self.dtype = device, dtype
+        # observed values cast per run to the family's dtype (int data on a Bernoulli site), as
+        # in the compiled trace; the data were validated at compile time
+        self._cast = CheckObservations(graph.model, self.observations, validate=False)
 
     def trace(self, values: dict, params: dict | None = None, messengers=()) -> poutine.Trace:
         """One run of the model with ``values`` (site -> value) conditioned and ``params``
         (name -> constrained value) substituted."""
-        fn = poutine.condition(self.graph.model.fn, data={**self.observations, **values})
+        fn = self._cast(poutine.condition(self.graph.model.fn, data={**self.observations, **values}))
         if params:
             fn = SubstituteParams(params)(fn)
         for m in messengers:
@@ -176,7 +180,7 @@ class LogJoint:
             strategy = INIT_STRATEGIES[init]()
         else:
             raise OptionError(f"init must be one of {sorted(INIT_STRATEGIES)} or a dict site -> value, got {init!r}")
-        fn = poutine.condition(self.graph.model.fn, data={**self.observations, **given})
+        fn = self._cast(poutine.condition(self.graph.model.fn, data={**self.observations, **given}))
         if params:
             fn = SubstituteParams(params)(fn)
         with torch.no_grad():

@@ -289,16 +289,21 @@ class Potential:
         out = torch.empty(zs.shape[0], dtype=torch.float64)
         start = time.perf_counter()
         n = zs.shape[0]
+        failed = None
         with torch.no_grad():
             for i in range(zs.shape[0]):
                 try:
                     out[i] = float(self.log_density(zs[i]))
-                except (ValueError, RuntimeError):
-                    out[i] = -math.inf
+                except (ValueError, RuntimeError) as e:
+                    out[i], failed = -math.inf, failed or e
                 if max_seconds is not None and i + 1 >= min_count and time.perf_counter() - start > max_seconds:
                     n = i + 1
                     break
         out = out[:n]
+        if failed is not None and not bool(torch.isfinite(out).any()):
+            raise ModelError(f"model '{self.graph.model.name}': the log density could not be evaluated at any of "
+                             f"{n} points: {type(failed).__name__}: "
+                             f"{str(failed).splitlines()[0] if str(failed) else failed!r}")
         return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
 
     # ------------------------------------------------------------ vectorised
