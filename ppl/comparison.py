@@ -51,12 +51,12 @@ from .table import Table, format_value
 __all__ = ["Comparison", "run_comparison", "COLUMNS"]
 
 #: The columns of a :class:`Comparison`, in order.
-COLUMNS = ("method", "trust", "log_evidence", "elbo", "kl_gap", "map_log_joint", "max_marginal_error",
-           "mean_marginal_error", "max_mean_error", "mean_mean_error", "max_mean_error_sd", "worst_sd_ratio",
-           "seconds", "iterations", "converged", "status")
+COLUMNS = ("method", "log_evidence", "elbo", "kl_gap", "map_log_joint", "max_marginal_error", "mean_marginal_error",
+           "max_mean_error", "mean_mean_error", "max_mean_error_sd", "worst_sd_ratio", "seconds", "iterations",
+           "converged", "trust", "status")
 
 #: Columns always printed (the others are left out of the printout when empty in every row).
-_ALWAYS_SHOWN = ("method", "trust", "log_evidence", "elbo", "seconds", "converged", "status")
+_ALWAYS_SHOWN = ("method", "log_evidence", "elbo", "seconds", "converged", "trust", "status")
 _STATUS_WIDTH = 48  # longer statuses are printed as footnotes
 
 

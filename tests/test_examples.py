@@ -1,5 +1,7 @@
 """Smoke tests: every runnable example runs to the end on its real data."""
 
+import re
+
 import pytest
 
 pytest.importorskip("pgmpy")
@@ -389,8 +391,8 @@ def test_cavi_bgmm_example_runs(capsys, tmp_path):
     cavi_bgmm.main(["--out", str(tmp_path)])
     out = capsys.readouterr().out
     number = r"(-?\d+\.\d+(?:e[-+]\d+)?)"
-    assert "cavi   applies  conjugate-exponential mean field" in out, out
-    assert "wine, the analysis's cavi line: cavi   applies" in out, out
+    assert re.search(r"cavi +applies  conjugate-exponential mean field", out), out
+    assert re.search(r"wine, the analysis's cavi line: cavi +applies", out), out
     for name, (N, D) in {"iris": (150, 4), "wine": (178, 13)}.items():
         section = out.split(f"=== {name}: ")[1].split("\n===")[0]
         assert section.startswith(f"N = {N}, D = {D}, K = 3"), out
