@@ -171,7 +171,7 @@ def escalate(graph, analysis, options: dict, run_method):
                 post = _finish(post, route, attempts, name, trust.ok)
                 post.trust.warn(post.method, stacklevel=4)
                 return post
-            record["left_because"] = f"unreliable: {' '.join(trust.reasons)[:300]}"
+            record["left_because"] = f"unreliable: {'; '.join(trust.reasons)[:300]}"
     if last is None:
         if isinstance(last_error, PPLError):
             raise last_error

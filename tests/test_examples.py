@@ -433,3 +433,35 @@ def test_tour_runs_its_every_backend_part(capsys, tmp_path):
         image = matplotlib.image.imread(tmp_path / name)
         assert image.ndim == 3 and min(image.shape[:2]) > 100
 
+
+
+def test_tour_shows_auto_escalating(capsys, tmp_path):
+    """make demo's part 6: CAVI's mean field on a correlated Gaussian posterior is judged
+    unreliable (its sds fall short of the exact ones), and auto goes on to Laplace, whose
+    answer matches the closed-form Gaussian posterior."""
+    pytest.importorskip("sklearn")
+    import torch
+    from sklearn.datasets import load_diabetes
+
+    from ppl_examples import tour
+
+    tour.main(["--parts", "6", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    tried = out.split("method='auto' tried, in turn:")[1].split("the answer")[0]
+    lines = [line.split() for line in tried.strip().splitlines()]
+    assert [w[0] for w in lines] == ["cavi", "laplace"]
+    assert "underestimates a posterior sd" in tried and "kept: its verdict is reliable" in tried
+    # the exact posterior of a Gaussian linear model with known noise (Bishop 2006, eq. 3.53-3.54)
+    d = load_diabetes(scaled=False)
+    x = torch.tensor(d.data[:, 2], dtype=torch.float64)
+    X = torch.stack([torch.ones_like(x), x], -1)
+    y = torch.tensor(d.target, dtype=torch.float64)
+    cov = torch.linalg.inv(torch.diag(torch.tensor([1 / 100.0 ** 2, 1 / 10.0 ** 2], dtype=torch.float64))
+                           + X.T @ X / 60.0 ** 2)
+    mean = cov @ X.T @ y / 60.0 ** 2
+    rows = {line.split()[0]: line.split() for line in out.split("the answer (laplace):")[1].splitlines()
+            if line.split() and line.split()[0] in ("alpha", "beta")}
+    for i, site in enumerate(("alpha", "beta")):
+        sd = float(cov[i, i].sqrt())
+        assert abs(float(rows[site][1]) - float(mean[i])) < 0.15 * sd
+        assert 0.85 < float(rows[site][2]) / sd < 1.15
