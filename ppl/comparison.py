@@ -41,9 +41,9 @@ import math
 import textwrap
 import time
 
-import pyro
 import torch
 
+from .backends.common.params import store_restore, store_snapshot
 from .comparison_plots import write_plots
 from .errors import PPLError
 from .table import Table, format_value
@@ -265,20 +265,6 @@ def _label(entry):
     raise TypeError(f"compare: each method must be a name or a (name, options) pair, got {entry!r}")
 
 
-def _store_snapshot():
-    store = pyro.get_param_store()
-    params = {k: v.detach().clone() for k, v in store._params.items()}
-    return params, dict(store._constraints)
-
-
-def _store_restore(snapshot):
-    params, constraints = snapshot
-    store = pyro.get_param_store()
-    store.clear()
-    store.set_state({"params": {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in params.items()},
-                     "constraints": dict(constraints)})
-
-
 def _iterations(post):
     d = post.diagnostics
     for key in ("sweeps", "n_iter", "num_steps", "rounds"):
@@ -431,11 +417,11 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
         get_backend(name)  # a misspelt name is an error, not a "not run" row
     if reference is not None and reference not in [e[0] for e in entries]:
         raise ValueError(f"compare: reference={reference!r} names no row; rows: {[e[0] for e in entries]}")
-    snapshot = _store_snapshot()
+    snapshot = store_snapshot()
     posteriors, seconds = {}, {}
     try:
         for label, name, opts in entries:
-            _store_restore(snapshot)  # every method starts from the same ppl.param values
+            store_restore(snapshot)  # every method starts from the same ppl.param values
             merged = {**options, **opts}
             start = time.perf_counter()
             try:
@@ -445,7 +431,7 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
             seconds[label] = time.perf_counter() - start
             posteriors[label] = post
     finally:
-        _store_restore(snapshot)
+        store_restore(snapshot)
     ref_label, ref_kind = _pick_reference(posteriors, graph, reference)
     ref = posteriors.get(ref_label) if ref_label is not None else None
     exact_le = ref.log_evidence if ref is not None and _verdict(ref) == "exact" else None

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...compiler.families import is_unit_uniform
 from ...compiler.parametric import ParametricTables
 from ...compiler.tables import enumeration_dims
 from ...ops.contract import LogFactor
@@ -57,7 +58,8 @@ __all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "find_blocks", "ConjugateMod
 
 #: Latent families with a sigma-point rule (a MultivariateNormal only as the mean of a
 #: Normal-Wishart pair).
-FAMILIES = tuple(RULES) + ("a MultivariateNormal mean with a Wishart-scaled precision (Normal-Wishart)",)
+FAMILIES = tuple(RULES) + ("Uniform(0, 1) (the Beta(1, 1) it is)",
+                           "a MultivariateNormal mean with a Wishart-scaled precision (Normal-Wishart)")
 
 #: Most combinations of sigma points one factor may need (the product over the continuous
 #: factors it depends on).
@@ -89,6 +91,8 @@ def find_blocks(graph, sites):
             continue
         var = graph.variables[s]
         rule = RULES.get(var.family)
+        if rule is None and graph.factors[s].scope == (s,) and is_unit_uniform(graph.sites[s].fn):
+            rule = RULES["Beta"]          # Uniform(0, 1) is Beta(1, 1): its factor is a Beta
         if rule is None:
             return (f"continuous latent '{s}' ({var.family}): closed-form mean-field factors exist here for "
                     f"{', '.join(FAMILIES)}")
@@ -241,7 +245,8 @@ class ConjugateModel:
             leaves = tuple(t.detach().clone().requires_grad_(True) for t in self.blocks[i].rule.mean(qc[i]))
             with torch.enable_grad():
                 value = self.factor_tables(qc, names={n}, leaves={i: leaves})[n].table.sum()
-                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+                grads = (torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad
+                         else (None,) * len(leaves))      # constant in the latent: a Uniform(0, 1) prior
             grads = tuple(torch.zeros_like(l) if g is None else g.detach() for g, l in zip(grads, leaves))
             a = value.detach() - sum((g * l.detach()).sum() for g, l in zip(grads, leaves))
             self.affine[n] = (i, a, grads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 
-__all__ = ["current_params", "param_constraint", "store_params"]
+__all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore"]
 
 
 def current_params(graph, names, dtype: torch.dtype, device: torch.device) -> dict:
@@ -32,3 +32,24 @@ def store_params(params: dict) -> None:
         for k, v in params.items():
             old = store[k] if k in store else None
             store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
+
+
+def store_snapshot() -> tuple:
+    """Pyro's param store as it is now: each entry's tensor (the same object: ``pyro.module``
+    trains a module's weights only while the store holds the module's own tensors) with a
+    copy of its value, and the constraints (read through the public ``get_state``)."""
+    state = pyro.get_param_store().get_state()
+    return {k: (v, v.detach().clone()) for k, v in state["params"].items()}, dict(state["constraints"])
+
+
+def store_restore(snapshot) -> None:
+    """Pyro's param store as :func:`store_snapshot` found it: the same tensors, with their
+    values, and nothing else."""
+    params, constraints = snapshot
+    store = pyro.get_param_store()
+    store.clear()
+    with torch.no_grad():
+        for tensor, value in params.values():
+            if tensor.shape == value.shape:
+                tensor.copy_(value)
+    store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})

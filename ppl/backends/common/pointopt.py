@@ -266,7 +266,7 @@ def _lbfgs(negative, blocks, max_iter, tol) -> Maximum:
     grads = _grads(negative, blocks)
     residual = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
     value = -float(negative([b.free for b in blocks]))
-    n_iter = opt.state[opt._params[0]].get("n_iter", 0)
+    n_iter = opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
     # stopped by the line search's tolerance on changes: converged only if the gradient is small too
     return Maximum(value, n_iter, residual <= tol or (n_iter < max_iter and residual <= 100 * tol), residual, "lbfgs")
 

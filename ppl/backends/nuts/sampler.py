@@ -27,6 +27,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from ...errors import ModelError, PPLError
+from ..common.params import store_restore, store_snapshot
 
 __all__ = ["INIT_STRATEGIES", "ChainSettings", "ChainsResult", "preserved_state", "run_chains"]
 
@@ -121,16 +122,13 @@ def preserved_state():
     ``ppl.param`` statements add missing params to the store; the caller sees neither.
     (Torch's RNG is forked by :func:`~ppl.backends.common.runtime.run_context`.)"""
     py_state, np_state = random.getstate(), np.random.get_state()
-    store = pyro.get_param_store()
-    saved = store.get_state()
-    saved = {"params": dict(saved["params"]), "constraints": dict(saved["constraints"])}
+    saved = store_snapshot()
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        store.clear()
-        store.set_state(saved)
+        store_restore(saved)
 
 
 def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:

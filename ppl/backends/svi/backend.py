@@ -31,6 +31,7 @@ from ...analysis.report import format_bytes
 from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
+from ..common.params import store_restore, store_snapshot
 from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
@@ -233,14 +234,14 @@ class SVIBackend(Backend):
             return self._fit(graph, analysis, o, loss, particles, dtype, start)
         # dtype not given: float64 first; a model that computes with float32 tensors of its own (an
         # nn.Module's weights) fails at once, and then runs in torch's default dtype as before
-        snapshot = _store_snapshot()
+        snapshot = store_snapshot()
         try:
             return self._fit(graph, analysis, o, loss, particles, dtype, start)
         except ModelError as e:
             if not _mixed_dtypes(e):
                 raise
             first = e
-        _store_restore(snapshot)
+        store_restore(snapshot)
         note = (f"dtype: the run in {_name(dtype)} failed ({_first_line(first)}): the model computes with tensors "
                 f"of another dtype (e.g. an nn.Module's weights), so it ran in torch's default dtype "
                 f"{_name(default)}; pass dtype= to choose")
@@ -342,26 +343,6 @@ def _params_in(graph, dtype) -> None:
             value = store[n]
             if value.is_floating_point() and value.dtype != dtype:
                 store[n] = value.detach().to(dtype)
-
-
-def _store_snapshot():
-    """Pyro's param store: each entry's tensor (the same object: ``pyro.module`` trains a
-    module's weights only while the store holds the module's own tensors) with a copy of its
-    value, and the constraints."""
-    store = pyro.get_param_store()
-    return {k: (v, v.detach().clone()) for k, v in store._params.items()}, dict(store._constraints)
-
-
-def _store_restore(snapshot) -> None:
-    """The store as :func:`_store_snapshot` found it: the same tensors, with their values."""
-    params, constraints = snapshot
-    store = pyro.get_param_store()
-    store.clear()
-    with torch.no_grad():
-        for tensor, value in params.values():
-            if tensor.shape == value.shape:
-                tensor.copy_(value)
-    store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})
 
 
 def _mixed_dtypes(error) -> bool:

@@ -9,6 +9,8 @@ unconstrained space ``biject_to(support)^{-1}``).
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import torch
 from pyro import poutine
 from pyro.infer import autoguide
@@ -44,14 +46,32 @@ def empty_guide(*args, **kwargs):
 def _init_fn(init):
     if isinstance(init, dict):
         values = {k: torch.as_tensor(v, dtype=torch.get_default_dtype()) for k, v in init.items()}
-        return autoguide.init_to_value(values=values)
+        return _InRunDtype(autoguide.init_to_value(values=values))
     if callable(init):
-        return init
+        return _InRunDtype(init)
     try:
-        return _INIT[init]
+        return _InRunDtype(_INIT[init])
     except (KeyError, TypeError):
         raise OptionError(f"init must be one of {sorted(_INIT)}, a dict site -> value, or a Pyro init_loc_fn; "
                           f"got {init!r}") from None
+
+
+class _InRunDtype:
+    """``init_loc_fn`` whose floating values are in torch's default dtype when the guide is
+    set up (the run's dtype): a prior the model did not build in this run (a
+    ``PyroModule``'s ``PyroSample`` prior, built once in float32) would otherwise give the
+    guide float32 parameters in a float64 run.  Values already in that dtype are returned
+    as they are.  A class, so that a fitted guide still pickles."""
+
+    def __init__(self, init_loc_fn):
+        self.init_loc_fn = init_loc_fn
+
+    def __call__(self, site):
+        value = self.init_loc_fn(site)
+        dtype = torch.get_default_dtype()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+            value = value.to(dtype)
+        return value
 
 
 def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_scale=0.1, options=None):
@@ -251,8 +271,8 @@ def _autonormal_marginal(guide, site):
         return None
     fn = sites[site]["fn"]
     with torch.no_grad():
-        loc, scale = guide._get_loc_and_scale(site)
-        loc, scale = loc.detach(), scale.detach()
+        # AutoNormal keeps each site's loc and (constrained) scale as attributes of its locs and scales
+        loc, scale = attrgetter(site)(guide.locs).detach(), attrgetter(site)(guide.scales).detach()
     event_u = fn.event_dim + loc.dim() - sites[site]["value"].dim()
     base = torch.distributions.Normal(loc, scale, validate_args=False)
     if event_u:
@@ -271,7 +291,7 @@ def _packed_layout(guide) -> dict:
     AutoContinuous guide's packed latent vector (the order of its prototype trace)."""
     layout, pos = {}, 0
     for name, site in guide.prototype_trace.iter_stochastic_nodes():
-        shape = tuple(guide._unconstrained_shapes[name])
+        shape = tuple(biject_to(site["fn"].support).inv(site["value"]).shape)
         size = 1
         for s in shape:
             size *= s
