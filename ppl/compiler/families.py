@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints
 
-__all__ = ["base_distribution", "family_name", "is_enumerable", "cardinality", "support_repr", "is_discrete"]
+__all__ = ["base_distribution", "family_name", "is_enumerable", "cardinality", "support_repr", "is_discrete",
+           "is_unit_uniform"]
 
 _WRAPPERS = ("Independent", "ExpandedDistribution", "MaskedDistribution", "ScaledDistribution")
 
@@ -41,6 +42,26 @@ def family_name(fn) -> str:
     if name == "Unit":
         return "factor"
     return name
+
+
+def is_unit_uniform(fn) -> bool:
+    """Whether ``fn`` is ``Uniform(0, 1)`` in every element (wrappers looked through): the
+    ``Beta(1, 1)`` it equals, so a conjugate method may treat it as that Beta.
+
+    Parameters
+    ----------
+    fn : torch.distributions.Distribution
+
+    Returns
+    -------
+    bool
+        False for any other family, and for ``Uniform(a, b)`` on another interval (a
+        scaled Beta, not a Beta).
+    """
+    base = base_distribution(fn)
+    if type(base).__name__ != "Uniform":
+        return False
+    return bool((torch.as_tensor(base.low) == 0).all()) and bool((torch.as_tensor(base.high) == 1).all())
 
 
 def is_enumerable(fn) -> bool:
