@@ -72,6 +72,10 @@ def _track(result, provenance: frozenset):
             result._provenance = result._provenance | provenance
             return result
         return Tracked.wrap(result, provenance)
+    if isinstance(result, tuple) and hasattr(type(result), "n_fields"):
+        # torch.return_types (max, sort, ...): a struct sequence whose fields (.values,
+        # .indices) the caller reads, so it is rebuilt as its own type
+        return type(result)([_track(r, provenance) for r in result])
     if isinstance(result, tuple) and not hasattr(result, "_fields"):
         return tuple(_track(r, provenance) for r in result)
     if isinstance(result, list):
