@@ -19,7 +19,7 @@ import networkx as nx
 import pyro
 import torch
 
-from ..dsl import trace_model
+from ..dsl import BoundData, trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from .handlers import CheckObservations, EnumerateSites
@@ -166,7 +166,7 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
     values checked unless ``validate=False``.  Raises as :func:`log_factor_tables`."""
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
-            trace = trace_model(graph.model, graph.bound, EnumerateSites(dims), *messengers,
+            trace = trace_model(graph.model, _bound_in(graph, dtype), EnumerateSites(dims), *messengers,
                                 CheckObservations(graph.model, graph.bound.observations, validate), grad=grad)
             if log_prob:
                 trace.compute_log_prob()
@@ -182,6 +182,23 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
                 "no Python control flow on latent values, and use ppl.Vindex for indexing with several latents"
             ) from e
     return trace
+
+
+def _bound_in(graph, dtype):
+    """``graph.bound`` with floating tensor arguments in ``dtype`` (as every other run of the
+    model places them: the log joint, the potential, SVI), so that a float32 array passed as
+    an argument meets float64 latents in a float64 run; built once per graph and dtype."""
+    bound = graph.bound
+    if dtype not in (torch.float32, torch.float64) or not any(
+            isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype for v in bound.kwargs.values()):
+        return bound
+
+    def build():
+        kwargs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                  for k, v in bound.kwargs.items()}
+        return BoundData(bound.args, kwargs, bound.observations)
+
+    return graph.memo("tables", ("bound", dtype), build)
 
 
 @dataclass(frozen=True)
