@@ -6,7 +6,7 @@ wraps it without changing what it means: calling the :class:`Model` calls the fu
 so it stays a valid Pyro model (``pyro.poutine`` handlers, ``Predictive`` and
 ``pyro.render_model`` all work on it).
 
-Data binding (DESIGN.md, "What a user does"): ``data`` is a mapping.  A key that names a
+Data binding (docs/dsl.md, "Binding data to a model"): ``data`` is a mapping.  A key that names a
 parameter of the model function is passed as that argument; a key that names a sample
 site conditions that site (it becomes observed).  Any other key raises
 :class:`~ppl.errors.DataError` listing the valid names.  numpy arrays, lists, Python
@@ -15,10 +15,12 @@ scalars and torch tensors are accepted; the user's objects are copied, never mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -27,6 +29,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.ops.indexing import Vindex
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from .errors import DataError, ModelError
@@ -42,6 +45,7 @@ __all__ = [
     "deterministic",
     "factor",
     "Vindex",
+    "module_dtype_boundary",
 ]
 
 # Pyro's primitives, re-exported unchanged: ppl models are Pyro models.
@@ -82,10 +86,12 @@ class Model:
 
     Parameters
     ----------
-    fn : callable
-        The model function.
+    fn : callable or torch.nn.Module
+        The model function, or a module (a ``pyro.nn.PyroModule`` whose ``forward`` takes
+        the data and whose ``PyroSample`` attributes are its latents): calling the Model
+        calls the module, and ``data`` binds to the parameters of its ``forward``.
     name : str, optional
-        Display name; defaults to ``fn.__name__``.
+        Display name; defaults to ``fn.__name__`` (a module's class name).
     state_names : dict[str, list[str]], optional
         For discrete sites whose states have names (Bayesian networks): site -> names of
         its states, state ``i`` having name ``state_names[site][i]``.  Observed values may
@@ -100,17 +106,34 @@ class Model:
     def __init__(self, fn: Callable, name: str | None = None, state_names: Mapping[str, list] | None = None):
         if not callable(fn):
             raise TypeError(f"@ppl.model expects a function, got {type(fn).__name__}")
-        self.fn = fn
-        self.name = name or getattr(fn, "__name__", "model")
+        if isinstance(fn, _ModuleBoundary):     # another Model's fn
+            fn = fn.fn
         self.state_names = {k: list(v) for k, v in (state_names or {}).items()}
-        functools.update_wrapper(self, fn)
+        if isinstance(fn, torch.nn.Module):
+            # a module (a pyro.nn.PyroModule): calling it runs forward under its own hooks;
+            # its attributes (parameters, submodules) are not copied onto the Model
+            functools.update_wrapper(self, fn, updated=())
+            self.name = name or type(fn).__name__
+            signed = fn.forward
+        else:
+            functools.update_wrapper(self, fn)
+            self.name = name or getattr(fn, "__name__", "model")
+            signed = fn
+        # every run of the model (by ppl or by Pyro) passes nn.Module boundaries in the module's dtype
+        self.fn = _ModuleBoundary(fn)
         try:
-            self.signature = inspect.signature(fn)
+            self.signature = inspect.signature(signed)
         except (TypeError, ValueError):  # builtins / C callables
             self.signature = None
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
+
+    @property
+    def function(self) -> Callable:
+        """The user's function (or module) itself; :attr:`fn` calls it inside
+        :func:`module_dtype_boundary`."""
+        return self.fn.fn
 
     def __repr__(self):
         return f"<ppl.Model {self.name}>"
@@ -146,7 +169,7 @@ class Model:
         ]
 
     def bind(self, data: Mapping[str, Any] | None) -> BoundData:
-        """Split ``data`` into model arguments and observations (DESIGN.md data binding).
+        """Split ``data`` into model arguments and observations (see the module docstring).
 
         Parameters
         ----------
@@ -216,10 +239,12 @@ def model(fn: Callable | None = None, *, name: str | None = None, state_names=No
 
     Parameters
     ----------
-    fn : callable
-        The model function, written with ``ppl.sample``/``ppl.plate``/... (Pyro primitives).
+    fn : callable or torch.nn.Module
+        The model function, written with ``ppl.sample``/``ppl.plate``/... (Pyro primitives),
+        or a ``pyro.nn.PyroModule`` instance (``ppl.model(module)``: its ``forward`` takes the
+        data).
     name : str, optional
-        Display name.
+        Display name (default: the function's name, or the module's class name).
     state_names : dict[str, list[str]], optional
         Names of the states of discrete sites (see :class:`Model`).
 
@@ -249,6 +274,112 @@ def as_model(obj) -> Model:
     raise TypeError(f"expected a ppl.model or a callable model function, got {type(obj).__name__}")
 
 
+# ------------------------------------------------------------- module dtypes
+class _ModuleBoundary:
+    """A model function run inside :func:`module_dtype_boundary` (picklable when the function is)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args, **kwargs):
+        with module_dtype_boundary():
+            return self.fn(*args, **kwargs)
+
+
+_BOUNDARY_LOCK = threading.Lock()
+_BOUNDARY = {"depth": 0, "handles": (), "pending": {}}
+
+
+@contextlib.contextmanager
+def module_dtype_boundary():
+    """Inside this block, a ``torch.nn.Module`` whose parameters (or buffers) have another
+    floating dtype than its positional floating inputs gets its inputs cast to its own
+    dtype, and its floating outputs cast back to the inputs' dtype.
+
+    A float64 run of a model that calls a float32 network (``pyro.module("decoder",
+    net)``, weights float32) thus computes the network in float32 and everything else in
+    float64; gradients flow through both casts.  A module whose dtype its inputs already
+    have, a module without floating parameters (a ``PyroModule`` whose weights are
+    ``PyroSample`` latents) and code outside modules are untouched, so models without
+    modules run exactly as before.  Every :class:`Model` runs its function inside this
+    block; it nests (the hooks are installed once).
+
+    Yields
+    ------
+    None
+
+    Notes
+    -----
+    Implemented with torch's global module hooks
+    (``torch.nn.modules.module.register_module_forward_pre_hook`` and
+    ``register_module_forward_hook(always_call=True)``), installed while the outermost
+    block is open and removed when it closes.  Only positional inputs are cast (torch's
+    global pre-hooks do not see keyword arguments); a module's dtype is that of its first
+    floating parameter, else buffer.
+    """
+    with _BOUNDARY_LOCK:
+        if _BOUNDARY["depth"] == 0:
+            _BOUNDARY["pending"] = {}
+            _BOUNDARY["handles"] = (
+                torch.nn.modules.module.register_module_forward_pre_hook(_cast_inputs),
+                torch.nn.modules.module.register_module_forward_hook(_cast_outputs, always_call=True))
+        _BOUNDARY["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BOUNDARY_LOCK:
+            _BOUNDARY["depth"] -= 1
+            if _BOUNDARY["depth"] == 0:
+                for handle in _BOUNDARY["handles"]:
+                    handle.remove()
+                _BOUNDARY["handles"], _BOUNDARY["pending"] = (), {}
+
+
+def _module_dtype(module) -> torch.dtype | None:
+    """The dtype of a module's first floating parameter or buffer (None if it has none)."""
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    for tensor in module.buffers():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def _cast_inputs(module, args):
+    own = _module_dtype(module)
+    cast_from = None
+    if own is not None:
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != own:
+                cast_from = a.dtype
+                break
+    _BOUNDARY["pending"].setdefault(id(module), []).append(cast_from)
+    if cast_from is None:
+        return None
+    return tuple(a.to(own) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _cast_outputs(module, args, output):
+    stack = _BOUNDARY["pending"].get(id(module))
+    cast_from = stack.pop() if stack else None
+    if cast_from is None:
+        return None
+    return _cast_tree(output, cast_from)
+
+
+def _cast_tree(value, dtype):
+    """Floating tensors in ``value`` (a tensor, or tuples / lists / dicts of them) cast to ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast_tree(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast_tree(v, dtype) for k, v in value.items()}
+    return value
+
+
 # ---------------------------------------------------------------------- tracing
 def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:
     """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
@@ -274,6 +405,7 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
     fn = poutine.condition(model.fn, data=bound.observations) if bound.observations else model.fn
     for messenger in reversed(messengers):
         fn = messenger(fn)
+    fn = _FeasibleImproper()(fn)   # outermost: only sites no other handler gave a value
     try:
         with torch.random.fork_rng(), torch.set_grad_enabled(grad):
             return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
@@ -297,6 +429,24 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
 
 
 _TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")
+
+
+class _FeasibleImproper(Messenger):
+    """A latent site whose distribution cannot draw (Pyro's ``ImproperUniform``, as it is or
+    wrapped: ``to_event``, ``expand``, ``mask``, a ``TransformedDistribution`` over it)
+    takes the feasible point ``biject_to(support)(0)``, as Pyro's ``init_to_feasible``
+    would give it, instead of raising; every other site is left to its handlers."""
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or msg["value"] is not None:
+            return
+        base = msg["fn"]
+        while hasattr(base, "base_dist"):
+            base = base.base_dist
+        if not isinstance(base, pyro.distributions.ImproperUniform):
+            return
+        transform = torch.distributions.biject_to(msg["fn"].support)
+        msg["value"] = transform(torch.zeros(transform.inverse_shape(msg["fn"].shape())))
 
 
 def is_deterministic(site) -> bool:
