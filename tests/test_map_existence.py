@@ -86,3 +86,26 @@ def test_an_unbounded_edge_behind_a_local_maximum_is_found():
 def test_the_growth_rule(f, unbounded):
     values = [(f(t), 0.0) for t in PROBE_STEPS]
     assert (_grows(values) is not None) is unbounded
+
+
+@ppl.model
+def bimodal(x):
+    m = ppl.sample("m", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
+    ppl.sample("x", dist.Normal(m ** 2, 0.5), obs=x)
+
+
+def test_restarts_leave_a_stationary_point_that_is_not_the_mode():
+    """x ~ N(m², 0.5) with x = 4: the prior mean m = 0 is a stationary point (a minimum
+    along m), the modes are near m = ±2; restarts from prior draws find one."""
+    stuck = _map(bimodal, {"x": torch.tensor(4.0, dtype=F64)}, seed=0)
+    found = _map(bimodal, {"x": torch.tensor(4.0, dtype=F64)}, seed=0, n_init=6)
+    m = abs(float(found.map()["m"]))
+    # the mode solves d/dm [-m²/50 - (4 - m²)²] = 0 (Newton on that scalar equation)
+    def grad(v):
+        return -v / 25.0 + 8.0 * v * (4.0 - v * v)
+    root = 2.0
+    for _ in range(50):
+        root -= grad(root) / (-1 / 25.0 + 8.0 * (4.0 - 3 * root * root))
+    assert m == pytest.approx(root, rel=1e-6)
+    assert found.log_joint > stuck.log_joint + 10
+    assert found.diagnostics["best_restart"] > 0 and len(found.diagnostics["restarts"]) == 6

@@ -6,13 +6,9 @@ operation) and the coordinate update
 
     ln q_j*(h_j) = E_{i≠j}[ln p(v, h)] + const                          (eq. 19.56)
 
-which for a discrete ``h_j`` with any local factors is, factor by factor, the expectation of
-the factor's log table over the other variables of its scope under their current ``q``
-(a contraction of the table against those ``q``'s, eq. 19.18 in general form).  The ELBO
-
-    L(q) = Σ_factors E_q[ln f] + Σ_j H(q_j)                              (eq. 19.30)
-
-is computed exactly after every sweep.
+(for a discrete ``h_j``: the expectation of each factor's log table over the other
+variables of its scope, eq. 19.18); the ELBO ``L(q) = Σ_f E_q[ln f] + Σ_j H(q_j)``
+(eq. 19.30) is computed exactly after every sweep.
 
 Schedules:
 
@@ -129,6 +125,10 @@ class CAVIBackend(Backend):
             return refused
         return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
                                    f"table {format_bytes(nbytes)} (cost per sweep ~ the sum of factor tables)")
+
+    def auto_variants(self, analysis) -> list:
+        """Under ``method="auto"``: four starts where discrete latents make local optima likely."""
+        return [{"n_init": 4}] if analysis.discrete else [{}]
 
     def assess(self, posterior, graph, analysis):
         """See :func:`~ppl.backends.cavi.assess.assess_cavi`."""

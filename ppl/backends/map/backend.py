@@ -69,6 +69,8 @@ class MAPBackend(Backend):
                "inner iterations per step inside rounds (None: max_iter); the last latent step runs to tol"),
         Option("rtol", Real(0.0), 1e-9, "change of log p(h, v) between rounds at which rounds stop"),
         Option("learn_params", Boolean(), False, "also maximise over the ppl.params"),
+        Option("n_init", Integer(1), 1,
+               "starts (later ones drawn from the prior); the highest log joint is kept (local optima)"),
         Option("init", OneOf(*sorted(INIT_STRATEGIES)) | MappingOf("a dict site -> value"), "mean",
                "start of continuous latents: a Pyro init strategy name or a dict site -> value"),
         COMMON["dtype"].but(doc="precision of the optimisation"), COMMON["device"],
@@ -140,7 +142,7 @@ class MAPBackend(Backend):
             raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
         with run_context(o.device, o.dtype, o.seed):
             fit = MAPFit(graph, analysis, o)
-            result = run_iterations(fit, max_iter=1 if fit.single else o.max_rounds, tol=o.rtol,
+            result = run_iterations(fit, max_iter=1 if fit.single else o.max_rounds, tol=o.rtol, n_init=o.n_init,
                                     progress=o.progress if not fit.single else False)
             state = fit.finish(result)
             if fit.pnames:
@@ -152,7 +154,7 @@ class MAPBackend(Backend):
         point = {**state["values"], **state["disc"]}
         order = [n for n in graph.latent() if n in point]
         diagnostics = {"log_joint": result.history[-1], "rounds": len(result.history), "inner": fit.steps,
-                       "device": str(o.device)}
+                       "restarts": result.restarts, "best_restart": result.best_restart, "device": str(o.device)}
         if kkt:
             diagnostics["kkt_residual"] = kkt
         return PointPosterior(
@@ -184,6 +186,7 @@ class MAPFit(IterativeFit):
         self.inner = self.full if self.single else {**self.full, "max_iter": self.round_iter}
         self.lj = LogJoint(graph, o.device, o.dtype)
         self.steps: list = []
+        self.runs: dict = {}   # restart -> its steps
 
     def _infer_latents(self, state, inner) -> dict:
         state = dict(state)
@@ -198,9 +201,10 @@ class MAPFit(IterativeFit):
         return state
 
     def initialize(self, restart):
-        self.steps = []
+        self.steps = self.runs.setdefault(restart, [])
         params = current_params(self.graph, self.pnames, self.o.dtype, self.o.device) if self.pnames else None
-        values = self.lj.initial_values(self.continuous, self.o.init, params) if self.continuous else {}
+        init = self.o.init if restart == 0 else "sample"
+        values = self.lj.initial_values(self.continuous, init, params) if self.continuous else {}
         state = {"values": values, "disc": {}, "params": params}
         if self.pnames:  # ĥ for the initial θ; each round then updates θ, then ĥ given the new θ
             state = self._infer_latents(state, self.inner)
@@ -237,6 +241,7 @@ class MAPFit(IterativeFit):
         """The best state, its latents solved to ``tol`` when rounds capped the inner
         iterations (``round_iter``); ``result.history[-1]`` then holds the finished round."""
         state = result.state
+        self.steps = self.runs.get(result.best_restart, self.steps)
         if self.round_iter < self.o.max_iter and self.continuous:
             values, info = latent_step(self.lj, self.graph, self.continuous, state["values"], state["disc"],
                                        state["params"], self.full)
