@@ -100,7 +100,7 @@ def test_restarts_leave_a_stationary_point_that_is_not_the_mode():
     stuck = _map(bimodal, {"x": torch.tensor(4.0, dtype=F64)}, seed=0)
     found = _map(bimodal, {"x": torch.tensor(4.0, dtype=F64)}, seed=0, n_init=6)
     m = abs(float(found.map()["m"]))
-    # the mode solves d/dm [-m²/50 - (4 - m²)²] = 0 (Newton on that scalar equation)
+    # log p = -m²/50 - 2 (4 - m²)² + const: the mode solves -m/25 + 8 m (4 - m²) = 0 (Newton)
     def grad(v):
         return -v / 25.0 + 8.0 * v * (4.0 - v * v)
     root = 2.0
