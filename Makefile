@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/svi_overhead.py
 	$(PY) benchmarks/sparse_coding.py
 	$(PY) benchmarks/cavi.py
+	$(PY) benchmarks/approx.py
 
 # the documentation site under site/ (no network at build time; mkdocs comes with the docs extra)
 docs: $(STAMP)

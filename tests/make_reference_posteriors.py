@@ -129,12 +129,16 @@ def run(name, chains=4, warmup=1000, draws=2000):
             "divergences": d["divergences"], "verdict": post.trust.verdict, "method": "nuts"}
 
 
+#: Smaller runs for the models whose log density is a Python loop over time (slow per step).
+RUNS = {"garch": dict(warmup=700, draws=1500), "hmm": dict(warmup=500, draws=1000)}
+
+
 def main(names):
     torch.set_default_dtype(torch.float64)
     existing = json.loads(OUT.read_text()) if OUT.exists() else {}
     for name in names or list(REFERENCE):
         print(f"{name} ...", flush=True)
-        existing[name] = run(name)
+        existing[name] = run(name, **RUNS.get(name, {}))
         print(f"  {existing[name].get('seconds', 0):.0f} s, max R-hat "
               f"{max(max(v['rhat']) for v in existing[name]['sites'].values()):.4f}", flush=True)
         OUT.parent.mkdir(exist_ok=True)
