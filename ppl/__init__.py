@@ -28,6 +28,7 @@ from .errors import (
     NumericalError,
     OptionError,
     PPLError,
+    TrustWarning,
     UnknownOptionError,
     UnsupportedModelError,
 )
@@ -42,7 +43,7 @@ __all__ = [
     "compile", "analyze", "infer", "compare", "methods", "FactorGraph", "Analysis", "Posterior", "Table",
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "UnknownOptionError", "NumericalError",
-    "ConvergenceWarning", "BoundDecreaseWarning", "errors", "models",
+    "ConvergenceWarning", "BoundDecreaseWarning", "TrustWarning", "errors", "models",
     "render",
 ]
 

@@ -28,7 +28,7 @@ from reference_models import REFERENCE  # noqa: E402
 OUT = pathlib.Path(__file__).parent / "fixtures" / "reference_posteriors.json"
 
 
-def _linear_gaussian(X, y, prior_sd, scale_log_prior, grid):
+def linear_gaussian_posterior(X, y, prior_sd, scale_log_prior, grid):
     """Posterior moments of ``β`` (``y = Xβ + ε``, ``β ~ N(0, diag(prior_sd²))``,
     ``ε ~ N(0, σ² I)``) and ``σ`` (log prior ``scale_log_prior``), on ``grid`` of σ."""
     X, y = X.double(), y.double()
@@ -76,13 +76,15 @@ def quadrature(name):
         d = regression_data()
         X = torch.stack([torch.ones_like(d["x"]), d["x"]], -1)
         half = torch.distributions.HalfNormal(torch.tensor(50.0, dtype=torch.float64))
-        mean, sd, s_mean, s_sd = _linear_gaussian(X, d["y"], torch.tensor([100.0, 10.0]), half.log_prob, grid)
+        mean, sd, s_mean, s_sd = linear_gaussian_posterior(X, d["y"], torch.tensor([100.0, 10.0]), half.log_prob,
+                                                           grid)
         sites = {"alpha": _entry(mean[0], sd[0]), "beta": _entry(mean[1], sd[1]), "sigma": _entry(s_mean, s_sd)}
     elif name == "ar2":
         y = ar2_data()["y"]
         X = torch.stack([torch.ones(len(y) - 2, dtype=torch.float64), y[1:-1], y[:-2]], -1)
         half = torch.distributions.HalfNormal(torch.tensor(10.0, dtype=torch.float64))
-        mean, sd, s_mean, s_sd = _linear_gaussian(X, y[2:], torch.tensor([10.0, 1.0, 1.0]), half.log_prob, grid)
+        mean, sd, s_mean, s_sd = linear_gaussian_posterior(X, y[2:], torch.tensor([10.0, 1.0, 1.0]),
+                                                           half.log_prob, grid)
         sites = {"c": _entry(mean[0], sd[0]), "phi": _entry(mean[1:], sd[1:]), "sigma": _entry(s_mean, s_sd)}
     else:  # eight schools: y_j ~ N(mu, sigma_j² + tau²), mu ~ N(0, 5²), tau ~ HalfCauchy(5)
         d = eight_schools_data()
@@ -130,7 +132,7 @@ def run(name, chains=4, warmup=1000, draws=2000):
 
 
 #: Smaller runs for the models whose log density is a Python loop over time (slow per step).
-RUNS = {"garch": dict(warmup=700, draws=1500), "hmm": dict(warmup=500, draws=1000)}
+RUNS = {"garch": dict(warmup=300, draws=500), "hmm": dict(warmup=300, draws=500)}
 
 
 def main(names):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["PSISResult", "psis", "khat_threshold", "KHAT_GOOD"]
+__all__ = ["PSISResult", "psis", "khat_threshold", "khat_reading", "KHAT_GOOD"]
 
 #: Below this k̂ the proposal itself is a good approximation (Yao et al. 2018, §2.2).
 KHAT_GOOD = 0.5
@@ -29,6 +29,17 @@ def khat_threshold(num_draws: int) -> float:
     if num_draws < 11:
         return 0.0
     return min(1.0 - 1.0 / math.log10(num_draws), 0.7)
+
+
+def khat_reading(k: float) -> str:
+    """The usual reading of a PSIS k̂ of an approximation q (Yao et al. 2018, §2.2)."""
+    if math.isnan(k):
+        return "all importance weights equal: q matches the posterior of the guided sites"
+    if k < 0.5:
+        return "k < 0.5: the guide is a good approximation; importance sampling with it is reliable"
+    if k <= 0.7:
+        return "0.5 <= k <= 0.7: the guide is usable but misses some posterior mass"
+    return "k > 0.7: the guide is unreliable (posterior mass where q has little); try a richer guide"
 
 
 @dataclass

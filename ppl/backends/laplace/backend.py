@@ -27,7 +27,7 @@ from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, OneOf, Option, Real, option_table
-from .mode import find_mode
+from ..common.mode import find_mode
 
 __all__ = ["LaplaceBackend", "MAX_DIM"]
 

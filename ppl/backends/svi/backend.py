@@ -37,17 +37,17 @@ from ..common.runtime import run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
                        Option, Real, option_table)
 from ...trust import RELIABLE, UNRELIABLE, Trust
-from ...trust.psis import KHAT_GOOD, khat_threshold
+from ...trust.psis import KHAT_GOOD, khat_reading, khat_threshold
 from ..template import run_iterations
 from ...errors import ConvergenceWarning, ModelError, OptionError, UnsupportedModelError
-from .bounds import estimate_bounds, khat_reading
+from .bounds import estimate_bounds
 from .fit import SVIFit
-from .iterates import RHAT_STATIONARY
 from .guides import GUIDES, guide_marginal_fn
 from .minibatch import PlateScale
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
 from ..common.potential import enumeration_problem
 from .problem import build_problem
+from .warmstart import apply_warm_start
 from .sampling import discrete_marginals, joint_sampler
 
 __all__ = ["SVIBackend", "LOSSES", "OPTIMIZERS"]
@@ -80,12 +80,17 @@ class SVIBackend(Backend):
         Option("subsample_size", Integer(1) | MappingOf("a dict {plate: size}") | NoneValue(), None,
                "minibatch size on the data plate, or {plate: size}"),
         Option("tol", Real(0.0), 1e-3,
-               "relative change of the windowed mean ELBO below which steps may stop (0: run all num_steps)"),
+               "relative change of the windowed mean ELBO below which steps may stop (0: run all num_steps, then "
+               "check that they ended stationary)"),
         Option("window", Integer(1), 100,
-               "steps per convergence window: stop when its iterates are stationary (R-hat < 1.1), then average them"),
-        Option("init", OneOf("feasible", "median", "mean", "sample") | MappingOf("a dict site -> value")
-               | CallableValue("a Pyro init_loc_fn"), "feasible", "initial location of autoguides"),
-        Option("init_scale", Real(0.0, low_open=True), 0.1, "initial scale of Gaussian autoguides"),
+               "steps per convergence window: stop when its iterates are stationary (R-hat < 1.1, or no mean gradient "
+               "beyond its noise), then average them"),
+        Option("init", OneOf("laplace", "feasible", "median", "mean", "sample") | MappingOf("a dict site -> value")
+               | CallableValue("a Pyro init_loc_fn"), "laplace",
+               "start of autoguides: 'laplace' (the Laplace fit's mode and sds; locations move in units of its sds; "
+               "'median' where it does not apply), a Pyro init strategy name, a dict site -> value or an init_loc_fn"),
+        Option("init_scale", Real(0.0, low_open=True), 0.1,
+               "initial scale of Gaussian autoguides (unconstrained; not used with init='laplace')"),
         Option("guide_options", MappingOf("a dict of autoguide arguments") | NoneValue(), None,
                "extra autoguide arguments (rank, hidden_dim, num_transforms)"),
         Option("elbo_particles", Integer(2) | NoneValue(), None,
@@ -155,14 +160,15 @@ class SVIBackend(Backend):
         d = posterior.diagnostics
         khat, draws = d.get("psis_khat"), d.get("elbo_particles") or 0
         numbers = {"psis_khat": khat, "khat_threshold": min(KHAT_GOOD, khat_threshold(draws)), "num_draws": draws,
-                   "iterate_rhat": d.get("iterate_rhat"), "elbo_se": d.get("elbo_se")}
+                   "iterate_rhat": d.get("iterate_rhat"), "gradient_t": d.get("gradient_t"),
+                   "elbo_se": d.get("elbo_se")}
         if d.get("guide") == "delta":
             return Trust(UNRELIABLE, ["a point-mass guide is a MAP estimate: no posterior uncertainty"], numbers,
                          next_method="laplace")
         if not posterior.converged:
             return Trust(UNRELIABLE, [f"the optimisation did not reach its stationary phase in {d['num_steps']} steps "
-                                      f"(iterate R-hat {d.get('iterate_rhat', math.inf):.3g} >= {RHAT_STATIONARY}): "
-                                      "the guide is still moving; raise num_steps"], numbers, next_method="nuts")
+                                      f"({d.get('drift', 'the guide is still moving')}); raise num_steps"], numbers,
+                         next_method="nuts")
         if not d.get("guided"):
             return Trust(RELIABLE, ["no latent is approximated: the discrete latents are summed out exactly, and the "
                                     "params are a converged maximum-likelihood estimate"], numbers)
@@ -252,10 +258,12 @@ class SVIBackend(Backend):
 
     def _fit(self, graph, analysis, o, loss, particles, dtype, start, notes=()):
         """One run in ``dtype`` (see :meth:`run`)."""
-        optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
         with run_context(o.device, dtype, o.seed):
             _params_in(graph, dtype)
             p = build_problem(graph, analysis, o, loss, dtype)
+            if p.extra["warm"] is not None:
+                apply_warm_start(p.guide, p.kind, p.extra["warm"], p.kwargs)
+            optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
             elbo = make_loss(loss, bool(p.enumerated), particles, o.vectorize_particles, p.mpn, o.alpha,
                              bool(graph.params()))
             train_model, train_guide = p.enum_model, p.guide
@@ -269,7 +277,7 @@ class SVIBackend(Backend):
                 result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress, warn=False)
             finally:
                 p.restore()
-            fit.finish(result.converged)
+            fit.finish(result.converged, result.history)
             if not result.converged:
                 warnings.warn(fit.not_converged(result, o.num_steps, o.tol), ConvergenceWarning, stacklevel=3)
             return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start, notes)
@@ -298,10 +306,12 @@ class SVIBackend(Backend):
             "seconds_per_step": train_seconds / max(n_run - 1, 1), "first_step_seconds": fit.first_step_seconds,
             "elbo_se": bounds.elbo_se, "elbo_particles": bounds.num_particles, "iwae_bound": bounds.iwae,
             "psis_khat": bounds.khat, "psis_reading": _psis_reading(bounds.khat, p.kind, local),
-            "iterate_rhat": fit.last_rhat, "local_latents": local,
+            "iterate_rhat": fit.last_rhat, "gradient_t": fit.last_t, "gradient_t_bound": fit.t_bound,
+            "drift": None if result.converged else fit.drift(),
+            "local_latents": local,
             "subsample_size": p.batcher.size if p.batcher else None,
             "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
-            "notes": list(notes),
+            "init": p.extra.get("init"), "notes": list(notes),
         }
         elbo_value = bounds.elbo
         if p.kind == "delta":  # a Dirac q has entropy -inf: its bound is -inf (§19.3); report log p(v, h*) apart

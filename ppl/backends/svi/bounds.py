@@ -6,8 +6,9 @@
 - the importance-weighted bound ``log (1/S) Σ_s w_s`` (Burda et al. 2016, IWAE; the
   Rényi bound at α = 0, Li & Turner 2016), which lies between the ELBO and
   ``log p(v)`` in expectation and tends to ``log p(v)`` as S grows;
-- the Pareto k̂ of the weights' upper tail (PSIS diagnostic: Vehtari et al. 2015,
-  Yao et al. 2018): k̂ < 0.5 good, 0.5-0.7 usable, > 0.7 the guide is unreliable.
+- the Pareto k̂ of the weights' upper tail (PSIS diagnostic, :func:`ppl.trust.psis.psis`
+  as for every other method: Vehtari et al. 2024, Yao et al. 2018): k̂ < 0.5 good,
+  0.5-0.7 usable, > 0.7 the guide is unreliable.
 
 Discrete latents the model enumerates are summed out inside ``log p(v, h_s)`` (one
 ``TraceEnum_ELBO`` particle per draw), so the weights are those of q(h) as a proposal for
@@ -22,11 +23,11 @@ from dataclasses import dataclass
 import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.infer.importance import vectorized_importance_weights
-from pyro.ops.stats import fit_generalized_pareto
 
 from ...errors import NumericalError
+from ...trust.psis import psis
 
-__all__ = ["BoundEstimate", "importance_log_weights", "estimate_bounds", "psis_khat", "khat_reading"]
+__all__ = ["BoundEstimate", "importance_log_weights", "estimate_bounds"]
 
 
 @dataclass
@@ -90,42 +91,6 @@ def _one_log_weight(model, guide, kwargs):
     return (model_trace.log_prob_sum() - guide_trace.log_prob_sum()).double()
 
 
-def psis_khat(log_weights: torch.Tensor) -> float:
-    """Pareto k̂ of the upper tail of importance weights (Vehtari, Gelman & Gabry 2015,
-    PSIS; the tail size ``min(0.2 S, 3 sqrt(S))`` and the cutoff follow
-    ``pyro.infer.importance.psis_diagnostic``, so equal weights give equal k̂).
-
-    Parameters
-    ----------
-    log_weights : tensor, shape (S,)
-
-    Returns
-    -------
-    float
-        ``inf`` when fewer than 10 weights lie in the tail.
-    """
-    s = log_weights.numel()
-    lw = torch.sort(log_weights - log_weights.max())[0]
-    cutoff_index = -int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s)))) - 1
-    lw_cutoff = max(math.log(1.0e-15), float(lw[cutoff_index]))
-    tail = lw[lw > lw_cutoff]
-    if tail.numel() < 10:
-        return float("inf")
-    k, _ = fit_generalized_pareto(tail.exp() - math.exp(lw_cutoff))
-    return float(k)
-
-
-def khat_reading(k: float) -> str:
-    """The usual reading of a PSIS k̂ (Yao et al. 2018, §2.2)."""
-    if math.isnan(k):
-        return "all importance weights equal: q matches the posterior of the guided sites"
-    if k < 0.5:
-        return "k < 0.5: the guide is a good approximation; importance sampling with it is reliable"
-    if k <= 0.7:
-        return "0.5 <= k <= 0.7: the guide is usable but misses some posterior mass"
-    return "k > 0.7: the guide is unreliable (posterior mass where q has little); try a richer guide"
-
-
 def estimate_bounds(model, guide, kwargs, *, num_particles, max_plate_nesting, enumerated, deterministic=False,
                     chunk=100) -> BoundEstimate:
     """ELBO (with standard error), IWAE bound and PSIS k̂ from ``num_particles`` draws of
@@ -153,5 +118,5 @@ def estimate_bounds(model, guide, kwargs, *, num_particles, max_plate_nesting, e
     if deterministic or float(lw.max() - lw.min()) < 1e-9 * (1 + abs(elbo)):
         khat = float("nan")
     else:
-        khat = psis_khat(lw)
+        khat = psis(lw).khat
     return BoundEstimate(elbo, se, iwae, khat, m)

@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 
 from ..template import IterativeFit
-from .iterates import RHAT_STATIONARY, IterateMonitor
+from ..common.stationarity import RHAT_STATIONARY, IterateMonitor
 from .losses import svi_step
 
 __all__ = ["SVIFit", "windowed_flat"]
@@ -44,9 +44,9 @@ class SVIFit(IterativeFit):
     optimizer : pyro.optim.PyroOptim
         Stepped once per iteration when it is a learning-rate scheduler.
     window : int
-        Steps per window of the stopping rule: converged when the variational parameters'
-        iterates over the last window are stationary (R̂ < 1.1, see
-        :mod:`ppl.backends.svi.iterates`) and the windowed mean ELBO is flat
+        Steps per window of the stopping rule: converged when the variational parameters
+        over the last window are stationary (iterate R̂ < 1.1, or no mean gradient beyond
+        its noise; see :mod:`ppl.backends.common.stationarity`) and the windowed mean ELBO is flat
         (:func:`windowed_flat`); the stationary window's iterates are then averaged.
     tol : float
     lr : float
@@ -67,7 +67,8 @@ class SVIFit(IterativeFit):
         self.first_step_seconds = 0.0
         self.train_start = 0.0
         self.iterates = None
-        self.last_rhat = math.inf
+        self.last_rhat = self.last_t = self.t_bound = math.inf
+        self.elbo_flat = False
 
     def initialize(self, restart):
         self.train_start = time.perf_counter()
@@ -106,25 +107,46 @@ class SVIFit(IterativeFit):
         noisy estimate may swing far below its start, which is no divergence."""
 
     def stop(self, history, rule, change) -> bool:
+        """Checked at the end of every window (``tol > 0``) and after the last step (also
+        with ``tol = 0``, which runs every step and then says whether they ended
+        stationary)."""
         n = len(history)
-        if not (n % self.window == 0 and n >= 2 * self.window and self.tol > 0):
+        last = n >= self.num_steps
+        if n < 2 * self.window or not (last or (self.tol > 0 and n % self.window == 0)):
             return False
-        if not windowed_flat(history, self.window, self.tol):
-            return False
-        self.last_rhat = self.iterates.rhat()
-        return self.last_rhat < RHAT_STATIONARY
+        self._read(history)
+        return self.elbo_flat and self.iterates.stationary()
 
-    def finish(self, converged: bool) -> None:
+    def _read(self, history) -> None:
+        self.last_rhat, self.last_t = self.iterates.rhat(), self.iterates.gradient_t()
+        self.t_bound = self.iterates.t_bound()
+        self.elbo_flat = len(history) >= 2 * self.window and (
+            self.tol == 0 or windowed_flat(history, self.window, self.tol))
+
+    def drift(self) -> str:
+        """What still moved in the last window (for messages)."""
+        parts = []
+        if self.last_rhat >= RHAT_STATIONARY and self.last_t >= self.t_bound:
+            parts.append(f"the parameters drift (iterate R-hat {self.last_rhat:.3g} >= {RHAT_STATIONARY} and largest "
+                         f"mean-gradient |t| {self.last_t:.3g} >= {self.t_bound:.3g} over the last {self.window} "
+                         "steps)")
+        if not self.elbo_flat:
+            parts.append(f"the windowed mean ELBO still changes by more than tol={self.tol} relative"
+                         if self.tol > 0 else f"fewer than {2 * self.window} steps")
+        return " and ".join(parts) or "the last window was not checked"
+
+    def finish(self, converged: bool, history=()) -> None:
         """After the loop: average the stationary window's iterates (Polyak & Juditsky 1992)."""
-        if converged and self.iterates is not None:
+        if self.iterates is None:
+            return
+        self.iterates.close()
+        if converged:
             self.iterates.average()
-        elif self.iterates is not None:
-            self.last_rhat = self.iterates.rhat()
+        else:
+            self._read(list(history))
 
     def not_converged(self, result, max_iter, tol):
-        return (f"SVI did not converge in {max_iter} steps (the variational parameters still drift: iterate "
-                f"R-hat {self.last_rhat:.3g} over the last {self.window} steps, or the windowed mean ELBO changes by "
-                f"more than tol={tol} relative); raise num_steps")
+        return f"SVI did not converge in {max_iter} steps ({self.drift()}); raise num_steps"
 
     @property
     def train_seconds(self) -> float:

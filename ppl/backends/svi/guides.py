@@ -18,7 +18,8 @@ from torch.distributions import biject_to
 
 from ...errors import ModelError, OptionError
 
-__all__ = ["GUIDES", "build_guide", "check_guide", "guide_marginal_fn", "empty_guide"]
+__all__ = ["GUIDES", "STANDARDIZED", "build_guide", "check_guide", "guide_marginal_fn", "empty_guide",
+           "packed_layout"]
 
 #: ``guide=`` names -> Pyro autoguide classes.
 GUIDES = {
@@ -28,6 +29,72 @@ GUIDES = {
     "lowrank": autoguide.AutoLowRankMultivariateNormal,  # W Wᵀ + diag covariance
     "delta": autoguide.AutoDelta,                        # point mass: MAP (§19.3)
     "iaf": autoguide.AutoIAFNormal,                      # inverse autoregressive flow (Kingma et al. 2016)
+}
+
+class StandardizedNormal(autoguide.AutoNormal):
+    """AutoNormal whose optimised location ``u`` of a site is read as ``c + sd ⊙ (u - c)``
+    once :meth:`standardize` has fixed ``c`` (the location then) and ``sd`` (the Laplace
+    fit's posterior sds): a gradient step of size ``lr`` on ``u`` moves the location by
+    ``lr`` posterior sds, in whatever units the site lives (see
+    :mod:`ppl.backends.svi.warmstart`).  Before :meth:`standardize` it is AutoNormal."""
+
+    def standardize(self, sds: dict) -> None:
+        """``sds``: site -> sds of the site's unconstrained shape (other shapes are skipped)."""
+        std = {}
+        for name, sd in sds.items():
+            u = attrgetter(name)(self.locs)
+            if tuple(u.shape) == tuple(sd.shape):
+                std[name] = (u.detach().clone(), sd.to(u))
+        self.__dict__["_std"] = std
+
+    def _get_loc_and_scale(self, name):
+        loc, scale = super()._get_loc_and_scale(name)
+        std = self.__dict__.get("_std", {}).get(name)
+        if std is None:
+            return loc, scale
+        c, sd = std
+        return c + sd * (loc - c), scale
+
+
+class _StandardizedLoc:
+    """Mixin for the packed autoguides: ``loc`` reads the optimised vector ``u`` as
+    ``c + sd ⊙ (u - c)`` once :meth:`standardize` has fixed ``c`` and ``sd`` (see
+    :class:`StandardizedNormal`)."""
+
+    @property
+    def loc(self):
+        from pyro.nn import PyroModule
+
+        u = PyroModule.__getattr__(self, "loc")
+        std = self.__dict__.get("_std")
+        return u if std is None else std[0] + std[1] * (u - std[0])
+
+    def standardize(self, sd: torch.Tensor) -> None:
+        """``sd``: shape ``(latent_dim,)``, in the packed order."""
+        from pyro.nn import PyroModule
+
+        u = PyroModule.__getattr__(self, "loc")
+        self.__dict__["_std"] = (u.detach().clone(), sd.to(u))
+
+
+class StandardizedDiagonalNormal(_StandardizedLoc, autoguide.AutoDiagonalNormal):
+    """AutoDiagonalNormal with a standardized location (:class:`_StandardizedLoc`)."""
+
+
+class StandardizedMultivariateNormal(_StandardizedLoc, autoguide.AutoMultivariateNormal):
+    """AutoMultivariateNormal with a standardized location (:class:`_StandardizedLoc`)."""
+
+
+class StandardizedLowRankMultivariateNormal(_StandardizedLoc, autoguide.AutoLowRankMultivariateNormal):
+    """AutoLowRankMultivariateNormal with a standardized location (:class:`_StandardizedLoc`)."""
+
+
+#: ``guide=`` names -> the standardized autoguide used with a Laplace warm start.
+STANDARDIZED = {
+    "normal": StandardizedNormal,
+    "diagonal": StandardizedDiagonalNormal,
+    "mvn": StandardizedMultivariateNormal,
+    "lowrank": StandardizedLowRankMultivariateNormal,
 }
 
 _INIT = {
@@ -74,7 +141,8 @@ class _InRunDtype:
         return value
 
 
-def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_scale=0.1, options=None):
+def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_scale=0.1, options=None,
+                standardized=False):
     """The guide ``spec`` names, for ``model_fn`` with the sites ``hidden`` left out.
 
     Parameters
@@ -97,6 +165,8 @@ def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_sc
     options : dict, optional
         Extra keyword arguments for the autoguide (``rank`` of ``"lowrank"``,
         ``hidden_dim``/``num_transforms`` of ``"iaf"``).
+    standardized : bool
+        Build the :data:`STANDARDIZED` class of a name (a Laplace warm start follows).
 
     Returns
     -------
@@ -114,7 +184,7 @@ def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_sc
             if spec not in GUIDES:
                 raise OptionError(f"guide={spec!r} is not a guide name; names: {sorted(GUIDES)}, "
                                   "or pass a Pyro AutoGuide class or a callable guide")
-            cls, kind = GUIDES[spec], spec
+            cls, kind = (STANDARDIZED.get(spec, GUIDES[spec]) if standardized else GUIDES[spec]), spec
         else:
             cls, kind = spec, spec.__name__
         if not has_latents:
@@ -253,7 +323,7 @@ def guide_marginal_fn(guide, kind, kwargs):
             q = guide.get_posterior(**kwargs)
             loc = q.mean.detach()
             cov = _covariance(q).detach()
-        layout = _packed_layout(guide)
+        layout = packed_layout(guide)
         return lambda site: _block_marginal(loc, cov, layout.get(site))
     return lambda site: None
 
@@ -272,7 +342,7 @@ def _autonormal_marginal(guide, site):
     fn = sites[site]["fn"]
     with torch.no_grad():
         # AutoNormal keeps each site's loc and (constrained) scale as attributes of its locs and scales
-        loc, scale = attrgetter(site)(guide.locs).detach(), attrgetter(site)(guide.scales).detach()
+        loc, scale = (t.detach() for t in guide._get_loc_and_scale(site))
     event_u = fn.event_dim + loc.dim() - sites[site]["value"].dim()
     base = torch.distributions.Normal(loc, scale, validate_args=False)
     if event_u:
@@ -286,7 +356,7 @@ def _covariance(q):
     return q.covariance_matrix
 
 
-def _packed_layout(guide) -> dict:
+def packed_layout(guide) -> dict:
     """Site -> (fn, offset, unconstrained shape, unconstrained event rank) in an
     AutoContinuous guide's packed latent vector (the order of its prototype trace)."""
     layout, pos = {}, 0

@@ -14,6 +14,7 @@ from ..common.potential import enumeration_problem
 from ..common.runtime import place
 from .guides import build_guide, check_guide
 from .minibatch import Minibatcher
+from .warmstart import laplace_start
 
 __all__ = ["SVIProblem", "build_problem"]
 
@@ -97,13 +98,23 @@ def build_problem(graph, analysis, o, loss: str, dtype) -> SVIProblem:
     latents = graph.latent()
     discrete = set(graph.discrete_latent())
     continuous = [n for n in latents if n not in discrete]
+    extra = {"warm": None, "init": o.init if isinstance(o.init, str) else "given"}
     if isinstance(o.guide, (str, type)):
         enumerated = sorted(discrete, key=latents.index)
         problem = enumeration_problem(analysis) if enumerated else None
         if problem:
             raise UnsupportedModelError(problem)
-        q, kind = build_guide(o.guide, model_fn, enumerated, has_latents=bool(continuous), init=o.init,
-                              init_scale=o.init_scale, options=o.guide_options)
+        init = o.init
+        if isinstance(init, str) and init == "laplace":
+            name = o.guide if isinstance(o.guide, str) else "custom"
+            warm, why = (laplace_start(graph, analysis, name, device, dtype, o.subsample_size is not None)
+                         if continuous else (None, "no continuous latent"))
+            init = warm.values if warm is not None else "median"
+            extra.update(warm=warm, init="laplace" if warm is not None else f"median (no Laplace start: {why})",
+                         init_note=why)
+        q, kind = build_guide(o.guide, model_fn, enumerated, has_latents=bool(continuous), init=init,
+                              init_scale=o.init_scale, options=o.guide_options,
+                              standardized=extra["warm"] is not None)
         guided = continuous
     else:
         q, kind = build_guide(o.guide, model_fn, (), has_latents=True, options=o.guide_options)
@@ -127,4 +138,4 @@ def build_problem(graph, analysis, o, loss: str, dtype) -> SVIProblem:
                 "amortised guide (guide=callable encoder) or drop subsample_size")
     mpn = max([-p.dim for p in graph.plates.values()], default=0)
     return SVIProblem(kwargs, observations, state, model_fn, enum_model, q, kind, list(guided), enumerated,
-                      batcher, mpn)
+                      batcher, mpn, extra)

@@ -7,7 +7,18 @@ variational inference", §3; Welandawe, Andersen, Vehtari & Huggins 2024, "A fra
 improving the reliability of black-box variational inference").  Iterates that still drift
 have segment means that differ by more than their spread within segments, so R̂ stays
 large.  Once stationary, the iterates of the window are averaged (Polyak & Juditsky 1992),
-which removes most of the remaining optimisation noise (Dhaka et al. 2020, §4)."""
+which removes most of the remaining optimisation noise (Dhaka et al. 2020, §4).
+
+Adam's iterates are autocorrelated over about ``1 / lr`` steps, so at small learning rates
+the segments' R̂ stays high long after the drift has stopped.  The second test looks at the
+stochastic gradients instead, which are nearly independent from step to step (fresh draws
+each step): at a stationary point their mean is zero, so each coordinate's mean over the
+window divided by its standard error, ``t = ḡ / (s_g / √W)``, is about N(0, 1); a drift
+shows as a mean gradient the noise cannot explain.  Stationary when every ``|t|`` is below
+the Bonferroni bound ``Φ⁻¹(1 - α / 2P)`` for P coordinates (α = 1%) — the gradient test of
+stationarity of Pflug (1990), "Non-asymptotic confidence bounds for stochastic
+approximation algorithms with constant step size", and Chee & Toulis (2018, AISTATS).
+Either test passing means no drift is visible."""
 
 from __future__ import annotations
 
@@ -16,10 +27,13 @@ import math
 import pyro
 import torch
 
-__all__ = ["IterateMonitor", "RHAT_STATIONARY", "split_rhat"]
+__all__ = ["IterateMonitor", "RHAT_STATIONARY", "GRADIENT_ALPHA", "split_rhat", "gradient_t", "t_bound"]
 
 #: Stationary when every coordinate's R̂ over the window's segments is below this.
 RHAT_STATIONARY = 1.1
+
+#: Family-wise false-alarm rate of the gradient test (over every tracked coordinate).
+GRADIENT_ALPHA = 0.01
 
 #: Coordinates tracked at most (a fixed random subset for large guides).
 MAX_COORDINATES = 2000
@@ -40,6 +54,25 @@ def split_rhat(iterates: torch.Tensor, segments: int = 4) -> torch.Tensor:
     rhat = (pooled / within.clamp_min(1e-300)).sqrt()
     return torch.where(within <= scale, torch.where(between <= scale, torch.ones_like(rhat),
                                                     torch.full_like(rhat, math.inf)), rhat)
+
+
+def gradient_t(grads: torch.Tensor) -> torch.Tensor:
+    """``|ḡ| / (s_g / √W)`` per coordinate of the stochastic gradients ``grads`` ``(W, P)``;
+    shape ``(P,)``.  A coordinate whose gradient is exactly zero throughout has t = 0; one
+    with a constant non-zero gradient (no noise) has t = inf."""
+    w = grads.shape[0]
+    g = grads.double()
+    mean, sd = g.mean(0), g.std(0, unbiased=True)
+    scale = 1e-12 * (1.0 + g.abs().amax(0))
+    t = mean.abs() / (sd / math.sqrt(w)).clamp_min(1e-300)
+    return torch.where(sd <= scale, torch.where(mean.abs() <= scale, torch.zeros_like(t),
+                                                torch.full_like(t, math.inf)), t)
+
+
+def t_bound(coordinates: int, alpha: float = GRADIENT_ALPHA) -> float:
+    """The Bonferroni bound ``Φ⁻¹(1 - α / 2P)`` on the largest of P standard normal |t|."""
+    p = max(int(coordinates), 1)
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1.0 - alpha / (2 * p), dtype=torch.float64)))
 
 
 class IterateMonitor:
@@ -66,6 +99,21 @@ class IterateMonitor:
         self.index = None if total <= MAX_COORDINATES else torch.randperm(total, generator=gen)[:MAX_COORDINATES]
         self.trace: list = []
         self.full: list = []
+        self.grads: list = []
+        self._grad = [None] * len(self.tensors)
+        self._hooks = [t.register_hook(self._keeper(i)) for i, t in enumerate(self.tensors) if t.requires_grad]
+
+    def _keeper(self, i):
+        def keep(grad):   # summed over the backward passes of one step (wake-sleep has two)
+            g = grad.detach()
+            self._grad[i] = g.clone() if self._grad[i] is None else self._grad[i] + g
+        return keep
+
+    def close(self) -> None:
+        """Remove the gradient hooks from the parameters (they stay in Pyro's param store)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     def _flat(self) -> torch.Tensor:
         if not self.tensors:
@@ -78,9 +126,17 @@ class IterateMonitor:
         flat = self._flat()
         self.full.append(flat)
         self.trace.append(flat if self.index is None else flat[self.index])
+        if self._hooks:
+            parts = [torch.zeros(t.numel(), dtype=torch.float64) if g is None else g.reshape(-1).double().cpu()
+                     for t, g in zip(self.tensors, self._grad)]
+            grad = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            self.grads.append(grad if self.index is None else grad[self.index])
+            self._grad = [None] * len(self.tensors)
         if len(self.full) > self.window:
             self.full.pop(0)
             self.trace.pop(0)
+        if len(self.grads) > self.window:
+            self.grads.pop(0)
 
     def rhat(self) -> float:
         """The largest R̂ over the tracked coordinates (``inf`` before a full window)."""
@@ -89,6 +145,23 @@ class IterateMonitor:
         if self.trace[0].numel() == 0:
             return 1.0
         return float(split_rhat(torch.stack(self.trace)).max())
+
+    def gradient_t(self) -> float:
+        """The largest gradient ``|t|`` over the tracked coordinates (``inf`` before a full
+        window or without gradients)."""
+        if len(self.grads) < self.window or self.window < 8:
+            return math.inf
+        if self.grads[0].numel() == 0:
+            return 0.0
+        return float(gradient_t(torch.stack(self.grads)).max())
+
+    def t_bound(self) -> float:
+        """:func:`t_bound` for the tracked coordinates."""
+        return t_bound(self.grads[0].numel() if self.grads else 1)
+
+    def stationary(self) -> bool:
+        """R̂ below :data:`RHAT_STATIONARY`, or every gradient |t| below its bound."""
+        return self.rhat() < RHAT_STATIONARY or self.gradient_t() < self.t_bound()
 
     def average(self) -> None:
         """Replace the parameters by the mean of the window's iterates (in place, so
