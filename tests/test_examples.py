@@ -339,6 +339,7 @@ def test_cavi_binary_sparse_coding_example_runs(capsys, tmp_path):
         image = matplotlib.image.imread(str(path))
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600, image.shape
 
+
 @pytest.mark.slow  # 70 s; tests/test_cavi_binary.py checks the same 64-unit fixed point in the default run
 def test_cavi_binary_sparse_coding_example_runs_64_hidden(capsys, tmp_path):
     """m = 64: CAVI's binary quadratic path (no 2^m table), no exact parts, the eq. 19.44 check."""

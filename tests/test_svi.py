@@ -447,3 +447,34 @@ def test_runs_on_cuda():
     assert post.diagnostics["device"].startswith("cuda")
     assert post.mean("mu").device.type == "cuda"
     assert abs(float(post.mean("mu")) - mean) < 0.25 * sd
+
+
+# ------------------------------------------------------------------ restarts
+@ppl.model
+def two_modes(y):
+    # y ~ N(e^θ + e^{-2θ}, 1): two roots of e^θ + e^{-2θ} = y, the negative one narrower (|g'| twice as
+    # large), so it holds less mass; the prior mean 0 lies in the narrow mode's basin
+    theta = ppl.sample("theta", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 10.0))
+    ppl.sample("y", dist.Normal(torch.exp(theta) + torch.exp(-2 * theta), 1.0), obs=y)
+
+
+def test_restarts_keep_the_highest_elbo_and_reach_the_mode_with_more_mass():
+    y = torch.tensor(10.0, dtype=torch.float64)
+    grid = np.linspace(-6.0, 6.0, 200001)           # quadrature: the mass on each side of g's minimum
+    g = np.exp(grid) + np.exp(-2 * grid)
+    logp = stats.norm.logpdf(10.0, g, 1.0) + stats.norm.logpdf(grid, 0.0, 10.0)
+    p = np.exp(logp - logp.max())
+    split = np.log(2.0) / 3                          # argmin of e^θ + e^{-2θ}
+    heavier_positive = p[grid > split].sum() > p[grid <= split].sum()
+    assert heavier_positive
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = ppl.infer(two_modes, {"y": y}, method="svi", seed=0, progress=False)
+        four = ppl.infer(two_modes, {"y": y}, method="svi", n_init=4, seed=0, progress=False)
+    assert float(one.mean("theta")) < split          # the first start's mode: the lighter one
+    elbos = four.diagnostics["restart_elbos"]
+    assert elbos[0] == pytest.approx(one.elbo, abs=1e-9)   # the same first run under the same seed
+    assert four.elbo == max(elbos) and four.diagnostics["best_restart"] == elbos.index(max(elbos))
+    assert four.elbo > one.elbo + 0.3 and float(four.mean("theta")) > split
+    # one Gaussian over a two-mode posterior misses the other mode: PSIS says so
+    assert four.trust.verdict == "unreliable"

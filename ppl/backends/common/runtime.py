@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 
 import pyro
 import torch
 
-__all__ = ["run_context", "seeded_generator", "place", "count_observations"]
+__all__ = ["run_context", "seeded_generator", "place", "count_observations", "in_dtype_or_default"]
 
 
 @contextlib.contextmanager
@@ -90,3 +91,55 @@ def count_observations(graph) -> int:
         var = graph.variables[v]
         n += int(math.prod(var.batch_shape)) if var.batch_shape else 1
     return max(n, 1)
+
+
+def in_dtype_or_default(run, dtype, *, given: bool):
+    """``run(dtype, notes)`` in ``dtype`` (None: torch's default dtype).  When the dtype was
+    not ``given`` and the run fails at once with torch's complaint about tensors of two
+    dtypes (a model that computes with float32 tensors of its own, e.g. an ``nn.Module``'s
+    weights, under a float64 run), Pyro's param store is put back and the run repeated in
+    torch's default dtype, with a note; if that fails too, the first error is raised.
+
+    Raises
+    ------
+    ModelError
+        From ``run``."""
+    from ...errors import ModelError
+    from .params import store_restore, store_snapshot
+
+    default = torch.get_default_dtype()
+    dtype = dtype or default
+    if given or dtype == default:
+        return run(dtype, [])
+    snapshot = store_snapshot()
+    try:
+        return run(dtype, [])
+    except ModelError as e:
+        if not _mixed_dtypes(e):
+            raise
+        first = e
+    store_restore(snapshot)
+    line = str(first).splitlines()[0][:160] if str(first) else type(first).__name__
+    note = (f"dtype: the run in {_dtype_name(dtype)} failed ({line}): the model computes with tensors of another "
+            f"dtype (e.g. an nn.Module's weights), so it ran in torch's default dtype {_dtype_name(default)}; pass "
+            "dtype= to choose")
+    try:
+        return run(default, [note])
+    except ModelError:
+        raise first from None
+
+
+def _mixed_dtypes(error) -> bool:
+    """Whether ``error`` (or what caused it) is torch's complaint about tensors of two dtypes."""
+    text = []
+    while error is not None and len(text) < 5:
+        text.append(str(error))
+        error = error.__cause__ or error.__context__
+    return bool(_DTYPE_CLASH.search(" ".join(text)))
+
+
+_DTYPE_CLASH = re.compile(r"dtype|scalar type|\bDouble\b|\bFloat\b|\bdouble\b|\bfloat\b|\bHalf\b")
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")

@@ -18,7 +18,6 @@ with the importance-weighted bound and the PSIS k̂ of the guide (see
 from __future__ import annotations
 
 import math
-import re
 import time
 import warnings
 
@@ -33,13 +32,13 @@ from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
 from ..common.params import store_restore, store_snapshot
 from ..common.routing import not_ok
-from ..common.runtime import run_context
+from ..common.runtime import in_dtype_or_default, run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
                        Option, Real, option_table)
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import KHAT_GOOD, khat_reading, khat_threshold
 from ..template import run_iterations
-from ...errors import ConvergenceWarning, ModelError, OptionError, UnsupportedModelError
+from ...errors import ConvergenceWarning, OptionError, UnsupportedModelError
 from .bounds import estimate_bounds
 from .fit import SVIFit
 from .guides import GUIDES, guide_marginal_fn
@@ -70,6 +69,8 @@ class SVIBackend(Backend):
         Option("loss", OneOf(*LOSSES), "elbo", "'elbo', 'meanfield' (analytic KL), 'renyi' (alpha), 'rws'"),
         Option("alpha", Real(), 0.0, "Renyi alpha for loss='renyi' (0: the IWAE bound; 1 is the ELBO)"),
         Option("num_steps", Integer(1), 2000, "maximum optimisation steps"),
+        Option("n_init", Integer(1), 1, "runs (later ones: Laplace fits from random starts, else prior draws); "
+               "the highest final ELBO is kept (local optima)"),
         Option("optim", OneOf(*OPTIMIZERS) | InstanceOf(pyro.optim.PyroOptim, "a pyro.optim instance"), "adam",
                "optimiser name or a pyro.optim instance (then lr is ignored)"),
         Option("lr", Real(0.0, low_open=True), 0.01, "learning rate"),
@@ -234,53 +235,55 @@ class SVIBackend(Backend):
         if loss == "rws" and particles < 2:
             raise OptionError(f"option num_particles={particles} is not accepted with loss='rws': reweighted "
                               "wake-sleep needs num_particles >= 2")
-        default = torch.get_default_dtype()
-        dtype = o.dtype or default
-        if "dtype" in options or dtype == default:
-            return self._fit(graph, analysis, o, loss, particles, dtype, start)
-        # dtype not given: float64 first; a model that computes with float32 tensors of its own (an
-        # nn.Module's weights) fails at once, and then runs in torch's default dtype as before
-        snapshot = store_snapshot()
-        try:
-            return self._fit(graph, analysis, o, loss, particles, dtype, start)
-        except ModelError as e:
-            if not _mixed_dtypes(e):
-                raise
-            first = e
-        store_restore(snapshot)
-        note = (f"dtype: the run in {_name(dtype)} failed ({_first_line(first)}): the model computes with tensors "
-                f"of another dtype (e.g. an nn.Module's weights), so it ran in torch's default dtype "
-                f"{_name(default)}; pass dtype= to choose")
-        try:
-            return self._fit(graph, analysis, o, loss, particles, default, start, notes=[note])
-        except ModelError:
-            raise first from None
+        return in_dtype_or_default(
+            lambda dtype, notes: self._fit(graph, analysis, o, loss, particles, dtype, start, notes),
+            o.dtype, given="dtype" in options)
 
     def _fit(self, graph, analysis, o, loss, particles, dtype, start, notes=()):
-        """One run in ``dtype`` (see :meth:`run`)."""
+        """The runs in ``dtype`` (see :meth:`run`): ``n_init`` of them, each from the model's
+        params as they were, and the one with the highest final ELBO kept (its parameters
+        are left in Pyro's param store)."""
         with run_context(o.device, dtype, o.seed):
             _params_in(graph, dtype)
-            p = build_problem(graph, analysis, o, loss, dtype)
-            if p.extra["warm"] is not None:
-                apply_warm_start(p.guide, p.kind, p.extra["warm"], p.kwargs)
-            optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
-            elbo = make_loss(loss, bool(p.enumerated), particles, o.vectorize_particles, p.mpn, o.alpha,
-                             bool(graph.params()))
-            train_model, train_guide = p.enum_model, p.guide
-            if p.batcher is not None:
-                scale = PlateScale(p.batcher.plate, p.batcher.scale)
-                train_model, train_guide = scale(p.enum_model), scale(p.guide)
-            fit = SVIFit(p, SVI(train_model, train_guide, optimizer, loss=elbo), optimizer, window=o.window,
-                         tol=o.tol, lr=o.lr, num_steps=o.num_steps)
-            fit.label = f"svi ({p.kind}, {loss})"
-            try:
-                result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress, warn=False)
-            finally:
-                p.restore()
-            fit.finish(result.converged, result.history)
-            if not result.converged:
-                warnings.warn(fit.not_converged(result, o.num_steps, o.tol), ConvergenceWarning, stacklevel=3)
-            return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start, notes)
+            initial = store_snapshot() if o.n_init > 1 else None
+            runs = []
+            for restart in range(o.n_init):
+                if restart:
+                    store_restore(initial)
+                post, message = self._one_fit(graph, analysis, o, loss, particles, dtype, start, notes, restart)
+                score = post.elbo if post.elbo is not None else post.diagnostics.get("log_joint", -math.inf)
+                runs.append((score, post, message, store_snapshot() if o.n_init > 1 else None))
+            best = max(range(len(runs)), key=lambda i: runs[i][0])
+            score, post, message, kept = runs[best]
+            if o.n_init > 1:
+                store_restore(kept)
+            post.diagnostics.update(restart_elbos=[r[0] for r in runs], best_restart=best)
+            if message:
+                warnings.warn(message, ConvergenceWarning, stacklevel=3)
+            return post
+
+    def _one_fit(self, graph, analysis, o, loss, particles, dtype, start, notes, restart):
+        """One run: ``(posterior, non-convergence message or None)``."""
+        p = build_problem(graph, analysis, o, loss, dtype, restart)
+        if p.extra["warm"] is not None:
+            apply_warm_start(p.guide, p.kind, p.extra["warm"], p.kwargs)
+        optimizer = make_optimizer(o.optim, o.lr, o.lr_decay ** (1.0 / o.num_steps))
+        elbo = make_loss(loss, bool(p.enumerated), particles, o.vectorize_particles, p.mpn, o.alpha,
+                         bool(graph.params()))
+        train_model, train_guide = p.enum_model, p.guide
+        if p.batcher is not None:
+            scale = PlateScale(p.batcher.plate, p.batcher.scale)
+            train_model, train_guide = scale(p.enum_model), scale(p.guide)
+        fit = SVIFit(p, SVI(train_model, train_guide, optimizer, loss=elbo), optimizer, window=o.window,
+                     tol=o.tol, lr=o.lr, num_steps=o.num_steps)
+        fit.label = f"svi ({p.kind}, {loss})"
+        try:
+            result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress, warn=False)
+        finally:
+            p.restore()
+        fit.finish(result.converged, result.history)
+        message = None if result.converged else fit.not_converged(result, o.num_steps, o.tol)
+        return self._posterior(graph, o, p, fit, result, loss, particles, dtype, start, notes), message
 
     def _posterior(self, graph, o, p, fit, result, loss, particles, dtype, start, notes=()):
         """The :class:`GuidePosterior` of a finished run: bounds re-estimated with many draws,
@@ -353,26 +356,6 @@ def _params_in(graph, dtype) -> None:
             value = store[n]
             if value.is_floating_point() and value.dtype != dtype:
                 store[n] = value.detach().to(dtype)
-
-
-def _mixed_dtypes(error) -> bool:
-    """Whether ``error`` (or what caused it) is torch's complaint about tensors of two dtypes."""
-    text = []
-    while error is not None and len(text) < 5:
-        text.append(str(error))
-        error = error.__cause__ or error.__context__
-    return bool(_DTYPE_CLASH.search(" ".join(text)))
-
-
-_DTYPE_CLASH = re.compile(r"dtype|scalar type|\bDouble\b|\bFloat\b|\bdouble\b|\bfloat\b|\bHalf\b")
-
-
-def _first_line(error) -> str:
-    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-
-
-def _name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def _psis_reading(khat, kind, local) -> str:

@@ -79,8 +79,10 @@ def _conditioned(graph, observations):
     return model_fn, state
 
 
-def build_problem(graph, analysis, o, loss: str, dtype) -> SVIProblem:
-    """The :class:`SVIProblem` of ``graph`` for options ``o`` (validated settings).
+def build_problem(graph, analysis, o, loss: str, dtype, restart: int = 0) -> SVIProblem:
+    """The :class:`SVIProblem` of ``graph`` for options ``o`` (validated settings); a
+    ``restart`` > 0 starts the Laplace fit from a random point, or the guide at a prior
+    draw where there is no Laplace start.
 
     Raises
     ------
@@ -107,9 +109,9 @@ def build_problem(graph, analysis, o, loss: str, dtype) -> SVIProblem:
         init = o.init
         if isinstance(init, str) and init == "laplace":
             name = o.guide if isinstance(o.guide, str) else "custom"
-            warm, why = (laplace_start(graph, analysis, name, device, dtype, o.subsample_size is not None)
+            warm, why = (laplace_start(graph, analysis, name, device, dtype, o.subsample_size is not None, restart)
                          if continuous else (None, "no continuous latent"))
-            init = warm.values if warm is not None else "median"
+            init = warm.values if warm is not None else ("median" if restart == 0 else "sample")
             extra.update(warm=warm, init="laplace" if warm is not None else f"median (no Laplace start: {why})",
                          init_note=why)
         q, kind = build_guide(o.guide, model_fn, enumerated, has_latents=bool(continuous), init=init,

@@ -72,8 +72,10 @@ class WarmStart:
     converged: bool
 
 
-def laplace_start(graph, analysis, kind: str, device, dtype, subsampled: bool):
+def laplace_start(graph, analysis, kind: str, device, dtype, subsampled: bool, restart: int = 0):
     """The :class:`WarmStart` of the model, or ``(None, why)`` where it does not apply.
+    The mode search starts at the prior mean (``restart = 0``) or, for a restart, at a
+    uniform(-2, 2) draw in unconstrained space (as ``method="laplace"``'s ``n_init``).
 
     Returns
     -------
@@ -94,7 +96,8 @@ def laplace_start(graph, analysis, kind: str, device, dtype, subsampled: bool):
         return None, f"{dim} unconstrained dimensions (the dense Hessian is used up to {MAX_DIM})"
     try:
         potential = Potential(graph, device, dtype, analysis)
-        mode = find_mode(potential, potential.median.clone())
+        z0 = potential.median.clone() if restart == 0 else (torch.rand(potential.dim, dtype=torch.float64) * 4 - 2)
+        mode = find_mode(potential, z0.to(potential.median))
     except (ModelError, NumericalError, FloatingPointError, ValueError, RuntimeError) as e:
         return None, f"no Laplace fit ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     covariance = torch.cholesky_inverse(mode.chol)
