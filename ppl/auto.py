@@ -151,6 +151,11 @@ def escalate(graph, analysis, options: dict, run_method):
                 attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
                                  "left_because": f"not tried: the time budget ({own['time_budget']:g} s) is spent"})
                 continue
+            skip = backend.auto_skip(analysis, extra, attempts) if hasattr(backend, "auto_skip") else None
+            if skip:
+                attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
+                                 "left_because": f"not tried: {skip}"})
+                continue
             t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings():
@@ -164,7 +169,8 @@ def escalate(graph, analysis, options: dict, run_method):
                 continue
             trust = post.trust
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
-                      "verdict": trust.verdict, "left_because": None}
+                      "verdict": trust.verdict, "left_because": None, "psis_khat": trust.numbers.get("psis_khat"),
+                      "gaussian_approximation": getattr(backend, "gaussian_approximation", False)}
             attempts.append(record)
             last = post
             if trust.ok or not own["escalate"]:

@@ -68,6 +68,9 @@ class Backend(ABC):
     reference_sampler : bool
         A reliable result of it may serve as ``ppl.compare``'s reference when no exact
         row ran (NUTS).
+    gaussian_approximation : bool
+        Its answer is one Gaussian in unconstrained space, judged by PSIS (Laplace,
+        Pathfinder); auto records its k̂ so later attempts can read it (:meth:`auto_skip`).
 
     Subclasses implement :meth:`check` and :meth:`run`, and may override
     :meth:`check_options` and :meth:`deciding_fact`.
@@ -79,6 +82,7 @@ class Backend(ABC):
     rank: float = 100.0
     rank_note: str = "backends registered from outside rank after the built-in ones"
     reference_sampler: bool = False
+    gaussian_approximation: bool = False
 
     @abstractmethod
     def check(self, analysis) -> Applicability:
@@ -125,6 +129,12 @@ class Backend(ABC):
         """Option sets ``method="auto"`` tries this backend with, in turn (the user's own
         options win); default one, the declared defaults."""
         return [{}]
+
+    def auto_skip(self, analysis, options: dict, attempts: list) -> str | None:
+        """Why ``method="auto"`` should not try this backend with ``options`` after the
+        ``attempts`` so far (dicts with ``method``, ``verdict``, ``psis_khat``,
+        ``gaussian_approximation``), or None to try it; default None."""
+        return None
 
     def deciding_fact(self, analysis, verdicts: dict) -> str:
         """The sentence saying why ``method="auto"`` chose this backend.

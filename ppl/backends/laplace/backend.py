@@ -55,6 +55,7 @@ class LaplaceBackend(Backend):
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
     rank = 33
+    gaussian_approximation = True
     rank_note = "a Gaussian at the mode, checked by PSIS, ranks after the closed-form methods"
 
     def check(self, analysis) -> Applicability:

@@ -94,10 +94,12 @@ class NUTSBackend(Backend):
                 f"when nothing exact exists: {verdicts[self.name][1]}")
 
     def auto_variants(self, analysis) -> list:
-        """Under ``method="auto"``: 4 chains of 500 warmup steps and 500 draws at
-        ``target_accept_prob=0.9`` (ESS of 400 needs no more on a well-behaved posterior,
-        and the higher target avoids divergences of hierarchical models)."""
-        return [{"num_samples": 500, "warmup_steps": 500, "target_accept_prob": 0.9}]
+        """Under ``method="auto"``: first 4 chains of 300 warmup steps and 400 draws at
+        ``target_accept_prob=0.9`` (enough for ESS >= 100 per chain on a well-behaved
+        posterior; the higher target avoids divergences of hierarchical models); if their
+        diagnostics fail, 4 chains of 1000 + 1000 at 0.95."""
+        return [{"num_samples": 400, "warmup_steps": 300, "target_accept_prob": 0.9},
+                {"num_samples": 1000, "warmup_steps": 1000, "target_accept_prob": 0.95}]
 
     def assess(self, posterior, graph, analysis):
         """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain

@@ -84,6 +84,7 @@ class PathfinderBackend(Backend):
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
     rank = 36
+    gaussian_approximation = True
     rank_note = ("a normal approximation along a quasi-Newton path, checked by PSIS: after the closed-form methods "
                  "and Laplace")
 

@@ -154,6 +154,19 @@ class SVIBackend(Backend):
         dims = sum(graph.sites[s].value.numel() for s in analysis.continuous)
         return [{"guide": "mvn"}] if 0 < dims <= 200 else [{}]
 
+    def auto_skip(self, analysis, options, attempts):
+        """No Gaussian guide after two Gaussian approximations with PSIS k̂ >= 0.7: the
+        posterior's shape is not Gaussian (Yao et al. 2018, §2.2), so auto goes on to the sampler."""
+        if options.get("guide", "normal") not in ("normal", "diagonal", "mvn", "lowrank"):
+            return None
+        bad = [a for a in attempts if a.get("gaussian_approximation") and a.get("verdict") == "unreliable"
+               and (a.get("psis_khat") or 0.0) >= 0.7]
+        if len(bad) < 2:
+            return None
+        khats = ", ".join(f"{a['method']} {a['psis_khat']:.2f}" for a in bad)
+        return (f"two Gaussian approximations have PSIS k̂ >= 0.7 ({khats}): the posterior is not close to a "
+                "Gaussian, so a Gaussian guide would not be reliable either")
+
     def assess(self, posterior, graph, analysis):
         """Reliable when the optimisation converged (stationary iterates) and the guide
         passes PSIS as it is: k̂ < 0.5 (Yao et al. 2018, §2.2), within the sample-size
