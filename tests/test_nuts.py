@@ -144,7 +144,10 @@ def test_mixture_locations_with_the_assignments_summed_out():
     # can start in the label-swapped one, e^-25 less probable, and stay: R-hat then flags the run)
     post = nuts(mixture, {"y": Y_MIX}, num_chains=2, warmup_steps=200, num_samples=300, seed=0, init="median",
                 jit_compile=True)
-    assert post.sites == ["loc"] and post.draws("loc").shape == (2, 300, 2)
+    assert post.sites == ["loc", "z"] and post.draws("loc").shape == (2, 300, 2)
+    # the summed-out assignments: p(z | x), rows summing to 1 (checked against brute force in
+    # tests/test_draws_discrete.py)
+    assert torch.allclose(post.probs("z").sum(-1), torch.ones(post.probs("z").shape[:-1], dtype=torch.float64))
     assert post.diagnostics["enumerated"] == ["z"]
     ref = mixture_grid_means()
     mean = post.mean("loc")

@@ -1,17 +1,21 @@
 """A posterior held as draws: chains of a sampler (NUTS), or draws of an approximation
-resampled by Pareto-smoothed importance weights (Laplace, Pathfinder)."""
+resampled by Pareto-smoothed importance weights (Laplace, Pathfinder); discrete latents
+that were summed out are read from their exact conditionals averaged over the draws."""
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import DataError
 from .base import Posterior
+from .tables import DiscreteTables
 
 __all__ = ["DrawsPosterior"]
 
 
-class DrawsPosterior(Posterior):
-    """Posterior draws of the continuous latents, ``(chains, draws) + shape`` per site.
+class DrawsPosterior(DiscreteTables, Posterior):
+    """Posterior draws of the continuous latents, ``(chains, draws) + shape`` per site, and
+    the marginals of the discrete latents that were summed out.
 
     Parameters
     ----------
@@ -20,18 +24,48 @@ class DrawsPosterior(Posterior):
         draws; independent draws of an approximation are laid out as ``C`` chains too).
     point : dict[str, torch.Tensor], optional
         A point returned by :meth:`map` (Laplace: the mode found), site -> value.
+    discrete : callable() -> dict, optional
+        Computes, on first use, site -> ``p(z | v)`` (``batch_shape + (K,)``) of the summed-out
+        discrete latents (:meth:`~ppl.backends.common.potential.Potential.discrete_marginals`).
+    supports, families : dict, optional
+        Site -> support values ``(K,) + event_shape`` / distribution family, for those sites.
     """
 
-    def __init__(self, method, *, draws: dict, point=None, **kw):
+    def __init__(self, method, *, draws: dict, point=None, discrete=None, supports=None, families=None, **kw):
         super().__init__(method, **kw)
         self._draws = {k: v.detach() for k, v in draws.items()}
         self._point = point
         self._flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self._draws.items()}
-        self._marginals: dict = {}
+        self._empirical: dict = {}
+        self._discrete_fn = discrete
+        self._marginals = None
+        self._supports = dict(supports or {})
+        self._families = dict(families or {})
 
     @property
     def sites(self) -> list:
-        return list(self._draws)
+        return list(self._draws) + list(self._supports)
+
+    def _discrete_probs(self, site: str) -> torch.Tensor:
+        if self._marginals is None:
+            self._marginals = self._discrete_fn() if self._discrete_fn is not None else {}
+        if site not in self._marginals:
+            raise DataError(f"the marginal of discrete site '{site}' could not be computed (the evidence is "
+                            "impossible at the posterior draws)")
+        return self._marginals[site]
+
+    def probs(self, site: str) -> torch.Tensor:
+        """``p(z | v)`` of a summed-out discrete site, shape ``batch_shape + (K,)``: the exact
+        conditionals ``p(z | h, v)`` averaged over the draws ``h`` of the continuous latents.
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a summed-out discrete latent site."""
+        if site not in self._supports:
+            raise self._unknown(site) if site not in self._draws else DataError(
+                f"'{site}' is a continuous site: use marginal('{site}'), mean('{site}') or draws('{site}')")
+        return self._discrete_probs(site)
 
     @property
     def num_draws(self) -> int:
@@ -57,13 +91,16 @@ class DrawsPosterior(Posterior):
 
     def marginal(self, site: str):
         """The empirical distribution of the draws (``pyro.distributions.Empirical``), batch
-        shape = the site's batch shape.
+        shape = the site's batch shape; a summed-out discrete site: Categorical/Bernoulli of
+        :meth:`probs`.
 
         Raises
         ------
         DataError
             If ``site`` is not a latent site of this posterior."""
-        if site not in self._marginals:
+        if site in self._supports:
+            return self._discrete_marginal(site)
+        if site not in self._empirical:
             import pyro.distributions as pdist
 
             values = self._all(site)
@@ -71,20 +108,26 @@ class DrawsPosterior(Posterior):
                 site in self.graph.variables else 0
             batch = values.dim() - 1 - event
             moved = values.movedim(0, batch)
-            self._marginals[site] = pdist.Empirical(moved, torch.zeros(moved.shape[: batch + 1], dtype=values.dtype,
+            self._empirical[site] = pdist.Empirical(moved, torch.zeros(moved.shape[: batch + 1], dtype=values.dtype,
                                                                        device=values.device))
-        return self._marginals[site]
+        return self._empirical[site]
 
     def mean(self, site: str) -> torch.Tensor:
-        """Mean of the draws, shape ``batch_shape + event_shape``."""
+        """Mean of the draws, shape ``batch_shape + event_shape`` (discrete sites: of :meth:`probs`)."""
+        if site in self._supports:
+            return self._discrete_moment(site, 1)
         return self._all(site).mean(0)
 
     def variance(self, site: str) -> torch.Tensor:
-        """Variance of the draws (elementwise)."""
+        """Variance of the draws (elementwise; discrete sites: of :meth:`probs`)."""
+        if site in self._supports:
+            return self._discrete_variance(site)
         return self._all(site).var(0)
 
     def quantile(self, site: str, q: float) -> torch.Tensor:
-        """Elementwise ``q``-quantile of the draws."""
+        """Elementwise ``q``-quantile of the draws (discrete sites: of :meth:`probs`)."""
+        if site in self._supports:
+            return super().quantile(site, q)
         return self._all(site).quantile(q, dim=0)
 
     def _sampler(self, n, seed=None):

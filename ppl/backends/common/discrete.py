@@ -185,11 +185,20 @@ class DiscretePlan:
         density of continuous values that the tables were computed at, with the discrete
         latents summed out exactly."""
         factors = [LogFactor(tables[n], f.plates, f.vars) for n, f in self.factors.items()]
-        chains = [self._stack_chain(ch, plates, [LogFactor(tables[n], *self.layouts[n]) for n in members])
-                  for ch, plates, members in zip(self.chains, self.chain_plates, self.chain_members)]
+        chains = self._chain_stacks(tables)
         log_z, _ = contract(factors + self._chain_factors(chains), order=self.order, var_plates=self.var_plates,
                             plate_order=self.plate_order, plan=self.plan)
         return log_z
+
+    def _chain_stacks(self, tables: dict) -> list:
+        """Per chain, its stacked ``plates + (L, K, K)`` log table from factor log tables."""
+        return [self._stack_chain(ch, plates, [LogFactor(tables[n], *self.layouts[n]) for n in members])
+                for ch, plates, members in zip(self.chains, self.chain_plates, self.chain_members)]
+
+    def at_tables(self, tables: dict) -> "DiscretePlan":
+        """:meth:`with_tables` from factor log tables by name (each in this plan's layout),
+        e.g. the tables at one draw of the continuous latents."""
+        return self.with_tables([tables[n] for n in self.factors], self._chain_stacks(tables))
 
     def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
         """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""

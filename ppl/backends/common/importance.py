@@ -20,7 +20,7 @@ import torch
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import PSISResult, psis
 
-__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "mean_field_weights"]
+__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "discrete_sites", "mean_field_weights"]
 
 
 @dataclass
@@ -90,6 +90,22 @@ def draws_by_site(potential, z: torch.Tensor, chains: int = 1) -> dict:
         per = v.shape[0] // chains
         out[s] = v[: per * chains].reshape((chains, per) + tuple(v.shape[1:])).detach()
     return out
+
+
+def discrete_sites(potential, draws: dict) -> dict:
+    """Keyword arguments of :class:`~ppl.posterior.DrawsPosterior` for the discrete latents
+    ``potential`` sums out: ``discrete`` (their marginals, computed on first use from the
+    ``draws``, site -> ``(C, S) + shape``), ``supports`` and ``families``; empty without
+    discrete latents."""
+    if not potential.discrete:
+        return {}
+    from ...compiler.families import enumerate_values
+
+    graph = potential.graph
+    flat = {s: v.reshape((-1,) + tuple(v.shape[2:])) for s, v in draws.items()}
+    return {"discrete": lambda: potential.discrete_marginals(flat),
+            "supports": {n: enumerate_values(graph.sites[n].fn) for n in potential.discrete},
+            "families": {n: graph.variables[n].family for n in potential.discrete}}
 
 
 def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, corrected: bool = True) -> Trust:

@@ -96,6 +96,10 @@ class Unconstrained(Messenger):
             msg["value"], msg["done"] = self.fixed[name], True
 
 
+#: Draws whose exact discrete conditionals are averaged by :meth:`Potential.discrete_marginals`.
+DISCRETE_MARGINAL_DRAWS = 200
+
+
 class _EnumeratedTables:
     """``log p(h_c, v)`` with the discrete latents summed out: factor tables at the
     continuous values by :class:`ParametricTables` (continuous latents as arguments), log Z
@@ -124,6 +128,14 @@ class _EnumeratedTables:
     def __call__(self, values: dict) -> torch.Tensor:
         tables = self.pt.tables({**values, **self.params}, grad=torch.is_grad_enabled())
         return self.plan.log_z(tables)
+
+    def marginals(self, values: dict) -> dict:
+        """``p(z | h_c, v)`` of every discrete latent at the continuous ``values`` (site ->
+        probabilities ``batch_shape + (K,)``), by the exact plan at that draw's tables."""
+        with torch.no_grad():
+            tables = self.pt.tables({**values, **self.params})
+            _, marg = self.plan.at_tables(tables).log_partition(marginals=True)
+        return {} if marg is None else {v: marg[v] for v in marg}
 
 
 class Potential:
@@ -359,6 +371,34 @@ class Potential:
             lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
             total = total + _per_particle(lp, n, mpn)
         return total
+
+    def discrete_marginals(self, draws: dict, max_draws: int = DISCRETE_MARGINAL_DRAWS) -> dict:
+        """``p(z | v)`` of every summed-out discrete latent: the exact conditionals
+        ``p(z | h_c, v)`` averaged over up to ``max_draws`` evenly spaced posterior draws of
+        the continuous latents (a Rao-Blackwellised estimate; Robert & Casella 2004, §4.7).
+
+        Parameters
+        ----------
+        draws : dict[str, torch.Tensor]
+            Site -> constrained draws, shape ``(N,) + shape``, for every continuous latent.
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            Site -> probabilities, shape ``batch_shape + (K,)`` (empty without discrete
+            latents, or when a draw's evidence is impossible)."""
+        if self.enumerated is None or not draws:
+            return {}
+        n = int(next(iter(draws.values())).shape[0])
+        rows = torch.linspace(0, n - 1, min(n, max_draws)).round().long().unique()
+        total: dict = {}
+        for i in rows.tolist():
+            marg = self.enumerated.marginals({s: draws[s][i].to(self.device, self.dtype) for s in self.sites})
+            if not marg:
+                return {}
+            for v, p in marg.items():
+                total[v] = total.get(v, 0) + p.double()
+        return {v: t / len(rows) for v, t in total.items()}
 
     def log_joint(self, draws: dict) -> torch.Tensor:
         """``log p(h, v)`` (discrete latents summed out) at each of S draws of the

@@ -22,7 +22,7 @@ import torch
 from ...errors import NumericalError, UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend
-from ..common.importance import draws_by_site, psis_trust, weigh
+from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context
@@ -123,7 +123,8 @@ class LaplaceBackend(Backend):
                        "gradient_evaluations": sum(m.evaluations for m in modes), "dimension": potential.dim,
                        "modes": [m.log_mass for m in modes], "failed_starts": failures, "device": str(o.device)}
         post = DrawsPosterior(self.name, graph=graph, draws=draws, point=point, elbo=weighted.elbo,
-                              converged=best.converged, elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+                              converged=best.converged, elapsed=time.perf_counter() - start, diagnostics=diagnostics,
+                              **discrete_sites(potential, draws))
         post.weighted_draws = weighted
         post.importance = o.importance
         return post

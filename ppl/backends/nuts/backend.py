@@ -22,6 +22,7 @@ from ...analysis.report import format_bytes
 from ...errors import UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend, list_names
+from ..common.importance import discrete_sites
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context
@@ -137,7 +138,8 @@ class NUTSBackend(Backend):
                           full_mass=o.full_mass,
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
-            chains = run_chains(Potential(graph, o.device, o.dtype, analysis), s, graph.model.name)
+            potential = Potential(graph, o.device, o.dtype, analysis)
+            chains = run_chains(potential, s, graph.model.name)
         order = [n for n in graph.continuous_latent() if n in chains.draws]
         draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}
         diagnostics = chain_diagnostics(draws)
@@ -153,4 +155,5 @@ class NUTSBackend(Backend):
             jit_compile=chains.jit_compile, notes=list(chains.notes), enumerated=list(analysis.discrete),
             device=str(o.device))
         return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
-                              elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+                              elapsed=time.perf_counter() - start, diagnostics=diagnostics,
+                              **discrete_sites(potential, draws))

@@ -36,7 +36,7 @@ from ...errors import NumericalError, UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
-from ..common.importance import draws_by_site, psis_trust, weigh
+from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context, seeded_generator
@@ -169,7 +169,8 @@ class PathfinderBackend(Backend):
         diagnostics = self._diagnostics(paths, kept, elbos, best, weighted, o, start)
         post = DrawsPosterior(self.name, graph=graph, draws=draws, point=point, elbo=elbos[best_at],
                               log_evidence=None, history=best.elbos, converged=best.lbfgs.converged,
-                              elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+                              elapsed=time.perf_counter() - start, diagnostics=diagnostics,
+                              **discrete_sites(potential, draws))
         post.weighted_draws = weighted
         post.importance = o.importance
         return post
