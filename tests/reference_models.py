@@ -158,7 +158,7 @@ def hmm_data(n=60, seed=2):
     g = torch.Generator().manual_seed(seed)
     z, ys = 0, []
     for _ in range(n):
-        z = z if float(torch.rand((), generator=g)) < 0.85 else 1 - z
+        z = z if float(torch.rand((), generator=g, dtype=F64)) < 0.85 else 1 - z
         ys.append((0.0, 3.0)[z] + float(torch.randn((), generator=g, dtype=F64)))
     return {"y": _t(ys)}
 

@@ -109,3 +109,21 @@ def test_no_reliable_verdict_is_wrong(name, method):
 
 def test_the_reference_file_covers_the_fast_models():
     assert set(FAST) <= set(REF), f"missing references: {set(FAST) - set(REF)}; run tests/make_reference_posteriors.py"
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_the_reference_data_do_not_depend_on_torch_default_dtype(name):
+    # the fixtures were made under float64 (tests/make_reference_posteriors.py); a generator that draws in
+    # torch's default dtype would give the tests other data than the reference's (it did: the HMM's states)
+    make_data = REFERENCE[name][1]
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        a = make_data()
+        torch.set_default_dtype(torch.float64)
+        b = make_data()
+    finally:
+        torch.set_default_dtype(before)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
