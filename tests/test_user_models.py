@@ -433,6 +433,16 @@ def test_dependent_support_matches_quadrature(method, options, tol):
     assert ((got - mean).abs() / sd).max() < tol, (got, mean, sd)
 
 
+def test_svi_refuses_an_autoguide_on_a_dependent_support_and_auto_goes_on():
+    # an autoguide's transform is fixed when it is built: on Uniform(0, 1 - a) its draws of b leave the support
+    # once a moves (a raw ValueError inside Pyro before); a typed refusal naming the site instead
+    with pytest.raises(ppl.UnsupportedModelError, match=r"\['b'\].*laplace"):
+        ppl.infer(dependent_support, {"y": DEPENDENT_Y}, method="svi", seed=0, progress=False)
+    assert ppl.analyze(dependent_support, {"y": DEPENDENT_Y}).backends["laplace"][0]
+    post = _infer(dependent_support, {"y": DEPENDENT_Y}, "auto", seed=0)
+    assert post.method != "svi"
+
+
 # ------------------------------------------------------------------ 5. Uniform(0, 1) in CAVI
 @ppl.model
 def coin(y):

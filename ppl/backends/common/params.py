@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 
-__all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore"]
+__all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore", "params_in_dtype"]
 
 
 def current_params(graph, names, dtype: torch.dtype, device: torch.device) -> dict:
@@ -53,3 +53,18 @@ def store_restore(snapshot) -> None:
             if tensor.shape == value.shape:
                 tensor.copy_(value)
     store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})
+
+
+def params_in_dtype(graph, dtype) -> None:
+    """Cast the model's ``ppl.param`` values in Pyro's param store to the run's ``dtype`` (a
+    param the model initialises is created by the compile trace in torch's default dtype);
+    they are learned, and stay, in it.  ``pyro.module`` weights (``name$$$...``) are the
+    module's own tensors and are left alone."""
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for n in graph.params():
+            if "$$$" in n or n not in store:
+                continue
+            value = store[n]
+            if value.is_floating_point() and value.dtype != dtype:
+                store[n] = value.detach().to(dtype)

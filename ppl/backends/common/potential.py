@@ -30,7 +30,8 @@ from ...compiler.observations import CheckObservations
 from ...errors import ModelError
 from .runtime import place
 
-__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value"]
+__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value",
+           "dependent_supports"]
 
 
 def enumeration_problem(analysis) -> str | None:
@@ -433,6 +434,34 @@ class _Inverse(Messenger):
             msg["value"], msg["done"] = h, True
         elif name in self.fixed:
             msg["value"], msg["done"] = self.fixed[name], True
+
+
+def dependent_supports(graph) -> list:
+    """The continuous latents whose support depends on the values of other latents
+    (``Uniform(0, 1 - a)``): the model is run at its starting point and at a shifted point
+    in unconstrained space, and the sites whose support bounds differ are returned (in
+    trace order).  A model that cannot be run so gives ``[]`` (the backends' own runs
+    report it)."""
+    cpu, dtype = torch.device("cpu"), torch.float64
+    try:
+        kwargs = {k: place(v, cpu, dtype) for k, v in graph.bound.kwargs.items()}
+        model = conditioned_model(graph, {k: place(v, cpu, dtype) for k, v in graph.bound.observations.items()})
+        sites = list(graph.continuous_latent())
+        fixed = {s: place(graph.sites[s].value, cpu, dtype) for s in graph.discrete_latent()}
+        z = {}
+        for s in sites:
+            u = biject_to(graph.sites[s].fn.support).inv(start_value(graph.sites[s], cpu, dtype))
+            u = u.detach().as_subclass(torch.Tensor)
+            z[s] = torch.where(torch.isfinite(u), u, torch.zeros_like(u))
+        supports = []
+        for shift in (0.0, 0.7):
+            handler = Unconstrained({s: v + shift for s, v in z.items()}, fixed)
+            with torch.no_grad(), pyro.validation_enabled(False):
+                poutine.trace(handler(model)).get_trace(**kwargs)
+            supports.append(handler.supports)
+    except (RuntimeError, ValueError, TypeError, ModelError):
+        return []
+    return [s for s in sites if _support_key(supports[0].get(s)) != _support_key(supports[1].get(s))]
 
 
 def _per_particle(lp: torch.Tensor, n: int, mpn: int) -> torch.Tensor:

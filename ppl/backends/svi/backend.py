@@ -30,7 +30,7 @@ from ...analysis.report import format_bytes
 from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
-from ..common.params import store_restore, store_snapshot
+from ..common.params import params_in_dtype, store_restore, store_snapshot
 from ..common.routing import not_ok
 from ..common.runtime import in_dtype_or_default, run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
@@ -44,7 +44,7 @@ from .fit import SVIFit
 from .guides import GUIDES, guide_marginal_fn
 from .minibatch import PlateScale
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
-from ..common.potential import enumeration_problem
+from ..common.potential import dependent_supports, enumeration_problem
 from .problem import build_problem
 from .warmstart import apply_warm_start
 from .sampling import discrete_marginals, joint_sampler
@@ -139,11 +139,18 @@ class SVIBackend(Backend):
         return out
 
     def check_options(self, analysis, verdict, options):
-        """A callable guide may sample discrete latents that could not be enumerated: the
-        run then checks the guide against the model instead."""
+        """A callable guide may sample discrete latents that could not be enumerated (the run
+        checks it against the model); an autoguide cannot follow a support that depends on
+        another latent (its transform is fixed when it is built)."""
         guide = options.get("guide", "normal")
-        if not verdict.ok and callable(guide) and not isinstance(guide, type):
-            return Applicability(True, "a user guide samples the latents that cannot be enumerated")
+        if callable(guide) and not isinstance(guide, type):
+            return verdict if verdict.ok else Applicability(True, "a user guide samples the latents that cannot "
+                                                                  "be enumerated")
+        dep = analysis.graph.memo("potential", "dependent", lambda: dependent_supports(analysis.graph))
+        if verdict.ok and dep:
+            return Applicability(False, f"the support of {dep} depends on other latents, which an autoguide's fixed "
+                                        "transform cannot follow: use method='laplace', 'pathfinder' or 'nuts', or "
+                                        "pass a guide", UnsupportedModelError)
         return verdict
 
     def auto_variants(self, analysis) -> list:
@@ -257,7 +264,7 @@ class SVIBackend(Backend):
         params as they were, and the one with the highest final ELBO kept (its parameters
         are left in Pyro's param store)."""
         with run_context(o.device, dtype, o.seed):
-            _params_in(graph, dtype)
+            params_in_dtype(graph, dtype)
             initial = store_snapshot() if o.n_init > 1 else None
             runs = []
             for restart in range(o.n_init):
@@ -354,21 +361,6 @@ def _in_run(fn, device, dtype):
             return fn(*args, **kwargs)
 
     return wrapped
-
-
-def _params_in(graph, dtype) -> None:
-    """Cast the model's ``ppl.param`` values in Pyro's param store to the run's ``dtype`` (a
-    param the model initialises is created by the compile trace in torch's default dtype);
-    they are learned, and stay, in it.  ``pyro.module`` weights (``name$$$...``) are the
-    module's own tensors and are left alone."""
-    store = pyro.get_param_store()
-    with torch.no_grad():
-        for n in graph.params():
-            if "$$$" in n or n not in store:
-                continue
-            value = store[n]
-            if value.is_floating_point() and value.dtype != dtype:
-                store[n] = value.detach().to(dtype)
 
 
 def _psis_reading(khat, kind, local) -> str:
