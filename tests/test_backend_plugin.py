@@ -164,3 +164,18 @@ def test_compare_runs_it_beside_the_built_ins(grid):
     grid_row, cavi_row = table.rows
     assert grid_row["log_evidence"] == pytest.approx(log_z, abs=1e-6)
     assert cavi_row["elbo"] == pytest.approx(log_z, abs=1e-6)
+
+
+def test_svi_declines_gaussian_guides_after_two_gaussian_approximations_missed_the_shape():
+    from ppl.backends.svi.backend import SVIBackend
+
+    svi = SVIBackend()
+    bad = [{"method": "laplace", "verdict": "unreliable", "psis_khat": 0.9, "gaussian_approximation": True},
+           {"method": "pathfinder", "verdict": "unreliable", "psis_khat": 0.8, "gaussian_approximation": True}]
+    why = svi.auto_skip(None, {"guide": "mvn"}, bad)
+    assert why and "laplace 0.90" in why and "pathfinder 0.80" in why
+    assert svi.auto_skip(None, {}, bad)                                   # the mean field is Gaussian too
+    assert svi.auto_skip(None, {"guide": "mvn"}, bad[:1]) is None          # one is not enough
+    assert svi.auto_skip(None, {"guide": "iaf"}, bad) is None              # a flow is not Gaussian
+    assert svi.auto_skip(None, {"guide": "mvn"}, [dict(bad[0], psis_khat=0.6), bad[1]]) is None
+    assert svi.auto_skip(None, {"guide": "mvn"}, [dict(b, gaussian_approximation=False) for b in bad]) is None
