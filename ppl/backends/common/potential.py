@@ -203,14 +203,19 @@ class Potential:
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
 
     def _static_transforms(self):
-        """Site -> its transform when no support depends on another latent (checked at two
-        points), so the enumerated density needs no extra model run; else None."""
+        """Site -> its transform when no support depends on another latent
+        (:func:`dependent_supports`), so the enumerated density needs no extra model run;
+        else None."""
+        if dependent_supports(self.graph):
+            return None
         with torch.no_grad():
             _, a = self._run(self.median)
-            _, b = self._run(self.median + 0.5 * torch.linspace(-1.0, 1.0, self.dim, dtype=self.dtype))
-        if any(_support_key(a.supports.get(s)) != _support_key(b.supports.get(s)) for s in self.sites):
-            return None
         return {s: biject_to(a.supports[s]) for s in self.sites}
+
+    def random_start(self, generator=None) -> torch.Tensor:
+        """A uniform(-2, 2) point ``(D,)`` in unconstrained space (Stan's default start;
+        the restarts of Laplace, SVI's warm start and NUTS' ``init="uniform"``), float64."""
+        return torch.rand(self.dim, generator=generator, dtype=torch.float64) * 4 - 2
 
     def _start(self, start: dict) -> torch.Tensor:
         z = {}
@@ -441,7 +446,11 @@ def dependent_supports(graph) -> list:
     (``Uniform(0, 1 - a)``): the model is run at its starting point and at a shifted point
     in unconstrained space, and the sites whose support bounds differ are returned (in
     trace order).  A model that cannot be run so gives ``[]`` (the backends' own runs
-    report it)."""
+    report it).  Computed once per graph."""
+    return graph.memo("potential", "dependent_supports", lambda: _dependent_supports(graph))
+
+
+def _dependent_supports(graph) -> list:
     cpu, dtype = torch.device("cpu"), torch.float64
     try:
         kwargs = {k: place(v, cpu, dtype) for k, v in graph.bound.kwargs.items()}

@@ -135,7 +135,7 @@ class LaplaceBackend(Backend):
             if r == 0 and o.init == "median":
                 z0 = potential.median.clone()
             else:
-                z0 = (torch.rand(potential.dim, generator=gen, dtype=torch.float64) * 4 - 2).to(o.dtype)
+                z0 = potential.random_start(gen).to(o.dtype)
             try:
                 modes.append(find_mode(potential, z0, max_iter=o.max_iter, tol=o.tol))
             except (FloatingPointError, ValueError, RuntimeError) as e:

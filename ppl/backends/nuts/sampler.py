@@ -135,7 +135,7 @@ def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:
     """A chain's starting point ``(D,)`` by ``s.init``; up to 100 tries for a finite density."""
     for _ in range(100):
         if s.init == "uniform":
-            z = torch.rand(potential.dim, generator=gen, dtype=torch.float64) * 4 - 2
+            z = potential.random_start(gen)
         elif s.init == "sample":
             z = potential.median.double() + torch.randn(potential.dim, generator=gen, dtype=torch.float64)
         else:

@@ -146,7 +146,7 @@ class SVIBackend(Backend):
         if callable(guide) and not isinstance(guide, type):
             return verdict if verdict.ok else Applicability(True, "a user guide samples the latents that cannot "
                                                                   "be enumerated")
-        dep = analysis.graph.memo("potential", "dependent", lambda: dependent_supports(analysis.graph))
+        dep = dependent_supports(analysis.graph)
         if verdict.ok and dep:
             return Applicability(False, f"the support of {dep} depends on other latents, which an autoguide's fixed "
                                         "transform cannot follow: use method='laplace', 'pathfinder' or 'nuts', or "

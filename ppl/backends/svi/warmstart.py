@@ -96,7 +96,7 @@ def laplace_start(graph, analysis, kind: str, device, dtype, subsampled: bool, r
         return None, f"{dim} unconstrained dimensions (the dense Hessian is used up to {MAX_DIM})"
     try:
         potential = Potential(graph, device, dtype, analysis)
-        z0 = potential.median.clone() if restart == 0 else (torch.rand(potential.dim, dtype=torch.float64) * 4 - 2)
+        z0 = potential.median.clone() if restart == 0 else potential.random_start()
         mode = find_mode(potential, z0.to(potential.median))
     except (ModelError, NumericalError, FloatingPointError, ValueError, RuntimeError) as e:
         return None, f"no Laplace fit ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
