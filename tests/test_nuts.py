@@ -268,6 +268,24 @@ def test_a_model_without_a_starting_point_is_a_model_error():
                   warmup_steps=5, num_samples=5, **QUIET)
 
 
+def test_chains_in_worker_processes_give_the_draws_of_chains_in_turn():
+    from ppl.backends.common.processes import fork_problem
+
+    run = dict(num_chains=2, warmup_steps=30, num_samples=20, seed=5)
+    a = nuts(normal_mean, {"x": X_NN}, parallel=True, **run)
+    b = nuts(normal_mean, {"x": X_NN}, parallel=False, **run)
+    assert a.diagnostics["parallel"] is (fork_problem(torch.device("cpu"), 2) is None)
+    assert b.diagnostics["parallel"] is False
+    assert torch.equal(a.draws("mu"), b.draws("mu"))
+    assert a.diagnostics["step_size"] == b.diagnostics["step_size"]
+
+
+def test_a_failing_chain_in_a_worker_process_is_the_same_model_error():
+    with pytest.raises(ppl.ModelError, match=r"NUTS could not run model 'walled' \(chain 0\).*initial.*init"):
+        ppl.infer(walled, {"x": torch.tensor(0.0, dtype=torch.float64)}, method="nuts", num_chains=2,
+                  warmup_steps=5, num_samples=5, parallel=True, **QUIET)
+
+
 # ------------------------------------------------------------------ applicability and options
 @ppl.model
 def coins(x):
@@ -291,7 +309,7 @@ def test_analyze_shows_the_nuts_verdict_line():
     assert any(line.split()[:2] == ["nuts", "applies"] for line in str(a).splitlines())
     table = ppl.methods("nuts")["nuts"]
     assert table["rank"] == 80
-    assert [r[0] for r in table["options"]][:8] == ["num_samples", "warmup_steps", "num_chains",
+    assert [r[0] for r in table["options"]][:9] == ["num_samples", "warmup_steps", "num_chains", "parallel",
                                                     "target_accept_prob", "max_tree_depth", "full_mass",
                                                     "jit_compile", "init"]
 

@@ -187,6 +187,7 @@ class Potential:
         self.transforms = None
         self.mpn = max([-p.dim for p in graph.plates.values()], default=0)
         self._vector_ok = None
+        self._batch_transforms = None
         if self.discrete:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
@@ -245,13 +246,39 @@ class Potential:
         return trace, handler
 
     def constrain(self, z: torch.Tensor) -> dict:
-        """Site -> constrained value at ``z`` (shape ``(D,)``, or ``(S, D)`` row by row)."""
+        """Site -> constrained value at ``z`` (shape ``(D,)``, or ``(S, D)``: all rows at
+        once through the supports' transforms where no support depends on another latent
+        (checked against a model run at the first row), else row by row)."""
         if z.dim() == 2:
+            batched = self._constrain_batch(z) if len(z) > 1 else None
+            if batched is not None:
+                return batched
             rows = [self.constrain(r) for r in z]
             return {s: torch.stack([r[s] for r in rows]) for s in self.sites}
         with torch.no_grad():
             _, handler = self._run(z)
         return {s: handler.values[s].detach() for s in self.sites}
+
+    def _constrain_batch(self, z: torch.Tensor):
+        """:meth:`constrain` of every row of ``z`` ``(S, D)`` by the static transforms, or
+        None where supports depend on other latents or the batched transform does not
+        reproduce a model run at the first row."""
+        if self._batch_transforms is None:
+            self._batch_transforms = False if dependent_supports(self.graph) else \
+                (self.transforms or self._static_transforms() or False)
+        if self._batch_transforms is False:
+            return None
+        with torch.no_grad():
+            try:
+                out = {s: self._batch_transforms[s](u).detach() for s, u in self.unflat(z).items()}
+            except (RuntimeError, ValueError, TypeError):
+                return None
+            first = self.constrain(z[0])
+        if not all(out[s].shape[1:] == first[s].shape and torch.allclose(out[s][0], first[s], equal_nan=True)
+                   for s in self.sites):
+            self._batch_transforms = False
+            return None
+        return out
 
     def unconstrain(self, values: dict) -> torch.Tensor:
         """The ``z`` of one draw of constrained values (site -> value), supports taken in

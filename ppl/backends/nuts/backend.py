@@ -6,7 +6,7 @@ JMLR 15, Algorithms 3 and 6), through ``pyro.infer.MCMC``, on the continuous lat
 unconstrained space; discrete latents are summed out exactly in ppl's own potential
 (:class:`~ppl.backends.common.potential.Potential`, by variable elimination with the
 exact engine's plan, :class:`~ppl.backends.common.discrete.DiscretePlan`, not Pyro's
-enumeration), so they are not sampled.  Chains run one after another
+enumeration), so they are not sampled.  Chains run in parallel processes where possible
 (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the rank-normalised R-hat
 and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16) and the count of
 divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
@@ -42,7 +42,10 @@ class NUTSBackend(Backend):
     options = option_table(
         Option("num_samples", Integer(1), 1000, "draws kept per chain, after warmup"),
         Option("warmup_steps", Integer(1), 1000, "adaptation steps per chain (step size, mass matrix), discarded"),
-        Option("num_chains", Integer(1), 4, "chains, run one after another (>= 2 to check convergence)"),
+        Option("num_chains", Integer(1), 4, "chains (>= 2 to check convergence)"),
+        Option("parallel", Boolean(), True,
+               "run the chains in forked worker processes, one per CPU core (Linux, CPU only; else in turn); "
+               "the draws are the same either way"),
         Option("target_accept_prob", Real(0.0, 1.0, low_open=True, high_open=True), 0.8,
                "acceptance probability the step size adapts to (higher: smaller steps, fewer divergences)"),
         Option("max_tree_depth", Integer(1), 10, "at most 2**max_tree_depth leapfrog steps per draw"),
@@ -121,7 +124,8 @@ class NUTSBackend(Backend):
             ``diagnostics``: ``rhat``, ``ess_bulk``, ``ess_tail`` (site -> worst element),
             ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` (post-warmup,
             all chains) and ``divergences_per_chain``, ``acceptance_rate`` and ``step_size``
-            per chain, ``seconds`` (all chains) and ``seconds_per_chain``,
+            per chain, ``seconds`` (wall clock, all chains), ``seconds_per_chain``,
+            ``parallel`` (whether the chains ran in worker processes),
             ``steps_per_second`` (NUTS iterations, warmup included, per second),
             ``jit_compile`` (as run), ``notes``, ``enumerated`` (discrete sites summed out
             in the potential, not sampled).
@@ -136,21 +140,22 @@ class NUTSBackend(Backend):
         s = ChainSettings(num_samples=o.num_samples, warmup_steps=o.warmup_steps, num_chains=o.num_chains,
                           target_accept_prob=o.target_accept_prob, max_tree_depth=o.max_tree_depth,
                           full_mass=o.full_mass,
-                          jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
+                          jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
+                          parallel=o.parallel)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
             chains = run_chains(potential, s, graph.model.name)
         order = [n for n in graph.continuous_latent() if n in chains.draws]
         draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}
         diagnostics = chain_diagnostics(draws)
-        seconds = sum(chains.seconds)
+        seconds = chains.wall_seconds
         diagnostics.update(
             num_chains=s.num_chains, num_samples=s.num_samples, warmup_steps=s.warmup_steps,
             target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth, init=s.init,
             full_mass=chains.full_mass,
             divergences=sum(chains.divergences), divergences_per_chain=list(chains.divergences),
             acceptance_rate=list(chains.acceptance_rate), step_size=list(chains.step_size),
-            seconds=seconds, seconds_per_chain=list(chains.seconds),
+            seconds=seconds, seconds_per_chain=list(chains.seconds), parallel=chains.parallel,
             steps_per_second=(s.warmup_steps + s.num_samples) * s.num_chains / seconds if seconds > 0 else None,
             jit_compile=chains.jit_compile, notes=list(chains.notes), enumerated=list(analysis.discrete),
             device=str(o.device))

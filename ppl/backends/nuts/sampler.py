@@ -1,10 +1,12 @@
-"""Chains of Pyro's NUTS run one after another, each seeded on its own, with the caller's
-random state and param store left as they were found.
+"""Chains of Pyro's NUTS, each seeded on its own, in parallel worker processes where
+possible, with the caller's random state and param store left as they were found.
 
 The No-U-Turn Sampler (Hoffman & Gelman 2014, "The No-U-Turn Sampler: adaptively setting
 path lengths in Hamiltonian Monte Carlo", JMLR 15) through ``pyro.infer.MCMC`` with one
-chain per call: nothing is parallelised across processes, and chain ``c`` of a run with
-``seed`` is seeded ``seed + c``, so a seeded run is reproducible chain by chain.  The
+chain per call; the chains run in forked processes, one per core
+(:func:`~ppl.backends.common.processes.map_jobs`; on Linux and the CPU), or one after
+another.  Chain ``c`` of a run with ``seed`` is seeded ``seed + c`` and draws from
+nothing else, so a seeded run gives the same draws in parallel or in turn.  The
 kernel samples ppl's own potential (:class:`~ppl.backends.common.potential.Potential`:
 the log density in unconstrained space, supports taken at each evaluation, discrete
 latents summed out by ppl's own variable elimination with the exact engine's plan,
@@ -28,6 +30,7 @@ from pyro.infer import MCMC, NUTS
 
 from ...errors import ModelError, PPLError
 from ..common.params import store_restore, store_snapshot
+from ..common.processes import map_jobs
 
 __all__ = ["INIT_STRATEGIES", "ChainSettings", "ChainsResult", "preserved_state", "run_chains"]
 
@@ -68,6 +71,8 @@ class ChainSettings:
         Chain ``c`` is seeded ``seed + c``; None: the global RNG's current state.
     progress : bool or None
         Pyro's progress bar (None: only when stderr is a terminal).
+    parallel : bool
+        Run chains in forked worker processes, one per core, where that is possible.
     """
 
     num_samples: int
@@ -80,6 +85,7 @@ class ChainSettings:
     init: str
     seed: int | None
     progress: bool | None
+    parallel: bool = True
 
 
 @dataclass
@@ -98,6 +104,10 @@ class ChainsResult:
         Adapted leapfrog step size per chain (unconstrained units).
     seconds : list[float]
         Wall-clock seconds per chain (setup, warmup and sampling).
+    wall_seconds : float
+        Wall-clock seconds of all chains (less than their sum when they ran in parallel).
+    parallel : bool
+        Whether the chains ran in forked worker processes.
     jit_compile : bool
         Whether the chains ran with a JIT-compiled potential.
     notes : list[str]
@@ -112,6 +122,8 @@ class ChainsResult:
     jit_compile: bool = False
     notes: list = field(default_factory=list)
     full_mass: bool = False
+    parallel: bool = False
+    wall_seconds: float = 0.0
 
 
 @contextlib.contextmanager
@@ -189,18 +201,23 @@ def _value_and_grad(f, z):
     return v.detach(), g.detach()
 
 
-def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, gen, label: str) -> MCMC:
-    if s.seed is not None:
-        pyro.set_rng_seed((s.seed + chain) % 2**32)
+def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: str) -> dict:
+    """Run chain ``chain`` (its own generator and Pyro's global RNGs seeded
+    ``base_seed + chain``: ``seed + chain``, or a draw of the global RNG plus ``chain``) and return its record: constrained draws as numpy ``(S,) + shape``
+    per site, divergences, acceptance rate, step size, seconds, JIT use and notes."""
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed((base_seed + chain) % 2**63)
+    pyro.set_rng_seed((base_seed + chain) % 2**32)
     show = s.progress if s.progress is not None else sys.stderr.isatty()
     try:
         z0 = _start(potential, s, gen)
     except ModelError as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {e}") from None
-    fn, jitted = _potential_fn(potential, s.jit_compile, z0, result.notes, gen)
-    result.jit_compile = (result.jit_compile and jitted) if chain else jitted
+    notes: list = []
+    fn, jitted = _potential_fn(potential, s.jit_compile, z0, notes, gen)
+    dense = s.full_mass if s.full_mass is not None else potential.dim <= DENSE_MAX_DIM
     kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth,
-                  full_mass=result.full_mass)
+                  full_mass=bool(dense))
     mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
                 initial_params={"z": z0}, disable_progbar=not show)
     try:
@@ -210,11 +227,20 @@ def _one_chain(potential, s: ChainSettings, chain: int, result: ChainsResult, ge
     except _JIT_ERRORS as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else e!r}") from e
-    return mcmc
+    draws = potential.constrain(mcmc.get_samples()["z"].detach())
+    facts = mcmc.diagnostics()
+    return {"draws": {k: v.cpu().numpy() for k, v in draws.items()},
+            "divergences": len(facts.get("divergences", {}).get("chain 0", [])),
+            "acceptance_rate": float(facts.get("acceptance rate", {}).get("chain 0", float("nan"))),
+            "step_size": float(mcmc.kernel.step_size), "jitted": jitted, "notes": notes,
+            "seconds": time.perf_counter() - start}
 
 
 def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResult:
-    """Run ``s.num_chains`` NUTS chains on ``potential`` one after another.
+    """Run ``s.num_chains`` NUTS chains on ``potential``: in forked worker processes, one
+    per core, where :func:`~ppl.backends.common.processes.fork_problem` allows and
+    ``s.parallel``, else one after another; each chain draws only from its own seeded
+    generators, so the draws are the same either way.
 
     Parameters
     ----------
@@ -237,17 +263,26 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
     """
     dense = s.full_mass if s.full_mass is not None else potential.dim <= DENSE_MAX_DIM
     result = ChainsResult(draws={}, jit_compile=bool(s.jit_compile), full_mass=bool(dense))
-    gen = torch.Generator().manual_seed(int(s.seed) if s.seed is not None else int(torch.randint(2**31, ())))
-    per_chain = []
-    for chain in range(s.num_chains):
-        start = time.perf_counter()
-        mcmc = _one_chain(potential, s, chain, result, gen, label)
-        result.seconds.append(time.perf_counter() - start)
-        z = mcmc.get_samples()["z"].detach()
-        per_chain.append(potential.constrain(z))
-        facts = mcmc.diagnostics()
-        result.divergences.append(len(facts.get("divergences", {}).get("chain 0", [])))
-        result.acceptance_rate.append(float(facts.get("acceptance rate", {}).get("chain 0", float("nan"))))
-        result.step_size.append(float(mcmc.kernel.step_size))
-    result.draws = {k: torch.stack([c[k] for c in per_chain], dim=0) for k in per_chain[0]}
+    base = int(s.seed) if s.seed is not None else int(torch.randint(2**31, ()))
+    start = time.perf_counter()
+
+    def job(chain):
+        return _one_chain(potential, s, chain, base, label)
+
+    chains = list(range(s.num_chains))
+    if s.parallel:
+        records, why = map_jobs(job, chains, potential.device)
+    else:
+        records, why = [job(c) for c in chains], "parallel=False"
+    result.parallel = why is None
+    result.wall_seconds = time.perf_counter() - start
+    for r in records:
+        result.divergences.append(r["divergences"])
+        result.acceptance_rate.append(r["acceptance_rate"])
+        result.step_size.append(r["step_size"])
+        result.seconds.append(r["seconds"])
+        result.notes.extend(n for n in r["notes"] if n not in result.notes)
+    result.jit_compile = all(r["jitted"] for r in records)
+    result.draws = {k: torch.stack([torch.as_tensor(r["draws"][k]) for r in records], dim=0).to(potential.device)
+                    for k in records[0]["draws"]}
     return result
