@@ -8,11 +8,14 @@ once can be analysed and queried many times.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from .analysis.report import Analysis, analyze_graph
 from .auto import auto_route, escalate
 from .backends.base import Applicability
+from .backends.common.params import param_scope, warm_start_values
 from .backends.options import COMMON, validate_options
 from .backends.registry import get_backend, ranked_backends, registered_backends
 from .comparison import Comparison, run_comparison
@@ -23,7 +26,18 @@ from .trust import UNRELIABLE, Trust
 
 __all__ = ["compile", "analyze", "infer", "compare", "methods", "Comparison", "auto_route", "auto_order"]
 
-compile = _compile
+
+
+def compile(model, data=None):
+    """:func:`ppl.compiler.compile` (see there: parameters, returns, raises) in a private
+    Pyro param store, so the compiled ``ppl.param`` values are the ones the model declares
+    (its init), never values another model left in Pyro's global store under the same
+    names, and the global store is left as it was."""
+    with param_scope():
+        return _compile(model, data)
+
+
+compile.__doc__ = (compile.__doc__ or "") + "\n\n" + (_compile.__doc__ or "")
 
 #: Options of :func:`infer` that shape the analysis (and are passed on only to backends
 #: that declare them).
@@ -42,7 +56,7 @@ def _graph(model, data) -> FactorGraph:
         if data is not None:
             raise DataError("pass data to ppl.compile, not with an already compiled FactorGraph")
         return model
-    return _compile(model, data)
+    return compile(model, data)
 
 
 def _shape_options(heuristic, memory_budget, dtype) -> tuple:
@@ -127,7 +141,9 @@ def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int
         For an unknown heuristic, a memory budget that is not a positive number of bytes,
         or a dtype that is not a floating ``torch.dtype``.
     """
-    return _analysis(_graph(model, data), heuristic, memory_budget, dtype)
+    graph = _graph(model, data)
+    with param_scope(graph):
+        return _analysis(graph, heuristic, memory_budget, dtype)
 
 
 def _choose_auto(analysis):
@@ -187,6 +203,14 @@ def infer(model, data=None, method: str = "auto", **options):
         the analysis, and the first two reach the backend only if it declares them.  With
         ``method="auto"``: ``time_budget`` (seconds, default 120) and ``escalate``
         (default True), and each backend tried gets the options it declares.
+        ``init`` given a Posterior (its ``params``) or a dict ``{param name: value}``
+        is a warm start: those ``ppl.param`` sites start there instead of at the values
+        the model declares (a string ``init`` is the backend's own start strategy).
+
+    Every call is pure: it runs in a private Pyro param store whose ``ppl.param`` sites
+    start at the model's declared values (or ``init``), and leaves Pyro's global param
+    store and the global RNGs (torch, numpy, ``random``) as it found them; learned values
+    are in ``posterior.params``.
 
     Returns
     -------
@@ -202,7 +226,8 @@ def infer(model, data=None, method: str = "auto", **options):
         An option the backend does not take.
     OptionError
         An option value the backend's declaration refuses (names the option, the value
-        and what is accepted).
+        and what is accepted); an ``init`` mapping naming no ``ppl.param`` of the model,
+        or a value of the wrong shape or outside the param's constraint.
     UnsupportedModelError, IntractableError
         The backend does not apply; the message says why and which methods do.
     DataError, ModelError
@@ -212,17 +237,48 @@ def infer(model, data=None, method: str = "auto", **options):
     shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
-    analysis = _analysis(graph, *shape)
+    start = _warm_start(graph, options, method)
+    with param_scope(graph, start):
+        analysis = _analysis(graph, *shape)
     if method == "auto":
-        return escalate(graph, analysis, options, lambda name, opts: _run(graph, analysis, shape, name, opts))
-    posterior = _run(graph, analysis, shape, method, options)
+        return escalate(graph, analysis, options, lambda name, opts: _run(graph, analysis, shape, name, opts, start))
+    posterior = _run(graph, analysis, shape, method, options, start)
     posterior.trust.warn(method, stacklevel=3)
     return posterior
 
 
-def _run(graph, analysis, shape, method, options):
-    """Run one backend: validate its options, check it applies, run it, attach its trust
-    verdict (without warning)."""
+def _warm_start(graph, options, method) -> dict | None:
+    """The ``ppl.param`` start values ``init=`` gives (a Posterior: its ``params``; a
+    mapping: its keys that name ``ppl.param`` sites), taken out of ``options``; the
+    mapping's other keys (latent sites) stay as the backend's own ``init``."""
+    from .posterior import Posterior
+
+    init = options.get("init")
+    if isinstance(init, Posterior):
+        return warm_start_values(options.pop("init"), graph)
+    if not isinstance(init, Mapping):
+        return None  # None, a strategy name, or a bad value the backend's validation names
+    names = set(graph.params())
+    rest = {k: v for k, v in init.items() if k not in names}
+    if rest and method != "auto" and "init" not in getattr(get_backend(method), "options", {}):
+        warm_start_values(init, graph)  # names the keys that are no ppl.param (OptionError)
+    if rest:
+        options["init"] = rest
+    else:
+        options.pop("init")
+    given = {k: v for k, v in init.items() if k in names}
+    return warm_start_values(given, graph) if given else None
+
+
+def _run(graph, analysis, shape, method, options, start=None):
+    """Run one backend in its own private param store (every ``ppl.param`` at its declared
+    value or at ``start``): validate its options, check it applies, run it, attach its
+    trust verdict (without warning)."""
+    with param_scope(graph, start):
+        return _run_scoped(graph, analysis, shape, method, options)
+
+
+def _run_scoped(graph, analysis, shape, method, options):
     backend = get_backend(method)
     declared = getattr(backend, "options", {})
     # options that only shape the analysis go to the backend only if it declares them
@@ -241,6 +297,10 @@ def _run(graph, analysis, shape, method, options):
         raise verdict.error(f"method '{method}' does not apply to model '{graph.model.name}': {verdict.reason}{hint}",
                             **(verdict.details or {}))
     posterior = backend.run(graph, analysis, **options)
+    if getattr(posterior, "seed", None) is None and options.get("seed") is not None:
+        posterior.seed = int(options["seed"])  # the default seed of sample(): seeded runs draw alike
+    if getattr(posterior, "memory_budget", None) is None:
+        posterior.memory_budget = analysis.memory_budget  # the budget of sample() / to_arviz()
     posterior.diagnostics["routing"] = {"method": method, "reason": verdict.reason, "passed_over": {}, "auto": False}
     _assess(backend, method, posterior, graph, analysis)
     return posterior
@@ -313,6 +373,11 @@ def compare(model, data=None, methods=None, *, reference=None, **options) -> Com
         As :func:`ppl.compile`.
     """
     graph = _graph(model, data)
+    with param_scope(graph):
+        return _compare(graph, methods, reference, options)
+
+
+def _compare(graph, methods, reference, options) -> Comparison:
     if methods == "all":
         analysis = _analysis(graph)
         methods = [n for n, (ok, _) in analysis.backends.items() if ok]

@@ -165,7 +165,9 @@ def escalate(graph, analysis, options: dict, run_method):
                 last_error = e
                 kind = "failed" if isinstance(e, PPLError) else "failed (an internal error: please report it)"
                 attempts.append({"method": name, "options": extra, "seconds": time.perf_counter() - t0,
-                                 "verdict": None, "left_because": f"{kind}: {type(e).__name__}: {str(e)[:300]}"})
+                                 "verdict": None, "left_because": f"{kind}: {type(e).__name__}: {str(e)[:300]}",
+                                 "gaussian_approximation": getattr(backend, "gaussian_approximation", False),
+                                 "numerical_failure": isinstance(e, NumericalError)})
                 continue
             trust = post.trust
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,

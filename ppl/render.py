@@ -30,8 +30,8 @@ from pathlib import Path
 from .analysis.elimination import HEURISTICS
 from .analysis.report import format_bytes
 from .api import analyze
+from .api import compile as _compile
 from .compiler.factor_graph import FACTOR_PREFIX, FactorGraph
-from .compiler.factor_graph import compile as _compile
 from .errors import DataError, OptionError
 from .render_matplotlib import FILL, HIGHLIGHT, compute_layout, draw_matplotlib
 

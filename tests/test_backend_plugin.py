@@ -173,9 +173,13 @@ def test_svi_declines_gaussian_guides_after_two_gaussian_approximations_missed_t
     bad = [{"method": "laplace", "verdict": "unreliable", "psis_khat": 0.9, "gaussian_approximation": True},
            {"method": "pathfinder", "verdict": "unreliable", "psis_khat": 0.8, "gaussian_approximation": True}]
     why = svi.auto_skip(None, {"guide": "mvn"}, bad)
-    assert why and "laplace 0.90" in why and "pathfinder 0.80" in why
+    assert why and "laplace k̂ 0.90" in why and "pathfinder k̂ 0.80" in why
     assert svi.auto_skip(None, {}, bad)                                   # the mean field is Gaussian too
     assert svi.auto_skip(None, {"guide": "mvn"}, bad[:1]) is None          # one is not enough
     assert svi.auto_skip(None, {"guide": "iaf"}, bad) is None              # a flow is not Gaussian
     assert svi.auto_skip(None, {"guide": "mvn"}, [dict(bad[0], psis_khat=0.6), bad[1]]) is None
     assert svi.auto_skip(None, {"guide": "mvn"}, [dict(b, gaussian_approximation=False) for b in bad]) is None
+    # Laplace finding no mode (a NumericalError) counts as a Gaussian approximation that failed
+    no_mode = {"method": "laplace", "verdict": None, "gaussian_approximation": True, "numerical_failure": True}
+    assert "laplace found no mode" in svi.auto_skip(None, {"guide": "mvn"}, [no_mode, bad[1]])
+    assert svi.auto_skip(None, {"guide": "mvn"}, [dict(no_mode, numerical_failure=False), bad[1]]) is None

@@ -488,16 +488,19 @@ def test_gmm_log_evidence_equals_exact_with_learned_constants():
     np.testing.assert_allclose(_np(post.marginal("z").probs), _np(exact.marginal("z").probs), atol=1e-10)
 
 
-def test_learned_params_are_left_in_the_param_store():
-    """docs/em.md: 'The learned values are also left in Pyro's param store, so calling the model
-    afterwards (or ppl.infer(model, data, method="exact")) uses them.'"""
+def test_learned_params_warm_start_a_later_call_only_when_asked():
+    """docs/em.md: the learned values are in post.params, Pyro's param store is left as it was,
+    and ``init=post`` starts a later call (here exact inference) at them."""
     X = _gmm2d(seed=51)
+    pyro.clear_param_store()
     post = _em(make_gmm(), {"x": X}, init=GMM_INIT, max_iter=5, tol=0.0)
     learned = {k: _np(v).copy() for k, v in post.params.items()}
-    for name, value in learned.items():
-        np.testing.assert_allclose(_np(pyro.param(name)), value, atol=1e-12, err_msg=name)
-    exact = ppl.infer(make_gmm(), {"x": X}, method="exact")
+    assert not list(pyro.get_param_store().keys())
+    exact = ppl.infer(make_gmm(), {"x": X}, method="exact", init=post)
     assert exact.log_evidence == pytest.approx(np_gmm_loglik(X, **learned), rel=1e-10)
+    again = _em(make_gmm(), {"x": X}, init=GMM_INIT, max_iter=5, tol=0.0)
+    for name, value in learned.items():  # a second fit starts where the first did
+        np.testing.assert_allclose(_np(again.params[name]), value, atol=1e-12, err_msg=name)
 
 
 def test_hmm_log_evidence_equals_exact_with_learned_constants():

@@ -192,7 +192,7 @@ def test_funnel_is_unreliable_with_khat_and_nuts_next():
     trust = post.trust
     assert trust.verdict == "unreliable" and trust.next_method == "nuts"
     assert "k̂" in trust.reasons[0]
-    assert trust.numbers["psis_khat"] > 0.85 > trust.numbers["khat_threshold"]
+    assert trust.numbers["psis_khat"] > trust.numbers["khat_threshold"]
     # the truth is v ~ Normal(0, 3): the draws are far off, which k̂ flags
     assert float(post.draws("v").std()) < 2.5
 
@@ -205,7 +205,7 @@ def test_heavy_tails_warn_through_infer():
 
     with pytest.warns(ppl.errors.TrustWarning, match="try method='nuts'"):
         post = ppl.infer(cauchy, {}, method="pathfinder", seed=0, num_draws=500)
-    assert post.trust.numbers["psis_khat"] > 0.85
+    assert post.trust.verdict == "unreliable"
 
 
 def test_raw_approximation_is_judged_against_one_half():
@@ -251,9 +251,10 @@ def test_diagnostics_record_each_path():
 @pytest.mark.filterwarnings("ignore::ppl.errors.TrustWarning")
 def test_paths_without_a_finite_start_are_dropped_and_reported():
     # finite only for x >= 3; starts uniform in (-3.2, 3.2): most tries land behind the wall
-    post = ppl.infer(walled, {}, method="pathfinder", seed=1, init_radius=3.2, num_draws=400)
+    # each path finds a start with probability 1 - 0.97^20 = 0.46: of 8 paths some are dropped, some kept
+    post = ppl.infer(walled, {}, method="pathfinder", seed=1, init_radius=3.2, num_draws=400, num_paths=8)
     dropped = post.diagnostics["dropped_paths"]
-    assert 1 <= len(dropped) < 4 and all("no initial point" in d["reason"] for d in dropped)
+    assert 1 <= len(dropped) < 8 and all("no initial point" in d["reason"] for d in dropped)
     assert any("dropped" in r for r in post.trust.reasons)
     # the posterior is Normal(5, 1) truncated at 3: mean 5 + φ(2)/(1 - Φ(2)), sd 0.94
     _moments_close(post.draws("x"), 5.0 + math.exp(-2.0) / math.sqrt(2 * math.pi) / 0.97725, 0.94)

@@ -168,7 +168,7 @@ def mixture_params(x):
 def test_enumerated_mixture_elbo_is_the_exact_log_evidence():
     post = svi(mixture_params, {"x": X_MIX}, num_steps=300, seed=0)
     assert post.diagnostics["enumerated"] == ["z"] and post.diagnostics["guided"] == []
-    exact = ppl.infer(mixture_params, {"x": X_MIX}, method="exact")  # at the learned params (param store)
+    exact = ppl.infer(mixture_params, {"x": X_MIX}, method="exact", init=post)  # at the learned params
     assert post.elbo == pytest.approx(exact.log_evidence, rel=1e-5)
     assert post.log_evidence == post.elbo
     assert torch.allclose(post.probs("z"), exact.probs("z"), atol=1e-5)

@@ -1,6 +1,7 @@
 """The Posterior: one interface for the result of every backend.
 
-Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
+Members: ``method``, ``marginal(site)``, ``mean(site)``, ``variance(site)``,
+``quantile(site, q)``, ``sample(n)``, ``map()``, ``seed``, ``memory_budget``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
 ``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
 ``None``, never a made-up value.
@@ -17,7 +18,11 @@ Subclasses hold the representation of each backend, one module each:
   draws of an approximation);
 * :mod:`~ppl.posterior.factors`: :class:`FactorPosterior` (CAVI's factorised q of
   continuous, and discrete, factors);
-* :mod:`~ppl.posterior.plotting`: the matplotlib helpers of ``plot``.
+* :mod:`~ppl.posterior.plotting`: the matplotlib helpers of ``plot``;
+* :mod:`~ppl.posterior.quantiles`: quantiles and moments of every marginal family (exact
+  inverses, bisection, fixed-seed draws as the last resort), shared by all classes;
+* :mod:`~ppl.posterior.checks`: the argument checks of the queries, the memory budget of
+  draws, and RNG isolation.
 """
 
 from __future__ import annotations

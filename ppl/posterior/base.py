@@ -7,8 +7,10 @@ Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()`
 
 Subclasses hold the representation of each backend, one module each of
 :mod:`ppl.posterior`; this module holds what they share: the members' defaults, the
-summary table, ArviZ export and plots, and the moments of a torch Distribution
-(:func:`marginal_variance`, :func:`marginal_quantile`).
+summary table, ArviZ export and plots.  The quantiles and moments of a marginal
+(:func:`marginal_variance`, :func:`marginal_quantile`, re-exported here) live in
+:mod:`ppl.posterior.quantiles`; the argument checks, the memory budget of draws and the
+RNG isolation in :mod:`ppl.posterior.checks`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import os
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, OptionError, UnsupportedModelError
 from ..table import Table
+from .checks import check_count, check_level, check_memory, check_seed, default_budget, isolated_rng, numel
 from .plotting import figure, plot_continuous_marginal, plot_table_marginal
+from .quantiles import marginal_mean, marginal_quantile, marginal_variance, table_quantile
 
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
 
@@ -50,10 +54,17 @@ class Posterior:
         How far to trust this result (:class:`ppl.trust.Trust`: verdict ``"exact"``,
         ``"reliable"`` or ``"unreliable"``, the reasons and the numbers behind them); set
         by ``ppl.infer`` from the backend's assessment.
+    seed : int or None
+        The run's seed where the backend passed it: the default seed of :meth:`sample`
+        (``None``: ``sample(n)`` without a seed draws from torch's global RNG).
+    memory_budget : int or None
+        Bytes that one allocation of draws or tables by this object may take
+        (:meth:`sample`, :meth:`to_arviz`, :meth:`plot`, fallback quantiles); ``None``: the
+        run's ``diagnostics["memory_budget"]`` if set, else ppl's default (2 GiB).  Settable.
     """
 
     def __init__(self, method, *, graph=None, elbo=None, log_evidence=None, params=None, history=None,
-                 converged=None, elapsed=0.0, diagnostics=None, trust=None):
+                 converged=None, elapsed=0.0, diagnostics=None, trust=None, seed=None, memory_budget=None):
         self.method = method
         self.graph = graph
         self.elbo = elbo
@@ -64,6 +75,16 @@ class Posterior:
         self.elapsed = float(elapsed)
         self.diagnostics = dict(diagnostics or {})
         self.trust = trust
+        self.seed = None if seed is None else int(seed)
+        self.memory_budget = None if memory_budget is None else int(memory_budget)
+
+    @property
+    def budget(self) -> int:
+        """The memory budget in effect, in bytes (see :attr:`memory_budget`)."""
+        budget = getattr(self, "memory_budget", None)
+        if budget is None:
+            budget = self.diagnostics.get("memory_budget")
+        return default_budget() if budget is None else int(budget)
 
     # The members below are filled by subclasses.
     @property
@@ -77,51 +98,159 @@ class Posterior:
         raise self._unknown(site)
 
     def mean(self, site: str) -> torch.Tensor:
-        """Posterior mean of ``site``, shape ``batch_shape + event_shape``."""
-        return self.marginal(site).mean
+        """Posterior mean of ``site``, shape ``batch_shape + event_shape`` (the marginal's
+        closed form, else the mean of fixed-seed draws from it: the same on every call).
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site of this posterior."""
+        return marginal_mean(self.marginal(site), site=site, budget=self.budget)
 
     def variance(self, site: str) -> torch.Tensor:
-        """Posterior variance of ``site`` (elementwise), shape ``batch_shape + event_shape``."""
-        return marginal_variance(self.marginal(site))
+        """Posterior variance of ``site`` (elementwise), shape ``batch_shape + event_shape``
+        (closed form, else from fixed-seed draws as :meth:`mean`).
+
+        Raises
+        ------
+        DataError
+            If ``site`` is not a latent site of this posterior."""
+        return marginal_variance(self.marginal(site), site=site, budget=self.budget)
 
     def quantile(self, site: str, q: float) -> torch.Tensor:
         """The ``q``-quantile of ``site``'s marginal, elementwise, shape ``batch_shape +
-        event_shape`` (NaN where the marginal has no quantile function)."""
-        marg = self.marginal(site)
-        value = marginal_quantile(marg, q)
-        return value if value is not None else torch.full_like(self.mean(site), float("nan"))
+        event_shape``; never NaN.
+
+        Exact wherever the marginal allows (:mod:`ppl.posterior.quantiles`): the sample
+        quantile of draws (linear interpolation); a discrete site's smallest value ``x`` with
+        ``P(site <= x) >= q`` (a value of its support; ``q = 0``: the smallest value of positive
+        probability); Beta, Gamma, Dirichlet (per component), Student-t and Wishart diagonals
+        by SciPy's exact inverses (``betaincinv``, ``gammaincinv``, ``stdtrit``); Normal and
+        Gaussians pushed through monotone transforms (SVI's guides) in closed form; other
+        univariate families by bisection on their cdf; as a last resort (e.g. off-diagonal
+        Wishart elements) the sample quantile of 10,000 draws of the marginal under a fixed
+        seed, the same on every call.
+
+        Parameters
+        ----------
+        site : str
+            A latent site (see :attr:`sites`).
+        q : float
+            The level, a float or int in ``[0, 1]`` (one level per call).
+
+        Raises
+        ------
+        OptionError
+            If ``q`` is not a number in ``[0, 1]`` (checked before anything else).
+        DataError
+            If ``site`` is not a latent site of this posterior.
+        UnsupportedModelError
+            If the marginal has no quantile function, no cdf and cannot be sampled.
+        NumericalError
+            If the marginal's parameters or draws are not finite.
+        IntractableError
+            If the draws or tables needed would exceed :attr:`budget`.
+        """
+        q = check_level(q)
+        return self._quantile(site, q)
+
+    def _quantile(self, site: str, q: float) -> torch.Tensor:
+        supports = getattr(self, "_supports", None) or {}
+        if site in supports:  # a discrete table: the quantile is a support value
+            return table_quantile(self._discrete_probs(site), supports[site], q, site=site, budget=self.budget)
+        return marginal_quantile(self.marginal(site), q, site=site, budget=self.budget)
 
     _sampler = None  # callable(n, seed) -> dict, set by subclasses that can draw
 
     def sample(self, num_samples: int, seed: int | None = None) -> dict:
         """``num_samples`` joint posterior draws: site -> tensor of shape
-        ``(num_samples,) + batch_shape + event_shape``; ``seed`` makes them reproducible.
+        ``(num_samples,) + batch_shape + event_shape``.
+
+        ``seed`` makes them reproducible; without one the run's seed is used where the
+        backend passed it (:attr:`seed`: the same draws on every call and in every run with
+        that seed), else torch's global RNG (reproducible after ``torch.manual_seed``).  A
+        seeded call leaves the global RNGs of torch, numpy and ``random`` as they were.
 
         Raises
         ------
-        ValueError
-            If ``num_samples`` is not a positive integer.
-        TypeError
+        OptionError
+            If ``num_samples`` is not a positive integer, or ``seed`` not ``None`` or an
+            integer in ``[0, 2**32 - 1]``.
+        UnsupportedModelError
             If this posterior cannot be sampled.
+        IntractableError
+            If the draws would take more than :attr:`budget` bytes
+            (``num_samples`` × elements of every site × element size), checked before
+            anything is allocated: ask for fewer draws.
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        return self._draw(num_samples, seed, call="sample")
+
+    def _draw(self, num_samples, seed, call: str) -> dict:
+        n = check_count(num_samples, call=call)
+        seed = check_seed(seed, call=call)
         if self._sampler is None:
-            raise TypeError(f"posterior of method '{self.method}' cannot be sampled")
-        return self._sampler(num_samples, seed)
+            raise UnsupportedModelError(f"{call}(): the posterior of method '{self.method}' cannot be sampled; use "
+                                        "marginal(), mean() or quantile() instead")
+        layout = self._draw_layout()
+        size = sum(numel(shape) * itemsize for shape, itemsize in layout.values())
+        elements = sum(numel(shape) for shape, _ in layout.values())
+        check_memory(n, size, self.budget, what=f"{call}(num_samples={n})",
+                     detail=f"{elements:,} element(s) of {len(layout)} site(s), {size:,} bytes per draw")
+        if seed is None:
+            seed = self.seed
+        if seed is None:
+            return self._sampler(n, None)
+        with isolated_rng(seed):
+            return self._sampler(n, seed)
+
+    def _draw_layout(self) -> dict:
+        """Site -> (shape of one draw, bytes per element) of what :meth:`sample` returns (the
+        graph's batch and event shapes at 8 bytes an element; subclasses refine it)."""
+        out = {}
+        variables = getattr(self.graph, "variables", None) or {}
+        for site in self.sites:
+            var = variables.get(site)
+            shape = tuple(var.batch_shape) + tuple(var.event_shape) if var is not None else tuple(self.mean(site).shape)
+            out[site] = (shape, 8)
+        return out
 
     def map(self) -> dict:
-        """The most probable joint assignment: site -> value (``batch_shape + event_shape``)."""
-        raise TypeError(f"posterior of method '{self.method}' has no MAP assignment")
+        """The most probable joint assignment: site -> value (``batch_shape + event_shape``).
+
+        Raises
+        ------
+        UnsupportedModelError
+            If this posterior has none (the message says which method or option gives one)."""
+        raise UnsupportedModelError(f"map(): the posterior of method '{self.method}' has no MAP assignment; "
+                                    f"{self._no_map_hint()}")
+
+    def _no_map_hint(self) -> str:
+        return "run ppl.infer(..., method='map') for the joint MAP"
 
     def summary(self, quantiles=(0.05, 0.5, 0.95)) -> Table:
         """Per-site table of mean, standard deviation and quantiles (scalar elements;
         plated sites give one row per element, first 20 shown).
 
+        Parameters
+        ----------
+        quantiles : sequence of float
+            Levels in ``[0, 1]``, one column each (see :meth:`quantile`).
+
         Returns
         -------
         ppl.table.Table
+
+        Raises
+        ------
+        OptionError
+            If ``quantiles`` is not a sequence of numbers in ``[0, 1]``.
         """
+        try:
+            levels = list(quantiles)
+        except TypeError:
+            raise OptionError(f"summary(): quantiles must be a sequence of numbers in [0, 1], got {quantiles!r}") \
+                from None
+        quantiles = [check_level(q, name="quantiles", call="summary") for q in levels]
         rows = []
         for site in self.sites:
             mean = self.mean(site).reshape(-1)
@@ -142,10 +271,18 @@ class Posterior:
 
         Raises
         ------
+        OptionError
+            If ``num_samples`` is not a positive integer.
+        IntractableError
+            If the draws would exceed :attr:`budget` (as :meth:`sample`).
+        UnsupportedModelError
+            If this posterior cannot be sampled.
         ImportError
             If ArviZ is not installed (``pip install arviz``).
         """
         import warnings
+
+        check_count(num_samples, call="to_arviz")
 
         try:
             with warnings.catch_warnings():  # ArviZ announces its refactor on import
@@ -153,7 +290,7 @@ class Posterior:
                 import arviz as az
         except ImportError as e:
             raise ImportError("to_arviz() needs ArviZ: pip install arviz") from e
-        draws = self.sample(num_samples)
+        draws = self._draw(num_samples, None, call="to_arviz")
         return az.from_dict(posterior={k: v.detach().cpu().numpy()[None] for k, v in draws.items()})
 
     def plot(self, site: str, path, copies: int = 4, num_samples: int = 2000, seed: int | None = 0) -> str:
@@ -188,21 +325,34 @@ class Posterior:
         ------
         DataError
             If ``site`` is not a latent site of this posterior.
+        OptionError
+            If ``num_samples`` is not a positive integer or ``seed`` not a valid seed.
+        IntractableError
+            If the draws of a continuous site would exceed :attr:`budget`.
         ImportError
             If matplotlib is not installed.
         """
+        num_samples = check_count(num_samples, call="plot")
+        seed = check_seed(seed, call="plot")
         if site not in self.sites:
             raise self._unknown(site)
+        discrete = site in getattr(self, "_supports", {}) and hasattr(self, "probs")
+        marg = None
+        if not discrete:
+            marg = self.marginal(site)
+            shape = tuple(marg.batch_shape) + tuple(marg.event_shape)
+            check_memory(num_samples, numel(shape) * 8, self.budget, what=f"plot('{site}', num_samples={num_samples})",
+                         detail=f"{numel(shape):,} elements × 8 bytes")
         path = os.fspath(path)
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
         fig = figure()
-        if site in getattr(self, "_supports", {}) and hasattr(self, "probs"):
+        if discrete:
             table = self.probs(site).detach().cpu().double()
             n = plot_table_marginal(fig, table, self._supports[site], site, copies)
         else:
-            n = plot_continuous_marginal(fig, self.marginal(site), site, copies, num_samples, seed)
+            n = plot_continuous_marginal(fig, marg, site, copies, num_samples, seed)
         shown = min(copies, n)
         more = f" (first {shown} of {n})" if n > shown else ""
         fig.suptitle(f"posterior marginal of '{site}' ({self.method}){more}", fontsize=10)
@@ -228,52 +378,3 @@ class Posterior:
         head = repr(self)
         return head if self.trust is None else f"{head}\n{self.trust}"
 
-
-def marginal_variance(marg) -> torch.Tensor:
-    """Elementwise variance of a torch Distribution, NaN where it has none.
-
-    Parameters
-    ----------
-    marg : torch.distributions.Distribution
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ``batch_shape + event_shape`` (that of ``marg.mean``).
-    """
-    try:
-        return marg.variance
-    except NotImplementedError:
-        return torch.full_like(marg.mean, float("nan"))
-
-
-def marginal_quantile(marg, q: float) -> torch.Tensor | None:
-    """Elementwise ``q``-quantile of a torch Distribution: from the draws of an
-    ``Empirical``, the CDF of a ``Categorical`` (a state index) or ``Bernoulli``, else
-    ``icdf``.
-
-    Parameters
-    ----------
-    marg : torch.distributions.Distribution
-    q : float
-        In ``[0, 1]``.
-
-    Returns
-    -------
-    torch.Tensor or None
-        Shape ``batch_shape + event_shape``; ``None`` where the distribution has no
-        quantile function (``icdf`` not implemented or failing).
-    """
-    samples = getattr(marg, "_samples", None)
-    if samples is not None and type(marg).__name__ == "Empirical":  # draws: batch + (S,) + event
-        return samples.quantile(q, dim=len(marg.batch_shape))
-    probs = getattr(marg, "probs", None)
-    if isinstance(marg, torch.distributions.Categorical):
-        cdf = probs.cumsum(-1)
-        return (cdf < q).sum(-1).to(probs.dtype)
-    if isinstance(marg, torch.distributions.Bernoulli):
-        return (probs > 1 - q).to(probs.dtype)
-    try:
-        return marg.icdf(torch.tensor(q))
-    except (NotImplementedError, ValueError, RuntimeError):
-        return None

@@ -8,6 +8,8 @@ import torch
 
 from ..errors import DataError
 from .base import Posterior
+from .checks import check_count
+from .quantiles import sample_quantile
 from .tables import DiscreteTables
 
 __all__ = ["DrawsPosterior"]
@@ -124,21 +126,30 @@ class DrawsPosterior(DiscreteTables, Posterior):
             return self._discrete_variance(site)
         return self._all(site).var(0)
 
-    def quantile(self, site: str, q: float) -> torch.Tensor:
-        """Elementwise ``q``-quantile of the draws (discrete sites: of :meth:`probs`)."""
+    def _quantile(self, site: str, q: float) -> torch.Tensor:
+        """Elementwise ``q``-quantile of the draws (linear interpolation between order
+        statistics); discrete sites: of :meth:`probs` (a support value)."""
         if site in self._supports:
-            return super().quantile(site, q)
-        return self._all(site).quantile(q, dim=0)
+            return super()._quantile(site, q)
+        return sample_quantile(self._all(site), q, dim=0)
 
     def _sampler(self, n, seed=None):
-        gen = torch.Generator()
+        """``n`` draws picked uniformly with replacement from all chains' draws (a private
+        generator seeded with ``seed``; torch's global RNG when None)."""
+        gen = None
         if seed is not None:
+            gen = torch.Generator()
             gen.manual_seed(int(seed))
-        else:
-            gen.seed()
         total = self.num_draws
         idx = torch.randint(total, (n,), generator=gen)
         return {k: v[idx.to(v.device)] for k, v in self._flat.items()}
+
+    def _draw_layout(self) -> dict:
+        return {k: (tuple(v.shape[1:]), v.element_size()) for k, v in self._flat.items()}
+
+    def _no_map_hint(self) -> str:
+        return ("it holds draws, not a mode: use mean() or quantile(), or run ppl.infer(..., method='map') "
+                "(or method='laplace') for a mode")
 
     def map(self) -> dict:
         """The point the method found (Laplace: the mode in unconstrained space, mapped to
@@ -148,14 +159,18 @@ class DrawsPosterior(DiscreteTables, Posterior):
         return dict(self._point)
 
     def to_arviz(self, num_samples: int = 1000):
-        """The draws, chains kept, as an ``arviz.InferenceData`` (``num_samples`` is ignored:
-        every draw is returned).
+        """The draws, chains kept, as an ``arviz.InferenceData`` (``num_samples`` is checked but
+        ignored: every draw is returned, nothing new is drawn).
 
         Raises
         ------
+        OptionError
+            If ``num_samples`` is not a positive integer.
         ImportError
             If ArviZ is not installed."""
         import warnings
+
+        check_count(num_samples, call="to_arviz")
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

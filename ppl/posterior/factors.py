@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .base import Posterior
@@ -42,7 +40,7 @@ class FactorPosterior(DiscreteTables, Posterior):
         self._supports = dict(supports or {})
         self._families = dict(families or {})
         self._joint = dict(joint or {})
-        self._sampler = self._draw
+        self._sampler = self._draw_factors
 
     @property
     def sites(self) -> list:
@@ -86,10 +84,11 @@ class FactorPosterior(DiscreteTables, Posterior):
             out[s] = support_values(self._supports[s], p.argmax(-1))
         return out
 
-    def _draw(self, n, seed=None):
-        with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
-            if seed is not None:
-                torch.manual_seed(int(seed))
+    def _draw_factors(self, n, seed=None):
+        """``n`` draws of every factor from torch's global RNG (:meth:`sample` seeds it, in a
+        forked state, when a seed is given or known)."""
+        del seed
+        with torch.no_grad():
             out = {}
             for sites, draw in self._joint.items():
                 out.update(zip(sites, draw(n)))
@@ -98,3 +97,9 @@ class FactorPosterior(DiscreteTables, Posterior):
                     out[s] = d.sample((n,))
             out.update(sample_tables(self._marginals, self._supports, n))
             return out
+
+    def _draw_layout(self) -> dict:
+        out = {s: (tuple(d.batch_shape) + tuple(d.event_shape), 8) for s, d in self._factors.items()}
+        for s, p in self._marginals.items():
+            out[s] = (tuple(p.shape[:-1]) + tuple(self._supports[s].shape[1:]), 8)
+        return out

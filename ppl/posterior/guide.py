@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError
-from .base import Posterior, marginal_quantile
+from .base import Posterior
+from .checks import FIXED_SEED, check_memory, isolated_rng, numel
 from .tables import DiscreteTables
 
 __all__ = ["GuidePosterior"]
@@ -33,7 +34,9 @@ class GuidePosterior(DiscreteTables, Posterior):
         ``batch_shape + (K,)`` averaged over guide draws (a Rao-Blackwellised estimate of
         p(z | data); exact when the guide has no continuous sites).
     posterior_samples : int
-        Draws behind sample-based marginals and moments.
+        Draws behind sample-based marginals and moments, made once under a fixed seed
+        (:data:`~ppl.posterior.checks.FIXED_SEED`), so those moments are the same on every
+        call and in every identical run.
     point : dict, optional
         For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
     guide : callable, optional
@@ -73,7 +76,13 @@ class GuidePosterior(DiscreteTables, Posterior):
 
     def _samples(self, site):
         if self._draws is None:
-            self._draws = self._sampler(self._n_draws, None, discrete=False)
+            layout = {s: v for s, v in self._draw_layout().items() if s in self._continuous}
+            size = sum(numel(shape) * itemsize for shape, itemsize in layout.values())
+            check_memory(self._n_draws, size, self.budget, what=f"the {self._n_draws:,} guide draws behind "
+                         f"sample-based moments (posterior_samples={self._n_draws})",
+                         detail=f"{size:,} bytes per draw", fix="run with a smaller posterior_samples")
+            with isolated_rng(FIXED_SEED):
+                self._draws = self._sampler(self._n_draws, FIXED_SEED, discrete=False)
         return self._draws[site]
 
     def marginal(self, site: str):
@@ -112,14 +121,6 @@ class GuidePosterior(DiscreteTables, Posterior):
         except NotImplementedError:
             return self._samples(site).mean(0)
 
-    def quantile(self, site: str, q: float) -> torch.Tensor:
-        """Elementwise ``q``-quantile of q's marginal: closed form where it has one, else
-        from ``posterior_samples`` draws."""
-        if site in self._supports:
-            return super().quantile(site, q)
-        value = marginal_quantile(self.marginal(site), q)
-        return value if value is not None else self._samples(site).quantile(q, dim=0)
-
     def variance(self, site: str) -> torch.Tensor:
         """Elementwise variance of q's marginal (closed form or from draws)."""
         if site in self._supports:
@@ -130,7 +131,15 @@ class GuidePosterior(DiscreteTables, Posterior):
             return self._samples(site).var(0)
 
     def map(self) -> dict:
-        """The point of a point-mass guide (``guide="delta"``: the MAP estimate, §19.3)."""
+        """The point of a point-mass guide (``guide="delta"``: the MAP estimate, §19.3).
+
+        Raises
+        ------
+        UnsupportedModelError
+            If the guide is not a point mass."""
         if self._point is None:
             return super().map()
         return dict(self._point)
+
+    def _no_map_hint(self) -> str:
+        return "only a point-mass guide has one: run with guide='delta', or ppl.infer(..., method='map')"

@@ -58,8 +58,11 @@ class PointPosterior(Posterior):
         return torch.zeros(value.shape, dtype=value.dtype if value.is_floating_point() else torch.float64,
                            device=value.device)
 
-    def quantile(self, site: str, q: float) -> torch.Tensor:
-        return self.mean(site)
+    def _quantile(self, site: str, q: float) -> torch.Tensor:
+        return self.mean(site)  # every quantile of a point mass is its point
+
+    def _draw_layout(self) -> dict:
+        return {k: (tuple(v.shape), v.element_size()) for k, v in self._values.items()}
 
     def map(self) -> dict:
         """Site -> ĥ (``batch_shape + event_shape``)."""

@@ -110,10 +110,27 @@ class TablePosterior(DiscreteTables, Posterior):
         return self._discrete_variance(site)
 
     def map(self) -> dict:
-        """The joint MAP assignment (max-product), site -> value with the site's batch shape."""
+        """The joint MAP assignment (max-product), site -> value with the site's batch shape.
+
+        Raises
+        ------
+        UnsupportedModelError
+            If it was not computed (``map=False``)."""
         if self._map is None:
             return super().map()
         return dict(self._map)
+
+    def _no_map_hint(self) -> str:
+        return "it was not computed: run ppl.infer(..., map=True) (the default)"
+
+    def _draw_layout(self) -> dict:
+        out = {}
+        for site, support in self._supports.items():
+            p = self._marginals.get(site)
+            var = (getattr(self.graph, "variables", None) or {}).get(site)
+            batch = tuple(p.shape[:-1]) if p is not None else (tuple(var.batch_shape) if var is not None else ())
+            out[site] = (batch + tuple(support.shape[1:]), max(support.element_size(), 8))
+        return out
 
 
 class MeanFieldPosterior(TablePosterior):
@@ -130,9 +147,9 @@ class MeanFieldPosterior(TablePosterior):
     def __init__(self, method, *, marginals, supports, families, seed=None, **kw):
         modes = {v: support_values(supports[v], p.argmax(-1)) for v, p in marginals.items()}
         super().__init__(method, marginals=marginals, supports=supports, families=families, map_assignment=modes,
-                         **kw)
-        self._sampler = lambda n, sample_seed=None: sample_tables(
-            marginals, supports, n, seed if sample_seed is None else sample_seed)
+                         seed=seed, **kw)
+        # sample() passes the run's seed (self.seed) when called without one
+        self._sampler = lambda n, sample_seed=None: sample_tables(marginals, supports, n, sample_seed)
 
     def map(self) -> dict:
         """Each factor's mode, site -> value with the site's batch shape (the mode of

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+
 import pyro
 import torch
 
-__all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore", "params_in_dtype"]
+from ...errors import PPLError
+
+__all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore", "params_in_dtype",
+           "declared_constraints", "param_scope", "warm_start_values"]
 
 
 def current_params(graph, names, dtype: torch.dtype, device: torch.device) -> dict:
@@ -68,3 +74,99 @@ def params_in_dtype(graph, dtype) -> None:
             value = store[n]
             if value.is_floating_point() and value.dtype != dtype:
                 store[n] = value.detach().to(dtype)
+
+
+def declared_constraints(graph) -> dict:
+    """``ppl.param`` name -> the constraint the model declares for it (``real`` where none),
+    read from one run of the model in a private param store (so no value left in Pyro's
+    global store by another model of the same param names can leak in).  Computed once per
+    graph; ``pyro.module`` weights (``name$$$...``) are left out."""
+    def build():
+        from ...dsl import trace_model
+
+        with param_scope():
+            try:
+                trace_model(graph.model, graph.bound)
+            except PPLError:
+                return {}
+            found = pyro.get_param_store().get_state()["constraints"]
+        return {n: found.get(n, torch.distributions.constraints.real) for n in graph.params() if "$$$" not in n}
+
+    return graph.memo("params", "declared_constraints", build)
+
+
+@contextlib.contextmanager
+def param_scope(graph=None, values: dict | None = None):
+    """Run a ppl call in a private Pyro param store, leaving the global one exactly as found.
+
+    Inside, the store starts empty; with ``graph``, each of its ``ppl.param`` sites is
+    created at ``values[name]`` where given (a warm start, ``init=``), else at the value the
+    model declared when it was compiled (its ``ppl.param`` init), with its declared
+    constraint.  On exit, the global store gets back its own tensors, values and
+    constraints, and nothing else: learned values live in ``Posterior.params``.
+    (``pyro.module`` weights are the module's own tensors: a module trained by SVI keeps
+    its trained weights, as in Pyro.)
+
+    Parameters
+    ----------
+    graph : FactorGraph, optional
+    values : dict, optional
+        ``ppl.param`` name -> constrained start value (shape of the declared value).
+    """
+    saved = store_snapshot()
+    store = pyro.get_param_store()
+    store.clear()
+    try:
+        if graph is not None:
+            constraints = declared_constraints(graph)
+            given = values or {}
+            for n, constraint in constraints.items():
+                v = given[n] if n in given else graph.sites[n].value
+                pyro.param(n, torch.as_tensor(v).detach().clone(), constraint=constraint)
+        yield
+    finally:
+        store_restore(saved)
+
+
+def warm_start_values(init, graph) -> dict:
+    """``init=`` of ``ppl.infer`` as start values of the ``ppl.param`` sites: a Posterior
+    (its ``params``) or a mapping name -> value.  Names that are not ``ppl.param`` sites of
+    the model are ignored when they come from a Posterior (e.g. guide parameters) and
+    refused when given in a mapping.
+
+    Raises
+    ------
+    OptionError
+        A mapping with a name that is no ``ppl.param`` of the model, a value that is not
+        a finite tensor of the declared shape, or a value outside the declared constraint.
+    """
+    from ...errors import OptionError
+
+    names = [n for n in graph.params() if "$$$" not in n]
+    if not isinstance(init, Mapping):  # a Posterior
+        given = {k: v for k, v in dict(init.params or {}).items() if k in names}
+    else:
+        unknown = [k for k in init if k not in names]
+        if unknown:
+            raise OptionError(f"init: {unknown} are not ppl.param sites of model '{graph.model.name}' "
+                              f"(its params: {names or 'none'})")
+        given = dict(init)
+    constraints = declared_constraints(graph) if given else {}
+    out = {}
+    for k, v in given.items():
+        try:
+            declared = graph.sites[k].value
+            t = v.detach() if isinstance(v, torch.Tensor) else \
+                torch.as_tensor(v, dtype=declared.dtype if declared.is_floating_point() else None)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise OptionError(f"init['{k}']: expected a tensor or number, got {type(v).__name__} ({e})") from None
+        want = tuple(graph.sites[k].value.shape)
+        if tuple(t.shape) != want:
+            raise OptionError(f"init['{k}']: shape {tuple(t.shape)}, but ppl.param '{k}' has shape {want}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise OptionError(f"init['{k}']: has NaN or infinite entries")
+        c = constraints.get(k)
+        if c is not None and not bool(torch.as_tensor(c.check(t.to(graph.sites[k].value.dtype))).all()):
+            raise OptionError(f"init['{k}']: value outside ppl.param '{k}''s constraint {c}")
+        out[k] = t.to(graph.sites[k].value.dtype)
+    return out

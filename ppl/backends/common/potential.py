@@ -174,7 +174,15 @@ class Potential:
         self.graph, self.device, self.dtype = graph, device, dtype
         self.kwargs = {k: place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
         self.observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
-        self.model = conditioned_model(graph, self.observations)
+        store = pyro.get_param_store()
+        # the ppl.param values of this run (the run's param store: declared, warm-started or
+        # learned), fixed in the model so later evaluations (lazy posterior queries) neither
+        # read nor fill Pyro's global store; pyro.module weights are the module's own
+        self.params = {p: (store[p] if p in store else place(graph.sites[p].value, device, dtype)).detach()
+                       .to(device=device, dtype=dtype if graph.sites[p].value.is_floating_point() else None)
+                       for p in graph.params() if "$$$" not in p}
+        model = conditioned_model(graph, self.observations)
+        self.model = poutine.substitute(model, data=self.params) if self.params else model
         self.sites = list(graph.continuous_latent())
         self.discrete = list(graph.discrete_latent())
         self.fixed = {s: place(graph.sites[s].value, device, dtype) for s in self.discrete}
@@ -192,7 +200,6 @@ class Potential:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
             params = {p: place(graph.sites[p].value, device, dtype).detach() for p in graph.params()}
-            store = pyro.get_param_store()
             params.update({p: store[p].detach().to(dtype=dtype, device=device) for p in graph.params() if p in store})
             self.enumerated = _EnumeratedTables(graph, analysis, start, params, dtype, device)
             self.transforms = self._static_transforms()

@@ -2,7 +2,7 @@
 
 A forked child inherits the parent's memory (the compiled model, its potential, a traced
 JIT function), so nothing of the user's model is pickled: only each job's index goes in
-and each job's result (numpy arrays and plain numbers) comes back through a pipe.  Fork
+and each job's result comes back through a pipe, pickled by value (tensors included).  Fork
 is used only where it is safe and helps: on Linux, on the CPU (a CUDA context does not
 survive a fork), with more than one usable core and more than one job; elsewhere the jobs
 run in this process one after another, with the same results (each job must draw from
@@ -55,10 +55,11 @@ def _child(job_fn, jobs, conn) -> None:
             payload = (j, True, job_fn(j))
         except BaseException as e:  # noqa: BLE001 - sent to the parent, which re-raises it
             payload = (j, False, _portable(e))
-        try:
-            conn.send(payload)
+        try:  # plain pickle: tensors go by value (torch's shared-memory reductions need the child alive)
+            data = pickle.dumps(payload)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
-            conn.send((j, False, ModelError(f"job {j}'s result could not be sent back: {e}")))
+            data = pickle.dumps((j, False, ModelError(f"job {j}'s result could not be sent back: {e}")))
+        conn.send_bytes(data)
     conn.close()
 
 
@@ -115,7 +116,7 @@ def map_jobs(job_fn, jobs: list, device, workers: int | None = None):
         for w, conn in enumerate(conns):
             for _ in jobs[w::n]:
                 try:
-                    j, ok, value = conn.recv()
+                    j, ok, value = pickle.loads(conn.recv_bytes())
                 except EOFError:
                     raise ModelError(f"a worker process ended without its result (exit code "
                                      f"{procs[w].exitcode}); run with one process to see the error") from None

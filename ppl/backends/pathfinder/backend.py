@@ -38,6 +38,7 @@ from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
 from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
+from ..common.processes import map_jobs
 from ..common.routing import not_ok
 from ..common.runtime import run_context, seeded_generator
 from ..options import COMMON, Boolean, Integer, Option, Real, option_table
@@ -110,6 +111,14 @@ class PathfinderBackend(Backend):
                 f"{failed.get('laplace', 'not registered')}), so the best normal approximation along quasi-Newton "
                 f"paths is tried and checked by PSIS: {verdicts[self.name][1]}")
 
+    def auto_variants(self, analysis) -> list:
+        """Under ``method="auto"``: at most 200 L-BFGS iterations per path.  A path that has
+        not converged by then is on a posterior that is badly conditioned or has no mode
+        (a funnel's log density grows without bound toward its neck): its approximations
+        will not pass PSIS, and the remaining 800 iterations of the default would cost
+        minutes before NUTS is tried."""
+        return [{"max_iter": 200}]
+
     # ------------------------------------------------------------------------- run
     def run(self, graph, analysis, **options):
         """Run multi-path Pathfinder with ``options`` (see :attr:`options`).
@@ -176,14 +185,21 @@ class PathfinderBackend(Backend):
         return post
 
     def _paths(self, potential, settings, o, gen):
-        """Run the ``num_paths`` single paths one after another."""
+        """Run the ``num_paths`` single paths, in forked worker processes (one per core)
+        where :func:`~ppl.backends.common.processes.map_jobs` can, else one after another;
+        path ``i`` draws only from its own generator, seeded from ``gen`` and ``i``, so the
+        paths are the same either way."""
+        base = int(torch.randint(2**62, (), generator=gen))
         bar = progress_bar(o.num_paths, "pathfinder paths", o.progress)
-        paths = []
+
+        def job(i):
+            path = single_path(potential, i, settings, torch.Generator().manual_seed(base + i))
+            if bar is not None:
+                bar.update(1)
+            return path
+
         try:
-            for i in range(o.num_paths):
-                paths.append(single_path(potential, i, settings, gen))
-                if bar is not None:
-                    bar.update(1)
+            paths, _ = map_jobs(job, list(range(o.num_paths)), potential.device)
         finally:
             if bar is not None:
                 bar.close()

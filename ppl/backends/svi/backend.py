@@ -30,7 +30,7 @@ from ...analysis.report import format_bytes
 from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
-from ..common.params import params_in_dtype, store_restore, store_snapshot
+from ..common.params import param_scope, params_in_dtype, store_restore, store_snapshot
 from ..common.routing import not_ok
 from ..common.runtime import in_dtype_or_default, run_context
 from ..options import (COMMON, Boolean, CallableValue, InstanceOf, Integer, MappingOf, NoneValue, OneOf,
@@ -162,17 +162,20 @@ class SVIBackend(Backend):
         return [{"guide": "mvn"}] if 0 < dims <= 200 else [{}]
 
     def auto_skip(self, analysis, options, attempts):
-        """No Gaussian guide after two Gaussian approximations with PSIS k̂ >= 0.7: the
+        """No Gaussian guide after two Gaussian approximations failed: PSIS k̂ >= 0.7, or a
+        numerical failure (Laplace finds no mode with a positive definite Hessian): the
         posterior's shape is not Gaussian (Yao et al. 2018, §2.2), so auto goes on to the sampler."""
         if options.get("guide", "normal") not in ("normal", "diagonal", "mvn", "lowrank"):
             return None
-        bad = [a for a in attempts if a.get("gaussian_approximation") and a.get("verdict") == "unreliable"
-               and (a.get("psis_khat") or 0.0) >= 0.7]
+        bad = [a for a in attempts if a.get("gaussian_approximation")
+               and ((a.get("verdict") == "unreliable" and (a.get("psis_khat") or 0.0) >= 0.7)
+                    or a.get("numerical_failure"))]
         if len(bad) < 2:
             return None
-        khats = ", ".join(f"{a['method']} {a['psis_khat']:.2f}" for a in bad)
-        return (f"two Gaussian approximations have PSIS k̂ >= 0.7 ({khats}): the posterior is not close to a "
-                "Gaussian, so a Gaussian guide would not be reliable either")
+        why = ", ".join(f"{a['method']} k̂ {a['psis_khat']:.2f}" if a.get("psis_khat") is not None
+                        else f"{a['method']} found no mode" for a in bad)
+        return (f"two Gaussian approximations failed ({why}): the posterior is not close to a Gaussian, so a "
+                "Gaussian guide would not be reliable either")
 
     def assess(self, posterior, graph, analysis):
         """Reliable when the optimisation converged (stationary iterates) and the guide
@@ -342,9 +345,9 @@ class SVIBackend(Backend):
             diagnostics.update(log_joint=bounds.elbo, elbo_se=None, iwae_bound=None, psis_khat=None)
         return GuidePosterior(
             self.name, graph=graph, continuous=list(p.guided),
-            marginal_fn=_in_run(guide_marginal_fn(p.guide, p.kind, p.kwargs), o.device, dtype),
+            marginal_fn=_in_run(guide_marginal_fn(p.guide, p.kind, p.kwargs), o.device, dtype, graph, params),
             sampler=_in_run(joint_sampler(p.enum_model, p.guide, p.kwargs, p.guided, p.enumerated, p.mpn, graph),
-                            o.device, dtype),
+                            o.device, dtype, graph, params),
             marginals=marginals, supports={n: enumerate_values(graph.sites[n].fn) for n in p.enumerated},
             families={n: graph.variables[n].family for n in p.enumerated}, posterior_samples=o.posterior_samples,
             point=point, guide=p.guide, elbo=elbo_value, log_evidence=bounds.elbo if not p.guided else None,
@@ -352,12 +355,14 @@ class SVIBackend(Backend):
             elapsed=time.perf_counter() - start, diagnostics=diagnostics)
 
 
-def _in_run(fn, device, dtype):
-    """``fn`` run under the run's default device and dtype: posterior draws run the model and
-    the guide again after :meth:`SVIBackend.run` returned, and the tensors the model creates
-    must have the dtype of the fitted guide."""
+def _in_run(fn, device, dtype, graph, params):
+    """``fn`` run under the run's default device and dtype, in a private param store holding
+    the run's learned ``ppl.param`` values: posterior draws run the model and the guide again
+    after :meth:`SVIBackend.run` returned, the tensors the model creates must have the dtype
+    of the fitted guide, and Pyro's global param store must not be read or filled."""
     def wrapped(*args, **kwargs):
-        with run_context(device, dtype):
+        with param_scope(graph, {k: v for k, v in params.items() if k in graph.params()}), \
+                run_context(device, dtype):
             return fn(*args, **kwargs)
 
     return wrapped
