@@ -12,12 +12,13 @@ above) are tried only when nothing else applies.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
 from .backends.registry import ranked_backends
-from .errors import NumericalError, PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
+from .errors import DataError, NumericalError, PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
 
 __all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "escalate"]
 
@@ -162,6 +163,8 @@ def escalate(graph, analysis, options: dict, run_method):
                     warnings.simplefilter("ignore", TrustWarning)
                     post = run_method(name, {**given, **{k: v for k, v in extra.items() if k not in given}})
             except Exception as e:  # noqa: BLE001 - one method's failure must not stop auto trying the next
+                if isinstance(e, DataError) and e.log_evidence == -math.inf:
+                    raise  # impossible evidence: no other method can give a number
                 last_error = e
                 kind = "failed" if isinstance(e, PPLError) else "failed (an internal error: please report it)"
                 attempts.append({"method": name, "options": extra, "seconds": time.perf_counter() - t0,

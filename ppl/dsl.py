@@ -10,7 +10,8 @@ Data binding (docs/dsl.md, "Binding data to a model"): ``data`` is a mapping.  A
 parameter of the model function is passed as that argument; a key that names a sample
 site conditions that site (it becomes observed).  Any other key raises
 :class:`~ppl.errors.DataError` listing the valid names.  numpy arrays, lists, Python
-scalars and torch tensors are accepted; the user's objects are copied, never modified.
+scalars and torch tensors are accepted; the user's objects are copied, never modified
+(the conversions and checks of values: :mod:`ppl.compiler.binding`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -97,6 +96,15 @@ class Model:
         its states, state ``i`` having name ``state_names[site][i]``.  Observed values may
         then be given as names in ``data``.
 
+    Attributes
+    ----------
+    missing_values : dict[str, Any]
+        Argument name -> the value that stands for a missing entry in that argument
+        (``-1`` in a column of a learnable Bayesian network).  Empty by default; a masked
+        numpy array (``np.ma.MaskedArray``) bound to such an argument has its masked
+        entries replaced by this value, while masked entries anywhere else are refused
+        with :class:`~ppl.errors.DataError`.
+
     Raises
     ------
     TypeError
@@ -109,6 +117,7 @@ class Model:
         if isinstance(fn, _ModuleBoundary):     # another Model's fn
             fn = fn.fn
         self.state_names = {k: list(v) for k, v in (state_names or {}).items()}
+        self.missing_values: dict = {}
         if isinstance(fn, torch.nn.Module):
             # a module (a pyro.nn.PyroModule): calling it runs forward under its own hooks;
             # its attributes (parameters, submodules) are not copied onto the Model
@@ -186,35 +195,70 @@ class Model:
         ------
         DataError
             If ``data`` is not a mapping, a key names neither an argument nor a sample
-            site (the message lists the valid names), a required argument is missing, a
-            value cannot be converted to a tensor, or a floating value holds NaN/inf.
+            site (the message lists the valid names), a key names a site the model code
+            already observes (``obs=``), a required argument is missing, a value cannot be
+            converted to a tensor, a floating value holds NaN/inf, a tensor is empty (a
+            dimension of size 0), a masked array has masked entries (unless the model
+            takes them as missing: :attr:`missing_values`), or a boolean is given for a
+            site whose states have names that are not booleans.
         """
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise DataError(f"data must be a mapping of names to values, got {type(data).__name__}")
+        # the value conversions and checks; imported at call time, as ppl.compiler imports this module
+        from .compiler import binding
+
         arg_names = self.argument_names
+        missing = getattr(self, "missing_values", None) or {}
         kwargs, rest = {}, {}
         for key, value in data.items():
             if not isinstance(key, str):
                 raise DataError(f"data keys must be strings, got {key!r}")
             if key in arg_names:
-                kwargs[key] = _convert_argument(key, value)
+                value = binding.unmask(key, value, model=self.name, what="argument", missing_value=missing.get(key),
+                                       takes_missing=list(missing))
+                kwargs[key] = binding.convert_argument(key, value)
+                binding.check_not_empty(key, kwargs[key])
             else:
                 rest[key] = value
         self._check_required_arguments(kwargs)
         observations = {}
         if rest:
-            sites = self.site_names(**kwargs)
-            unknown = [k for k in rest if k not in sites]
+            observed_in_code = self._sites_observed_in_code(kwargs)
+            sites = list(observed_in_code)
+            unknown = [k for k in rest if k not in observed_in_code]
             if unknown:
                 raise DataError(
                     f"data key(s) {unknown} of model '{self.name}' name neither an argument nor a sample site; "
                     f"valid argument names: {arg_names}; valid sample sites: {sites}"
                 )
+            already = [k for k in rest if observed_in_code[k]]
+            if already:
+                key = already[0]
+                raise DataError(
+                    f"data key '{key}' names sample site '{key}' of model '{self.name}', which the model code "
+                    f"already observes (ppl.sample('{key}', ..., obs=...)): the value in data would silently "
+                    f"replace the code's obs= value. Remove '{key}' from data, or make the observed value a model "
+                    f"argument (def {self.name}(..., {key}): ... obs={key}) and pass it by that name"
+                    + (f" (also observed in the code: {already[1:]})" if len(already) > 1 else "")
+                )
             for key, value in rest.items():
-                observations[key] = _convert_observation(key, value, self.state_names.get(key))
+                value = binding.unmask(key, value, model=self.name, what="observed site", takes_missing=list(missing))
+                observations[key] = binding.convert_observation(key, value, self.state_names.get(key))
+                binding.check_not_empty(key, observations[key])
         return BoundData(kwargs=kwargs, observations=observations)
+
+    def _sites_observed_in_code(self, kwargs) -> dict:
+        """Sample site -> whether the model code observes it (``obs=``), from one prior run
+        (the sites :meth:`site_names` lists, in order)."""
+        trace = trace_model(self, BoundData(kwargs=kwargs))
+        return {
+            name: bool(site["is_observed"])
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site) and not is_deterministic(site)
+            and not is_factor(site)
+        }
 
     def _check_required_arguments(self, kwargs):
         if self.signature is None:
@@ -484,67 +528,3 @@ def is_factor(site) -> bool:
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist
     return type(fn).__name__ == "Unit"
-
-
-# ------------------------------------------------------------------- conversion
-def _to_tensor(key: str, value) -> torch.Tensor:
-    """Copy an array-like into a new tensor: integers -> int64, bool -> default float dtype,
-    floating values keep their precision (float64 data stays float64)."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().clone()
-    else:
-        try:
-            arr = np.array(value)  # always a copy
-        except Exception as e:  # pragma: no cover - numpy accepts nearly everything
-            raise DataError(f"data['{key}']: cannot convert {type(value).__name__} to an array ({e})") from None
-        if arr.dtype == object or arr.dtype.kind in "USV":
-            raise DataError(
-                f"data['{key}']: expected numbers (array, list or tensor), got values of dtype {arr.dtype}"
-            )
-        t = torch.from_numpy(arr)
-    if t.dtype == torch.bool:
-        t = t.to(torch.get_default_dtype())
-    elif not t.is_floating_point() and not t.is_complex() and t.dtype != torch.int64:
-        t = t.long()
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        bad = (~torch.isfinite(t)).nonzero()
-        where = tuple(bad[0].tolist())
-        raise DataError(
-            f"data['{key}'] holds NaN or inf (first at index {where}, value {t[where].item()}); "
-            "expected finite numbers. Drop or impute missing values, or mask them with ppl.plate/poutine.mask"
-        )
-    return t
-
-
-def _convert_argument(key: str, value):
-    """Model arguments: arrays become tensors; scalars, strings, callables pass unchanged."""
-    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
-        return _to_tensor(key, value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise DataError(f"data['{key}'] is {value}; expected a finite number")
-    return value
-
-
-def _convert_observation(key: str, value, state_names) -> torch.Tensor:
-    """Observed values: state names -> indices, arrays -> tensors (copies)."""
-    if state_names is not None:
-        value = _names_to_indices(key, value, state_names)
-    return _to_tensor(key, value)
-
-
-def _names_to_indices(key, value, state_names):
-    def one(v):
-        if isinstance(v, str):
-            try:
-                return state_names.index(v)
-            except ValueError:
-                raise DataError(
-                    f"data['{key}'] = {v!r} is not a state of site '{key}'; expected one of {state_names}"
-                ) from None
-        return v
-
-    if isinstance(value, str):
-        return one(value)
-    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype.kind in "USO"):
-        return np.vectorize(one, otypes=[np.int64])(np.asarray(value, dtype=object))
-    return value

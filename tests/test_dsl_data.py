@@ -257,13 +257,17 @@ def test_user_objects_are_never_modified():
     x_np = np.array([1.0, 2.0, 3.0])
     y_t = torch.tensor([0.5, -0.5, 1.5], dtype=F64)
     x_copy, y_copy = x_np.copy(), y_t.clone()
-    ppl.compile(mutating, {"x": x_np, "y": y_t})
-    ppl.infer(mutating, {"x": x_np, "y": y_t}, method="exact")
+    # a model that writes into its inputs is refused, and the user's objects stay as they were
+    with pytest.raises(ppl.ModelError, match="modified its argument 'x' in place"):
+        ppl.compile(mutating, {"x": x_np, "y": y_t})
+    with pytest.raises(ppl.ModelError, match="modified its argument 'x' in place"):
+        ppl.infer(mutating, {"x": x_np, "y": y_t}, method="exact")
     assert np.array_equal(x_np, x_copy)
     assert torch.equal(y_t, y_copy)
 
     x_list = [1.0, 2.0, 3.0]
-    ppl.infer(mutating, {"x": x_list, "y": [0.0, 0.0, 0.0]}, method="exact")
+    with pytest.raises(ppl.ModelError, match="modified its argument 'x' in place"):
+        ppl.infer(mutating, {"x": x_list, "y": [0.0, 0.0, 0.0]}, method="exact")
     assert x_list == [1.0, 2.0, 3.0]
 
 

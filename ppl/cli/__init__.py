@@ -270,7 +270,8 @@ data conventions:
   its key (np.savez("data.npz", x=..., y=...)); --set adds scalars. Each name is an argument
   of the model function or a sample site to observe. Floats become float64 tensors (float32
   with --float32), integers int64, text columns stay text (state names); empty / NA cells
-  are NaN, which ppl reports as a DataError. --data-matrix NAME reads the whole numeric CSV
+  (a blank line between rows too) are missing values, which ppl reports as a DataError
+  naming the column, row and line. --data-matrix NAME reads the whole numeric CSV
   as one (N, D) tensor NAME instead (e.g. a mixture's x).
 """
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..dsl import Model
+from ..errors import DataError
 
 from .output import one_line
 from .values import INT, UsageError
@@ -184,16 +185,27 @@ _MISSING = {"", "na", "nan", "n/a", "null", "none"}
 
 
 def _csv_rows(path):
+    """The rows of a CSV file as ``(line number, cells)``, blank lines before the first
+    and after the last non-blank row left out; a blank line between rows is kept as a row
+    of no cells (one empty cell in a one-column file: a missing value, not nothing)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
+            reader = csv.reader(f)
+            rows = []
+            for row in reader:
+                rows.append((reader.line_num, row))
     except UnicodeDecodeError as e:
         raise UsageError(f"cannot read data file {str(path)!r}: not UTF-8 text ({e.reason})") from e
     except (OSError, csv.Error) as e:
         raise UsageError(f"cannot read data file {str(path)!r}: {one_line(e)}") from e
-    if not rows:
+    filled = [i for i, (_, row) in enumerate(rows) if _is_filled(row)]
+    if not filled:
         raise UsageError(f"data file {str(path)!r} is empty")
-    return rows
+    return rows[filled[0]: filled[-1] + 1]
+
+
+def _is_filled(row) -> bool:
+    return bool(row) and any(cell.strip() for cell in row)
 
 
 def _float_cell(text: str) -> float:
@@ -212,20 +224,39 @@ def _column(values: list):
         return np.array(stripped, dtype=str)
 
 
+def _missing_cells(column: np.ndarray, cells: list) -> list:
+    """Data rows (0-based) of a column read by :func:`_column` whose cell is missing: NaN
+    in a number column (an empty, ``NA`` or ``nan`` cell), an empty cell in a text column."""
+    if column.dtype.kind == "f":
+        return [i for i, v in enumerate(column) if math.isnan(v)]
+    if column.dtype.kind in "US":
+        return [i for i, c in enumerate(cells) if not c.strip()]
+    return []
+
+
 def read_csv(path, *, float32: bool = False) -> dict:
     """Read a ``.csv`` file with a header line: column name -> column vector.
 
     Integer columns become int64 tensors, numeric ones float64 (float32 with
-    ``float32=True``; empty, ``NA`` and ``nan`` cells become NaN, which ppl then
-    reports), other columns stay arrays of text (state names).
+    ``float32=True``; empty, ``NA`` and ``nan`` cells become NaN, which
+    :func:`load_data` then reports), other columns stay arrays of text (state names).
+    A blank line between data rows is a row of empty cells (in a one-column file, one
+    missing value); blank lines before the header and after the last row are ignored.
 
     Raises
     ------
     UsageError
         Unreadable file, empty or duplicate header names, rows of the wrong length.
     """
+    return _read_csv(path, float32=float32)[0]
+
+
+def _read_csv(path, *, float32: bool = False):
+    """:func:`read_csv`, and its missing cells: ``[(column, data row, line, cell text)]``
+    in file order."""
     rows = _csv_rows(path)
-    header = [h.strip() for h in rows[0]]
+    header_line, header = rows[0]
+    header = [h.strip() for h in header]
     if all(_is_number(h) for h in header):
         raise UsageError(f"data file {str(path)!r}: the first line holds numbers, not column names; "
                          "add a header line, or bind the whole table with --data-matrix NAME")
@@ -235,14 +266,23 @@ def read_csv(path, *, float32: bool = False) -> dict:
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise UsageError(f"data file {str(path)!r}: duplicate column name(s) {dupes}")
-    body = rows[1:]
-    for n, row in enumerate(body, start=2):
+    body, lines = [], []
+    for line, row in rows[1:]:
+        if not _is_filled(row):
+            row = [""] * len(header)   # a blank line between rows: every cell of the row is missing
         if len(row) != len(header):
-            raise UsageError(f"data file {str(path)!r}: a row has {len(row)} fields, the header {len(header)} "
-                             f"(row {n} of the non-blank lines)")
-    columns = zip(*body) if body else [()] * len(header)
-    return {h: _as_data(h, _column(list(col)) if col else np.zeros(0), float32, str(path))
-            for h, col in zip(header, columns)}
+            raise UsageError(f"data file {str(path)!r}: line {line} has {len(row)} fields, the header "
+                             f"{len(header)}")
+        body.append(row)
+        lines.append(line)
+    columns = [list(col) for col in zip(*body)] if body else [[] for _ in header]
+    data, missing = {}, []
+    for h, cells in zip(header, columns):
+        column = _column(cells) if cells else np.zeros(0)
+        missing += [(h, i, lines[i], cells[i].strip()) for i in _missing_cells(column, cells)]
+        data[h] = _as_data(h, column, float32, str(path))
+    missing.sort(key=lambda m: (m[2], header.index(m[0])))
+    return data, missing
 
 
 def _is_number(text: str) -> bool:
@@ -261,25 +301,50 @@ def read_csv_matrix(path, *, float32: bool = False) -> torch.Tensor:
     ------
     UsageError
         Unreadable file, rows of different lengths, or a cell that is not a number (empty
-        and ``NA`` cells are NaN, which ppl then reports).
+        and ``NA`` cells are NaN, which :func:`load_data` then reports).
     """
+    return _read_csv_matrix(path, float32=float32)[0]
+
+
+def _read_csv_matrix(path, *, float32: bool = False):
+    """:func:`read_csv_matrix`, and its missing cells ``[(column number, data row, line,
+    cell text)]`` in file order."""
     rows = _csv_rows(path)
-    if not all(_is_number(c) or c.strip().lower() in _MISSING for c in rows[0]):
+    if not all(_is_number(c) or c.strip().lower() in _MISSING for c in rows[0][1]):
         rows = rows[1:]
     if not rows:
         raise UsageError(f"data file {str(path)!r} has a header but no rows")
-    width = len(rows[0])
-    values = []
-    for n, row in enumerate(rows, start=1):
+    width = len(rows[0][1])
+    values, missing = [], []
+    for n, (line, row) in enumerate(rows, start=1):
+        if not _is_filled(row):
+            row = [""] * width   # a blank line between rows: every cell of the row is missing
         if len(row) != width:
-            raise UsageError(f"data file {str(path)!r}: rows have different lengths ({width} and {len(row)})")
+            raise UsageError(f"data file {str(path)!r}: rows have different lengths ({width} and {len(row)}, "
+                             f"line {line})")
         try:
             values.append([_float_cell(c) for c in row])
         except ValueError:
             bad = next(c for c in row if not (_is_number(c) or c.strip().lower() in _MISSING))
             raise UsageError(f"data file {str(path)!r}: {bad.strip()!r} is not a number (data row {n}); "
                              "--data-matrix needs an all-numeric table") from None
-    return torch.tensor(values, dtype=torch.float32 if float32 else torch.float64)
+        missing += [(j + 1, n - 1, line, c.strip()) for j, c in enumerate(row) if c.strip().lower() in _MISSING]
+    return torch.tensor(values, dtype=torch.float32 if float32 else torch.float64), missing
+
+
+def _missing_error(key: str, path, missing: list, where: str, numeric: bool = True) -> DataError:
+    """The :class:`DataError` for the missing cells of a CSV file: the first one's column,
+    row and line, and how many there are."""
+    first, more = missing[0], len(missing) - 1
+    _, row, line, text = first
+    cell = "empty" if not text else f"{text!r}"
+    holds = "holds NaN" if numeric else "has a missing value"
+    return DataError(
+        f"data['{key}'] {holds}: data file {str(path)!r}, {where}, data row {row + 1} (index {row}, line {line}) is "
+        f"{cell}" + (f" ({more} more missing cell{'s' if more > 1 else ''} in the file)" if more else "")
+        + "; ppl takes no missing values here: drop or impute those rows (a learnable Bayesian network takes -1 "
+        "for a missing entry)"
+    )
 
 
 def load_data(paths=(), *, matrices=(), sets=None, float32: bool = False) -> dict:
@@ -309,6 +374,10 @@ def load_data(paths=(), *, matrices=(), sets=None, float32: bool = False) -> dic
     ------
     UsageError
         A missing or unreadable file, an unsupported extension, a name given twice.
+    DataError
+        A CSV file with a missing cell (an empty, ``NA`` or ``nan`` cell in a number
+        column, or an empty cell in a text column); the message names the column, the
+        data row and the line of the first, and counts the others.
     """
     data, origin = {}, {}
 
@@ -341,16 +410,28 @@ def load_data(paths=(), *, matrices=(), sets=None, float32: bool = False) -> dic
                 raise UsageError(f"--data-matrix {name}: give exactly one .csv with --data (got {len(csv_paths)}), "
                                  f"or name the file: --data-matrix {name}=FILE.csv")
             as_matrix.setdefault(csv_paths[0], []).append(name)
+    missing = []   # (key, path, cells, where) of the CSV files with missing cells
     for p in list(paths) + [p for p in as_matrix if p not in paths]:
         if p in as_matrix:
-            matrix = read_csv_matrix(p, float32=float32)
+            matrix, cells = _read_csv_matrix(p, float32=float32)
             for name in as_matrix[p]:
                 put(name, matrix, f"{p} (--data-matrix)")
+            if cells:
+                missing.append((as_matrix[p][0], p, cells, f"column {cells[0][0]}", True))
         elif Path(p).suffix.lower() == ".npz":
             for k, v in read_npz(p, float32=float32).items():
                 put(k, v, p)
         else:
-            for k, v in read_csv(p, float32=float32).items():
+            columns, cells = _read_csv(p, float32=float32)
+            for k, v in columns.items():
                 put(k, v, p)
+            cells = [c for c in cells if c[0] not in (sets or {})]   # --set replaces a column
+            if cells:
+                key = cells[0][0]
+                numeric = isinstance(columns[key], torch.Tensor)
+                missing.append((key, p, cells, f"column '{key}'", numeric))
     data.update(sets or {})
+    for key, p, cells, where, numeric in missing:
+        if key not in (sets or {}):
+            raise _missing_error(key, p, cells, where, numeric)
     return data

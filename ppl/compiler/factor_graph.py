@@ -15,6 +15,7 @@ import networkx as nx
 
 from ..dsl import BoundData, Model, as_model
 from . import families
+from .trace import check_structure as _check_structure
 from .trace import trace_with_provenance
 
 __all__ = ["Variable", "Factor", "FactorGraph", "compile"]
@@ -240,11 +241,13 @@ def _fields(obj) -> dict:
     return {k: getattr(obj, k) for k in obj.__dataclass_fields__ if k != "name"}
 
 
-def compile(model, data=None) -> FactorGraph:
+def compile(model, data=None, *, check_structure: bool = True) -> FactorGraph:
     """Trace ``model`` once with ``data`` and build its :class:`FactorGraph`.
 
     Dependencies are found by provenance tracking (no user annotations): a factor's
-    scope is the set of sites its log density was computed from.
+    scope is the set of sites its log density was computed from.  A second, plain run
+    from another random-number stream checks that the model's sites do not change from
+    run to run (:func:`ppl.compiler.trace.check_structure`).
 
     Parameters
     ----------
@@ -253,6 +256,10 @@ def compile(model, data=None) -> FactorGraph:
     data : mapping, optional
         Bound as :mod:`ppl.dsl` says (docs/dsl.md): argument names -> arguments, site
         names -> observations.
+    check_structure : bool, default True
+        Run the model a second time to check that its sites stay the same.  ``False``
+        for a graph derived from one already checked (the same model with more of its
+        sites bound as data).
 
     Returns
     -------
@@ -261,13 +268,18 @@ def compile(model, data=None) -> FactorGraph:
     Raises
     ------
     DataError
-        Unknown data key, bad shape, NaN/inf, observed value outside support.
+        Unknown data key, a key naming a site the model already observes with ``obs=``,
+        empty or masked data, bad shape, NaN/inf, observed value outside support.
     ModelError
-        Duplicate site names, inconsistent plates, or the model raising while traced.
+        Duplicate site names, inconsistent plates, a model that modifies its arguments in
+        place, a model whose sites change between two runs, or the model raising while
+        traced.
     """
     model = as_model(model)
     bound = model.bind(data)
     records = trace_with_provenance(model, bound)
+    if check_structure:
+        _check_structure(model, bound, records)
     variables, factors, plates, sites = {}, {}, {}, {}
     for r in records:
         sites[r.name] = r

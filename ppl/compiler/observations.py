@@ -5,6 +5,11 @@ The messenger and the check live in
 gathered in :mod:`ppl.compiler.handlers`); this module keeps their import path.
 """
 
-from .handlers.check_observations_messenger import CheckObservations, check_observation
+from .handlers.check_observations_messenger import (
+    STRUCTURE_CHANGED,
+    CheckObservations,
+    check_observation,
+    structure_change_message,
+)
 
-__all__ = ["CheckObservations", "check_observation"]
+__all__ = ["CheckObservations", "check_observation", "structure_change_message", "STRUCTURE_CHANGED"]

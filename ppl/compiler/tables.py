@@ -23,7 +23,9 @@ from ..dsl import BoundData, trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from .handlers import CheckObservations, EnumerateSites
+from .handlers.check_observations_messenger import STRUCTURE_CHANGED
 from .internals import mask_of
+from .zeros import exact_log_prob
 
 __all__ = ["FactorLayout", "latent_mask", "masked_latent_log_prob", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
 
@@ -120,7 +122,8 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
     for name in graph.factors if names is None else names:
         site = trace.nodes[name]
         layout = factor_layout(graph, name, site["log_prob"].shape, dims, plate_order)
-        table = layout.canonical(site["log_prob"], 0, expand=True)
+        log_prob = exact_log_prob(site["fn"], site["value"], site["log_prob"], site.get("mask"))
+        table = layout.canonical(log_prob, 0, expand=True)
         mask = latent_mask(site) if name in dims else None
         if mask is not None:
             keep = layout.canonical(mask, 0, expand=True)
@@ -167,10 +170,13 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
     with pyro.validation_enabled(False), _default_dtype(dtype):
         try:
             trace = trace_model(graph.model, _bound_in(graph, dtype), EnumerateSites(dims), *messengers,
-                                CheckObservations(graph.model, graph.bound.observations, validate), grad=grad)
+                                CheckObservations(graph.model, graph.bound.observations, validate, sites=graph.sites),
+                                grad=grad)
             if log_prob:
                 trace.compute_log_prob()
         except ModelError as e:
+            if STRUCTURE_CHANGED in str(e):  # says what to do already
+                raise
             raise ModelError(
                 f"{e}\n(while evaluating factor tables with every discrete latent enumerated: the model must "
                 "accept a latent's whole support as a batched value - no Python control flow on latent values, "

@@ -12,7 +12,7 @@ linear in the number of sites.
 from __future__ import annotations
 
 import warnings
-
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyro
@@ -23,9 +23,11 @@ from ..dsl import BoundData, Model, is_deterministic, is_factor, trace_model
 from ..errors import ModelError
 from . import families
 from .handlers import CheckObservations, TrackProvenance
+from .handlers.check_observations_messenger import structure_change_message
+from .parameters import check_parameters
 from .provenance import provenance_of, strip
 
-__all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance"]
+__all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance", "check_structure"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,9 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
     Raises
     ------
     ModelError
-        If the model raises while running or repeats a site name.
+        If the model raises while running, repeats a site name, or changes one of its
+        argument tensors (or an observed value) in place: torch's version counter of the
+        bound tensors is compared before and after the run.
     DataError
         If an observed value does not fit its site (the message names the site, the
         expected and the actual).
@@ -88,7 +92,9 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         # the latents' prior draws only trace the structure: torch's Wishart warns when a draw at
         # small degrees of freedom is numerically singular, which does not matter here
         warnings.filterwarnings("ignore", message="Singular sample detected", category=UserWarning)
+        versions = _data_versions(bound)
         trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations))
+        _check_versions(model, versions)
         records: list[SiteRecord] = []
         for name, site in trace.nodes.items():
             if site["type"] == "param":
@@ -104,6 +110,8 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
             else:
                 kind = "sample"
             fn = site["fn"]
+            if kind == "sample":
+                check_parameters(name, fn)
             raw_value = site["value"]
             value = strip(raw_value)
             plates = tuple(
@@ -129,6 +137,85 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
     _order_scopes(records)
     _check_plates(model, records)
     return records
+
+
+def check_structure(model: Model, bound: BoundData, records: list[SiteRecord]) -> None:
+    """Run ``model`` a second time with ``bound``, from another random-number stream, and
+    raise if it visits other sample sites than ``records`` (the compiled run) holds.
+
+    ppl compiles a model's structure from one run; a model whose set of sites depends on
+    unseeded random numbers (``torch.randint``, ``np.random``) or on a latent's value
+    would otherwise be compiled with whichever structure its first run happened to
+    take, and later runs would not match the graph.  The second run is a plain traced
+    run (no provenance, no checks) with fresh prior draws of the latents; torch's global
+    random state is restored afterwards, as after every traced run.  A second run that
+    raises (an unlucky prior draw) says nothing about the structure and is ignored; two
+    runs that agree do not prove the structure fixed (the backends check their own runs
+    too, :class:`~ppl.compiler.handlers.CheckObservations` with ``sites=``).
+
+    Raises
+    ------
+    ModelError
+        If the second run's sample sites (``factor`` and ``deterministic`` sites
+        included, params and plates not) differ from the first run's; the message names
+        the sites that differ.
+    """
+    first = [r.name for r in records if r.kind != "param"]
+    try:
+        with torch.random.fork_rng(), pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.default_generator.manual_seed(int(torch.randint(0, 2**62, ())))  # CPU only: CUDA seeds queue lazily
+            trace = trace_model(model, bound)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
+    second = [name for name, site in trace.nodes.items() if site["type"] == "sample" and not site_is_subsample(site)]
+    if set(first) != set(second):
+        seen = set(second)
+        missing = [n for n in first if n not in seen]
+        known = set(first)
+        extra = [n for n in second if n not in known]
+        raise ModelError(structure_change_message(model.name, missing=missing, extra=extra,
+                                                  runs="two runs with the same data, while compiling it"))
+
+
+def _tensors_in(value, label: str, depth: int = 0):
+    """``(label, tensor)`` for a tensor, and for the tensors in a dict / list / tuple of
+    them (two levels deep)."""
+    if isinstance(value, torch.Tensor):
+        yield label, value
+    elif depth < 2 and isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _tensors_in(v, f"{label}[{k!r}]", depth + 1)
+    elif depth < 2 and isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors_in(v, f"{label}[{i}]", depth + 1)
+
+
+def _data_versions(bound: BoundData) -> list:
+    """``(what, label, tensor, version)`` of every bound tensor: torch's version counter
+    goes up on each in-place change (``x -= 1``, ``x.add_(1)``, ``x[0] = 5``)."""
+    out = []
+    for kind, items in (("argument", bound.kwargs.items()), ("observed value of site", bound.observations.items())):
+        for key, value in items:
+            for label, t in _tensors_in(value, key):
+                try:
+                    out.append((kind, key, label, t, t._version))
+                except RuntimeError:  # inference-mode tensors keep no version counter
+                    pass
+    return out
+
+
+def _check_versions(model: Model, versions: list) -> None:
+    for kind, key, label, t, version in versions:
+        if t._version != version:
+            what = f"its argument '{key}'" if kind == "argument" else f"the observed value of site '{key}'"
+            inner = f" (the tensor {label})" if label != key else ""
+            raise ModelError(
+                f"model '{model.name}' modified {what} in place{inner} (an in-place operation such as "
+                f"{key} -= 1, {key}.add_(1) or {key}[0] = 5); ppl runs a model many times on the same data, so every "
+                f"run would see data the previous runs shifted. Compute on a new tensor instead "
+                f"({key} = {key} - 1, or {key} = {key}.clone() first)"
+            )
 
 
 def _order_scopes(records):

@@ -44,6 +44,7 @@ import math
 import time
 
 from ...analysis.report import format_bytes
+from ...compiler.zeros import has_exact_zero
 from ...errors import IntractableError, UnsupportedModelError
 from ..base import Applicability, Backend
 from ..common.quadratic import all_normal, not_quadratic
@@ -195,6 +196,8 @@ def _binary_path(graph, analysis) -> str | None:
         return None
     if binary_problem(graph, sites) is not None:
         return None
+    if any(has_exact_zero(site.fn) for site in graph.sites.values() if getattr(site, "fn", None) is not None):
+        return None  # a probability of exactly 0 has no finite logit: the tables path keeps log 0 = -inf
     return (f"mean field over {len(sites)} binary latent(s) under a quadratic log joint: updates from E[h] and "
             f"E[hhᵀ] (eq. 19.44), no 2^{scope} table")
 

@@ -15,7 +15,7 @@ from ...compiler import families
 from ...compiler.parametric import parametric_tables
 from ...compiler.tables import enumeration_dims, log_factor_tables
 from ...posterior import MeanFieldPosterior
-from ...errors import OptionError
+from ...errors import DataError, OptionError
 from ...ops.contract import LogFactor
 from ..common.discrete import batch_layout
 from ..common.params import current_params, param_constraint, store_params
@@ -27,6 +27,11 @@ __all__ = ["MeanFieldTables", "ParamStep", "damped", "run_discrete", "INITS"]
 
 #: ``init=`` names.
 INITS = ("random", "uniform")
+
+
+def _floor(dtype) -> float:
+    """The finite stand-in for ``log 0`` in CAVI's tables (nats)."""
+    return -1e250 if dtype == torch.float64 else -1e30
 
 
 class MeanFieldTables:
@@ -64,8 +69,8 @@ class MeanFieldTables:
     def layout(self, tables) -> list:
         """``(name, table, plates, vars)`` per factor; ``log 0`` replaced by a very negative
         finite stand-in, so that ``-inf`` times ``q = 0`` counts as 0 (0 · log 0 = 0)."""
-        floor = -1e250 if self.dtype == torch.float64 else -1e30
-        return [(name, f.table.clamp_min(floor), tuple(f.plates), tuple(f.vars)) for name, f in tables.items()]
+        return [(name, f.table.clamp_min(_floor(self.dtype)), tuple(f.plates), tuple(f.vars))
+                for name, f in tables.items()]
 
     def _subs(self, plates, vars_) -> str:
         return "".join(self.letter[("plate", p)] for p in plates) + "".join(self.letter[("var", v)] for v in vars_)
@@ -223,6 +228,9 @@ def run_discrete(method, graph, analysis, o, start):
                                damping=o.damping, max_iter=o.max_iter, tol=o.tol, progress=o.progress,
                                n_init=o.n_init)
     q, learner = result.state
+    if result.history[-1] <= _floor(o.dtype) / 10:  # q weighs log 0 (its stand-in) wherever it goes
+        raise DataError(f"the evidence on {graph.observed()} has probability zero under every q CAVI reached on "
+                        f"model '{graph.model.name}' (ELBO = -inf)", log_evidence=-math.inf)
     params = {}
     if learner is not None:
         params = learner.values

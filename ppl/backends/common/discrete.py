@@ -18,6 +18,7 @@ analysis.  It answers:
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import deque
 from collections.abc import Mapping
 
@@ -515,10 +516,18 @@ class Marginals(Mapping):
 
 
 def _param_state(graph) -> tuple:
-    """Identity and in-place version of every ``ppl.param`` the graph reads, so a plan
-    built from older param values is not reused after they change."""
+    """A digest of the value of every ``ppl.param`` the graph reads, so a plan built from
+    other param values is not reused (values, not tensor identities: each call's private
+    param store holds new tensors, and a freed tensor's id can be reused)."""
     store = dict(pyro.get_param_store().named_parameters())
-    return tuple((n, id(store.get(n)), getattr(store.get(n), "_version", None)) for n in graph.params())
+
+    def digest(t):
+        if t is None:
+            return None
+        raw = t.detach().cpu().reshape(-1).contiguous().view(torch.uint8)
+        return (str(t.dtype), tuple(t.shape), hashlib.blake2b(raw.numpy().tobytes(), digest_size=16).hexdigest())
+
+    return tuple((n, digest(store.get(n))) for n in graph.params())
 
 
 def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> DiscretePlan:

@@ -129,7 +129,7 @@ class LogJoint:
         self.device, self.dtype = device, dtype
         # observed values cast per run to the family's dtype (int data on a Bernoulli site), as
         # in the compiled trace; the data were validated at compile time
-        self._cast = CheckObservations(graph.model, self.observations, validate=False)
+        self._cast = CheckObservations(graph.model, self.observations, validate=False, sites=graph.sites)
 
     def trace(self, values: dict, params: dict | None = None, messengers=()) -> poutine.Trace:
         """One run of the model with ``values`` (site -> value) conditioned and ``params``

@@ -84,6 +84,8 @@ def declared_constraints(graph) -> dict:
     def build():
         from ...dsl import trace_model
 
+        if not [n for n in graph.params() if "$$$" not in n]:
+            return {}
         with param_scope():
             try:
                 trace_model(graph.model, graph.bound)

@@ -60,7 +60,7 @@ def conditioned_model(graph, observations):
     """The user's model conditioned on ``observations``; ``obs=`` values the model takes as
     Python numbers become tensors of the site's dtype, as in the compiled trace (the data
     were validated at compile time)."""
-    cast = CheckObservations(graph.model, observations, validate=False)
+    cast = CheckObservations(graph.model, observations, validate=False, sites=graph.sites)
     return cast(poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn)
 
 

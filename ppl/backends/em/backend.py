@@ -268,7 +268,8 @@ class EMFit(IterativeFit):
     def _impossible(self, where: str) -> DataError:
         return DataError(
             f"the evidence has probability zero under model '{self.graph.model.name}' at the {where} parameter "
-            "values (log-likelihood -inf); start from values that give every observation positive probability")
+            "values (log-likelihood -inf); start from values that give every observation positive probability",
+            log_evidence=-math.inf)
 
     def check_start(self, value, restart):
         if not math.isfinite(value):

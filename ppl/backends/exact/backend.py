@@ -9,6 +9,7 @@ eq. 19.1 with KL(q‖p) = 0).
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -81,8 +82,8 @@ class ExactBackend(Backend):
         if not torch.isfinite(log_z):
             raise DataError(
                 f"the evidence on {graph.observed()} has probability zero under model '{graph.model.name}' "
-                "(log evidence = -inf): some observed value is impossible given the others"
-            )
+                "(log evidence = -inf): some observed value is impossible given the others",
+                log_evidence=-math.inf)
         diagnostics = {"plan_seconds": build, "treewidth": analysis.treewidth,
                        "largest_clique_bytes": analysis.clique_bytes, "elimination_order": plan.order,
                        "chains": plan.chains, "device": str(o.device)}

@@ -41,7 +41,7 @@ def discrete_step(graph, analysis, values, params, dtype, device):
     best, idx = plan.argmax()
     if not torch.isfinite(best):
         raise DataError(f"the evidence on {graph.observed()} has probability zero under model "
-                        f"'{graph.model.name}' (max log p(h, v) = -inf)")
+                        f"'{graph.model.name}' (max log p(h, v) = -inf)", log_evidence=-math.inf)
     return {v: plan.values(v, idx[v], 1)[0] for v in plan.cards}, float(best)
 
 

@@ -68,7 +68,7 @@ def _conditioned(graph, observations):
     state = {"obs": observations}
     # obs= values the model takes as Python numbers become tensors of the site's dtype, as
     # in the compiled trace (no re-validation: the data were checked at compile time)
-    cast = CheckObservations(graph.model, observations, validate=False)
+    cast = CheckObservations(graph.model, observations, validate=False, sites=graph.sites)
     conditioned = cast(poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn)
 
     def model_fn(*args, **kw):

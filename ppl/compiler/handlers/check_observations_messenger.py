@@ -8,15 +8,20 @@ index a table (a Bayesian-network parent), instead of an IndexError deep in the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ...dsl import is_deterministic
-from ...errors import DataError
+from ...errors import DataError, ModelError
 from .. import families
 
-__all__ = ["CheckObservations", "check_observation"]
+__all__ = ["CheckObservations", "check_observation", "structure_change_message", "STRUCTURE_CHANGED"]
+
+#: The words every "sites changed between runs" ModelError holds (see :func:`structure_change_message`).
+STRUCTURE_CHANGED = "sample sites changed between runs"
 
 # Families whose values index tables in model code and must stay integer.
 _INDEX_FAMILIES = ("Categorical", "OneHotCategorical")
@@ -39,6 +44,13 @@ class CheckObservations(Messenger):
     validate : bool
         Check values (default).  ``False`` only casts: for the repeated runs of a model
         whose data were checked when it was compiled.
+    sites : mapping of str to SiteRecord, or iterable of str, optional
+        The sample sites of the compiled model (``graph.sites``: its params are left out;
+        or the names of its sample, ``factor`` and ``deterministic`` sites).  When given,
+        every run is checked against them: a run that reaches a sample site the compiled
+        model does not have, or that returns without visiting one it has, raises
+        :class:`~ppl.errors.ModelError` (a model whose structure depends on random numbers
+        or on latent values), instead of a ``KeyError`` where a backend looks the site up.
 
     Raises
     ------
@@ -46,15 +58,38 @@ class CheckObservations(Messenger):
         An observed value with NaN/inf, a shape that does not fit the site's
         ``batch_shape + event_shape`` (it may be smaller and broadcast, never larger),
         or a value outside the support; the message names the site, expected and actual.
+    ModelError
+        With ``sites``: a run whose sample sites differ from them.
     """
 
-    def __init__(self, model, observations: dict, validate: bool = True):
+    def __init__(self, model, observations: dict, validate: bool = True, sites=None):
         super().__init__()
         self.model = model
         self.observations = observations
         self.validate = validate
+        self.sites = None if sites is None else _sample_site_names(sites)
+        self._seen: set = set()
+
+    def __enter__(self):
+        self._seen = set()
+        return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        out = super().__exit__(exc_type, exc_value, traceback)
+        if exc_type is None and self.sites is not None:
+            missing = [s for s in self.sites if s not in self._seen]
+            if missing:
+                raise ModelError(structure_change_message(
+                    getattr(self.model, "name", "model"), missing=missing, extra=[]))
+        return out
 
     def _pyro_sample(self, msg):
+        if self.sites is not None and not site_is_subsample(msg):
+            name = msg["name"]
+            if name not in self.sites:
+                raise ModelError(structure_change_message(
+                    getattr(self.model, "name", "model"), missing=[], extra=[name]))
+            self._seen.add(name)
         if not msg["is_observed"] or site_is_subsample(msg) or is_deterministic(msg):
             return
         fn = msg["fn"]
@@ -80,6 +115,48 @@ class CheckObservations(Messenger):
         msg["value"] = value
         if self.validate:
             check_observation(self.model, name, fn, value)
+
+
+def _sample_site_names(sites) -> dict:
+    """``sites`` (``graph.sites``, or names) as an insertion-ordered dict of names (a set
+    that keeps the compiled order for messages); params are left out."""
+    if isinstance(sites, Mapping):
+        return {name: None for name, record in sites.items() if getattr(record, "kind", "sample") != "param"}
+    if isinstance(sites, Iterable) and not isinstance(sites, str):
+        return {name: None for name in sites}
+    raise TypeError(f"CheckObservations: sites must be a mapping or names of sites, got {type(sites).__name__}")
+
+
+def structure_change_message(model_name: str, *, missing, extra, runs: str | None = None) -> str:
+    """The message of the :class:`~ppl.errors.ModelError` for a model whose sample sites
+    changed between runs.
+
+    Parameters
+    ----------
+    model_name : str
+    missing : list of str
+        Sites of the first (compiled) run that a later run did not visit.
+    extra : list of str
+        Sites a later run visited that the first did not have.
+    runs : str, optional
+        What the two runs were (default: the compiled run and a later run).
+    """
+    runs = runs or "the run it was compiled from and a later run"
+    parts = []
+    if missing:
+        parts.append(f"site(s) {_short(missing)} of the first run are missing from the second")
+    if extra:
+        parts.append(f"site(s) {_short(extra)} appear only in the second")
+    return (f"model '{model_name}': its {STRUCTURE_CHANGED} ({runs}): {'; '.join(parts)}. "
+            "ppl compiles a model's structure once, so the set of sites must not depend on random numbers "
+            "(torch.randint, np.random, random) or on the values of latent sites: pass loop counts and branch "
+            "choices as data (model arguments), or keep every site and switch its effect off with poutine.mask")
+
+
+def _short(names, limit: int = 8) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
 
 
 def _float_dtype(fn) -> torch.dtype:

@@ -12,6 +12,7 @@ from ..handlers import SubstituteLatents, SubstituteParams
 from ..internals import no_torch_function
 from ..probe import Probe, escaped_params, plain, track_scales
 from ..tables import enumerated_trace, factor_layout, latent_mask, log_factor_tables, masked_latent_log_prob
+from ..zeros import exact_log_prob
 from .groups import FactorGroup
 from .space import ParamSpace
 from .templates import build_template
@@ -115,7 +116,7 @@ class ParametricTables:
         """The table of factor ``name`` from the probe run's own distribution (plain values)."""
         site, layout = self._sites[name]
         with no_torch_function():
-            lp = site["fn"].log_prob(site["value"])
+            lp = exact_log_prob(site["fn"], site["value"], site["fn"].log_prob(site["value"]))
             lp = plain(lp)
             scale, mask = site.get("scale", 1.0), site.get("mask")
             if isinstance(mask, torch.Tensor):
@@ -142,7 +143,7 @@ class ParametricTables:
         dtype = self.dtype
 
         def table(values):
-            lp = fn.log_prob(values[name])
+            lp = exact_log_prob(fn, values[name], fn.log_prob(values[name]))
             return layout.canonical(lp, 0, expand=True).to(dtype)
         return table
 

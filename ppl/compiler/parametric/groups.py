@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...ops import expfam
+from ..zeros import exact_log_prob
 
 __all__ = ["FactorTemplate", "FactorGroup"]
 
@@ -114,7 +115,8 @@ class FactorGroup:
         t = self.template
         lp = self._gaussian(theta_flat)
         if lp is None:
-            lp = self.distribution(theta_flat).log_prob(self.observed(theta_flat))
+            fn, value = self.distribution(theta_flat), self.observed(theta_flat)
+            lp = exact_log_prob(fn, value, fn.log_prob(value))
             if t.n_re:
                 lp = lp.sum(dim=tuple(range(-t.n_re, 0)))
         return self.finish(lp)

@@ -1,0 +1,60 @@
+"""Distribution parameters checked against their constraints when a model is compiled.
+
+Pyro's argument validation is off while ppl traces a model (the scopes it records must
+not be cut short), so a ``Normal(mu, 0.0)`` or a ``Bernoulli(1.3)`` would otherwise reach
+each backend as a raw torch ``ValueError`` or a silent non-finite density.
+:func:`check_parameters` tests every parameter a site's distribution was built with
+against the distribution's ``arg_constraints`` (torch's own declaration of each
+parameter's support) and raises a :class:`~ppl.errors.ModelError` naming the site, the
+parameter, the offending value and the constraint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import constraints
+
+from ..errors import ModelError
+from .provenance import strip
+
+__all__ = ["check_parameters"]
+
+_WRAPPERS = ("Independent", "MaskedDistribution", "ExpandedDistribution", "ScaledDistribution")
+
+
+def check_parameters(name: str, fn) -> None:
+    """Raise :class:`ModelError` when a parameter of site ``name``'s distribution ``fn`` (as
+    given to its constructor: ``fn.__dict__``, so derived ones such as logits from probs are
+    not recomputed) lies outside its ``arg_constraints`` entry; dependent constraints (e.g.
+    ``Uniform``'s ``low < high``) and distributions without a declaration are skipped.
+
+    Raises
+    ------
+    ModelError
+        ``site 'mu': Normal parameter 'scale' = 0.0 is outside its support GreaterThan(lower_bound=0.0)``.
+    """
+    while type(fn).__name__ in _WRAPPERS and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    try:
+        declared = dict(getattr(fn, "arg_constraints", {}) or {})
+    except (NotImplementedError, AttributeError, TypeError):
+        return
+    for param, constraint in declared.items():
+        value = fn.__dict__.get(param)
+        if not isinstance(value, torch.Tensor) or constraints.is_dependent(constraint):
+            continue
+        value = strip(value).detach()
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        try:
+            ok = constraint.check(value)
+        except (NotImplementedError, RuntimeError, ValueError, TypeError):
+            continue
+        ok = torch.as_tensor(ok)
+        if bool(ok.all()):
+            continue
+        bad = value[~ok] if ok.shape == value.shape[:ok.dim()] and ok.dim() else value
+        shown = float(bad.reshape(-1)[0])
+        raise ModelError(f"site '{name}': {type(fn).__name__} parameter '{param}' = {shown:g} is outside its "
+                         f"support {constraint} (e.g. a zero or negative scale, a probability outside [0, 1]); "
+                         "fix the value the model passes there")
