@@ -260,6 +260,10 @@ examples:
   python -m ppl compare model.py:mixture --data data.csv --methods exact,cavi,em
   python -m ppl methods                    # registered methods and their options
 
+the model file is imported, so its module-level code runs, as with python FILE.py: point
+ppl only at files you trust. Data files are read as data (.npz without pickles); nothing
+in them is run.
+
 exit status: 0 ok, 2 usage error (arguments, files, model name, unknown method/option),
 1 ppl refused or failed (DataError, UnsupportedModelError, ...). Full guide: docs/cli.md
 """
