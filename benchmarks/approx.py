@@ -233,8 +233,9 @@ def route_text(post) -> str:
     parts = []
     for a in attempts:
         opts = "".join(f" {k}={v}" for k, v in a["options"].items() if k == "guide")
-        if a["verdict"] is None and str(a.get("left_because") or "").startswith("not tried"):
-            parts.append(f"{a['method']}{opts} not tried (time budget)")
+        why = str(a.get("left_because") or "")
+        if a["verdict"] is None and why.startswith("not tried"):
+            parts.append(f"{a['method']}{opts} not tried ({'time budget' if 'time budget' in why else 'declined'})")
             continue
         verdict = a["verdict"] or "failed"
         parts.append(f"{a['method']}{opts} {verdict[:1].upper()} {a['seconds']:.1f}s")
