@@ -78,3 +78,21 @@ def test_deterministic_cpt_entries_keep_exact_marginals(wet):
     assert post.log_evidence == pytest.approx(math.log(sum(joint.values())), abs=1e-12)
     p_rain = sum(v for (r, _), v in joint.items() if r) / sum(joint.values())
     assert float(post.probs("rain")[1]) == pytest.approx(p_rain, abs=1e-12)
+
+
+@ppl.model
+def continuous_with_impossible_obs(x):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F64), 1.0))
+    ppl.sample("x", dist.Bernoulli(torch.tensor(0.0, dtype=F64)), obs=x)
+
+
+@pytest.mark.parametrize("method", ["auto", "laplace", "pathfinder", "svi", "nuts", "map"])
+def test_an_observation_impossible_whatever_the_latents_is_refused_at_compile_time(method):
+    """Before, the continuous methods returned the prior of mu as a 'reliable' posterior
+    (the impossible site only added torch's constant log(eps))."""
+    with pytest.raises(ppl.DataError, match=r"observed site 'x' of model 'continuous_with_impossible_obs': its value "
+                                            r"has probability zero under its Bernoulli") as info:
+        ppl.infer(continuous_with_impossible_obs, {"x": torch.tensor(1.0, dtype=F64)}, method=method)
+    assert info.value.log_evidence == -math.inf
+    post = ppl.infer(continuous_with_impossible_obs, {"x": torch.tensor(0.0, dtype=F64)}, method="laplace")
+    assert abs(float(post.mean("mu"))) < 0.2  # the possible value leaves the N(0, 1) prior as it is

@@ -11,6 +11,7 @@ linear in the number of sites.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from ..dsl import BoundData, Model, is_deterministic, is_factor, trace_model
-from ..errors import ModelError
+from ..errors import DataError, ModelError
 from . import families
 from .handlers import CheckObservations, TrackProvenance
 from .handlers.check_observations_messenger import structure_change_message
 from .parameters import check_parameters
+from .internals import no_torch_function
 from .provenance import provenance_of, strip
+from .zeros import exact_log_prob
 
 __all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance", "check_structure"]
 
@@ -131,12 +134,35 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
                 # the traced value is stored before TrackProvenance wraps it, so a site's own
                 # name is added explicitly: a sample site's density always depends on its value
                 scope = tuple(provenance_of(log_prob) | ({name} if kind == "sample" else set()))
+                if kind == "sample" and site["is_observed"] and set(scope) <= {name}:
+                    _check_possible(name, fn, raw_value, log_prob, site.get("mask"), model)
             records.append(
                 SiteRecord(name, kind, bool(site["is_observed"]), fn, value, plates, scope, dict(site.get("infer") or {}))
             )
     _order_scopes(records)
     _check_plates(model, records)
     return records
+
+
+def _check_possible(name, fn, value, log_prob, mask, model) -> None:
+    """An observed site whose density depends on no latent and no param gives its value
+    probability zero (``log p = -inf``, with torch's clamped ``log 0`` undone by
+    :func:`~ppl.compiler.zeros.exact_log_prob`): the evidence is impossible whatever the
+    latents are, so no method can give a number (a continuous posterior would otherwise be
+    the prior, judged reliable).
+
+    Raises
+    ------
+    DataError
+        With ``log_evidence = -inf``, naming the site."""
+    with no_torch_function():
+        lp = exact_log_prob(fn, strip(value), strip(log_prob), mask if mask is None else strip(mask))
+        impossible = bool(torch.isneginf(lp).any()) if isinstance(lp, torch.Tensor) else False
+    if impossible:
+        raise DataError(f"observed site '{name}' of model '{model.name}': its value has probability zero under its "
+                        f"{families.family_name(fn)} distribution, which depends on no latent, so the evidence is "
+                        "impossible (log evidence = -inf); check the data or the distribution's parameters",
+                        log_evidence=-math.inf)
 
 
 def check_structure(model: Model, bound: BoundData, records: list[SiteRecord]) -> None:
