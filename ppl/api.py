@@ -367,7 +367,7 @@ def compare(model, data=None, methods=None, *, reference=None, **options) -> Com
         If a method name is not registered (before anything runs).
     TypeError
         A malformed ``methods`` entry, or an option a backend does not take.
-    ValueError
+    OptionError (a ValueError)
         ``reference`` that names no row.
     DataError, ModelError
         As :func:`ppl.compile`.

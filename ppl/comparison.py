@@ -45,7 +45,7 @@ import torch
 
 from .backends.common.params import store_restore, store_snapshot
 from .comparison_plots import write_plots
-from .errors import PPLError
+from .errors import OptionError, PPLError
 from .table import Table, format_value
 
 __all__ = ["Comparison", "run_comparison", "COLUMNS"]
@@ -122,11 +122,11 @@ class Comparison(Table):
         ------
         ImportError
             ``style="rich"`` without rich installed.
-        ValueError
+        OptionError (a ValueError)
             An unknown ``style``.
         """
         if style not in ("auto", "rich", "plain"):
-            raise ValueError(f"style must be 'auto', 'rich' or 'plain', got {style!r}")
+            raise OptionError(f"style must be 'auto', 'rich' or 'plain', got {style!r}")
         columns, rows, notes = self._display()
         if style == "auto" and not _stdout_is_terminal():
             style = "plain"
@@ -324,7 +324,7 @@ def _pick_reference(posteriors, graph, reference):
     ok = {lbl: p for lbl, p in posteriors.items() if not isinstance(p, Exception)}
     if reference is not None:
         if reference not in posteriors:
-            raise ValueError(f"compare: reference={reference!r} names no row; rows: {list(posteriors)}")
+            raise OptionError(f"compare: reference={reference!r} names no row; rows: {list(posteriors)}")
         if reference not in ok:
             return None, None
         return reference, "chosen"
@@ -403,7 +403,7 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
         Unknown method name (before anything runs).
     TypeError
         A malformed entry of ``methods`` or an option a backend does not take.
-    ValueError
+    OptionError (a ValueError)
         ``reference`` that names no row.
     """
     from .backends.registry import get_backend
@@ -416,7 +416,7 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
     for _, name, _ in entries:
         get_backend(name)  # a misspelt name is an error, not a "not run" row
     if reference is not None and reference not in [e[0] for e in entries]:
-        raise ValueError(f"compare: reference={reference!r} names no row; rows: {[e[0] for e in entries]}")
+        raise OptionError(f"compare: reference={reference!r} names no row; rows: {[e[0] for e in entries]}")
     snapshot = store_snapshot()
     posteriors, seconds = {}, {}
     try:

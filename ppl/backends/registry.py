@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import BackendNotFoundError
+from ..errors import BackendNotFoundError, OptionError
 from .base import Backend
 
 __all__ = ["register_backend", "get_backend", "registered_backends", "ranked_backends"]
@@ -17,18 +17,18 @@ def register_backend(backend: Backend, *, name: str | None = None, overwrite: bo
     ------
     TypeError
         If ``backend`` lacks ``check``/``run``.
-    ValueError
+    OptionError (a ValueError)
         If the name is taken and ``overwrite`` is False, or the name is ``"auto"``.
     """
     name = name or getattr(backend, "name", None)
     if not name or not isinstance(name, str):
-        raise ValueError("a backend needs a non-empty string name")
+        raise OptionError("a backend needs a non-empty string name")
     if name == "auto":
-        raise ValueError("'auto' is reserved for automatic routing")
+        raise OptionError("'auto' is reserved for automatic routing")
     if not callable(getattr(backend, "check", None)) or not callable(getattr(backend, "run", None)):
         raise TypeError(f"backend '{name}' must define check(analysis) and run(graph, analysis, **options)")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"a backend named '{name}' is already registered (pass overwrite=True to replace it)")
+        raise OptionError(f"a backend named '{name}' is already registered (pass overwrite=True to replace it)")
     _REGISTRY[name] = backend
     return backend
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dsl import Model
-from ..errors import ModelError
+from ..errors import ModelError, OptionError
 from .bn import bayesian_network
 
 __all__ = ["from_pgmpy", "read_bif", "example_network", "load_pgmpy_example", "available_examples"]
@@ -406,7 +406,7 @@ def _example_path(name: str) -> Path:
         raise TypeError(f"example network name must be a string, got {type(name).__name__}")
     path = _example_dir() / f"{name}.bif.gz"
     if not path.is_file():
-        raise ValueError(f"unknown example network {name!r}; available: {available_examples()}")
+        raise OptionError(f"unknown example network {name!r}; available: {available_examples()}")
     return path
 
 
@@ -438,7 +438,7 @@ def example_network(name: str) -> Model:
 
     Raises
     ------
-    ValueError
+    OptionError (a ValueError)
         If ``name`` is not a bundled network (the message lists the available names).
     ImportError
         If pgmpy is not installed (the files ship with it).
@@ -464,7 +464,7 @@ def load_pgmpy_example(name: str):
 
     Raises
     ------
-    ValueError
+    OptionError (a ValueError)
         If ``name`` is not a bundled network (the message lists the available names).
     ImportError
         If pgmpy is not installed.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...dsl import Model
-from ...errors import DataError
+from ...errors import DataError, OptionError
 from ..bn import short_list
 from .columns import MISSING, as_column
 from .structure import network_parts, structure_of
@@ -47,11 +47,11 @@ def sample_network_data(network: Model, n: int, *, seed: int | None = None) -> d
     ------
     TypeError
         If ``network`` has no ``cpds`` / ``cardinalities``.
-    ValueError
+    OptionError (a ValueError)
         If ``n`` is not an integer >= 1.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"sample_network_data: n must be an integer >= 1, got {n!r}")
+        raise OptionError(f"sample_network_data: n must be an integer >= 1, got {n!r}")
     nodes, parents_of, _ = structure_of(network, "sample_network_data")
     cpds, _ = network_parts(network, "sample_network_data")
     gen = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
@@ -97,13 +97,13 @@ def hide_at_random(
 
     Raises
     ------
-    ValueError
+    OptionError (a ValueError)
         If ``fraction`` is not in ``[0, 1]``.
     DataError
         If ``nodes`` names a column that ``data`` lacks, or a column is not 1-D integer.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"hide_at_random: fraction must be a number in [0, 1], got {fraction!r}")
+        raise OptionError(f"hide_at_random: fraction must be a number in [0, 1], got {fraction!r}")
     chosen = list(data) if nodes is None else list(nodes)
     unknown = [k for k in chosen if k not in data]
     if unknown:

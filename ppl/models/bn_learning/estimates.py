@@ -11,7 +11,7 @@ import pyro
 import torch
 
 from ...dsl import Model
-from ...errors import ModelError
+from ...errors import ModelError, OptionError
 from ..bn import bayesian_network
 from .columns import check_columns
 from .structure import structure_of
@@ -58,7 +58,7 @@ def count_cpts(
 
     Raises
     ------
-    ValueError
+    OptionError (a ValueError)
         If ``pseudo_count`` is negative or not finite.
     DataError
         As the model does for bad columns (unknown node, length, values); messages name
@@ -66,7 +66,7 @@ def count_cpts(
     """
     if isinstance(pseudo_count, bool) or not isinstance(pseudo_count, (int, float)) \
             or not math.isfinite(pseudo_count) or pseudo_count < 0:
-        raise ValueError(f"count_cpts: pseudo_count must be a finite number >= 0, got {pseudo_count!r}")
+        raise OptionError(f"count_cpts: pseudo_count must be a finite number >= 0, got {pseudo_count!r}")
     nodes, parents_of, cards = structure_of(model, "count_cpts")
     n, observed = check_columns(dict(data), nodes, cards)
     cols = {k: v[0] for k, v in observed.items()}
