@@ -66,17 +66,14 @@ def learnable_bayesian_network(
     when they are missing at random (MAR: whether an entry is missing does not depend on
     its own value given the observed ones; Koller & Friedman 2009, §19.1.2).
 
-    **Initial values and Pyro's param store.**  ppl's params live in Pyro's global param
-    store, where the EM backend reads its starting θ_0 unless ``init`` is passed to
-    ``ppl.infer``.  The builder therefore *removes this model's param names* (and only
-    those) from the store when it is called, so that the first fit starts from
-    ``init``.  After a fit, the store holds the learned CPTs (EM writes them back), so a
-    second ``ppl.infer`` continues from them; to start again from ``init``, pass
-    ``ppl.infer(..., init=model.initial_params)`` (this works whatever the store holds),
-    or :func:`make_init` for another start.  Two models whose param names coincide share
-    the store's values: give them different ``param_prefix``es to fit them side by side.
-    A stored value of the wrong shape raises :class:`~ppl.errors.ModelError` when the
-    model runs.
+    **Initial values and Pyro's param store.**  Every ``ppl.infer`` call starts the CPTs
+    at ``init`` (the model's declared ``ppl.param`` values) in a private param store,
+    whatever Pyro's global store holds, and leaves the global store alone; the learned
+    CPTs are in ``post.params``, and ``ppl.infer(..., init=post)`` continues a fit
+    (:func:`make_init` gives other starts).  The builder does not touch the global store
+    either.  Run by Pyro directly (outside ppl), the model reads the global store: a
+    stored value of the wrong shape raises :class:`~ppl.errors.ModelError`, and two models
+    whose param names coincide share values (give them different ``param_prefix``es).
 
     Parameters
     ----------
@@ -202,10 +199,6 @@ def learnable_bayesian_network(
     bn.param_names = param_names
     bn.initial_params = make_init(bn, init, seed=seed)
     initial.update({k: v.clone() for k, v in bn.initial_params.items()})
-    store = pyro.get_param_store()
-    for pname in param_names.values():  # stale values of these names would override init
-        if pname in store:
-            del store[pname]
     return bn
 
 
