@@ -15,12 +15,10 @@ import torch
 from torch.distributions import constraints
 
 from ..errors import ModelError
+from .families import base_distribution
 from .provenance import strip
 
 __all__ = ["check_parameters"]
-
-_WRAPPERS = ("Independent", "MaskedDistribution", "ExpandedDistribution", "ScaledDistribution")
-
 
 def check_parameters(name: str, fn) -> None:
     """Raise :class:`ModelError` when a parameter of site ``name``'s distribution ``fn`` (as
@@ -33,8 +31,7 @@ def check_parameters(name: str, fn) -> None:
     ModelError
         ``site 'mu': Normal parameter 'scale' = 0.0 is outside its support GreaterThan(lower_bound=0.0)``.
     """
-    while type(fn).__name__ in _WRAPPERS and hasattr(fn, "base_dist"):
-        fn = fn.base_dist
+    fn = base_distribution(fn)
     try:
         declared = dict(getattr(fn, "arg_constraints", {}) or {})
     except (NotImplementedError, AttributeError, TypeError):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Bernoulli, Categorical, Independent
 
+from .families import base_distribution
+
 __all__ = ["exact_log_prob", "has_exact_zero"]
 
 
@@ -94,8 +96,7 @@ def has_exact_zero(fn) -> bool:
     """Whether ``fn`` (a probs-parameterised Bernoulli or Categorical, possibly wrapped)
     gives some value probability exactly 0: its log density then has ``-inf`` entries
     that a method working with finite logits (CAVI's binary quadratic path) cannot hold."""
-    while type(fn).__name__ in ("Independent", "MaskedDistribution", "ExpandedDistribution"):
-        fn = fn.base_dist
+    fn = base_distribution(fn)
     probs = fn.__dict__.get("probs") if hasattr(fn, "__dict__") else None
     if not isinstance(probs, torch.Tensor):
         return False

@@ -20,6 +20,7 @@ import random
 import torch
 
 from ..errors import IntractableError, OptionError
+from ..rng import kept_global_rngs
 
 __all__ = ["FIXED_SEED", "check_level", "check_count", "check_seed", "default_budget", "check_memory",
            "isolated_rng", "numel"]
@@ -134,18 +135,12 @@ def isolated_rng(seed: int):
     inside are reproducible and the caller's random state is untouched."""
     import numpy as np
 
-    py_state = random.getstate()
-    np_state = np.random.get_state()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(seed))
-            random.seed(int(seed))
-            np.random.seed(int(seed) % 2**32)
-            yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
+    with kept_global_rngs(devices):
+        torch.manual_seed(int(seed))
+        random.seed(int(seed))
+        np.random.seed(int(seed) % 2**32)
+        yield
 
 
 def numel(shape) -> int:

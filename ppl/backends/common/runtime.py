@@ -10,6 +10,8 @@ import re
 import pyro
 import torch
 
+from ...rng import kept_global_rngs
+
 __all__ = ["run_context", "seeded_generator", "place", "count_observations", "in_dtype_or_default"]
 
 
@@ -33,7 +35,7 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
     rng = contextlib.nullcontext()
     if seed is not None:
         devices = [device] if device.type == "cuda" else []
-        rng = _forked_rngs(devices)
+        rng = kept_global_rngs(devices)
     with rng:
         if seed is not None:
             pyro.set_rng_seed(int(seed))
@@ -45,23 +47,6 @@ def run_context(device: torch.device, dtype: torch.dtype, seed=None):
                 yield
         finally:
             torch.set_default_dtype(old_dtype)
-
-
-@contextlib.contextmanager
-def _forked_rngs(devices):
-    """torch's (and the given CUDA devices'), numpy's and Python's global RNG states,
-    restored on exit: seeding Pyro inside leaves the caller's streams as they were."""
-    import random
-
-    import numpy as np
-
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 def seeded_generator(seed, device: torch.device) -> torch.Generator:

@@ -24,16 +24,14 @@ coincide.  Discrete latents are summed out in the density
 
 from __future__ import annotations
 
-import contextlib
 import math
-import random
 import time
 
-import numpy as np
 import torch
 
 from ...errors import NumericalError, UnsupportedModelError
 from ...posterior import DrawsPosterior
+from ...rng import kept_global_rngs
 from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
 from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
@@ -47,19 +45,6 @@ from .approximations import mixture_log_prob
 from .paths import PathSettings, single_path
 
 __all__ = ["PathfinderBackend"]
-
-
-@contextlib.contextmanager
-def keep_global_rngs(device: torch.device):
-    """Restore torch's (and CUDA's, on a CUDA ``device``), numpy's and Python's global
-    random states on exit: Pyro's set-up draws from them, and a seeded run reseeds them."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 class PathfinderBackend(Backend):
@@ -150,7 +135,7 @@ class PathfinderBackend(Backend):
         o = self.settings(options)
         start = time.perf_counter()
         settings = PathSettings(o.max_iter, o.history_size, o.tol, o.num_elbo_draws, o.num_draws, o.init_radius)
-        with keep_global_rngs(o.device), run_context(o.device, o.dtype, o.seed):
+        with kept_global_rngs([o.device] if o.device.type == "cuda" else []), run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
             gen = seeded_generator(o.seed, torch.device("cpu"))
             paths = self._paths(potential, settings, o, gen)
