@@ -20,7 +20,8 @@ import torch
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import PSISResult, psis
 
-__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "discrete_sites", "mean_field_weights"]
+__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "discrete_sites", "mean_field_weights",
+           "tail_mass", "TAIL_MASS_LIMIT"]
 
 
 @dataclass
@@ -37,12 +38,17 @@ class WeightedDraws:
         ``log q(z)`` at each draw (nats).
     result : PSISResult
         The smoothed weights and k̂.
+    tail : tuple or None
+        :func:`tail_mass` of the draws: ``(mass, axis, sd)`` of the principal axis of the
+        draws along which the model keeps the most mass beyond 4 sds; ``None`` when not
+        probed.
     """
 
     z: torch.Tensor
     log_p: torch.Tensor
     log_q: torch.Tensor
     result: PSISResult
+    tail: tuple | None = None
 
     @property
     def elbo(self) -> float:
@@ -61,9 +67,12 @@ class WeightedDraws:
 WEIGH_SECONDS = 15.0
 
 
-def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | None = WEIGH_SECONDS) -> WeightedDraws:
+def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | None = WEIGH_SECONDS,
+          probe_tails: bool = True) -> WeightedDraws:
     """Importance-weigh draws ``z`` ``(S, D)`` of a q with log density ``log_q`` ``(S,)``;
     for a slow model only the first draws that fit in ``max_seconds`` (at least 200).
+    With ``probe_tails``, :func:`tail_mass` of the draws is kept in ``tail`` (a Gaussian
+    q's verdict reads it: PSIS cannot see tails its draws never reach).
 
     Raises
     ------
@@ -79,7 +88,68 @@ def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | 
         result = psis(lw)
     except ValueError as e:
         raise NumericalError(f"importance weights of the approximation: {e}") from None
-    return WeightedDraws(z, log_p, log_q.double().cpu(), result)
+    tail = tail_mass(potential, z) if probe_tails and z.shape[0] > z.shape[1] + 1 else None
+    return WeightedDraws(z, log_p, log_q.double().cpu(), result, tail)
+
+
+#: Above this share of the model's mass beyond 4 sds of q along a principal axis, q's draws
+#: (which reach about 4 sds) cannot represent the posterior (a Gaussian leaves 6e-5 there).
+TAIL_MASS_LIMIT = 0.02
+#: The probe's grid along each axis, in sds of q: fine inside ±4, coarse out to ±30.
+_TAIL_GRID = torch.cat([torch.arange(-30.0, -4.5, 1.0), torch.arange(-4.0, 4.01, 0.5), torch.arange(5.0, 30.01, 1.0)])
+
+
+def tail_mass(potential, z: torch.Tensor, max_axes: int = 32, max_seconds: float = 5.0) -> tuple | None:
+    """How much of the model's mass lies where draws ``z`` ``(S, D)`` never reach.
+
+    Along each principal axis ``u_i`` of the draws' covariance (largest variances first, at
+    most ``max_axes``), the model's log density is evaluated on the line
+    ``mean + t · sd_i · u_i`` for ``t`` in [-30, 30] and the share of that 1-D density beyond
+    ``|t| > 4`` is integrated (trapezoid rule).  For a Gaussian posterior matched by q the
+    share is 6e-5 (along an eigenvector of the covariance the conditional sd equals the
+    marginal one); a posterior with tails heavier than q's (a Cauchy under a Laplace or
+    Pathfinder fit) keeps ~10-20 % there.  PSIS k̂ is estimated from the draws' own weights
+    (Vehtari et al. 2024, §3), so it cannot see mass beyond the draws' reach and can fall
+    below 0.7 for such targets; this probe can.  The grid stops at ±30 sds, so the share
+    it reports is a lower bound.
+
+    Returns
+    -------
+    tuple or None
+        ``(mass, axis, sd)``: the largest share, the axis' rank (0 = largest variance) and
+        its sd (unconstrained units); ``None`` when the model's density is not finite at
+        the draws' mean or the time budget ``max_seconds`` (s) ends before one axis.
+    """
+    import time
+
+    zd = z.detach().double()
+    mean = zd.mean(0)
+    cov = torch.cov(zd.T).reshape(zd.shape[1], zd.shape[1])
+    try:
+        var, axes = torch.linalg.eigh(cov.cpu())
+    except RuntimeError:  # a degenerate cloud of draws: nothing to probe
+        return None
+    t = _TAIL_GRID.double()
+    width = torch.zeros_like(t)
+    width[1:] += (t[1:] - t[:-1]) / 2
+    width[:-1] += (t[1:] - t[:-1]) / 2
+    beyond = t.abs() > 4.0 + 1e-9
+    worst, start = None, time.perf_counter()
+    for rank, i in enumerate(torch.argsort(var, descending=True)[:max_axes].tolist()):
+        sd = float(var[i].clamp_min(0).sqrt())
+        if sd == 0.0:
+            continue
+        line = mean.cpu() + t[:, None] * sd * axes[:, i]
+        lp = potential.log_density_batch(line.to(z.dtype).to(z.device)).double().cpu()
+        if lp.shape[0] != t.shape[0] or not math.isfinite(float(lp.max())):
+            continue
+        mass = (lp - lp.max()).exp() * width
+        share = float(mass[beyond].sum() / mass.sum())
+        if worst is None or share > worst[0]:
+            worst = (share, rank, sd)
+        if time.perf_counter() - start > max_seconds:
+            break
+    return worst
 
 
 def draws_by_site(potential, z: torch.Tensor, chains: int = 1) -> dict:
@@ -122,16 +192,29 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
         The answer is the PSIS-resampled draws (reliable when k̂ is below the sample-size
         threshold, Vehtari et al. 2024); otherwise the raw q (reliable only when k̂ < 0.5,
         Yao et al. 2018, §2.2).
+
+    An approximation whose k̂ passes is still unreliable when :func:`tail_mass` of its
+    draws (``w.tail``) exceeds :data:`TAIL_MASS_LIMIT`: the model keeps mass beyond the
+    draws' reach, which k̂ cannot see.
     """
     r = w.result
     s = w.z.shape[0]
     numbers = {"psis_khat": r.khat, "khat_threshold": r.threshold if corrected else min(0.5, r.threshold),
                "psis_ess": r.ess, "num_draws": s}
     limit = numbers["khat_threshold"]
+    if w.tail is not None:
+        numbers["tail_mass"] = w.tail[0]
     if not math.isfinite(w.elbo) and not math.isnan(r.khat) and r.ess < 1.5:
         return Trust(UNRELIABLE, [f"{what} puts its draws where the model has no density"], numbers, next_method)
     if math.isnan(r.khat):
         return Trust(RELIABLE, [f"{what} matches the posterior: every importance weight p/q is equal"], numbers)
+    if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and w.tail is not None and w.tail[0] > TAIL_MASS_LIMIT:
+        mass, rank, sd = w.tail
+        axis = "its widest principal axis" if rank == 0 else f"its principal axis no. {rank + 1} by width"
+        return Trust(UNRELIABLE, [f"along {axis} (sd {sd:.3g}, unconstrained units) the model keeps {mass:.0%} of its "
+                                  f"mass beyond 4 sds of {what}, where its draws do not reach: the posterior's tails "
+                                  f"are heavier than the approximation's, so its means and sds can be far off although "
+                                  f"PSIS k̂ = {r.khat:.2f} (k̂ only sees the draws' own tail)"], numbers, next_method)
     if r.khat < limit and r.ess >= min(100.0, 0.1 * s):
         how = "its PSIS-resampled draws are reliable" if corrected else "q itself is close to the posterior"
         return Trust(RELIABLE, [f"PSIS k̂ = {r.khat:.2f} < {limit:.2f} with importance ESS {r.ess:.0f} of {s}: "

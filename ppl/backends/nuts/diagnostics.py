@@ -8,7 +8,9 @@ recommendation (§4): use the draws only when R-hat < 1.01 and the bulk and tail
 least 100 per chain (400 with four chains).  A divergent transition of Hamiltonian Monte
 Carlo marks a region of high curvature the integrator could not follow, where the draws
 are biased (Betancourt 2017, "A conceptual introduction to Hamiltonian Monte Carlo",
-arXiv:1701.02434, §6.2): a reliable run has none.
+arXiv:1701.02434, §6.2): a reliable run has none.  Draws whose tail is so heavy that
+their variance may not exist (Pareto k̂ of the draws >= 0.5, Vehtari et al. 2024, §3) give
+sds (and means) that cannot be trusted however well the chains mix (a Cauchy posterior).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import torch
 
 from ...trust import RELIABLE, UNRELIABLE, Trust
 
-__all__ = ["RHAT_MAX", "ESS_PER_CHAIN", "chain_diagnostics", "chain_trust"]
+__all__ = ["RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "chain_diagnostics", "chain_trust"]
 
 #: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
 RHAT_MAX = 1.01
 #: Bulk and tail ESS below this many per chain are too few (Vehtari et al. 2021, §4).
 ESS_PER_CHAIN = 100
+
+#: At or above this Pareto k̂ of a site's draws their variance does not exist, so their sd does not settle
+#: (a tail of shape k has 1/k finite moments; Vehtari et al. 2024, §3).
+TAIL_KHAT_MAX = 0.5
 
 _CITE = "Vehtari et al. 2021"
 
@@ -57,9 +63,14 @@ def chain_diagnostics(draws: dict) -> dict:
     dict
         ``rhat``, ``ess_bulk``, ``ess_tail``: site -> the largest R-hat and the smallest
         ESS over the site's elements (draws; NaN where ArviZ cannot compute one, e.g. R-hat
-        of one chain or of constant draws); ``max_rhat``, ``min_ess_bulk``,
-        ``min_ess_tail``: the same over every site (NaN when some site's is NaN).
+        of one chain or of constant draws); ``tail_khat``: site -> the largest Pareto k̂ of
+        an element's draws (:func:`~ppl.trust.psis.draws_tail_khat` with the site's
+        relative efficiency, bulk ESS / draws; NaN when constant);
+        ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``max_tail_khat``: the same over
+        every site (NaN when some site's is NaN; ``max_tail_khat`` ignores NaN).
     """
+    from ...trust.psis import draws_tail_khat
+
     az = _arviz()
     keys = {f"v{i}": site for i, site in enumerate(draws)}  # names ArviZ cannot clash with ("chain", "draw")
     idata = az.from_dict(posterior={k: draws[s].detach().to("cpu", torch.float64).numpy() for k, s in keys.items()})
@@ -71,9 +82,16 @@ def chain_diagnostics(draws: dict) -> dict:
     out = {"rhat": {s: _extreme(rhat, k, np.max) for k, s in keys.items()},
            "ess_bulk": {s: _extreme(bulk, k, np.min) for k, s in keys.items()},
            "ess_tail": {s: _extreme(tail, k, np.min) for k, s in keys.items()}}
+    out["tail_khat"] = {}
+    for s, v in draws.items():
+        flat = v.detach().to("cpu", torch.float64).reshape(v.shape[0] * v.shape[1], -1).T.numpy()
+        k = draws_tail_khat(flat, reff=out["ess_bulk"][s] / flat.shape[1])
+        out["tail_khat"][s] = float(np.nanmax(k)) if np.isfinite(k).any() else math.nan
     out["max_rhat"] = _overall(out["rhat"].values(), max)
     out["min_ess_bulk"] = _overall(out["ess_bulk"].values(), min)
     out["min_ess_tail"] = _overall(out["ess_tail"].values(), min)
+    finite = [k for k in out["tail_khat"].values() if not math.isnan(k)]
+    out["max_tail_khat"] = max(finite) if finite else math.nan
     return out
 
 
@@ -145,12 +163,27 @@ def _divergence_reason(diag: dict) -> str | None:
             "or reparameterise the model (e.g. a non-centred hierarchy)")
 
 
+def _tail_reason(diag: dict) -> str | None:
+    per_site = {s: k for s, k in diag.get("tail_khat", {}).items() if not math.isnan(k)}
+    if not per_site:
+        return None
+    site = max(per_site, key=per_site.get)
+    k = per_site[site]
+    if k < TAIL_KHAT_MAX:
+        return None
+    return (f"the draws of '{site}' have a tail so heavy (Pareto k̂ = {k:.2f} >= {TAIL_KHAT_MAX}, Vehtari et al. "
+            "2024) that their sd does not settle: the posterior's variance (or mean) may not exist, so the sd and "
+            "mean from the draws can be far off; report its median and quantiles (post.quantile), or use a prior "
+            "with lighter tails")
+
+
 def chain_trust(diag: dict) -> Trust:
     """The verdict of a sampler's chains from :func:`chain_diagnostics` plus run facts.
 
     ``"reliable"`` only when there are at least two chains, R-hat < 1.01 for every
-    element of every site, bulk and tail ESS >= 100 per chain (Vehtari et al. 2021, §4) and
-    no divergent transition (Betancourt 2017, §6.2); otherwise ``"unreliable"`` with one
+    element of every site, bulk and tail ESS >= 100 per chain (Vehtari et al. 2021, §4),
+    no divergent transition (Betancourt 2017, §6.2) and no site whose draws' Pareto k̂ is
+    at least :data:`TAIL_KHAT_MAX` (Vehtari et al. 2024, §3); otherwise ``"unreliable"`` with one
     reason per failed check, naming the worst site, its number and what to change.
 
     Parameters
@@ -164,13 +197,16 @@ def chain_trust(diag: dict) -> Trust:
     -------
     Trust
         ``numbers``: ``rhat`` (max), ``ess_bulk``, ``ess_tail`` (min), ``divergences``,
-        ``num_chains``, ``num_samples`` (per chain).
+        ``num_chains``, ``num_samples`` (per chain), ``tail_khat`` (max over sites, when
+        computed).
     """
     chains = int(diag["num_chains"])
     need = float(ESS_PER_CHAIN * chains)
     numbers = {"rhat": diag["max_rhat"], "ess_bulk": diag["min_ess_bulk"], "ess_tail": diag["min_ess_tail"],
                "divergences": int(diag.get("divergences", 0)), "num_chains": chains,
                "num_samples": int(diag["num_samples"])}
+    if "max_tail_khat" in diag:
+        numbers["tail_khat"] = diag["max_tail_khat"]
     reasons = []
     if chains < 2:
         reasons.append("one chain: convergence cannot be checked, since R-hat compares chains started apart "
@@ -179,6 +215,7 @@ def chain_trust(diag: dict) -> Trust:
         reasons.append(_rhat_reason(diag))
     reasons += _ess_reasons(diag, need)
     reasons.append(_divergence_reason(diag))
+    reasons.append(_tail_reason(diag))
     reasons = [r for r in reasons if r]
     if reasons:
         return Trust(UNRELIABLE, reasons, numbers)
