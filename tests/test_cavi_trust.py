@@ -111,3 +111,51 @@ def test_correlated_scalar_latents_are_unreliable_with_the_closed_form_ratio():
     assert gap >= -1e-9
     # mean field over two coordinates with equal marginal precision d: KL(q‖p) = -½ log(1 - ρ²), ρ = o/d
     assert gap == pytest.approx(-0.5 * math.log(1 - (o / d) ** 2), abs=1e-8)
+
+
+# ------------------------------------------------------------------ discrete: checked against exact marginals
+@ppl.model
+def two_independent_coins(a_obs, b_obs):
+    """Two independent binary latents, each with its own noisy child: the posterior factorises,
+    so the mean field is exact."""
+    a = ppl.sample("a", dist.Bernoulli(torch.tensor(0.3, dtype=F64)))
+    b = ppl.sample("b", dist.Bernoulli(torch.tensor(0.6, dtype=F64)))
+    ppl.sample("ea", dist.Bernoulli(0.1 + 0.8 * a), obs=a_obs)
+    ppl.sample("eb", dist.Bernoulli(0.2 + 0.7 * b), obs=b_obs)
+
+
+@ppl.model
+def explaining_away(alarm):
+    """Two rare causes of one observed alarm: a posteriori they are strongly anti-correlated."""
+    a = ppl.sample("a", dist.Bernoulli(torch.tensor(0.1, dtype=F64)))
+    b = ppl.sample("b", dist.Bernoulli(torch.tensor(0.1, dtype=F64)))
+    ppl.sample("alarm", dist.Bernoulli(0.01 + 0.98 * torch.maximum(a, b)), obs=alarm)
+
+
+def _brute_force(p_joint):
+    """Marginals of a 2x2 joint table of (a, b) given the evidence."""
+    p = p_joint / p_joint.sum()
+    return p.sum(1), p.sum(0)
+
+
+def test_discrete_mean_field_of_a_factorised_posterior_is_reliable():
+    data = {"a_obs": torch.tensor(1.0, dtype=F64), "b_obs": torch.tensor(0.0, dtype=F64)}
+    post = ppl.infer(two_independent_coins, data, method="cavi", seed=0)
+    # by hand: p(a=1 | ea=1) ∝ 0.3·0.9, p(a=0 | ea=1) ∝ 0.7·0.1; p(b=1 | eb=0) ∝ 0.6·0.1, p(b=0 | eb=0) ∝ 0.4·0.8
+    assert float(post.probs("a")[1]) == pytest.approx(0.27 / 0.34, abs=1e-6)
+    assert float(post.probs("b")[1]) == pytest.approx(0.06 / 0.38, abs=1e-6)
+    assert post.trust.verdict == "reliable"
+    assert post.trust.numbers["max_marginal_error"] < 1e-6
+
+
+def test_discrete_mean_field_off_the_exact_marginals_is_unreliable():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrustWarning)
+        post = ppl.infer(explaining_away, {"alarm": torch.tensor(1.0, dtype=F64)}, method="cavi", seed=0)
+    lik = torch.tensor([[0.01, 0.99], [0.99, 0.99]], dtype=F64)          # p(alarm=1 | a, b)
+    prior = torch.outer(torch.tensor([0.9, 0.1], dtype=F64), torch.tensor([0.9, 0.1], dtype=F64))
+    pa, pb = _brute_force(prior * lik)
+    err = max(float((post.probs("a") - pa).abs().max()), float((post.probs("b") - pb).abs().max()))
+    assert err > 0.01                                 # the mean field cannot represent explaining away
+    assert post.trust.verdict == "unreliable" and post.trust.next_method == "exact"
+    assert post.trust.numbers["max_marginal_error"] == pytest.approx(err, abs=1e-9)
