@@ -341,6 +341,18 @@ def test_nan_loss_is_a_numerical_error():
         svi(bad, {"x": torch.tensor(0.0)}, num_steps=5)
 
 
+def test_a_diverged_loss_names_the_site_where_it_is_not_finite():
+    @ppl.model
+    def overflow(y):
+        s = ppl.sample("s", dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        with ppl.plate("n", len(y)):
+            ppl.sample("y", dist.Normal(0.0, s), obs=y)
+
+    # (y / s)^2 overflows float64: the model's log density of 'y' is -inf at every draw
+    with pytest.raises(ppl.NumericalError, match="model site 'y'"):
+        svi(overflow, {"y": torch.tensor([1e200, -1e200], dtype=torch.float64)}, num_steps=5)
+
+
 # ------------------------------------------------------------------ minibatches
 def test_plate_scale_makes_a_minibatch_log_likelihood_unbiased():
     x = torch.arange(10.0)
