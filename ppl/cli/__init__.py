@@ -36,8 +36,10 @@ from ..api import ANALYSIS_OPTIONS, analyze, auto_order, compare, compile, infer
 from ..backends.registry import get_backend, registered_backends
 from ..errors import BackendNotFoundError, DataError, PPLError
 
+from .jsonout import analysis_json, comparison_json, dumps, methods_json, posterior_json
 from .loading import find_models, load_data, load_model, read_csv, read_csv_matrix, read_npz
 from .output import format_posterior, one_line, summary_table
+from .plots import check_directory, plot_comparison, plot_posterior
 from .values import EXIT_FAILURE, EXIT_USAGE, PROG, UsageError, parse_assignments, parse_bytes, parse_option_value, parse_value
 
 __all__ = [
@@ -113,10 +115,14 @@ def cmd_analyze(args) -> int:
     kwargs = {"heuristic": args.heuristic}
     if args.memory_budget is not None:
         kwargs["memory_budget"] = parse_bytes(args.memory_budget)
+    analysis = analyze(graph, **kwargs)
+    if args.json:
+        print(dumps(analysis_json(analysis, label, graph=args.graph)))
+        return 0
     if args.graph:
         print(graph)
         print()
-    print(analyze(graph, **kwargs))
+    print(analysis)
     return 0
 
 
@@ -129,6 +135,8 @@ def cmd_infer(args) -> int:
         _check_options(method, options)
     if args.max_rows < 0:
         raise UsageError("--max-rows must be >= 0")
+    if args.plot:
+        check_directory(args.plot)
     model, label, data = _bind(args)
     _seed(args)
     if args.seed is not None and "seed" not in options:
@@ -152,7 +160,12 @@ def cmd_infer(args) -> int:
         if missing:
             print(f"note: {missing} not described by this posterior; it describes {post.sites}", file=sys.stderr)
             sites = [s for s in sites if s in post.sites]
+    plots = plot_posterior(post, args.plot, sites) if args.plot else None
+    if args.json:
+        _print_json(posterior_json(post, label, sites, args.diagnostics), plots)
+        return 0
     print(format_posterior(post, label, sites, args.max_rows, args.diagnostics))
+    _print_plots(plots)
     return 0
 
 
@@ -167,6 +180,8 @@ def cmd_compare(args) -> int:
         else:
             common[key] = parse_option_value(key, text)
     methods = "all" if args.methods.strip() == "all" else _methods_arg(args.methods)
+    if args.plot:
+        check_directory(args.plot)
     if methods != "all":
         for m in methods:
             get_backend(m)
@@ -197,9 +212,29 @@ def cmd_compare(args) -> int:
         if args.reference and not isinstance(e, PPLError):
             raise UsageError(f"--reference {args.reference}: {one_line(e)}") from e
         raise
+    plots = plot_comparison(table, args.plot) if args.plot else None
+    if args.json:
+        _print_json(comparison_json(table, label), plots)
+        return 0
     print(f"model: {label}")
     print(table)
+    _print_plots(plots)
     return 0
+
+
+def _print_json(doc: dict, plots=None):
+    """``--json``: the document, with the PNGs written by ``--plot`` listed under ``plots``."""
+    if plots is not None:
+        doc["plots"] = plots
+    print(dumps(doc))
+
+
+def _print_plots(paths):
+    """``--plot`` without ``--json``: the PNGs written, after the report."""
+    if paths is not None:
+        print(f"plots written ({len(paths)}):")
+        for path in paths:
+            print(f"  {path}")
 
 
 def cmd_methods(args) -> int:
@@ -211,6 +246,9 @@ def cmd_methods(args) -> int:
         print(options_page(), end="")
         return 0
     table = method_table(args.name) if args.name else method_table()
+    if args.json:
+        print(dumps(methods_json(table)))
+        return 0
     for i, (name, info) in enumerate(table.items()):
         if i:
             print()
@@ -260,6 +298,10 @@ examples:
   python -m ppl compare model.py:mixture --data data.csv --methods exact,cavi,em
   python -m ppl methods                    # registered methods and their options
 
+after pip install, `ppl` is the same command (ppl infer ... = python -m ppl infer ...);
+--json prints one JSON document instead of the text report (analyze, infer, compare,
+methods); --plot DIR writes PNGs (infer, compare).
+
 the model file is imported, so its module-level code runs, as with python FILE.py: point
 ppl only at files you trust. Data files are read as data (.npz without pickles); nothing
 in them is run.
@@ -290,6 +332,9 @@ def _common(parser):
                    help="bind a whole numeric CSV as one (N, D) float tensor NAME (header line skipped)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra data entry, e.g. --set K=3 (repeatable)")
     g.add_argument("--float32", action="store_true", help="floating data as float32 (default float64)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout instead of the text report (NaN -> null, "
+                             "infinities -> \"inf\" / \"-inf\")")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error (debugging)")
 
 
@@ -331,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m ppl infer model.py:mixture --data data.csv --method exact\n"
                "  python -m ppl infer model.py:mixture --data data.csv          # method auto\n"
                "  python -m ppl infer coin.py:coin --data flips.npz --method svi --option num_steps=500 --seed 0\n"
-               "  python -m ppl infer model.py:mixture --data data.csv --sites z --max-rows 5\n")
+               "  python -m ppl infer model.py:mixture --data data.csv --sites z --max-rows 5\n"
+               "  python -m ppl infer model.py:mixture --data data.csv --method exact --json --plot plots/\n")
     _common(p)
     p.add_argument("--method", "-m", default="auto", metavar="METHOD",
                    help=f"{', '.join(registered_backends())}, or auto (default): the first that applies")
@@ -342,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="summary rows per site (elements of a plated site; default 10, 0: no table)")
     p.add_argument("--diagnostics", action="store_true",
                    help="also print why other methods were passed over, and the method's diagnostics")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write a PNG of each latent site's marginal (--sites: those) into DIR (created if missing)")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(
@@ -354,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  --option METHOD.KEY=VALUE  given to one method, e.g. --option svi.num_steps=500\n"
                "\nexamples:\n"
                "  python -m ppl compare model.py:mixture --data data.csv --methods exact,cavi,em\n"
-               "  python -m ppl compare model.py:mixture --data data.csv --methods all --option svi.num_steps=300\n")
+               "  python -m ppl compare model.py:mixture --data data.csv --methods all --option svi.num_steps=300\n"
+               "  python -m ppl compare model.py:mixture --data data.csv --methods exact,cavi --json --plot plots/\n")
     _common(p)
     p.add_argument("--methods", default="all", metavar="A,B,...|all",
                    help="comma-separated methods, or all (default): every method that applies")
@@ -362,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (Pyro/torch/numpy, and each method's seed option)")
     p.add_argument("--reference", metavar="LABEL",
                    help="row the errors are measured against (default: exact if it ran)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write DIR/compare_bound.png (bounds per iteration) and DIR/compare_SITE.png "
+                        "(marginals overlaid) (DIR created if missing)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("methods", help="list the registered inference methods and their options",
@@ -369,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  python -m ppl methods\n  python -m ppl methods svi\n")
     p.add_argument("name", nargs="?", metavar="METHOD", help="only this method")
     p.add_argument("--markdown", action="store_true", help="print the docs' options page (docs/options.md)")
+    p.add_argument("--json", action="store_true", help="print the methods and their options as one JSON document")
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_methods)
     return parser
@@ -380,8 +433,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit
-    status (0 ok, 1 ppl refused or failed, 2 usage error, 130 interrupted)."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``).
+
+    Also the ``ppl`` console script (``[project.scripts] ppl = "ppl.cli:main"``), whose
+    wrapper exits with the status returned.
+
+    Parameters
+    ----------
+    argv : list[str], optional
+        The arguments after the program name.
+
+    Returns
+    -------
+    int
+        The exit status: 0 ok, 1 ppl refused or failed, 2 usage error, 130 interrupted.
+        Errors are one line on stderr, never raised, unless ``--traceback`` is given.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
