@@ -182,6 +182,24 @@ class Comparison(Table):
         """``to_string()``: rich's table on a terminal when rich is installed, else plain text."""
         return self.to_string()
 
+    def _repr_html_(self) -> str:
+        """The comparison as HTML (Jupyter's rich display): the columns of the printout,
+        rows whose verdict is not exact/reliable or that did not run marked with the CSS
+        classes ``ppl-unreliable`` / ``ppl-not-run``, and the notes."""
+        from .table import html_table
+
+        columns, rows, notes = self._display()
+        classes = []
+        for raw in self.rows:
+            if not str(raw.get("status")).startswith("ok"):
+                classes.append("ppl-not-run")
+            elif raw.get("trust") == "unreliable":
+                classes.append("ppl-unreliable")
+            else:
+                classes.append(None)
+        return html_table(columns, [[cells[c] for c in columns] for cells in rows], title=self.title, notes=notes,
+                          row_classes=classes)
+
     __repr__ = __str__
 
     # ------------------------------------------------------------------ plots

@@ -1,13 +1,15 @@
 """A small printable table (rows of dicts) shared by ``compare`` and ``Posterior.summary``.
 
-Prints as aligned text, converts to a pandas DataFrame when pandas is installed.
+Prints as aligned text, displays as HTML in a notebook (``_repr_html_``), converts to a
+pandas DataFrame when pandas is installed.
 """
 
 from __future__ import annotations
 
+import html
 import math
 
-__all__ = ["Table", "format_value"]
+__all__ = ["Table", "format_value", "html_table"]
 
 
 class Table:
@@ -80,6 +82,50 @@ class Table:
 
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """The table as HTML (Jupyter's rich display): the title as a caption, cells as
+        :func:`format_value` writes them, the notes under it."""
+        return html_table(self.columns, [[format_value(r.get(c)) for c in self.columns] for r in self.rows],
+                          title=self.title, notes=self.notes)
+
+
+def html_table(columns, cells, *, title=None, notes=(), row_classes=None) -> str:
+    """An HTML table of text cells (every string escaped): numbers right-aligned.
+
+    Parameters
+    ----------
+    columns : list[str]
+        Header cells.
+    cells : list[list[str]]
+        One list of cell texts per row, in ``columns`` order.
+    title : str, optional
+        The caption.
+    notes : sequence of str
+        Lines shown under the table.
+    row_classes : list[str or None], optional
+        A CSS class per row (e.g. ``"ppl-unreliable"``).
+
+    Returns
+    -------
+    str
+        A ``<div class="ppl-table">`` holding the table and the notes.
+    """
+    esc = html.escape
+    out = ['<div class="ppl-table">', '<table>']
+    if title:
+        out.append(f"<caption style=\"text-align:left;font-weight:bold\">{esc(str(title))}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in columns) + "</tr></thead><tbody>")
+    for i, row in enumerate(cells):
+        cls = row_classes[i] if row_classes and row_classes[i] else None
+        attr = f' class="{esc(cls)}"' if cls else ""
+        tds = "".join(f'<td style="text-align:{"right" if _numeric(v) else "left"}">{esc(v)}</td>' for v in row)
+        out.append(f"<tr{attr}>{tds}</tr>")
+    out.append("</tbody></table>")
+    for note in notes:
+        out.append(f'<p style="margin:0.2em 0;font-size:90%">{esc(str(note))}</p>')
+    out.append("</div>")
+    return "\n".join(out)
 
 
 def _numeric(text: str) -> bool:

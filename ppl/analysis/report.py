@@ -169,6 +169,36 @@ class Analysis:
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
 
+    def key_numbers(self) -> list:
+        """``(name, value)`` pairs of the numbers that decide the methods: the latents, the
+        treewidth, the state space, the largest table against the budget, and auto's
+        choice (what the notebook display shows first)."""
+        from ..table import format_value
+
+        g = self.graph
+        pairs = [("model", g.model.name),
+                 ("latents", f"{len(self.discrete)} discrete, {len(self.continuous)} continuous"),
+                 ("observed", ", ".join(g.observed()[:8]) + (" ..." if len(g.observed()) > 8 else "") or "-")]
+        if self.discrete:
+            pairs += [("treewidth (upper bound)", str(self.treewidth)),
+                      ("joint state space", f"10^{self.log10_states:.1f}"),
+                      ("largest table", f"{format_bytes(self.clique_bytes)} (budget {format_bytes(self.memory_budget)})"),
+                      ("exact fits", format_value(self.exact_fits))]
+        if self.auto:
+            pairs.append(("auto would choose", str(self.auto.get("method") or "nothing")))
+        return pairs
+
+    def _repr_html_(self) -> str:
+        """The analysis as HTML (Jupyter's rich display): :meth:`key_numbers` as a table,
+        then the full report as preformatted text."""
+        import html
+
+        from ..table import html_table
+
+        head = html_table(["quantity", "value"], [[k, v] for k, v in self.key_numbers()],
+                          title=f"Analysis of model '{self.graph.model.name}'")
+        return head + f"\n<pre>{html.escape(str(self))}</pre>"
+
 
 def analyze_graph(graph, heuristic: str = "min_fill", memory_budget: int | None = None, itemsize: int = 8) -> Analysis:
     """Analyse a :class:`~ppl.compiler.FactorGraph` (see :func:`ppl.analyze`).

@@ -1,0 +1,55 @@
+"""Notebook display: ``_repr_html_`` of Table, Analysis and Comparison carries the key
+numbers (as the text printout has them), escaped HTML, and marks unreliable rows."""
+
+from __future__ import annotations
+
+import html
+import warnings
+
+import torch
+
+import ppl
+import ppl.distributions as dist
+from ppl.table import Table, format_value
+
+F64 = torch.float64
+
+
+@ppl.model
+def sprinkler(wet):
+    rain = ppl.sample("rain", dist.Bernoulli(torch.tensor(0.2, dtype=F64)))
+    sprinkler_on = ppl.sample("sprinkler", dist.Bernoulli(0.4 - 0.39 * rain))
+    p_wet = 0.01 + 0.8 * rain + 0.9 * sprinkler_on - 0.72 * rain * sprinkler_on
+    ppl.sample("wet", dist.Bernoulli(p_wet), obs=wet)
+
+
+DATA = {"wet": torch.tensor(1.0, dtype=F64)}
+
+
+def test_table_html_escapes_and_keeps_every_cell():
+    t = Table([{"site": "a<b", "mean": 1.5}, {"site": "c&d", "mean": None}], title="<t>", notes=["x > y"])
+    out = t._repr_html_()
+    assert "a&lt;b" in out and "c&amp;d" in out and "&lt;t&gt;" in out and "x &gt; y" in out
+    assert "<b" not in out.replace("<body", "")  # no raw user text became markup
+    assert out.count("<tr") == 3 and ">1.5000<" in out and ">-<" in out
+
+
+def test_analysis_html_shows_the_deciding_numbers():
+    a = ppl.analyze(sprinkler, DATA)
+    out = a._repr_html_()
+    assert f">{a.treewidth}<" in out
+    assert "auto would choose" in out and f">{a.auto['method']}<" in out
+    assert html.escape(str(a)) in out          # the full report too
+
+
+def test_comparison_html_has_every_row_and_marks_unreliable_ones():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = ppl.compare(sprinkler, DATA, methods=["exact", "cavi", "map"])
+    out = c._repr_html_()
+    exact = c.posteriors["exact"]
+    assert f">{format_value(exact.log_evidence)}<" in out
+    for row in c.rows:
+        assert f">{row['method']}<" in out
+    unreliable = [r for r in c.rows if r.get("trust") == "unreliable" and str(r.get("status")).startswith("ok")]
+    assert out.count('class="ppl-unreliable"') == len(unreliable) >= 1   # map is a point: never reliable
