@@ -356,9 +356,59 @@ def _draw_dot(d: Drawing, path: Path, fmt: str, layout: str, dot: str) -> None:
 
 
 # ------------------------------------------------------------------ entry point
-def render(model, data=None, path="model.png", *, largest_clique: bool = True, layout: str = "TB",
-           engine: str = "auto", heuristic: str = "min_fill") -> Path:
-    """Draw a model's factor graph as an image file.
+class Rendering:
+    """A drawn factor graph held in memory: displays inline in Jupyter (``_repr_png_`` /
+    ``_repr_svg_``) and is written to a file only by :meth:`save`.  Returned by
+    :func:`render` when no ``path`` is given.
+
+    Attributes
+    ----------
+    data : bytes
+        The image (PNG bytes, or SVG text encoded as UTF-8).
+    format : str
+        ``"png"`` or ``"svg"``.
+    drawing : Drawing
+        What was drawn (:func:`drawing`).
+    """
+
+    def __init__(self, data: bytes, fmt: str, drawing_: "Drawing"):
+        self.data = data
+        self.format = fmt
+        self.drawing = drawing_
+
+    def _repr_png_(self):
+        return self.data if self.format == "png" else None
+
+    def _repr_svg_(self):
+        return self.data.decode("utf-8") if self.format == "svg" else None
+
+    def save(self, path) -> Path:
+        """Write the image to ``path`` (its suffix must match :attr:`format`).
+
+        Raises
+        ------
+        OptionError
+            A suffix other than ``"." + format``.
+        FileNotFoundError
+            The folder of ``path`` does not exist.
+        """
+        path = Path(path)
+        if path.suffix.lower().lstrip(".") != self.format:
+            raise OptionError(f"path {str(path)!r}: this rendering is {self.format.upper()}; give a "
+                              f"'.{self.format}' path, or call ppl.render(..., path=...) for another format")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+        path.write_bytes(self.data)
+        return path
+
+    def __repr__(self):
+        return f"<ppl.render.Rendering {self.format.upper()}, {len(self.data):,} bytes of {self.drawing.title}>"
+
+
+def render(model, data=None, path=None, *, largest_clique: bool = True, layout: str = "TB",
+           engine: str = "auto", heuristic: str = "min_fill", format: str = "png"):
+    """Draw a model's factor graph: to an image file when given ``path``, else to a
+    :class:`Rendering` that displays inline in a notebook.
 
     What is drawn: variables as ellipses labelled with the site name and family
     (``"z / Categorical"``), latent ones white, observed ones filled grey, params as
@@ -375,9 +425,12 @@ def render(model, data=None, path="model.png", *, largest_clique: bool = True, l
     model : Model, callable or FactorGraph
     data : mapping, optional
         As :func:`ppl.analyze`; must be None when ``model`` is a FactorGraph.
-    path : str or os.PathLike
+    path : str or os.PathLike, optional
         Where to write; the suffix picks the format: ``.png``, ``.svg`` or ``.pdf``.
-        The folder must exist; an existing file is overwritten.
+        The folder must exist; an existing file is overwritten.  ``None`` (default):
+        nothing is written; a :class:`Rendering` is returned.
+    format : {"png", "svg"}
+        The image format of a :class:`Rendering` (without ``path``).
     largest_clique : bool
         Highlight the largest elimination clique and caption its size (default True).
     layout : {"TB", "LR"}
@@ -391,8 +444,8 @@ def render(model, data=None, path="model.png", *, largest_clique: bool = True, l
 
     Returns
     -------
-    pathlib.Path
-        The file written (``path``).
+    pathlib.Path or Rendering
+        The file written (``path``), or, without ``path``, the image in memory.
 
     Raises
     ------
@@ -411,27 +464,47 @@ def render(model, data=None, path="model.png", *, largest_clique: bool = True, l
     --------
     >>> ppl.render(gmm, {"x": X}, "gmm.png")            # doctest: +SKIP
     PosixPath('gmm.png')
+    >>> ppl.render(gmm, {"x": X})                       # doctest: +SKIP  (shows in Jupyter)
+    <ppl.render.Rendering PNG, 41,230 bytes of model 'gmm'>
     """
     if engine not in ENGINES:
         raise OptionError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     if layout not in LAYOUTS:
         raise OptionError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    if path is None:
+        if format not in ("png", "svg"):
+            raise OptionError(f"format must be 'png' or 'svg', got {format!r}")
+        import tempfile as _tempfile
+
+        with _tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / f"model.{format}"
+            d = _draw(model, data, target, format, largest_clique, layout, engine, heuristic)
+            return Rendering(target.read_bytes(), format, d)
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         got = repr(path.suffix) if path.suffix else "no suffix"
         raise OptionError(f"path {str(path)!r}: the suffix picks the image format, one of "
                           f"{['.' + f for f in FORMATS]}; got {got}")
+    if engine == "dot" and shutil.which("dot") is None:
+        _draw(model, data, path, fmt, largest_clique, layout, engine, heuristic)  # raises the OptionError
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    _draw(model, data, path, fmt, largest_clique, layout, engine, heuristic)
+    return path
+
+
+def _draw(model, data, path: Path, fmt: str, largest_clique, layout, engine, heuristic) -> Drawing:
+    """Compute the drawing and write it to ``path`` with the chosen engine (checked by
+    :func:`render`, except Graphviz's presence for ``engine="dot"``)."""
     dot = shutil.which("dot")
     if engine == "dot" and dot is None:
         raise OptionError("engine='dot' needs Graphviz's `dot` executable on PATH, and none was found: install "
                           "Graphviz (e.g. `apt-get install graphviz`, `brew install graphviz` or "
                           "`conda install graphviz`) or use engine='matplotlib'")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     d = drawing(model, data, largest_clique=largest_clique, heuristic=heuristic)
     if engine == "dot" or (engine == "auto" and dot is not None):
         _draw_dot(d, path, fmt, layout, dot)
     else:
         draw_matplotlib(d, path, fmt, layout)
-    return path
+    return d

@@ -298,3 +298,19 @@ def test_option_errors(tmp_path, monkeypatch):
     with pytest.raises(ppl.OptionError, match="install Graphviz.*engine='matplotlib'"):
         ppl.render(mixture, MIX_DATA, tmp_path / "m.png", engine="dot")
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_render_without_a_path_writes_nothing_and_displays_inline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shown = ppl.render(mixture, MIX_DATA, engine="matplotlib")
+    assert list(tmp_path.iterdir()) == []                       # no file written
+    png = shown._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and shown._repr_svg_() is None
+    written = ppl.render(mixture, MIX_DATA, tmp_path / "same.png", engine="matplotlib")
+    assert _image(written).shape == _image(shown.save(tmp_path / "saved.png")).shape
+    svg = ppl.render(mixture, MIX_DATA, engine="matplotlib", format="svg")
+    assert svg._repr_svg_().lstrip().startswith("<?xml") and svg._repr_png_() is None
+    with pytest.raises(ppl.OptionError, match="format"):
+        ppl.render(mixture, MIX_DATA, format="pdf")
+    with pytest.raises(ppl.OptionError, match=".png"):
+        shown.save(tmp_path / "x.svg")
