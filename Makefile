@@ -41,7 +41,7 @@ bench: $(STAMP)
 # the documentation site under site/ (no network at build time; mkdocs comes with the docs extra)
 docs: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,docs]"
-	$(PY) -m mkdocs build --quiet
+	$(PY) -m mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache

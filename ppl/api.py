@@ -186,6 +186,11 @@ def methods(name: str | None = None):
 def infer(model, data=None, method: str = "auto", **options):
     """Run inference with the backend named ``method`` and return its Posterior.
 
+    Every call is pure: it runs in a private Pyro param store whose ``ppl.param`` sites
+    start at the model's declared values (or ``init``), and leaves Pyro's global param
+    store and the global RNGs (torch, numpy, ``random``) as it found them; learned values
+    are in ``posterior.params``.
+
     Parameters
     ----------
     model : Model, callable or FactorGraph
@@ -206,11 +211,6 @@ def infer(model, data=None, method: str = "auto", **options):
         ``init`` given a Posterior (its ``params``) or a dict ``{param name: value}``
         is a warm start: those ``ppl.param`` sites start there instead of at the values
         the model declares (a string ``init`` is the backend's own start strategy).
-
-    Every call is pure: it runs in a private Pyro param store whose ``ppl.param`` sites
-    start at the model's declared values (or ``init``), and leaves Pyro's global param
-    store and the global RNGs (torch, numpy, ``random``) as it found them; learned values
-    are in ``posterior.params``.
 
     Returns
     -------

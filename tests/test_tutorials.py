@@ -54,3 +54,10 @@ def test_docs_site_builds(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "tutorials" / "01-elbo" / "index.html").exists()
+    # the API reference is generated from the docstrings, and nothing is fetched from a CDN
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "Run inference with the backend named" in api          # ppl.infer's docstring
+    assert "BackendNotFoundError" in api and "Posterior" in api
+    for page in (tmp_path / "site").rglob("*.html"):
+        text = page.read_text()
+        assert "cdnjs" not in text and "cdn.jsdelivr" not in text, page
