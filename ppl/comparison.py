@@ -44,7 +44,7 @@ import time
 import torch
 
 from .backends.common.params import store_restore, store_snapshot
-from .comparison_plots import write_plots
+from .comparison_plots import comparison_figures, write_plots
 from .errors import OptionError, PPLError
 from .table import Table, format_value
 
@@ -203,8 +203,10 @@ class Comparison(Table):
     __repr__ = __str__
 
     # ------------------------------------------------------------------ plots
-    def plot(self, path_prefix, sites=None, copies: int = 3, max_sites: int = 3) -> list:
-        """Write PNGs (matplotlib, Agg canvas: no display needed, pyplot untouched).
+    def plot(self, path_prefix=None, sites=None, copies: int = 3, max_sites: int = 3):
+        """The comparison's plots (matplotlib, Agg canvas: no display needed, pyplot
+        untouched): written as PNGs under ``path_prefix``, or, without it, returned as
+        figures (which Jupyter displays inline).
 
         * ``{path_prefix}_bound.png``: the objective per iteration (``history``) of every
           method that gives a bound on one axis (nats; CAVI's ELBO per sweep, EM's log
@@ -217,8 +219,8 @@ class Comparison(Table):
 
         Parameters
         ----------
-        path_prefix : str or os.PathLike
-            Directory and file stem (directories are created).
+        path_prefix : str or os.PathLike, optional
+            Directory and file stem (directories are created); ``None``: nothing is written.
         sites : list[str], optional
             Latent sites to plot (default: the first ``max_sites`` latent sites of the
             reference, else of the first posterior).
@@ -229,8 +231,9 @@ class Comparison(Table):
 
         Returns
         -------
-        list[str]
-            The paths written, bound plot first.
+        list[str] or dict[str, matplotlib.figure.Figure]
+            The paths written, bound plot first; without ``path_prefix`` the figures,
+            ``"bound"`` first, then by site.
 
         Raises
         ------
@@ -239,8 +242,11 @@ class Comparison(Table):
         DataError
             A site in ``sites`` that no posterior of the table describes.
         """
-        return write_plots(self.posteriors, path_prefix, graph=self.graph, reference=self.reference,
-                           title=self.title, sites=sites, copies=copies, max_sites=max_sites)
+        kw = dict(graph=self.graph, reference=self.reference, title=self.title, sites=sites, copies=copies,
+                  max_sites=max_sites)
+        if path_prefix is None:
+            return comparison_figures(self.posteriors, **kw)
+        return write_plots(self.posteriors, path_prefix, **kw)
 
 
 def _has_rich() -> bool:

@@ -15,12 +15,12 @@ import torch
 from .errors import DataError, PPLError
 from .posterior.plotting import figure, safe_name
 
-__all__ = ["write_plots", "plot_bound"]
+__all__ = ["write_plots", "comparison_figures", "bound_figure"]
 
 
-def write_plots(posteriors, path_prefix, *, graph=None, reference=None, title=None, sites=None, copies: int = 3,
-                max_sites: int = 3) -> list:
-    """Write the PNGs of :meth:`ppl.comparison.Comparison.plot` (see it for what each shows).
+def write_plots(posteriors, path_prefix, **kw) -> list:
+    """Write the PNGs of :meth:`ppl.comparison.Comparison.plot` (see it for what each shows):
+    ``{path_prefix}_bound.png``, then ``{path_prefix}_{site}.png`` per site.
 
     Parameters
     ----------
@@ -28,6 +28,42 @@ def write_plots(posteriors, path_prefix, *, graph=None, reference=None, title=No
         Row label -> the method's Posterior, or the error that stopped it (skipped).
     path_prefix : str or os.PathLike
         Directory and file stem (directories are created).
+    **kw
+        As :func:`comparison_figures`.
+
+    Returns
+    -------
+    list[str]
+        The paths written, bound plot first.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    DataError
+        A site in ``sites`` that no posterior describes.
+    """
+    path_prefix = os.fspath(path_prefix)
+    figures = comparison_figures(posteriors, **kw)   # checks the sites before anything is written
+    folder = os.path.dirname(path_prefix)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, (name, fig) in enumerate(figures.items()):
+        path = f"{path_prefix}_bound.png" if i == 0 else f"{path_prefix}_{safe_name(name)}.png"
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def comparison_figures(posteriors, *, graph=None, reference=None, title=None, sites=None, copies: int = 3,
+                       max_sites: int = 3) -> dict:
+    """The figures of :meth:`ppl.comparison.Comparison.plot`, not written anywhere.
+
+    Parameters
+    ----------
+    posteriors : dict[str, Posterior or Exception]
+        Row label -> the method's Posterior, or the error that stopped it (skipped).
     graph : FactorGraph, optional
         The compiled model: tells discrete sites (bar charts) from continuous ones
         (mean ± sd); without it every site is drawn as continuous.
@@ -46,8 +82,10 @@ def write_plots(posteriors, path_prefix, *, graph=None, reference=None, title=No
 
     Returns
     -------
-    list[str]
-        The paths written, bound plot first.
+    dict[str, matplotlib.figure.Figure]
+        ``"bound"`` first, then one figure per site (keyed by the site name; a site named
+        ``"bound"`` as ``"bound (site)"``); each on its own Agg canvas, displayed inline by
+        Jupyter.
 
     Raises
     ------
@@ -56,12 +94,7 @@ def write_plots(posteriors, path_prefix, *, graph=None, reference=None, title=No
     DataError
         A site in ``sites`` that no posterior describes.
     """
-    path_prefix = os.fspath(path_prefix)
-    folder = os.path.dirname(path_prefix)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
     ok = {label: p for label, p in posteriors.items() if not isinstance(p, Exception)}
-    paths = [plot_bound(f"{path_prefix}_bound.png", ok, reference=reference, title=title)]
     if sites is None:
         first = ok.get(reference) or next(iter(ok.values()), None)
         sites = list(first.sites)[:max_sites] if first is not None else []
@@ -70,27 +103,24 @@ def write_plots(posteriors, path_prefix, *, graph=None, reference=None, title=No
         if site not in known:
             raise DataError(f"'{site}' is not a latent site of any posterior in this comparison; "
                             f"latent sites: {sorted(known)}")
+    figures = {"bound": bound_figure(ok, reference=reference, title=title)}
     for site in sites:
-        path = f"{path_prefix}_{safe_name(site)}.png"
         discrete = graph is not None and site in graph.discrete_latent()
         fig = figure()
         if discrete:
             _plot_discrete_overlay(fig, site, ok, copies)
         else:
             _plot_continuous_overlay(fig, site, ok, copies)
-        fig.savefig(path, dpi=100)
-        paths.append(path)
-    return paths
+        figures[site if site != "bound" else "bound (site)"] = fig
+    return figures
 
 
-def plot_bound(path, ok, *, reference=None, title=None) -> str:
-    """Write the bound plot: the objective per iteration (``history``) of every method
-    that gives a bound, exact log evidence (methods without history) as dashed lines.
+def bound_figure(ok, *, reference=None, title=None):
+    """The bound plot: the objective per iteration (``history``) of every method that
+    gives a bound, exact log evidence (methods without history) as dashed lines.
 
     Parameters
     ----------
-    path : str
-        The PNG to write.
     ok : dict[str, Posterior]
         Row label -> posterior, the methods that ran.
     reference : str, optional
@@ -100,8 +130,7 @@ def plot_bound(path, ok, *, reference=None, title=None) -> str:
 
     Returns
     -------
-    str
-        ``path``.
+    matplotlib.figure.Figure
 
     Raises
     ------
@@ -153,8 +182,7 @@ def plot_bound(path, ok, *, reference=None, title=None) -> str:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def _running_mean(values, window):

@@ -279,6 +279,16 @@ def test_compare_plot_writes_pngs(tmp_path):
     assert path.endswith("n_mu.png") and mpimg.imread(path).ndim == 3
     with pytest.raises(ppl.DataError, match="nope"):
         cont.plot(tmp_path / "n", sites=["nope"])
+    # without a path: the figures, nothing written
+    before = sorted(tmp_path.rglob("*"))
+    figures = table.plot()
+    assert list(figures) == ["bound", "a", "z"] and sorted(tmp_path.rglob("*")) == before
+    bound = figures["bound"].axes[0]
+    assert bound.get_ylabel() == "bound / log evidence (nats)"
+    # the exact row's log evidence is a dashed line at its value
+    exact = table.posteriors["exact"]
+    assert any(abs(line.get_ydata()[0] - exact.log_evidence) < 1e-12 for line in bound.get_lines()
+               if line.get_linestyle() == "--")
 
 
 def test_posterior_plot(tmp_path):
