@@ -416,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(marginals overlaid) (DIR created if missing)")
     p.set_defaults(func=cmd_compare)
 
+    _add_methods(sub)
+    return parser
+
+
+def _add_methods(sub):
+    """The ``methods`` subcommand's parser."""
     p = sub.add_parser("methods", help="list the registered inference methods and their options",
                        formatter_class=_FORMATTER, description="List the registered methods and their options.",
                        epilog="examples:\n  python -m ppl methods\n  python -m ppl methods svi\n")
@@ -424,7 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the methods and their options as one JSON document")
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_methods)
-    return parser
 
 
 # -------------------------------------------------------------------- main

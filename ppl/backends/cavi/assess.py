@@ -14,25 +14,22 @@
 * Every latent discrete and the exact tables within the memory budget: the mean field's
   marginals are compared with the exact ones (variable elimination, Koller & Friedman
   2009, ch. 9), and the verdict is reliable only when none is off by more than
-  :data:`MARGINAL_TOL`.  PSIS cannot judge this case: on a finite space the weights p/q are
+  ``MARGINAL_TOL`` (:mod:`ppl.backends.common.exact_check`).  PSIS cannot judge this case: on a finite space the weights p/q are
   bounded, so k̂ stays small even when q's marginals are far off (a mean field of a
   Bayesian network without evidence can be off by 0.2).
 """
 
 from __future__ import annotations
 
-import torch
-
 from ...errors import PPLError
 from ...trust import RELIABLE, UNRELIABLE, Trust
+from ..common.exact_check import exact_trust
 from ..common.importance import mean_field_weights, psis_trust
 
-__all__ = ["assess_cavi", "SD_RATIO", "MARGINAL_TOL"]
+__all__ = ["assess_cavi", "SD_RATIO"]
 
 #: The Gaussian mean field is reliable when every sd is at least this fraction of the exact one.
 SD_RATIO = 0.9
-#: A discrete mean field is reliable when no marginal probability is off the exact one by more.
-MARGINAL_TOL = 0.01
 
 
 def _gaussian(posterior) -> Trust:
@@ -52,34 +49,6 @@ def _tables_and_factors(posterior):
     return tables, factors
 
 
-def against_exact(posterior, graph, analysis):
-    """The largest error of the mean field's discrete marginals against exact ones.
-
-    Returns
-    -------
-    tuple or None
-        ``(error, site, log_evidence)``: ``max |q(z) - p(z | v)|`` over every discrete site's
-        probabilities, the site where it occurs and the exact ``log p(v)`` (nats); ``None``
-        unless every latent is discrete, the exact tables fit ``analysis.memory_budget`` and
-        no ``ppl.param`` was learned (the exact tables use the model's declared values)."""
-    from ..common.discrete import discrete_plan
-
-    if analysis.continuous or not analysis.discrete or not analysis.exact_fits or posterior.params:
-        return None
-    try:
-        plan = discrete_plan(graph, analysis, dtype=torch.float64, device=torch.device("cpu"))
-        log_z, exact = plan.log_partition(marginals=True)
-        worst, where = 0.0, None
-        for site in analysis.discrete:
-            err = float((posterior.probs(site).detach().double().cpu() - exact[site].detach().double().cpu())
-                        .abs().max())
-            if where is None or err > worst:
-                worst, where = err, site
-    except (PPLError, KeyError, RuntimeError):
-        return None
-    return worst, where, float(log_z)
-
-
 def assess_cavi(posterior, graph, analysis, num_draws: int = 1000) -> Trust:
     """The verdict of a CAVI posterior (see the module docstring).
 
@@ -94,28 +63,17 @@ def assess_cavi(posterior, graph, analysis, num_draws: int = 1000) -> Trust:
                                    "form here, so q could not be checked against the model"],
                       next_method="nuts")
     else:
-        tables, factors = _tables_and_factors(posterior)
-        try:
-            weighted = mean_field_weights(graph, factors=factors, tables=tables, num_draws=num_draws)
-        except PPLError as e:
-            return Trust(UNRELIABLE, [f"q could not be checked against the model: {e}"], next_method="nuts")
-        trust = psis_trust(weighted, what="the mean-field approximation",
-                           next_method="exact" if not analysis.continuous else "laplace", corrected=False)
-        if analysis.continuous and not analysis.discrete:
-            trust.next_method = "laplace"
-        checked = against_exact(posterior, graph, analysis)
-        if checked is not None:
-            err, site, log_z = checked
-            posterior.diagnostics["exact_log_evidence"] = log_z
-            trust.numbers["max_marginal_error"] = err
-            if err <= MARGINAL_TOL:
-                trust = Trust(RELIABLE, [f"every discrete marginal is within {err:.2g} of the exact one (variable "
-                                         "elimination fits the memory budget, so ppl checked)"], trust.numbers)
-            else:
-                trust = Trust(UNRELIABLE, [f"the mean field's marginal of '{site}' is off the exact one by {err:.3f} "
-                                           f"(> {MARGINAL_TOL}; KL(q||p) is mode-seeking and the latents are "
-                                           "correlated): the exact posterior fits the memory budget, use "
-                                           "method='exact'"], trust.numbers, next_method="exact")
+        trust = exact_trust(posterior, graph, analysis, what="the mean field")
+        if trust is None:
+            tables, factors = _tables_and_factors(posterior)
+            try:
+                weighted = mean_field_weights(graph, factors=factors, tables=tables, num_draws=num_draws)
+            except PPLError as e:
+                return Trust(UNRELIABLE, [f"q could not be checked against the model: {e}"], next_method="nuts")
+            trust = psis_trust(weighted, what="the mean-field approximation",
+                               next_method="exact" if not analysis.continuous else "laplace", corrected=False)
+            if analysis.continuous and not analysis.discrete:
+                trust.next_method = "laplace"
     exact = posterior.diagnostics.get("exact_log_evidence")
     if exact is not None and posterior.elbo is not None:
         trust.numbers["kl_gap"] = exact - posterior.elbo

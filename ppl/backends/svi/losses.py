@@ -11,8 +11,9 @@ import torch
 from pyro.infer import ReweightedWakeSleep, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ...errors import ModelError, NumericalError, OptionError, PPLError
+from ..common.nonfinite import nonfinite_sites
 
-__all__ = ["LOSSES", "OPTIMIZERS", "make_optimizer", "make_loss", "check_loss", "svi_step", "nonfinite_sites"]
+__all__ = ["LOSSES", "OPTIMIZERS", "make_optimizer", "make_loss", "check_loss", "svi_step"]
 
 #: ``loss=`` names: ``Trace_ELBO`` (``TraceEnum_ELBO`` with enumerated sites),
 #: ``TraceMeanField_ELBO`` (analytic KL terms), ``RenyiELBO`` (Li & Turner 2016),
@@ -98,35 +99,3 @@ def svi_step(svi, kwargs, step: int, lr) -> float:
 def _where(svi, kwargs) -> str:
     bad = nonfinite_sites(svi.model, svi.guide, kwargs)
     return f"; not finite at {', '.join(bad[:5])}" if bad else ""
-
-
-def nonfinite_sites(model, guide, kwargs) -> list:
-    """Where a diverged SVI run is not finite: the guide's params with a NaN/inf entry, and
-    the sample sites whose log density is NaN/inf at one fresh draw of the guide (replayed
-    in the model).  Best effort: ``[]`` when a trace itself fails.
-
-    Returns
-    -------
-    list[str]
-        ``"model site 'name'"``, ``"param 'name'"``, ``"guide site 'name'"`` entries, in
-        that order."""
-    from pyro import poutine
-
-    bad = []
-    try:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            g = poutine.trace(guide).get_trace(**kwargs)
-            m = poutine.trace(poutine.replay(model, trace=g)).get_trace(**kwargs)
-            for who, tr in (("guide", g), ("model", m)):
-                for name, site in tr.nodes.items():
-                    if site["type"] == "param":
-                        if torch.is_tensor(site["value"]) and not bool(torch.isfinite(site["value"]).all()):
-                            bad.append(f"param '{name}'")
-                    elif site["type"] == "sample" and not name.startswith("_"):
-                        lp = site["fn"].log_prob(site["value"])
-                        if not bool(torch.isfinite(lp).all()):
-                            bad.append(f"{who} site '{name}'")
-    except Exception:  # noqa: BLE001 - a diagnosis only: a failing trace names nothing
-        return []
-    order = {"model": 0, "param": 1, "guide": 2}
-    return sorted(dict.fromkeys(bad), key=lambda b: order[b.split(" ")[0]])
