@@ -10,6 +10,7 @@ Public API (see docs/)::
     ppl.analyze(m, data)                 # structure, treewidth, cost, which methods apply
     post = ppl.infer(m, data, method="exact")
     ppl.compare(m, data, methods=[...])
+    post.save("post.pt"); ppl.load("post.pt")   # keep a result (no model needed to read it)
 """
 
 from . import constraints, distributions, errors
@@ -32,7 +33,8 @@ from .errors import (
     UnknownOptionError,
     UnsupportedModelError,
 )
-from .posterior import Posterior
+from .posterior import Posterior, load
+from .posterior.predictive import predict, prior_predictive
 from .render import render
 from .table import Table
 
@@ -40,11 +42,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "model", "Model", "sample", "param", "plate", "markov", "deterministic", "factor", "Vindex", "distributions", "constraints",
-    "compile", "analyze", "infer", "compare", "methods", "FactorGraph", "Analysis", "Posterior", "Table",
+    "compile", "analyze", "infer", "compare", "methods", "FactorGraph", "Analysis", "Posterior", "load", "Table",
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "UnknownOptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "TrustWarning", "errors", "models",
-    "render",
+    "render", "predict", "prior_predictive",
 ]
 
 

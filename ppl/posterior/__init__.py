@@ -3,8 +3,8 @@
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``variance(site)``,
 ``quantile(site, q)``, ``sample(n)``, ``map()``, ``seed``, ``memory_budget``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
-``None``, never a made-up value.
+``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path)``, ``save(path)`` (and
+``ppl.load(path)``, plain pickle), ``model``.  A field a backend cannot fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each:
 
@@ -22,7 +22,8 @@ Subclasses hold the representation of each backend, one module each:
 * :mod:`~ppl.posterior.quantiles`: quantiles and moments of every marginal family (exact
   inverses, bisection, fixed-seed draws as the last resort), shared by all classes;
 * :mod:`~ppl.posterior.checks`: the argument checks of the queries, the memory budget of
-  draws, and RNG isolation.
+  draws, and RNG isolation;
+* :mod:`~ppl.posterior.persist`: the portable state behind pickling, ``save`` and ``load``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from .base import Posterior
 from .draws import DrawsPosterior
 from .factors import FactorPosterior
 from .guide import GuidePosterior
+from .persist import load
 from .point import PointPosterior
 from .tables import MeanFieldPosterior, TablePosterior, sample_tables, support_values  # noqa: F401 (public helpers)
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
-           "FactorPosterior", "DrawsPosterior"]
+           "FactorPosterior", "DrawsPosterior", "load"]

@@ -2,8 +2,8 @@
 
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``.  A field a backend cannot fill is
-``None``, never a made-up value.
+``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``, ``save(path)``, ``model``.  A field a
+backend cannot fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each of
 :mod:`ppl.posterior`; this module holds what they share: the members' defaults, the
@@ -61,6 +61,16 @@ class Posterior:
         Bytes that one allocation of draws or tables by this object may take
         (:meth:`sample`, :meth:`to_arviz`, :meth:`plot`, fallback quantiles); ``None``: the
         run's ``diagnostics["memory_budget"]`` if set, else ppl's default (2 GiB).  Settable.
+    graph : FactorGraph or None
+        The compiled model it was fitted on; ``None`` on a loaded (unpickled) posterior.
+    model : ppl.Model or None
+        The model (see :attr:`model`); read-only.
+
+    Notes
+    -----
+    Every Posterior pickles, and :meth:`save` / :func:`ppl.load` keep it in a file, as a
+    portable state that loads in a process where the model cannot be imported
+    (:mod:`ppl.posterior.persist`); a loaded posterior answers its queries from that data.
     """
 
     def __init__(self, method, *, graph=None, elbo=None, log_evidence=None, params=None, history=None,
@@ -85,6 +95,117 @@ class Posterior:
         if budget is None:
             budget = self.diagnostics.get("memory_budget")
         return default_budget() if budget is None else int(budget)
+
+    @property
+    def model(self):
+        """The model this posterior was fitted on, a ``ppl.Model``: the compiled graph's while
+        :attr:`graph` is held; on a loaded posterior, the model re-imported from
+        :attr:`model_path` (its module is imported), or ``None`` when it was not kept or
+        does not import here."""
+        graph = getattr(self, "graph", None)
+        if graph is not None:
+            return graph.model
+        from .persist import import_model
+
+        return import_model(getattr(self, "_model_path", None))
+
+    @property
+    def model_path(self) -> str | None:
+        """``"module:qualname"`` under which :attr:`model` is kept when saved, or ``None``
+        (a model defined in ``__main__`` or inside a function, or not importable by that
+        name); see :func:`ppl.posterior.persist.model_path`."""
+        graph = getattr(self, "graph", None)
+        if graph is not None:
+            from .persist import model_path
+
+            return model_path(graph.model)
+        return getattr(self, "_model_path", None)
+
+    def save(self, path) -> str:
+        """Write this posterior to ``path`` (:func:`torch.save` of a versioned payload holding
+        its portable state: tables, draws, factors, point values, params, history,
+        diagnostics, trust; never the model or the graph); read it back with
+        :func:`ppl.load`.  Closures are materialised first (:mod:`ppl.posterior.persist`:
+        e.g. the joint draws behind a loaded exact or SVI posterior's :meth:`sample`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (parent directories are created).
+
+        Returns
+        -------
+        str
+            ``path``.
+
+        Raises
+        ------
+        OptionError
+            If ``path`` is not a str or ``os.PathLike``.
+        OSError
+            If the file cannot be written.
+        """
+        from .persist import save
+
+        return save(self, path)
+
+    def __reduce__(self):
+        """Pickle as the portable state (:func:`ppl.posterior.persist.portable_state`)."""
+        from .persist import portable_state, rebuild
+
+        return rebuild, (type(self),), portable_state(self)
+
+    def __setstate__(self, state):
+        """Unpickle from a portable state.
+
+        Raises
+        ------
+        DataError
+            If ``state`` is not a ppl posterior state of this ppl's format version."""
+        from .persist import restore_state
+
+        restore_state(self, state)
+
+    def __copy__(self):
+        """A shallow copy (sharing the graph and samplers; not the portable state)."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        """A deep copy of every attribute but the compiled graph (shared, as the model and
+        the samplers' closures are)."""
+        import copy
+
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        graph = getattr(self, "graph", None)
+        if graph is not None:
+            memo[id(graph)] = graph
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def _portable_state(self) -> dict:
+        """Attributes whose portable form this class computes (closures materialised), for
+        :func:`ppl.posterior.persist.portable_state`: a sampler that is a closure becomes
+        stored joint draws; the sites' event ranks are kept for use without the graph."""
+        from .persist import DROPPED, portable, stored_draws
+
+        out = {"_event_dims": {s: self._event_dim(s) for s in self.sites}}
+        sampler = vars(self).get("_sampler")
+        if sampler is not None and portable(sampler) is DROPPED:
+            out["_sampler"] = stored_draws(self, discrete=list(getattr(self, "_supports", None) or {}))
+        return out
+
+    def _restored(self) -> None:
+        """Rebuild caches after unpickling (subclasses with ``_transient`` attributes)."""
+
+    def _event_dim(self, site: str) -> int:
+        """Event rank of ``site``: from the graph, else the one saved with the posterior."""
+        variables = getattr(getattr(self, "graph", None), "variables", None) or {}
+        if site in variables:
+            return len(variables[site].event_shape)
+        return int((getattr(self, "_event_dims", None) or {}).get(site, 0))
 
     # The members below are filled by subclasses.
     @property
@@ -185,6 +306,28 @@ class Posterior:
         """
         return self._draw(num_samples, seed, call="sample")
 
+    def predictive(self, num_samples: int = 1000, data=None, seed: int | None = None, sites=None) -> dict:
+        """Posterior predictive draws of the observed sites: latents drawn jointly by
+        :meth:`sample`, then the model run with them fixed and its observed sites drawn
+        (Pyro's ``Predictive``; :func:`ppl.posterior.predictive.posterior_predictive` has
+        the details).  ``data=None``: the fitted data; a mapping: new arguments (new
+        covariates, a new plate size).  ``sites`` may name latent sites too.
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            Site -> draws of shape ``(num_samples,) + batch_shape + event_shape``.
+
+        Raises
+        ------
+        OptionError, DataError, UnsupportedModelError, IntractableError, ModelError
+            As :func:`~ppl.posterior.predictive.posterior_predictive` (a bad argument, bad
+            or plate-changing data for a local latent, no draws of a latent, over
+            :attr:`budget`, a model that raises)."""
+        from .predictive import posterior_predictive
+
+        return posterior_predictive(self, num_samples, data=data, seed=seed, sites=sites)
+
     def _draw(self, num_samples, seed, call: str) -> dict:
         n = check_count(num_samples, call=call)
         seed = check_seed(seed, call=call)
@@ -205,7 +348,11 @@ class Posterior:
 
     def _draw_layout(self) -> dict:
         """Site -> (shape of one draw, bytes per element) of what :meth:`sample` returns (the
-        graph's batch and event shapes at 8 bytes an element; subclasses refine it)."""
+        graph's batch and event shapes at 8 bytes an element; subclasses refine it; a loaded
+        posterior's stored draws give theirs)."""
+        stored = getattr(self._sampler, "layout", None)
+        if self.graph is None and callable(stored):
+            return stored()
         out = {}
         variables = getattr(self.graph, "variables", None) or {}
         for site in self.sites:

@@ -44,9 +44,24 @@ class DrawsPosterior(DiscreteTables, Posterior):
         self._supports = dict(supports or {})
         self._families = dict(families or {})
 
+    _transient = ("_flat", "_empirical")  # caches, rebuilt by _restored() after unpickling
+
     @property
     def sites(self) -> list:
         return list(self._draws) + list(self._supports)
+
+    def _portable_state(self) -> dict:
+        """The base's, plus the summed-out discrete sites' marginals computed now (the lazy
+        callable needs the model)."""
+        out = super()._portable_state()
+        if self._marginals is None:
+            self._marginals = self._discrete_fn() if self._discrete_fn is not None else {}
+        out.update(_marginals=self._marginals, _discrete_fn=None)
+        return out
+
+    def _restored(self) -> None:
+        self._flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self._draws.items()}
+        self._empirical = {}
 
     def _discrete_probs(self, site: str) -> torch.Tensor:
         if self._marginals is None:
@@ -106,9 +121,7 @@ class DrawsPosterior(DiscreteTables, Posterior):
             import pyro.distributions as pdist
 
             values = self._all(site)
-            event = len(self.graph.variables[site].event_shape) if self.graph is not None and \
-                site in self.graph.variables else 0
-            batch = values.dim() - 1 - event
+            batch = values.dim() - 1 - self._event_dim(site)
             moved = values.movedim(0, batch)
             self._empirical[site] = pdist.Empirical(moved, torch.zeros(moved.shape[: batch + 1], dtype=values.dtype,
                                                                        device=values.device))

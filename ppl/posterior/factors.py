@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UnsupportedModelError
 from .base import Posterior
+from .checks import FIXED_SEED
 from .tables import DiscreteTables, sample_tables, support_values
 
 __all__ = ["FactorPosterior"]
@@ -40,7 +42,6 @@ class FactorPosterior(DiscreteTables, Posterior):
         self._supports = dict(supports or {})
         self._families = dict(families or {})
         self._joint = dict(joint or {})
-        self._sampler = self._draw_factors
 
     @property
     def sites(self) -> list:
@@ -84,19 +85,34 @@ class FactorPosterior(DiscreteTables, Posterior):
             out[s] = support_values(self._supports[s], p.argmax(-1))
         return out
 
-    def _draw_factors(self, n, seed=None):
+    def _sampler(self, n, seed=None):
         """``n`` draws of every factor from torch's global RNG (:meth:`sample` seeds it, in a
-        forked state, when a seed is given or known)."""
+        forked state, when a seed is given or known); a factor over several sites of a loaded
+        posterior from its stored joint draws (:mod:`ppl.posterior.persist`)."""
         del seed
         with torch.no_grad():
             out = {}
             for sites, draw in self._joint.items():
+                if draw is None:
+                    raise UnsupportedModelError(f"sample(): the joint draws of {list(sites)} were not saved with "
+                                                "this posterior (one draw exceeded its memory budget)")
                 out.update(zip(sites, draw(n)))
             for s, d in self._factors.items():
                 if s not in out:
                     out[s] = d.sample((n,))
             out.update(sample_tables(self._marginals, self._supports, n))
             return out
+
+    def _portable_state(self) -> dict:
+        """The base's, and the samplers of factors over several sites (closures) replaced by
+        stored joint draws made with the run's seed (:func:`~ppl.posterior.persist.stored_joint`)."""
+        from .persist import DROPPED, portable, stored_joint
+
+        out = super()._portable_state()
+        seed = FIXED_SEED if self.seed is None else int(self.seed)
+        out["_joint"] = {sites: draw if draw is None or portable(draw) is not DROPPED else
+                         stored_joint(draw, sites, seed, self.budget) for sites, draw in self._joint.items()}
+        return out
 
     def _draw_layout(self) -> dict:
         out = {s: (tuple(d.batch_shape) + tuple(d.event_shape), 8) for s, d in self._factors.items()}

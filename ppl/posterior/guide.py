@@ -40,7 +40,15 @@ class GuidePosterior(DiscreteTables, Posterior):
     point : dict, optional
         For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
     guide : callable, optional
-        The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``).
+        The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``);
+        ``None`` on a loaded posterior.
+
+    Notes
+    -----
+    Saved or pickled (:mod:`ppl.posterior.persist`), it keeps every continuous site's marginal
+    and the ``posterior_samples`` draws (its means, variances, quantiles are unchanged) and
+    :data:`~ppl.posterior.persist.STORED_DRAWS` joint draws made with the run's seed: a loaded
+    posterior's :meth:`sample` picks from those, uniformly with replacement.
     """
 
     def __init__(self, method, *, continuous, marginal_fn, sampler, marginals, supports, families,
@@ -99,12 +107,12 @@ class GuidePosterior(DiscreteTables, Posterior):
         if site not in self._continuous:
             raise self._unknown(site)
         if site not in self._cache:
-            marg = self._marginal_fn(site)
+            marg = self._marginal_fn(site) if self._marginal_fn is not None else None
             if marg is None:
                 import pyro.distributions as pdist
 
                 draws = self._samples(site)
-                batch = draws.dim() - 1 - len(self.graph.variables[site].event_shape) if self.graph else 0
+                batch = draws.dim() - 1 - self._event_dim(site)
                 values = draws.movedim(0, batch)
                 marg = pdist.Empirical(values, torch.zeros(values.shape[: batch + 1], dtype=values.dtype,
                                                            device=values.device))
@@ -140,6 +148,22 @@ class GuidePosterior(DiscreteTables, Posterior):
         if self._point is None:
             return super().map()
         return dict(self._point)
+
+    def _portable_state(self) -> dict:
+        """The base's (the joint sampler becomes stored draws), plus every continuous site's
+        marginal and the fixed-seed draws behind sample-based moments, computed now, so a
+        loaded posterior's marginals and moments are the original's; the guide (a module
+        holding the model) is not kept."""
+        from .persist import DROPPED, portable
+
+        out = super()._portable_state()
+        for site in self._continuous:
+            self.marginal(site)
+        if self._continuous:
+            self._samples(self._continuous[0])
+        out["_cache"] = {site: marg for site, marg in self._cache.items() if portable(marg) is not DROPPED}
+        out.update(_draws=self._draws, _marginal_fn=None, guide=None)
+        return out
 
     def _no_map_hint(self) -> str:
         return "only a point-mass guide has one: run with guide='delta', or ppl.infer(..., method='map')"

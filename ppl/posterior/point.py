@@ -31,7 +31,6 @@ class PointPosterior(Posterior):
         self._values = dict(values)
         self._event_dims = dict(event_dims)
         self.log_joint = float(log_joint)
-        self._sampler = self._repeat
 
     @property
     def sites(self) -> list:
@@ -68,8 +67,9 @@ class PointPosterior(Posterior):
         """Site -> ĥ (``batch_shape + event_shape``)."""
         return {k: v.clone() for k, v in self._values.items()}
 
-    def _repeat(self, n, seed=None):
-        del seed  # a point mass has nothing random
+    def _sampler(self, n, seed=None):
+        """``n`` copies of the point (a point mass has nothing random)."""
+        del seed
         return {k: v.unsqueeze(0).expand((n,) + tuple(v.shape)).clone() for k, v in self._values.items()}
 
     def __repr__(self):

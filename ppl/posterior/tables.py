@@ -65,6 +65,13 @@ class TablePosterior(DiscreteTables, Posterior):
     sampler : callable(n, seed) -> dict, optional
         Exact joint sampler.
     map_assignment : dict[str, torch.Tensor], optional
+
+    Notes
+    -----
+    Saved or pickled (:mod:`ppl.posterior.persist`), the tables and the MAP are kept as they
+    are; a sampler that needs the model (exact, EM) is replaced by
+    :data:`~ppl.posterior.persist.STORED_DRAWS` exact joint draws made with the run's seed, and
+    a loaded posterior's :meth:`sample` picks from those, uniformly with replacement.
     """
 
     def __init__(self, method, *, marginals, supports, families, sampler=None, map_assignment=None, **kw):
@@ -72,7 +79,8 @@ class TablePosterior(DiscreteTables, Posterior):
         self._marginals = marginals  # empty when the backend was asked not to compute them
         self._supports = supports
         self._families = families
-        self._sampler = sampler
+        if sampler is not None:  # else the class's own (MeanFieldPosterior) or none
+            self._sampler = sampler
         self._map = map_assignment
 
     @property
@@ -148,8 +156,11 @@ class MeanFieldPosterior(TablePosterior):
         modes = {v: support_values(supports[v], p.argmax(-1)) for v, p in marginals.items()}
         super().__init__(method, marginals=marginals, supports=supports, families=families, map_assignment=modes,
                          seed=seed, **kw)
-        # sample() passes the run's seed (self.seed) when called without one
-        self._sampler = lambda n, sample_seed=None: sample_tables(marginals, supports, n, sample_seed)
+
+    def _sampler(self, n, sample_seed=None):
+        """``n`` independent draws of every factor (:func:`sample_tables`); :meth:`sample`
+        passes the run's seed (:attr:`seed`) when called without one."""
+        return sample_tables(self._marginals, self._supports, n, sample_seed)
 
     def map(self) -> dict:
         """Each factor's mode, site -> value with the site's batch shape (the mode of
