@@ -152,7 +152,9 @@ def escalate(graph, analysis, options: dict, run_method):
                 attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
                                  "left_because": f"not tried: the time budget ({own['time_budget']:g} s) is spent"})
                 continue
-            skip = backend.auto_skip(analysis, extra, attempts) if hasattr(backend, "auto_skip") else None
+            skip = _over_budget(backend, name, extra, given, attempts, spent, own["time_budget"])
+            if not skip and hasattr(backend, "auto_skip"):
+                skip = backend.auto_skip(analysis, extra, attempts)
             if skip:
                 attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
                                  "left_because": f"not tried: {skip}"})
@@ -192,6 +194,28 @@ def escalate(graph, analysis, options: dict, run_method):
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post
+
+
+def _over_budget(backend, name, extra, given, attempts, spent, budget) -> str | None:
+    """Why the variant ``extra`` (the user's options ``given`` win) would run past
+    ``budget`` seconds: the backend's last attempt's seconds scaled by the ratio of the two
+    runs' :meth:`~ppl.backends.base.Backend.auto_cost`; None when it fits or nothing can be
+    projected."""
+    if budget is None:
+        return None
+    earlier = [a for a in attempts if a["method"] == name and a.get("seconds")]
+    cost = getattr(backend, "auto_cost", lambda o: None)
+    if not earlier:
+        return None
+    now, before = cost({**extra, **given}), cost({**earlier[-1]["options"], **given})
+    if now is None or not before:
+        return None
+    projected = earlier[-1]["seconds"] * now / before
+    if spent + projected <= budget:
+        return None
+    return (f"the {name} run before it took {earlier[-1]['seconds']:.0f} s, so this one would take about "
+            f"{projected:.0f} s, past the time budget ({budget:g} s, {max(budget - spent, 0):.0f} s left); "
+            "raise time_budget to allow it")
 
 
 def _finish(post, route, attempts, chosen, trusted):

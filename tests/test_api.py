@@ -469,3 +469,25 @@ def test_device_cuda_matches_cpu():
         assert torch.allclose(gpu.probs(site).cpu(), cpu.probs(site), atol=1e-10)
     assert {k: v.cpu().tolist() for k, v in gpu.map().items()} == {k: v.tolist() for k, v in cpu.map().items()}
     assert gpu.sample(7, seed=0)["z"].shape == (7, 4)
+
+
+def test_auto_skips_a_variant_projected_past_the_time_budget():
+    from ppl.auto import _over_budget
+
+    class Sampler:
+        def auto_cost(self, options):
+            return float(options.get("num_chains", 4) * (options["warmup_steps"] + options["num_samples"]))
+
+    short = {"num_samples": 400, "warmup_steps": 300}
+    long = {"num_samples": 1000, "warmup_steps": 1000}
+    attempts = [{"method": "laplace", "options": {}, "seconds": 5.0},
+                {"method": "nuts", "options": short, "seconds": 35.0}]
+    # 35 s for 4 x 700 iterations -> 100 s for 4 x 2000: past a 120 s budget with 45 s spent
+    why = _over_budget(Sampler(), "nuts", long, {}, attempts, 45.0, 120.0)
+    assert why is not None and "about 100 s" in why and "75 s left" in why
+    assert _over_budget(Sampler(), "nuts", long, {}, attempts, 10.0, 120.0) is None      # fits
+    assert _over_budget(Sampler(), "nuts", long, {}, attempts, 45.0, None) is None       # no budget
+    assert _over_budget(Sampler(), "svi", long, {}, attempts, 45.0, 120.0) is None       # no earlier run of it
+    # the user's own options win over the variant's in both runs: equal cost, 35 s, fits
+    assert _over_budget(Sampler(), "nuts", long, {"num_samples": 10, "warmup_steps": 10}, attempts, 45.0,
+                        120.0) is None

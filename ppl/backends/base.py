@@ -130,6 +130,12 @@ class Backend(ABC):
         options win); default one, the declared defaults."""
         return [{}]
 
+    def auto_cost(self, options: dict) -> float | None:
+        """The relative cost of a run with ``options`` (any unit, e.g. iterations), or None
+        when unknown (default).  ``method="auto"`` scales an earlier attempt's seconds by
+        the ratio of two costs to skip a variant that would run past its ``time_budget``."""
+        return None
+
     def auto_skip(self, analysis, options: dict, attempts: list) -> str | None:
         """Why ``method="auto"`` should not try this backend with ``options`` after the
         ``attempts`` so far (dicts with ``method``, ``verdict``, ``psis_khat``,

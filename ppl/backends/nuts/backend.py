@@ -105,6 +105,12 @@ class NUTSBackend(Backend):
         return [{"num_samples": 400, "warmup_steps": 300, "target_accept_prob": 0.9},
                 {"num_samples": 1000, "warmup_steps": 1000, "target_accept_prob": 0.95}]
 
+    def auto_cost(self, options: dict) -> float:
+        """NUTS iterations of a run: ``num_chains · (warmup_steps + num_samples)`` (declared
+        defaults for the options not given)."""
+        get = lambda k: options.get(k, self.options[k].default)  # noqa: E731
+        return float(get("num_chains") * (get("warmup_steps") + get("num_samples")))
+
     def assess(self, posterior, graph, analysis):
         """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain
         (Vehtari et al. 2021) and no divergent transition (Betancourt 2017); see
