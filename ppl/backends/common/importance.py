@@ -99,6 +99,24 @@ TAIL_MASS_LIMIT = 0.02
 _TAIL_GRID = torch.cat([torch.arange(-30.0, -4.5, 1.0), torch.arange(-4.0, 4.01, 0.5), torch.arange(5.0, 30.01, 1.0)])
 
 
+def _line_log_density(potential, points: torch.Tensor) -> torch.Tensor:
+    """The model's log density at ``points`` ``(G, D)``, float64 on the CPU; a point where
+    the model cannot be evaluated (far out, a transform overflows and the support check
+    fails) is ``-inf``."""
+    from ...errors import PPLError
+
+    try:
+        return potential.log_density_batch(points).double().cpu()
+    except (ValueError, RuntimeError, PPLError):
+        out = torch.empty(points.shape[0], dtype=torch.float64)
+        for i in range(points.shape[0]):
+            try:
+                out[i] = float(potential.log_density(points[i]))
+            except (ValueError, RuntimeError, PPLError):
+                out[i] = -math.inf
+        return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
+
+
 def tail_mass(potential, z: torch.Tensor, max_axes: int = 32, max_seconds: float = 5.0) -> tuple | None:
     """How much of the model's mass lies where draws ``z`` ``(S, D)`` never reach.
 
@@ -140,7 +158,7 @@ def tail_mass(potential, z: torch.Tensor, max_axes: int = 32, max_seconds: float
         if sd == 0.0:
             continue
         line = mean.cpu() + t[:, None] * sd * axes[:, i]
-        lp = potential.log_density_batch(line.to(z.dtype).to(z.device)).double().cpu()
+        lp = _line_log_density(potential, line.to(z.dtype).to(z.device))
         if lp.shape[0] != t.shape[0] or not math.isfinite(float(lp.max())):
             continue
         mass = (lp - lp.max()).exp() * width
