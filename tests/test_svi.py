@@ -431,8 +431,9 @@ def test_posterior_members():
     assert torch.equal(draws["mu"], post.sample(100, seed=3)["mu"])
     table = post.summary()
     assert table.rows[0]["site"] == "mu" and table.rows[0]["mean"] == pytest.approx(float(post.mean("mu")))
-    idata = post.to_arviz(num_samples=50)
-    assert idata.posterior["mu"].shape == (1, 50)
+    idata = post.to_arviz(num_samples=50)          # independent draws split into 4 chains of 12
+    assert idata.posterior["mu"].shape == (4, 12)
+    assert post.to_arviz(num_samples=50, chains=1).posterior["mu"].shape == (1, 50)
     with pytest.raises(ppl.DataError, match="nu"):
         post.marginal("nu")
     # the fitted guide is Pyro's: usable with Predictive

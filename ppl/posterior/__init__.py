@@ -3,8 +3,9 @@
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``variance(site)``,
 ``quantile(site, q)``, ``sample(n)``, ``map()``, ``seed``, ``memory_budget``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path)``, ``save(path)`` (and
-``ppl.load(path)``, plain pickle), ``model``.  A field a backend cannot fill is ``None``, never a made-up value.
+``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path=None)``,
+``plot_arviz(kind)``, ``predictive(n, data)``, ``save(path)`` (and ``ppl.load(path)``, plain
+pickle), ``model``; notebook display (``_repr_html_``).  A field a backend cannot fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each:
 
@@ -23,7 +24,12 @@ Subclasses hold the representation of each backend, one module each:
   inverses, bisection, fixed-seed draws as the last resort), shared by all classes;
 * :mod:`~ppl.posterior.checks`: the argument checks of the queries, the memory budget of
   draws, and RNG isolation;
-* :mod:`~ppl.posterior.persist`: the portable state behind pickling, ``save`` and ``load``.
+* :mod:`~ppl.posterior.persist`: the portable state behind pickling, ``save`` and ``load``;
+* :mod:`~ppl.posterior.predictive` and :mod:`~ppl.posterior.conditionals`: posterior and
+  prior predictive draws (Pyro's ``Predictive``), and draws of summed-out discrete latents;
+* :mod:`~ppl.posterior.arviz_export`: ``to_arviz``'s InferenceData groups;
+* :mod:`~ppl.posterior.summary`: ``summary()`` and the HTML display;
+* :mod:`~ppl.posterior.figures`: ``plot`` and ``plot_arviz``.
 """
 
 from __future__ import annotations

@@ -2,12 +2,15 @@
 
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
-``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path)``, ``save(path)``, ``model``.  A field a
-backend cannot fill is ``None``, never a made-up value.
+``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path=None)``, ``plot_arviz(kind)``,
+``save(path)``, ``model``, and the notebook display (``_repr_html_``).  A field a backend cannot
+fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each of
-:mod:`ppl.posterior`; this module holds what they share: the members' defaults, the
-summary table, ArviZ export and plots.  The quantiles and moments of a marginal
+:mod:`ppl.posterior`; this module holds what they share: the members' defaults and thin
+calls into the modules that do one job each: the summary table and HTML display in
+:mod:`ppl.posterior.summary`, the ArviZ export in :mod:`ppl.posterior.arviz_export`, the
+figures in :mod:`ppl.posterior.figures`.  The quantiles and moments of a marginal
 (:func:`marginal_variance`, :func:`marginal_quantile`, re-exported here) live in
 :mod:`ppl.posterior.quantiles`; the argument checks, the memory budget of draws and the
 RNG isolation in :mod:`ppl.posterior.checks`.
@@ -15,14 +18,11 @@ RNG isolation in :mod:`ppl.posterior.checks`.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ..errors import DataError, OptionError, UnsupportedModelError
+from ..errors import DataError, UnsupportedModelError
 from ..table import Table
 from .checks import check_count, check_level, check_memory, check_seed, default_budget, isolated_rng, numel
-from .plotting import figure, plot_continuous_marginal, plot_table_marginal
 from .quantiles import marginal_mean, marginal_quantile, marginal_variance, table_quantile
 
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
@@ -375,13 +375,22 @@ class Posterior:
         return "run ppl.infer(..., method='map') for the joint MAP"
 
     def summary(self, quantiles=(0.05, 0.5, 0.95)) -> Table:
-        """Per-site table of mean, standard deviation and quantiles (scalar elements;
-        plated sites give one row per element, first 20 shown).
+        """Per-site table of posterior mean, standard deviation and quantiles (scalar
+        elements; a plated site gives one row per element, the first 20).
+
+        Columns ``site``, ``mean``, ``sd`` and one per level (``"5%"``, ``"50%"``, ``"95%"``:
+        :meth:`quantile`, exact where the marginal allows).  A site held as draws (NUTS,
+        Laplace, Pathfinder) is summarised by ``arviz.summary``: ``mean`` and ``sd`` (ddof 1)
+        of the draws, ``hdi_3%`` / ``hdi_97%`` (the 94% highest-density interval), and across
+        a sampler's chains (two or more) ``mcse_mean``, ``mcse_sd``, ``ess_bulk``,
+        ``ess_tail``, ``r_hat`` (Vehtari et al. 2021).  Other sites keep exact numbers from
+        their marginal (probability tables, closed-form families), no Monte Carlo.  The
+        trust line is the first note (:mod:`ppl.posterior.summary`).
 
         Parameters
         ----------
         quantiles : sequence of float
-            Levels in ``[0, 1]``, one column each (see :meth:`quantile`).
+            Levels in ``[0, 1]``, one column each.
 
         Returns
         -------
@@ -391,59 +400,88 @@ class Posterior:
         ------
         OptionError
             If ``quantiles`` is not a sequence of numbers in ``[0, 1]``.
+        DataError
+            If a site's marginal was not computed (``marginals=False``).
         """
-        try:
-            levels = list(quantiles)
-        except TypeError:
-            raise OptionError(f"summary(): quantiles must be a sequence of numbers in [0, 1], got {quantiles!r}") \
-                from None
-        quantiles = [check_level(q, name="quantiles", call="summary") for q in levels]
-        rows = []
-        for site in self.sites:
-            mean = self.mean(site).reshape(-1)
-            var = self.variance(site).reshape(-1)
-            qs = [self.quantile(site, q).reshape(-1) for q in quantiles]
-            n = mean.numel()
-            for i in range(min(n, 20)):
-                label = site if n == 1 else f"{site}[{i}]"
-                row = {"site": label, "mean": float(mean[i]), "sd": float(var[i].clamp_min(0).sqrt())}
-                for q, qv in zip(quantiles, qs):
-                    row[f"{q:.0%}"] = float(qv[i])
-                rows.append(row)
-        notes = [str(self.trust)] if self.trust is not None else []
-        return Table(rows, title=f"posterior summary ({self.method})", notes=notes)
+        from .summary import summary_table
 
-    def to_arviz(self, num_samples: int = 1000):
-        """Posterior draws as an ``arviz.InferenceData`` (one chain).
+        return summary_table(self, quantiles)
+
+    def _summary_draws(self, site: str):
+        """``(draws (C, S) + shape, real chains?)`` when ``site`` is held as draws (then
+        :meth:`summary` uses ``arviz.summary``), else ``None``: exact numbers."""
+        return None
+
+    def _chain_draws(self, chains: int, per_chain: int, seed) -> dict:
+        """Site -> draws ``(chains, per_chain) + shape`` for :meth:`to_arviz`: independent
+        joint draws of :meth:`sample`, laid out as chains."""
+        draws = self._draw(chains * per_chain, seed, call="to_arviz")
+        return {k: v.reshape((chains, per_chain) + tuple(v.shape[1:])) for k, v in draws.items()}
+
+    def to_arviz(self, num_samples: int = 1000, seed: int | None = None, predictive: bool = True,
+                 log_likelihood: bool = True, prior: bool = False, chains: int = 4):
+        """This posterior as an ``arviz.InferenceData`` (:mod:`ppl.posterior.arviz_export`),
+        so ``az.summary``, ``az.loo``, ``az.compare`` and ArviZ's plots work on it.
+
+        Groups (each draw group ``(chain, draw, *shape)``, dims named after the plates):
+
+        * ``posterior``: a sampler's real chains, every draw (NUTS; ``num_samples`` is then
+          checked but not used); otherwise ``num_samples`` joint draws of :meth:`sample`
+          laid out as ``chains`` independent chains (fewer when ``num_samples < chains²``;
+          ``num_samples`` rounded down to a multiple of the chains);
+        * ``observed_data``: the observed sites' fitted values;
+        * ``posterior_predictive`` (``predictive``): observed sites drawn given each
+          posterior draw (as :meth:`predictive`);
+        * ``log_likelihood`` (``log_likelihood``): ``log p(y_i | h_s)`` in nats per observed
+          site, per draw and plate copy, ``(chain, draw, *batch_shape)``;
+        * ``prior`` / ``prior_predictive`` (``prior``): latents / observed sites drawn from
+          the prior (:func:`ppl.prior_predictive`; ``ppl.param`` sites at their declared
+          values).
+
+        A posterior without its model (loaded) gives ``posterior`` alone; a group skipped
+        is named, with the reason, in ``idata.posterior.attrs["ppl_notes"]``.
+
+        Parameters
+        ----------
+        num_samples : int
+            Draws, a positive integer.
+        seed : int or None
+            Makes every group reproducible, leaving the global RNGs as they were;
+            ``None``: the run's seed (:attr:`seed`), else torch's global RNG.
+        predictive, log_likelihood, prior : bool
+            Which optional groups to build.
+        chains : int
+            Chains that independent draws are laid out as (a positive integer).
+
+        Returns
+        -------
+        arviz.InferenceData
 
         Raises
         ------
         OptionError
-            If ``num_samples`` is not a positive integer.
+            If ``num_samples`` or ``chains`` is not a positive integer, ``seed`` not a valid
+            seed, or a flag not a bool.
         IntractableError
-            If the draws would exceed :attr:`budget` (as :meth:`sample`).
+            If the draws would exceed :attr:`budget` (as :meth:`sample` and
+            :meth:`predictive`), checked before allocating.
         UnsupportedModelError
             If this posterior cannot be sampled.
+        ModelError
+            If the model raises when run at the draws.
         ImportError
             If ArviZ is not installed (``pip install arviz``).
         """
-        import warnings
+        from .arviz_export import to_inference_data
 
-        check_count(num_samples, call="to_arviz")
+        return to_inference_data(self, num_samples, seed=seed, predictive=predictive, log_likelihood=log_likelihood,
+                                 prior=prior, chains=chains)
 
-        try:
-            with warnings.catch_warnings():  # ArviZ announces its refactor on import
-                warnings.simplefilter("ignore", FutureWarning)
-                import arviz as az
-        except ImportError as e:
-            raise ImportError("to_arviz() needs ArviZ: pip install arviz") from e
-        draws = self._draw(num_samples, None, call="to_arviz")
-        return az.from_dict(posterior={k: v.detach().cpu().numpy()[None] for k, v in draws.items()})
-
-    def plot(self, site: str, path, copies: int = 4, num_samples: int = 2000, seed: int | None = 0) -> str:
-        """Write a PNG of ``site``'s posterior marginal (matplotlib on an Agg canvas: no
-        display needed, pyplot's state untouched), one panel per plate copy / element
-        (the first ``copies``).
+    def plot(self, site: str, path=None, copies: int = 4, num_samples: int = 2000, seed: int | None = 0):
+        """A figure of ``site``'s posterior marginal (matplotlib on its own Agg canvas: no
+        display needed, pyplot's state untouched), one panel per plate copy / element (the
+        first ``copies``): written as a PNG to ``path``, or returned (Jupyter displays a
+        Figure inline).
 
         Discrete sites with probability tables: a bar chart of the state probabilities.
         Continuous sites: a histogram of ``num_samples`` draws from ``marginal(site)``,
@@ -454,8 +492,9 @@ class Posterior:
         ----------
         site : str
             A latent site of this posterior (see :attr:`sites`).
-        path : str or os.PathLike
-            File to write (``.png`` is the format; parent directories are created).
+        path : str, os.PathLike or None
+            File to write (``.png`` is the format; parent directories are created);
+            ``None``: nothing is written, the Figure is returned.
         copies : int
             Plate copies / elements shown (the first ones, row-major).
         num_samples : int
@@ -465,47 +504,67 @@ class Posterior:
 
         Returns
         -------
-        str
-            ``path``.
+        str or matplotlib.figure.Figure
+            ``path`` when given, else the Figure.
 
         Raises
         ------
         DataError
             If ``site`` is not a latent site of this posterior.
         OptionError
-            If ``num_samples`` is not a positive integer or ``seed`` not a valid seed.
+            If ``num_samples`` is not a positive integer, ``seed`` not a valid seed, or
+            ``path`` neither None, a str nor an os.PathLike.
         IntractableError
             If the draws of a continuous site would exceed :attr:`budget`.
         ImportError
             If matplotlib is not installed.
         """
-        num_samples = check_count(num_samples, call="plot")
-        seed = check_seed(seed, call="plot")
-        if site not in self.sites:
-            raise self._unknown(site)
-        discrete = site in getattr(self, "_supports", {}) and hasattr(self, "probs")
-        marg = None
-        if not discrete:
-            marg = self.marginal(site)
-            shape = tuple(marg.batch_shape) + tuple(marg.event_shape)
-            check_memory(num_samples, numel(shape) * 8, self.budget, what=f"plot('{site}', num_samples={num_samples})",
-                         detail=f"{numel(shape):,} elements × 8 bytes")
-        path = os.fspath(path)
-        folder = os.path.dirname(path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        fig = figure()
-        if discrete:
-            table = self.probs(site).detach().cpu().double()
-            n = plot_table_marginal(fig, table, self._supports[site], site, copies)
-        else:
-            n = plot_continuous_marginal(fig, marg, site, copies, num_samples, seed)
-        shown = min(copies, n)
-        more = f" (first {shown} of {n})" if n > shown else ""
-        fig.suptitle(f"posterior marginal of '{site}' ({self.method}){more}", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        return path
+        from .figures import marginal_figure
+
+        return marginal_figure(self, site, path, copies=copies, num_samples=num_samples, seed=seed)
+
+    def plot_arviz(self, kind: str = "posterior", num_samples: int = 1000, seed: int | None = None, **kw):
+        """ArviZ's plot of :meth:`to_arviz`: ``kind="posterior"`` (``az.plot_posterior``:
+        marginal densities with HDI), ``"forest"`` (``az.plot_forest``: intervals of every
+        site, per chain) or ``"ppc"`` (``az.plot_ppc``: posterior predictive draws over the
+        observed data).  ArviZ draws through pyplot: the figure is pyplot's current one
+        (close it with ``matplotlib.pyplot.close(fig)``); nothing else of pyplot is touched.
+
+        Parameters
+        ----------
+        kind : {"posterior", "forest", "ppc"}
+        num_samples : int
+            Draws of :meth:`to_arviz` (not used for a sampler's real chains).
+        seed : int or None
+            As for :meth:`to_arviz`.
+        **kw
+            Passed to the ArviZ function (``var_names``, ``hdi_prob``, ``ax``...).
+
+        Returns
+        -------
+        matplotlib.axes.Axes or numpy.ndarray of Axes
+            What ArviZ returns (``.figure`` of an Axes is the Figure).
+
+        Raises
+        ------
+        OptionError
+            If ``kind`` is not one of the three, or as :meth:`to_arviz`.
+        UnsupportedModelError
+            ``kind="ppc"`` on a posterior without predictive draws (no model, nothing
+            observed); or as :meth:`to_arviz`.
+        ImportError
+            If ArviZ or matplotlib is not installed.
+        """
+        from .figures import arviz_plot
+
+        return arviz_plot(self, kind, num_samples=num_samples, seed=seed, **kw)
+
+    def _repr_html_(self) -> str:
+        """This posterior as HTML (Jupyter's display): method, trust verdict and its first
+        reason, log evidence / ELBO, then :meth:`summary` (:func:`ppl.posterior.summary.posterior_html`)."""
+        from .summary import posterior_html
+
+        return posterior_html(self)
 
     def _unknown(self, site):
         return DataError(f"'{site}' is not a latent site of this posterior; latent sites: {self.sites}")

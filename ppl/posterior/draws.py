@@ -8,7 +8,6 @@ import torch
 
 from ..errors import DataError
 from .base import Posterior
-from .checks import check_count
 from .quantiles import sample_quantile
 from .tables import DiscreteTables
 
@@ -171,21 +170,24 @@ class DrawsPosterior(DiscreteTables, Posterior):
             return super().map()
         return dict(self._point)
 
-    def to_arviz(self, num_samples: int = 1000):
-        """The draws, chains kept, as an ``arviz.InferenceData`` (``num_samples`` is checked but
-        ignored: every draw is returned, nothing new is drawn).
+    @property
+    def real_chains(self) -> bool:
+        """Whether the draws are a sampler's chains (NUTS: ``diagnostics["num_chains"]`` is
+        set), so that :meth:`to_arviz` keeps them and :meth:`summary` reports ESS and R-hat
+        across them; ``False`` for the independent draws of an approximation (Laplace,
+        Pathfinder), which :meth:`to_arviz` draws anew as independent chains."""
+        return self.diagnostics.get("num_chains") is not None
 
-        Raises
-        ------
-        OptionError
-            If ``num_samples`` is not a positive integer.
-        ImportError
-            If ArviZ is not installed."""
-        import warnings
+    def _chain_draws(self, chains: int, per_chain: int, seed) -> dict:
+        """A sampler's chains as they are, ``(C, S) + shape`` (the layout asked for is not
+        used); the base's independent draws otherwise."""
+        if self.real_chains:
+            return dict(self._draws)
+        return super()._chain_draws(chains, per_chain, seed)
 
-        check_count(num_samples, call="to_arviz")
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-        return az.from_dict(posterior={k: v.cpu().numpy() for k, v in self._draws.items()})
+    def _summary_draws(self, site: str):
+        """The stored draws of a continuous site (with :attr:`real_chains`): summarised by
+        ``arviz.summary``; ``None`` for a summed-out discrete site (exact from :meth:`probs`)."""
+        if site in self._draws:
+            return self._draws[site], self.real_chains
+        return None

@@ -38,7 +38,7 @@ from ..errors import DataError, ModelError, OptionError, PPLError, UnsupportedMo
 from .checks import check_count, check_memory, check_seed, default_budget, isolated_rng, numel
 from .conditionals import summed_out_draws
 
-__all__ = ["posterior_predictive", "predict", "prior_predictive"]
+__all__ = ["posterior_predictive", "predict", "prior_predictive", "replicate"]
 
 # what a model that does not broadcast over a batch of draws raises in the vectorised run
 _BROADCAST_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError, TypeError, NotImplementedError)
@@ -258,28 +258,42 @@ def _agrees(plan: _Plan, trace, out: dict, n: int) -> bool:
     return True
 
 
+def _checked_trace(plan: _Plan, draws: dict, n: int):
+    """Pyro's vectorised trace of the run at ``draws`` when the model broadcasts over them
+    and one-draw runs agree with it (:func:`_agrees`): ``((trace, out), "")``, else
+    ``(None, reason)``.  Run under ``torch.no_grad()``."""
+    result, reason = _vectorised(plan, draws, n)
+    if result is None:
+        return None, reason
+    trace, out = result
+    try:
+        if _agrees(plan, trace, out, n):
+            return result, ""
+    except PPLError:
+        raise
+    except _BROADCAST_ERRORS as e:
+        return None, f"{type(e).__name__} in a one-draw run: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    return None, "the vectorised run gives other densities than one-draw runs"
+
+
+def _warn_slow(call: str, reason: str, n: int) -> None:
+    """Say that the model is run one draw at a time (when there is more than one)."""
+    if n > 1:
+        warnings.warn(f"{call}(): the model does not broadcast over a batch of draws ({reason}); drawing one at "
+                      "a time, which is slow. Index by latents with ppl.Vindex and let plates broadcast",
+                      UserWarning, stacklevel=5)
+
+
 def _run(plan: _Plan, draws: dict, n: int, call: str) -> dict:
     """Draws of the returned sites, ``(n,) + shape`` each: vectorised where the model
     broadcasts and the one-draw check agrees, else one draw at a time."""
     from pyro.infer import Predictive
 
     with torch.no_grad():
-        result, reason = _vectorised(plan, draws, n)
+        result, reason = _checked_trace(plan, draws, n)
         if result is not None:
-            trace, out = result
-            try:
-                if _agrees(plan, trace, out, n):
-                    return {s: out[s].detach().clone() for s in plan.returned}
-            except PPLError:
-                raise
-            except _BROADCAST_ERRORS as e:
-                reason = f"{type(e).__name__} in a one-draw run: {str(e).splitlines()[0][:160] if str(e) else ''}"
-            else:
-                reason = "the vectorised run gives other densities than one-draw runs"
-        if n > 1:
-            warnings.warn(f"{call}(): the model does not broadcast over a batch of draws ({reason}); drawing one at "
-                          "a time, which is slow. Index by latents with ppl.Vindex and let plates broadcast",
-                          UserWarning, stacklevel=4)
+            return {s: result[1][s].detach().clone() for s in plan.returned}
+        _warn_slow(call, reason, n)
         try:
             samples = Predictive(plan.fn, posterior_samples=draws, num_samples=n, return_sites=plan.returned,
                                  parallel=False)(**plan.kwargs)
@@ -288,6 +302,43 @@ def _run(plan: _Plan, draws: dict, n: int, call: str) -> dict:
         except Exception as e:
             raise ModelError(f"{call}(): the model raised while drawing: {type(e).__name__}: {e}") from e
         return {s: samples[s].detach().reshape((n,) + plan.shapes[s]).clone() for s in plan.returned}
+
+
+def _pointwise(site, plan: _Plan, name: str, n: int) -> torch.Tensor:
+    """``log p(value | rest)`` of one site of a checked vectorised trace, per draw and plate
+    copy: shape ``(n,) + batch_shape`` (event dims summed by ``log_prob``; the draw dim is at
+    ``-(nesting + 1)``, as :func:`_agrees` checked; plate dims the site is not in are 1)."""
+    lp = site["fn"].log_prob(site["value"])
+    batch = plan.batch[name]
+    trailing = tuple(lp.shape[lp.dim() - plan.nesting:]) if plan.nesting else ()
+    trailing = trailing[max(plan.nesting - len(batch), 0):]
+    return lp.reshape((n,) + trailing).expand((n,) + batch).detach().clone()
+
+
+def _log_likelihood(plan: _Plan, observed: dict, draws: dict, n: int, call: str) -> dict:
+    """``log p(y_i | h_s)`` of every observed site at its ``observed`` value, given each draw
+    ``h_s`` of the latents: site -> ``(n,) + batch_shape``; vectorised as :func:`_run`,
+    else one draw at a time."""
+    fixed = {**draws, **{s: v.expand((n,) + tuple(v.shape)) for s, v in observed.items()}}
+    with torch.no_grad():
+        result, reason = _checked_trace(plan, fixed, n)
+        if result is not None:
+            trace = result[0]
+            return {s: _pointwise(trace.nodes[s], plan, s, n) for s in observed}
+        _warn_slow(call, reason, n)
+        rows = []
+        for i in range(n):
+            try:
+                one = poutine.trace(poutine.condition(plan.fn, {s: v[i] for s, v in fixed.items()}))
+                single = one.get_trace(**plan.kwargs)
+            except PPLError:
+                raise
+            except Exception as e:
+                raise ModelError(f"{call}(): the model raised while scoring the data: {type(e).__name__}: {e}") \
+                    from e
+            rows.append({s: single.nodes[s]["fn"].log_prob(single.nodes[s]["value"]).expand(plan.batch[s])
+                         for s in observed})
+        return {s: torch.stack([r[s] for r in rows]).detach() for s in observed}
 
 
 def _noise_rng(seed):
@@ -350,6 +401,17 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
     """
     call = "predictive"
     n, seed, wanted = check_count(num_samples, call=call), check_seed(seed, call=call), _check_sites(sites, call)
+    graph, plan, params = _prepared(posterior, data, wanted, call)
+    _check_plan_memory(plan, n, posterior.budget, call)
+    seed = posterior.seed if seed is None else seed
+    draws = posterior.sample(n, seed) if plan.latents else {}
+    with param_scope(graph, params), _noise_rng(seed):
+        return _run(plan, _completed(posterior, graph, plan, draws, n, call), n, call)
+
+
+def _prepared(posterior, data, wanted, call: str) -> tuple:
+    """``(graph, plan, params)`` of a run of ``posterior``'s model with ``data``, its latents
+    checked against the posterior's."""
     graph = getattr(posterior, "graph", None)
     if graph is None or getattr(graph, "model", None) is None:
         raise UnsupportedModelError(f"{call}(): this posterior (method '{posterior.method}') has no model to run "
@@ -359,14 +421,72 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
     with param_scope(graph, params):
         plan = _plan(graph.model, kwargs, set(graph.observed()), wanted, call, nulled)
     _check_latent_shapes(graph, posterior, plan, call)
-    _check_plan_memory(plan, n, posterior.budget, call)
-    seed = posterior.seed if seed is None else seed
-    draws = posterior.sample(n, seed) if plan.latents else {}
+    return graph, plan, params
+
+
+def _completed(posterior, graph, plan: _Plan, draws: dict, n: int, call: str) -> dict:
+    """The run's latent draws (:func:`_shaped`), discrete latents summed out of ``draws``
+    drawn from ``p(z | h, y)`` (inside the caller's ``param_scope`` and RNG block)."""
     missing = [s for s in plan.latents if s not in draws]
+    if missing:
+        draws = {**draws, **summed_out_draws(graph, draws, missing, n, call=call, method=posterior.method)}
+    return _shaped(draws, plan, n, call, posterior.method)
+
+
+def replicate(posterior, draws: dict, num_draws: int, seed: int | None = None, *, predictive: bool = True,
+              log_likelihood: bool = True, call: str = "to_arviz") -> dict:
+    """At given joint posterior draws of the latents, on the fitted data: posterior
+    predictive draws of the observed sites (as :func:`posterior_predictive`) and the
+    pointwise log-likelihood ``log p(y_i | h_s)`` of each observed value ``y_i`` (each plate
+    copy of each observed site) given each draw ``h_s`` (Vehtari, Gelman & Gabry 2017,
+    eq. 2: the input of PSIS-LOO).  The model runs with the latents fixed at the draws,
+    vectorised over them where it broadcasts and agrees with one-draw runs, else one draw
+    at a time (a ``UserWarning`` says so).
+
+    Parameters
+    ----------
+    posterior : Posterior
+        A result of ``ppl.infer`` holding its graph.
+    draws : dict[str, torch.Tensor]
+        Latent site -> draws ``(n,) + batch_shape + event_shape`` (as ``posterior.sample``
+        returns; discrete latents the posterior sums out are drawn from ``p(z | h, y)``).
+    num_draws : int
+        ``n``, the draws (a model without latents is still run ``n`` times).
+    seed : int or None
+        Seed of the model's own draws (an independent stream derived from it, as
+        :func:`posterior_predictive`); ``None``: torch's global RNG.
+    predictive, log_likelihood : bool
+        Which of the two to compute.
+    call : str
+        The calling function, for messages.
+
+    Returns
+    -------
+    dict
+        ``"posterior_predictive"``: site -> draws ``(n,) + batch_shape + event_shape``;
+        ``"log_likelihood"``: site -> log densities in nats, ``(n,) + batch_shape`` (event
+        dims summed).  Only the keys asked for.
+
+    Raises
+    ------
+    OptionError
+        The model has no observed site.
+    UnsupportedModelError, DataError, IntractableError, ModelError
+        As :func:`posterior_predictive` (no model, draws missing or of the wrong shape, the
+        run over ``posterior.budget``, a model that raises).
+    """
+    n = check_count(num_draws, name="num_draws", call=call)
+    graph, plan, params = _prepared(posterior, None, None, call)
+    _check_plan_memory(plan, n, posterior.budget, call)
+    out = {}
     with param_scope(graph, params), _noise_rng(seed):
-        if missing:  # discrete latents summed out of the draws: from p(z | h, y)
-            draws = {**draws, **summed_out_draws(graph, draws, missing, n, call=call, method=posterior.method)}
-        return _run(plan, _shaped(draws, plan, n, call, posterior.method), n, call)
+        fixed = _completed(posterior, graph, plan, draws, n, call)
+        if predictive:
+            out["posterior_predictive"] = _run(plan, fixed, n, call)
+        if log_likelihood:
+            observed = {s: graph.sites[s].value.detach().expand(plan.shapes[s]) for s in plan.observed}
+            out["log_likelihood"] = _log_likelihood(plan, observed, fixed, n, call)
+    return out
 
 
 def predict(posterior, num_samples: int = 1000, data=None, seed: int | None = None, sites=None) -> dict:
