@@ -38,9 +38,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/cavi.py
 	$(PY) benchmarks/approx.py
 
-# the documentation site under site/ (no network at build time; mkdocs comes with the docs extra)
+# the documentation site under site/ (no network at build time; mkdocs comes with the docs extra):
+# the pages' pictures are drawn into docs/images/ (not in git), the tutorial notebook is checked
+# against its page, then mkdocs builds (--strict: a missing picture or page is an error)
 docs: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,docs]"
+	$(PY) ppl_examples/docs_images.py
+	$(PY) ppl_examples/tutorial_notebook.py --check
 	$(PY) -m mkdocs build --strict --quiet
 
 clean:

@@ -11,7 +11,7 @@ intensive care, bundled with pgmpy and read here offline from its BIF file.  We
 4. compare elimination heuristics (and check them against each other) with
    ``ppl.compare``.
 
-Run: ``make demo`` or ``python ppl_examples/alarm.py``.
+Run: ``python ppl_examples/alarm.py`` (``make demo`` runs it as part 1 of the tour, ``ppl_examples/tour.py``).
 """
 
 from __future__ import annotations

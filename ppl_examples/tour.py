@@ -34,7 +34,8 @@ Every part runs offline on data that ships with scikit-learn or pgmpy, prints it
    exact for this Gaussian posterior; every attempt and why it was left is printed.
 
 Run: ``python ppl_examples/tour.py`` (``--quick`` for a smoke run; ``--parts 1,2`` for a few
-parts).  About 3-4 minutes on 2 cores.
+parts).  It takes several minutes (parts 3 and 5, the CAVI, MAP and VAE runs, the most);
+the time of each part is printed at the end.
 """
 
 from __future__ import annotations

@@ -42,16 +42,24 @@ def test_tutorial_runs(page, tmp_path, monkeypatch):
 
 
 def test_docs_site_builds(tmp_path):
-    """``make docs``: mkdocs builds the site from docs/ with no warnings (a page missing from
-    the navigation, a broken nav entry)."""
+    """``make docs``: the pages' pictures are drawn into docs/images/
+    (ppl_examples/docs_images.py), then mkdocs builds the site from docs/ with no warnings (a
+    page missing from the navigation, a broken nav entry, a missing picture); every page
+    that shows a picture holds it, and the pictures are in the built site."""
     pytest.importorskip("mkdocs")
+    import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    images = subprocess.run([sys.executable, "ppl_examples/docs_images.py"], cwd=root, capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert images.returncode == 0, images.stdout + images.stderr
     run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(tmp_path / "site")],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+    check_pictures(tmp_path / "site")
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "tutorials" / "01-elbo" / "index.html").exists()
     # the API reference is generated from the docstrings, and nothing is fetched from a CDN
@@ -61,3 +69,51 @@ def test_docs_site_builds(tmp_path):
     for page in (tmp_path / "site").rglob("*.html"):
         text = page.read_text()
         assert "cdnjs" not in text and "cdn.jsdelivr" not in text, page
+
+
+def check_pictures(site: Path) -> None:
+    """Each page of ``docs_images.IMAGES`` shows its pictures (an ``<img>`` with alt text),
+    every ``<img>`` of the site opens a PNG of real size, and the notebook is downloadable."""
+    import struct
+    import sys
+    from html.parser import HTMLParser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ppl_examples"))
+    from docs_images import IMAGES
+
+    class Images(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.found.append(dict(attrs))
+
+    def images_of(page: Path) -> list:
+        parser = Images()
+        parser.feed(page.read_text(encoding="utf-8"))
+        return parser.found
+
+    for source, names in IMAGES.items():
+        page = site / source.removesuffix(".md") / "index.html"
+        shown = {Path(img["src"]).name: img for img in images_of(page)}
+        for name in names:
+            assert name in shown, f"{source} does not show {name}"
+            assert len(shown[name].get("alt", "")) > 20, f"{source}: {name} has no alt text"
+    pictures = 0
+    for page in site.rglob("*.html"):
+        for img in images_of(page):
+            if img["src"].startswith(("http:", "https:", "data:")):
+                continue
+            target = (page.parent / img["src"]).resolve()
+            assert target.is_file(), f"{page.relative_to(site)}: picture {img['src']} is not in the site"
+            head = target.read_bytes()[:24]
+            assert head[:8] == b"\x89PNG\r\n\x1a\n", target
+            width, height = struct.unpack(">II", head[16:24])
+            assert width >= 300 and height >= 200, (target, width, height)
+            pictures += 1
+    assert pictures >= sum(len(names) for names in IMAGES.values())
+    tutorial = (site / "tutorials" / "07-keep-predict-plot" / "index.html").read_text(encoding="utf-8")
+    assert "07-keep-predict-plot.ipynb" in tutorial
+    assert (site / "tutorials" / "07-keep-predict-plot.ipynb").is_file()
