@@ -21,24 +21,11 @@ from ppl import cli
 from ppl.cli.jsonout import dumps, jsonable
 from ppl.comparison import COLUMNS
 
-# The models and data of tests/test_cli.py.
-MODELS = textwrap.dedent('''
-    import torch, ppl
-    import ppl.distributions as dist
+# The models and data of tests/test_cli.py, plus a three-variable chain.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_cli import MODELS as CLI_MODELS, X  # noqa: E402
 
-    @ppl.model
-    def mixture(x, K=2):
-        weights = ppl.param("weights", torch.ones(K) / K, constraint=dist.constraints.simplex)
-        locs = ppl.param("locs", torch.linspace(-2.0, 2.0, K))
-        with ppl.plate("data", len(x)):
-            z = ppl.sample("z", dist.Categorical(weights))
-            ppl.sample("obs", dist.Normal(locs[z], 1.0), obs=x)
-
-    @ppl.model
-    def coin(flips):
-        p = ppl.sample("p", dist.Beta(2.0, 2.0))
-        with ppl.plate("n", len(flips)):
-            ppl.sample("y", dist.Bernoulli(p), obs=flips)
+MODELS = CLI_MODELS + textwrap.dedent('''
 
     @ppl.model
     def chain():
@@ -47,8 +34,6 @@ MODELS = textwrap.dedent('''
         c = ppl.sample("c", dist.Bernoulli(0.1 + 0.7 * b))
         ppl.sample("y", dist.Normal(c, 1.0), obs=torch.tensor(0.8))
 ''')
-
-X = [-2.1, -1.9, 2.2, 1.8, 0.1, -2.5, 2.0]
 
 
 @pytest.fixture
