@@ -6,20 +6,22 @@ import csv
 import importlib
 import importlib.util
 import inspect
-import math
+import io
 import re
 import sys
 import types
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..dsl import Model
 from ..errors import DataError
 
 from .output import one_line
-from .values import INT, UsageError
+from .values import UsageError
 
 
 # -------------------------------------------------------------------- model
@@ -182,82 +184,163 @@ def read_npz(path, *, float32: bool = False) -> dict:
 
 
 _MISSING = {"", "na", "nan", "n/a", "null", "none"}
+#: Cells that ``float`` reads as NaN: missing cells of a column; NaN, not missing, in a matrix.
+_NAN_TEXT = {"nan", "+nan", "-nan"}
+#: pandas' message for a row with more fields than the rows above it.
+_WIDER_ROW = re.compile(r"Expected \d+ fields in line \d+, saw (\d+)")
+_LINE_BREAK = r"\r\n|\r|\n"
 
 
-def _csv_rows(path):
-    """The rows of a CSV file as ``(line number, cells)``, blank lines before the first
-    and after the last non-blank row left out; a blank line between rows is kept as a row
-    of no cells (one empty cell in a one-column file: a missing value, not nothing)."""
+class _Table(NamedTuple):
+    """A CSV file read by :func:`_csv_table`, from its first to its last non-blank row."""
+
+    cells: pd.DataFrame   #: the text of each cell, stripped; "" past the end of a short row
+    fields: np.ndarray    #: how many fields each row has (0 for an empty line)
+    lines: np.ndarray     #: the line of the file each row ends on (1-based)
+    filled: np.ndarray    #: whether a row has a non-blank cell
+
+
+def _parse_csv(path, text: str) -> pd.DataFrame:
+    """``pandas.read_csv`` of ``text``: every cell as its text, NaN past the end of a short
+    row, one row per blank line.
+
+    The python engine pads a short row with NaN (the C engine pads it with empty text, so a
+    row with too few fields could not be told from one with empty cells). A row with more
+    fields than those above it stops pandas; the file is then read again that wide.
+
+    Raises
+    ------
+    UsageError
+        Text that is not valid CSV (a quote left open, text after a closing quote).
+    """
+    names = None
+    while True:
+        try:
+            return pd.read_csv(io.StringIO(text, newline=""), header=None, names=names, dtype=object,
+                               na_filter=False, skip_blank_lines=False, engine="python")
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+        except (pd.errors.ParserError, csv.Error) as e:
+            wider = _WIDER_ROW.search(str(e))
+            if wider is None or int(wider.group(1)) <= len(names or ()):
+                raise UsageError(f"cannot read data file {str(path)!r}: {one_line(e)}") from e
+            names = list(range(int(wider.group(1))))
+
+
+def _csv_table(path) -> _Table:
+    """Read a CSV file with ``pandas.read_csv``: its rows from the first to the last
+    non-blank one, a blank line between them kept as a row of no cells (one empty cell in
+    a one-column file: a missing value, not nothing), and the file line of each row.
+
+    A row ends as many lines below the one it starts on as its quoted cells hold line
+    breaks, so the lines are counted from the breaks in the cells.
+
+    Raises
+    ------
+    UsageError
+        A file that cannot be read, is not UTF-8 text or not valid CSV, or holds no
+        non-blank cell.
+    """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows = []
-            for row in reader:
-                rows.append((reader.line_num, row))
+        text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UsageError(f"cannot read data file {str(path)!r}: not UTF-8 text ({e.reason})") from e
-    except (OSError, csv.Error) as e:
+    except OSError as e:
         raise UsageError(f"cannot read data file {str(path)!r}: {one_line(e)}") from e
-    filled = [i for i, (_, row) in enumerate(rows) if _is_filled(row)]
-    if not filled:
+    frame = _parse_csv(path, text)
+    fields = frame.notna().sum(axis=1).to_numpy()
+    raw = frame.astype(object).fillna("")
+    breaks = raw.apply(lambda col: col.str.count(_LINE_BREAK)).sum(axis=1).to_numpy(dtype=np.int64)
+    cells = raw.apply(lambda col: col.str.strip())
+    filled = (cells != "").any(axis=1).to_numpy()
+    if not filled.any():
         raise UsageError(f"data file {str(path)!r} is empty")
-    return rows[filled[0]: filled[-1] + 1]
+    first, last = np.flatnonzero(filled)[[0, -1]]
+    keep = slice(first, last + 1)
+    cells = cells.iloc[keep].reset_index(drop=True)
+    cells.columns = range(cells.shape[1])
+    return _Table(cells, fields[keep], np.cumsum(1 + breaks)[keep], filled[keep])
 
 
-def _is_filled(row) -> bool:
-    return bool(row) and any(cell.strip() for cell in row)
+def _numbers(cells: pd.Series):
+    """The numbers in stripped CSV cells: ``pandas.to_numeric`` tells which cells are
+    numbers and whether all are integers.
+
+    The values of a float column are Python's ``float`` of the text, correctly rounded:
+    the float parser of older pandas (1.5) can be one unit in the last place off.
+
+    Returns
+    -------
+    (numbers, not_numbers)
+        ``numbers``: integers when every cell is an integer, else float64, with NaN
+        for a missing cell (``_MISSING``, in any case), ``nan`` and a cell that is no
+        number; ``not_numbers``: a mask of the cells that are neither a number nor missing.
+    """
+    text = cells.to_numpy(dtype=object)
+    blank = cells.str.lower().isin(_MISSING | _NAN_TEXT).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(np.where(blank, None, text), errors="coerce")
+    not_numbers = np.isnan(numbers.astype(np.float64)) & ~blank
+    if numbers.dtype.kind != "i" and not not_numbers.any():
+        with np.errstate(over="ignore"):   # 1e999 is inf
+            numbers = np.where(blank, np.nan, text).astype(np.float64)
+    return numbers, not_numbers
 
 
-def _float_cell(text: str) -> float:
-    s = text.strip()
-    return math.nan if s.lower() in _MISSING else float(s)
+def _column(cells: pd.Series):
+    """One CSV column of stripped cells, typed.
 
-
-def _column(values: list):
-    """Strings of one CSV column -> int64, float64 (empty / NA cells -> NaN) or text array."""
-    stripped = [v.strip() for v in values]
-    if all(INT.match(v) for v in stripped):
-        return np.array([int(v) for v in stripped], dtype=np.int64)
-    try:
-        return np.array([_float_cell(v) for v in stripped], dtype=np.float64)
-    except ValueError:
-        return np.array(stripped, dtype=str)
-
-
-def _missing_cells(column: np.ndarray, cells: list) -> list:
-    """Data rows (0-based) of a column read by :func:`_column` whose cell is missing: NaN
-    in a number column (an empty, ``NA`` or ``nan`` cell), an empty cell in a text column."""
-    if column.dtype.kind == "f":
-        return [i for i, v in enumerate(column) if math.isnan(v)]
-    if column.dtype.kind in "US":
-        return [i for i, c in enumerate(cells) if not c.strip()]
-    return []
+    Returns
+    -------
+    (values, missing)
+        ``values``: int64 when every cell is an integer, float64 when every cell is a
+        number or missing (NaN there; an integer too large for int64 too), else the text;
+        ``missing``: a mask of the missing cells (NaN in a number column, an empty cell in
+        a text column).
+    """
+    if cells.empty:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    numbers, text = _numbers(cells)
+    if text.any():
+        return cells.to_numpy(dtype=str), (cells == "").to_numpy(dtype=bool)
+    if numbers.dtype.kind == "i":
+        return numbers.astype(np.int64), np.zeros(len(numbers), dtype=bool)
+    numbers = numbers.astype(np.float64)
+    return numbers, np.isnan(numbers)
 
 
 def read_csv(path, *, float32: bool = False) -> dict:
     """Read a ``.csv`` file with a header line: column name -> column vector.
 
-    Integer columns become int64 tensors, numeric ones float64 (float32 with
-    ``float32=True``; empty, ``NA`` and ``nan`` cells become NaN, which
-    :func:`load_data` then reports), other columns stay arrays of text (state names).
-    A blank line between data rows is a row of empty cells (in a one-column file, one
-    missing value); blank lines before the header and after the last row are ignored.
+    The file is parsed by ``pandas.read_csv``. Integer columns become int64 tensors,
+    numeric ones float64 (float32 with ``float32=True``; empty, ``NA``, ``nan``, ``N/A``,
+    ``null`` and ``none`` cells, in any case, become NaN, which :func:`load_data` then
+    reports), other columns stay arrays of text (state names). Cells are stripped of
+    surrounding spaces. A blank line between data rows is a row of empty cells (in a
+    one-column file, one missing value); blank lines before the header and after the last
+    row are ignored.
 
     Raises
     ------
     UsageError
-        Unreadable file, empty or duplicate header names, rows of the wrong length.
+        Unreadable file (not UTF-8, broken quoting), empty or duplicate header names, rows
+        of the wrong length.
     """
     return _read_csv(path, float32=float32)[0]
 
 
 def _read_csv(path, *, float32: bool = False):
     """:func:`read_csv`, and its missing cells: ``[(column, data row, line, cell text)]``
-    in file order."""
-    rows = _csv_rows(path)
-    header_line, header = rows[0]
-    header = [h.strip() for h in header]
-    if all(_is_number(h) for h in header):
+    in file order.
+
+    Raises
+    ------
+    UsageError
+        As :func:`read_csv`.
+    """
+    table = _csv_table(path)
+    header = list(table.cells.iloc[0, :table.fields[0]])
+    names = pd.Series(header, dtype=object)
+    if not _numbers(names)[1].any() and not names.str.lower().isin(_MISSING - _NAN_TEXT).any():
         raise UsageError(f"data file {str(path)!r}: the first line holds numbers, not column names; "
                          "add a header line, or bind the whole table with --data-matrix NAME")
     for i, h in enumerate(header):
@@ -266,70 +349,67 @@ def _read_csv(path, *, float32: bool = False):
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise UsageError(f"data file {str(path)!r}: duplicate column name(s) {dupes}")
-    body, lines = [], []
-    for line, row in rows[1:]:
-        if not _is_filled(row):
-            row = [""] * len(header)   # a blank line between rows: every cell of the row is missing
-        if len(row) != len(header):
-            raise UsageError(f"data file {str(path)!r}: line {line} has {len(row)} fields, the header "
-                             f"{len(header)}")
-        body.append(row)
-        lines.append(line)
-    columns = [list(col) for col in zip(*body)] if body else [[] for _ in header]
-    data, missing = {}, []
-    for h, cells in zip(header, columns):
-        column = _column(cells) if cells else np.zeros(0)
-        missing += [(h, i, lines[i], cells[i].strip()) for i in _missing_cells(column, cells)]
+    fields, lines = table.fields[1:], table.lines[1:]
+    wrong = np.flatnonzero(table.filled[1:] & (fields != len(header)))   # a blank row: every cell missing
+    if wrong.size:
+        raise UsageError(f"data file {str(path)!r}: line {lines[wrong[0]]} has {fields[wrong[0]]} fields, the "
+                         f"header {len(header)}")
+    body = table.cells.iloc[1:, :len(header)].reset_index(drop=True)
+    data, gaps = {}, []
+    for j, h in enumerate(header):
+        column, gap = _column(body[j])
         data[h] = _as_data(h, column, float32, str(path))
-    missing.sort(key=lambda m: (m[2], header.index(m[0])))
+        gaps.append(gap)
+    rows, cols = np.nonzero(np.column_stack(gaps)) if len(body) else ((), ())   # row by row: file order
+    missing = [(header[j], int(i), int(lines[i]), body.iat[i, j]) for i, j in zip(rows, cols)]
     return data, missing
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def read_csv_matrix(path, *, float32: bool = False) -> torch.Tensor:
     """Read a numeric ``.csv`` file as one ``(N, D)`` float tensor; a first line that is not
-    all numbers (a header) is skipped.
+    all numbers (a header) is skipped. The file is parsed by ``pandas.read_csv``.
 
     Raises
     ------
     UsageError
-        Unreadable file, rows of different lengths, or a cell that is not a number (empty
-        and ``NA`` cells are NaN, which :func:`load_data` then reports).
+        Unreadable file (not UTF-8, broken quoting), rows of different lengths, or a cell
+        that is not a number (empty and ``NA`` cells are NaN, which :func:`load_data`
+        then reports).
     """
     return _read_csv_matrix(path, float32=float32)[0]
 
 
 def _read_csv_matrix(path, *, float32: bool = False):
     """:func:`read_csv_matrix`, and its missing cells ``[(column number, data row, line,
-    cell text)]`` in file order."""
-    rows = _csv_rows(path)
-    if not all(_is_number(c) or c.strip().lower() in _MISSING for c in rows[0][1]):
-        rows = rows[1:]
-    if not rows:
+    cell text)]`` in file order.
+
+    Raises
+    ------
+    UsageError
+        As :func:`read_csv_matrix`.
+    """
+    table = _csv_table(path)
+    start = int(_numbers(table.cells.iloc[0, :table.fields[0]])[1].any())   # 1: skip a header
+    if start == len(table.cells):
         raise UsageError(f"data file {str(path)!r} has a header but no rows")
-    width = len(rows[0][1])
-    values, missing = [], []
-    for n, (line, row) in enumerate(rows, start=1):
-        if not _is_filled(row):
-            row = [""] * width   # a blank line between rows: every cell of the row is missing
-        if len(row) != width:
-            raise UsageError(f"data file {str(path)!r}: rows have different lengths ({width} and {len(row)}, "
-                             f"line {line})")
-        try:
-            values.append([_float_cell(c) for c in row])
-        except ValueError:
-            bad = next(c for c in row if not (_is_number(c) or c.strip().lower() in _MISSING))
-            raise UsageError(f"data file {str(path)!r}: {bad.strip()!r} is not a number (data row {n}); "
-                             "--data-matrix needs an all-numeric table") from None
-        missing += [(j + 1, n - 1, line, c.strip()) for j, c in enumerate(row) if c.strip().lower() in _MISSING]
-    return torch.tensor(values, dtype=torch.float32 if float32 else torch.float64), missing
+    fields, lines = table.fields[start:], table.lines[start:]
+    width = fields[0]
+    cells = table.cells.iloc[start:, :width]
+    numbers, text = _numbers(pd.Series(cells.to_numpy(dtype=object).ravel(), dtype=object))
+    text = text.reshape(len(cells), width)
+    wrong = table.filled[start:] & (fields != width)   # a blank row: every cell missing
+    bad = np.flatnonzero(wrong | text.any(axis=1))
+    if bad.size and wrong[bad[0]]:
+        raise UsageError(f"data file {str(path)!r}: rows have different lengths ({width} and "
+                         f"{fields[bad[0]]}, line {lines[bad[0]]})")
+    if bad.size:
+        cell = cells.iat[bad[0], int(np.argmax(text[bad[0]]))]
+        raise UsageError(f"data file {str(path)!r}: {cell!r} is not a number (data row {bad[0] + 1}); "
+                         "--data-matrix needs an all-numeric table")
+    gaps = cells.apply(lambda col: col.str.lower().isin(_MISSING)).to_numpy(dtype=bool)
+    missing = [(int(j) + 1, int(i), int(lines[i]), cells.iat[i, j]) for i, j in zip(*np.nonzero(gaps))]
+    values = numbers.astype(np.float64).reshape(len(cells), width).astype(_float_dtype(float32))
+    return torch.from_numpy(values), missing
 
 
 def _missing_error(key: str, path, missing: list, where: str, numeric: bool = True) -> DataError:
