@@ -53,3 +53,13 @@ def test_comparison_html_has_every_row_and_marks_unreliable_ones():
         assert f">{row['method']}<" in out
     unreliable = [r for r in c.rows if r.get("trust") == "unreliable" and str(r.get("status")).startswith("ok")]
     assert out.count('class="ppl-unreliable"') == len(unreliable) >= 1   # map is a point: never reliable
+
+
+def test_figures_display_as_png_without_pyplot():
+    post = ppl.infer(sprinkler, DATA, method="exact")
+    png = post.plot("rain")._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures = ppl.compare(sprinkler, DATA, methods=["exact", "cavi"]).plot()
+    assert figures["bound"]._repr_png_()[:4] == b"\x89PNG"

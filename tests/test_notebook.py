@@ -1,6 +1,7 @@
 """The tutorial notebook (docs/tutorials/07-keep-predict-plot.ipynb) is generated from its
 page and runs: its code cells, in order, as one script in a fresh process, print what the
-page says they print (numbers to within rounding), and leave no file behind."""
+page says they print (numbers to within rounding), and leave no file behind; and in a
+Jupyter kernel (nbclient), where its three figures display inline as PNGs."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def test_same_up_to_rounding_can_fail():
 
 
 def test_notebook_runs_in_a_kernel(tmp_path):
-    """With nbclient and ipykernel installed (not in the dev extra), the notebook runs in a
+    """With nbclient and ipykernel (in the dev extra), the notebook runs in a
     Jupyter kernel too, and the figures and the drawing display as PNGs."""
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")

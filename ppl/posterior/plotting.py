@@ -9,6 +9,8 @@ made.
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import re
 
 import torch
@@ -17,7 +19,8 @@ __all__ = ["figure", "safe_name", "state_label", "plot_table_marginal", "plot_co
 
 
 def figure(figsize=(8.0, 3.5)):
-    """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change).
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change),
+    displayed as a PNG by Jupyter (``_repr_png_``).
 
     Parameters
     ----------
@@ -37,9 +40,23 @@ def figure(figsize=(8.0, 3.5)):
         from matplotlib.figure import Figure
     except ImportError as e:
         raise ImportError("plots need matplotlib: pip install matplotlib (or ppl[plots])") from e
-    fig = Figure(figsize=figsize)
+
+    fig = _shown_figure_class(Figure)(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig
+
+
+@functools.lru_cache(maxsize=None)
+def _shown_figure_class(figure_class):
+    """A Figure subclass that Jupyter displays as a PNG even when pyplot was never imported
+    (matplotlib's inline backend registers its display formatter only once pyplot is)."""
+
+    def _repr_png_(self):
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+    return type("ShownFigure", (figure_class,), {"_repr_png_": _repr_png_, "__module__": __name__})
 
 
 def safe_name(site: str) -> str:
