@@ -14,40 +14,13 @@ prior from :func:`ppl.posterior.predictive.prior_predictive`.
 from __future__ import annotations
 
 import math
-import warnings
 
 from ..errors import OptionError, UnsupportedModelError
+from ..peers import import_arviz
 from .checks import check_count, check_seed
 from .predictive import prior_predictive, replicate
 
-__all__ = ["import_arviz", "chain_layout", "site_dims", "to_inference_data"]
-
-
-def import_arviz(call: str = "to_arviz"):
-    """ArviZ, imported quietly (some versions announce their refactor with a FutureWarning).
-
-    Parameters
-    ----------
-    call : str
-        The calling function, for the message.
-
-    Returns
-    -------
-    module
-        ``arviz``.
-
-    Raises
-    ------
-    ImportError
-        If ArviZ is not installed (``pip install arviz``).
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-    except ImportError as e:
-        raise ImportError(f"{call}() needs ArviZ: pip install arviz") from e
-    return az
+__all__ = ["chain_layout", "site_dims", "to_inference_data"]
 
 
 def chain_layout(num_samples: int, chains: int) -> tuple:

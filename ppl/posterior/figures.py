@@ -68,7 +68,7 @@ def arviz_plot(post, kind: str = "posterior", num_samples: int = 1000, seed=None
     matplotlib.axes.Axes or numpy.ndarray of Axes
         What the ArviZ function returns.
     """
-    from .arviz_export import import_arviz
+    from ..peers import import_arviz
 
     if kind not in ARVIZ_PLOTS:
         raise OptionError(f"plot_arviz(): kind must be one of {sorted(ARVIZ_PLOTS)}, got {kind!r}")

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import OptionError, PPLError
 from ..table import Table, format_value, html_table
-from .arviz_export import import_arviz
+from ..peers import import_arviz
 from .checks import check_level
 
 __all__ = ["ROWS_PER_SITE", "check_levels", "summary_table", "posterior_html"]

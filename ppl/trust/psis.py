@@ -112,7 +112,9 @@ def psis(log_weights: torch.Tensor) -> PSISResult:
         n = int(finite.sum())
         flat = torch.where(finite, torch.full_like(lw, -math.log(n)), torch.full_like(lw, -math.inf))
         return PSISResult(flat, float("nan"), float(n), khat_threshold(s), log_mean)
-    import arviz as az
+    from ..peers import import_arviz
+
+    az = import_arviz()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ warns for large k̂; the verdict reports it
@@ -161,7 +163,9 @@ def draws_tail_khat(draws: np.ndarray, reff: float = 1.0) -> np.ndarray:
     ok = np.isfinite(x).all(-1) & (x[:, -1] > x[:, 0])
     if not ok.any():
         return out
-    import arviz as az
+    from ..peers import import_arviz
+
+    az = import_arviz()
 
     tiny = np.finfo(float).tiny
     with warnings.catch_warnings(), np.errstate(all="ignore"):

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 import torch
 
+from ...peers import import_arviz
 from ...trust import RELIABLE, UNRELIABLE, Trust
 
 __all__ = ["RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "chain_diagnostics", "chain_trust"]
@@ -35,13 +36,6 @@ ESS_PER_CHAIN = 100
 TAIL_KHAT_MAX = 0.5
 
 _CITE = "Vehtari et al. 2021"
-
-
-def _arviz():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-    return az
 
 
 def _extreme(dataset, key: str, worst) -> float:
@@ -71,7 +65,7 @@ def chain_diagnostics(draws: dict) -> dict:
     """
     from ...trust.psis import draws_tail_khat
 
-    az = _arviz()
+    az = import_arviz()
     keys = {f"v{i}": site for i, site in enumerate(draws)}  # names ArviZ cannot clash with ("chain", "draw")
     idata = az.from_dict(posterior={k: draws[s].detach().to("cpu", torch.float64).numpy() for k, s in keys.items()})
     with warnings.catch_warnings(), np.errstate(all="ignore"):
