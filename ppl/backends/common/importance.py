@@ -67,12 +67,11 @@ class WeightedDraws:
 WEIGH_SECONDS = 15.0
 
 
-def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | None = WEIGH_SECONDS,
-          probe_tails: bool = True) -> WeightedDraws:
+def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | None = WEIGH_SECONDS) -> WeightedDraws:
     """Importance-weigh draws ``z`` ``(S, D)`` of a q with log density ``log_q`` ``(S,)``;
     for a slow model only the first draws that fit in ``max_seconds`` (at least 200).
-    With ``probe_tails``, :func:`tail_mass` of the draws is kept in ``tail`` (a Gaussian
-    q's verdict reads it: PSIS cannot see tails its draws never reach).
+    :func:`tail_mass` of the draws is kept in ``tail`` (a Gaussian q's verdict reads it:
+    PSIS cannot see tails its draws never reach).
 
     Raises
     ------
@@ -88,7 +87,7 @@ def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | 
         result = psis(lw)
     except ValueError as e:
         raise NumericalError(f"importance weights of the approximation: {e}") from None
-    tail = tail_mass(potential, z) if probe_tails and z.shape[0] > z.shape[1] + 1 else None
+    tail = tail_mass(potential, z) if z.shape[0] > z.shape[1] + 1 else None
     return WeightedDraws(z, log_p, log_q.double().cpu(), result, tail)
 
 
