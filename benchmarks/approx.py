@@ -505,7 +505,12 @@ def run_model(ppl, name, entry, ref, args) -> dict:
         if method in PPL_METHODS:
             r = run_ppl(ppl, method, model, data, sites, rsites, args.seed, ppl_opts.get(method, {}))
         elif method == "pyro-nuts":
-            r = run_pyro_nuts(model, data, sites, rsites, args)
+            t0 = time.perf_counter()
+            try:
+                r = run_pyro_nuts(model, data, sites, rsites, args)
+            except Exception as e:  # Pyro's NUTS failing on a model is a result (as Pyro SVI's), not a crash
+                r = {"method": "pyro-nuts", "seconds": time.perf_counter() - t0,
+                     "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]}
         else:
             r = run_pyro_svi(model, data, sites, rsites, args)
         r["load_1min"] = t_load
