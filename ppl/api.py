@@ -18,6 +18,7 @@ from .backends.base import Applicability
 from .backends.common.params import param_scope, warm_start_values
 from .backends.options import COMMON, validate_options
 from .backends.registry import get_backend, ranked_backends, registered_backends
+from . import prepared
 from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
@@ -57,6 +58,38 @@ def _graph(model, data) -> FactorGraph:
             raise DataError("pass data to ppl.compile, not with an already compiled FactorGraph")
         return model
     return compile(model, data)
+
+
+def _reuses_prepared(method: str) -> bool:
+    """Whether ``method`` (``"auto"`` included) may run on a graph :mod:`ppl.prepared`
+    rebound to new evidence."""
+    return method == "auto" or getattr(get_backend(method), "reuses_prepared", False)
+
+
+def _prepared_graph(model, data, method: str, options: dict) -> FactorGraph:
+    """The graph of ``(model, data)``: rebound from a prepared model of an earlier call
+    where :mod:`ppl.prepared` allows it (same structure, new evidence), else compiled and
+    kept for later calls."""
+    if isinstance(model, FactorGraph) or options.get("init") is not None or not _reuses_prepared(method):
+        return _graph(model, data)
+    graph = prepared.lookup(model, data)
+    if graph is None:
+        graph = _graph(model, data)
+        prepared.store(model, data, graph)
+    return graph
+
+
+def _graph_for_backend(graph, name: str, shape, compiled: dict):
+    """``(graph, analysis)`` to run backend ``name`` on: ``graph`` itself, or for a
+    backend that cannot run on a rebound graph, the model compiled afresh with the same
+    data (once per call, kept in ``compiled``)."""
+    if graph.rebound is None or getattr(get_backend(name), "reuses_prepared", False):
+        return graph, None
+    if "graph" not in compiled:
+        fresh = compile(graph.model, {**graph.bound.kwargs, **graph.bound.observations})
+        with param_scope(fresh):
+            compiled["graph"], compiled["analysis"] = fresh, _analysis(fresh, *shape)
+    return compiled["graph"], compiled["analysis"]
 
 
 def _shape_options(heuristic, memory_budget, dtype) -> tuple:
@@ -141,7 +174,7 @@ def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int
         For an unknown heuristic, a memory budget that is not a positive number of bytes,
         or a dtype that is not a floating ``torch.dtype``.
     """
-    graph = _graph(model, data)
+    graph = _prepared_graph(model, data, "auto", {})  # the analysis is of the structure: reusable
     with param_scope(graph):
         return _analysis(graph, heuristic, memory_budget, dtype)
 
@@ -233,15 +266,21 @@ def infer(model, data=None, method: str = "auto", **options):
     DataError, ModelError
         As :func:`ppl.compile`.
     """
-    graph = _graph(model, data)
     shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
+    graph = _prepared_graph(model, data, method, options)
     start = _warm_start(graph, options, method)
     with param_scope(graph, start):
         analysis = _analysis(graph, *shape)
     if method == "auto":
-        return escalate(graph, analysis, options, lambda name, opts: _run(graph, analysis, shape, name, opts, start))
+        compiled: dict = {}
+
+        def run(name, opts):
+            g, a = _graph_for_backend(graph, name, shape, compiled)
+            return _run(g, a or analysis, shape, name, opts, start)
+
+        return escalate(graph, analysis, options, run)
     posterior = _run(graph, analysis, shape, method, options, start)
     posterior.trust.warn(method, stacklevel=3)
     return posterior

@@ -71,6 +71,11 @@ class Backend(ABC):
     gaussian_approximation : bool
         Its answer is one Gaussian in unconstrained space, judged by PSIS (Laplace,
         Pathfinder); auto records its k̂ so later attempts can read it (:meth:`auto_skip`).
+    reuses_prepared : bool
+        It may run on a graph :mod:`ppl.prepared` rebound to new evidence without tracing
+        the model again: it reads observed values only through ``graph.bound`` and the
+        tables of :func:`~ppl.backends.common.discrete.discrete_plan` (exact), never
+        through the traced distributions of other sites.
 
     Subclasses implement :meth:`check` and :meth:`run`, and may override
     :meth:`check_options` and :meth:`deciding_fact`.
@@ -83,6 +88,7 @@ class Backend(ABC):
     rank_note: str = "backends registered from outside rank after the built-in ones"
     reference_sampler: bool = False
     gaussian_approximation: bool = False
+    reuses_prepared: bool = False
 
     @abstractmethod
     def check(self, analysis) -> Applicability:

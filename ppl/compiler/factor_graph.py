@@ -114,6 +114,9 @@ class FactorGraph:
     plates: dict
     sites: dict
     _nx: Any = field(default=None, repr=False)
+    #: The :class:`ppl.prepared.Prepared` entry this graph was rebound from (new evidence,
+    #: same structure), or ``None`` for a graph compiled from the model.
+    rebound: Any = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)  # (owner, key) -> value, see memo()
 
     # ------------------------------------------------------------------ memo

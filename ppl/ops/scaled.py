@@ -31,7 +31,7 @@ from .plan import BucketStep, ChainStep, EliminationPlan, Slot, union
 from .scan import chain_reduce, chain_reduce_scaled
 from .semiring import safe_log
 
-__all__ = ["to_scaled", "contract_scaled", "scaled_gradients", "compile_kernels"]
+__all__ = ["to_scaled", "to_scaled_many", "contract_scaled", "scaled_gradients", "compile_kernels"]
 
 
 def to_scaled(log_table: torch.Tensor, n_plates: int):
@@ -53,6 +53,40 @@ def to_scaled(log_table: torch.Tensor, n_plates: int):
     m = log_table.detach().amax(dim=dims) if nvar else log_table.detach()
     m = m.masked_fill(~torch.isfinite(m), 0.0)
     return (log_table - m.reshape(m.shape + (1,) * nvar)).exp(), m
+
+
+def to_scaled_many(tables: list) -> list:
+    """:func:`to_scaled` of many ``(log_table, n_plates)`` pairs, the same numbers in fewer
+    kernel launches: tables without plates (a Bayesian network's CPDs, reduced by
+    evidence) are scaled together, as one flat tensor with one max per table
+    (``torch.segment_reduce``); tables with plates go one by one.
+
+    Returns
+    -------
+    list of (probs, log_scale)
+        In the order of ``tables``; each ``probs`` has its table's shape (a view into a
+        shared buffer for the plateless ones), each ``log_scale`` is 0-dim for those.
+    """
+    out: list = [None] * len(tables)
+    flat_ix = [i for i, (t, n) in enumerate(tables) if n == 0 and t.dim() > 0 and not t.requires_grad]
+    flat = set(flat_ix)
+    for i, (t, n) in enumerate(tables):
+        if i not in flat:
+            out[i] = to_scaled(t, n)
+    if len(flat_ix) < 2:
+        for i in flat_ix:
+            out[i] = to_scaled(*tables[i])
+        return out
+    parts = [tables[i][0] for i in flat_ix]
+    sizes = [t.numel() for t in parts]
+    lengths = torch.tensor(sizes, device=parts[0].device)
+    flat = torch.cat([t.reshape(-1) for t in parts])
+    m = torch.segment_reduce(flat, "max", lengths=lengths)
+    m = m.masked_fill(~torch.isfinite(m), 0.0)
+    probs = (flat - m.repeat_interleave(lengths)).exp()
+    for i, p, t, s in zip(flat_ix, probs.split(sizes), parts, m.unbind()):
+        out[i] = (p.view(t.shape), s)
+    return out
 
 
 # ----------------------------------------------------------------------- kernels

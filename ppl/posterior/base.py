@@ -22,7 +22,9 @@ import torch
 
 from ..errors import DataError, UnsupportedModelError
 from ..table import Table
+
 from .checks import check_count, check_level, check_memory, check_seed, default_budget, isolated_rng, numel
+from .lazy import LazyDiagnostics
 from .quantiles import marginal_mean, marginal_quantile, marginal_variance, table_quantile
 
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
@@ -83,7 +85,7 @@ class Posterior:
         self.history = list(history or [])
         self.converged = converged
         self.elapsed = float(elapsed)
-        self.diagnostics = dict(diagnostics or {})
+        self.diagnostics = diagnostics if isinstance(diagnostics, LazyDiagnostics) else dict(diagnostics or {})
         self.trust = trust
         self.seed = None if seed is None else int(seed)
         self.memory_budget = None if memory_budget is None else int(memory_budget)

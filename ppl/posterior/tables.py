@@ -124,9 +124,18 @@ class TablePosterior(DiscreteTables, Posterior):
         ------
         UnsupportedModelError
             If it was not computed (``map=False``)."""
+        if callable(self._map):  # found by max-product on first use (exact's table_posterior)
+            self._map = self._map()
         if self._map is None:
             return super().map()
         return dict(self._map)
+
+    def _portable_state(self) -> dict:
+        """As :meth:`Posterior._portable_state`, with a MAP not yet found found first (a
+        saved posterior keeps it)."""
+        if callable(self._map):
+            self._map = self._map()
+        return super()._portable_state()
 
     def _no_map_hint(self) -> str:
         return "it was not computed: run ppl.infer(..., map=True) (the default)"

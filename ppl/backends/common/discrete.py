@@ -28,7 +28,7 @@ import torch
 from ...compiler import families
 from ...compiler.tables import enumeration_dims, log_factor_tables
 from ...ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
-from ...ops.scaled import contract_scaled, scaled_gradients, to_scaled
+from ...ops.scaled import contract_scaled, scaled_gradients, to_scaled, to_scaled_many
 from ...ops.scan import to_scaled_chain
 
 __all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_plan"]
@@ -85,7 +85,7 @@ class DiscretePlan:
         if key not in self._sum_plans:
             self._sum_plans[key] = self._plan(kept.values(), [v for v in self.order if v not in pruned])
         self.sum_plan = self._sum_plans[key]
-        self.scaled = {n: to_scaled(f.table, len(f.plates)) for n, f in kept.items()}
+        self.scaled = dict(zip(kept, to_scaled_many([(f.table, len(f.plates)) for f in kept.values()])))
         self.chain_scaled = [to_scaled_chain(t) for t in self.chain_tables]
         self._sample_tape = None
         self._sources: dict = {}
@@ -499,11 +499,17 @@ class Marginals(Mapping):
         self._blocks = blocks
 
     def __getitem__(self, v):
+        done = self.__dict__.setdefault("_done", {})  # each site laid out once
+        if v in done:
+            return done[v]
         plan = self._plan
         if v in self._direct:
-            return plan.to_batch(v, self._direct[v], 0, len(plan.var_plates[v]))
-        c, t = plan.chain_position[v]  # KeyError for unknown sites, as a dict
-        return plan.to_batch(v, self._blocks[c][..., t, :], 0, len(plan.var_plates[v]))
+            out = plan.to_batch(v, self._direct[v], 0, len(plan.var_plates[v]))
+        else:
+            c, t = plan.chain_position[v]  # KeyError for unknown sites, as a dict
+            out = plan.to_batch(v, self._blocks[c][..., t, :], 0, len(plan.var_plates[v]))
+        done[v] = out
+        return out
 
     def __iter__(self):
         return iter(self._plan.cards)
@@ -535,4 +541,21 @@ def discrete_plan(graph, analysis, dtype=torch.float64, device=None) -> Discrete
     heuristic (orders are deterministic) and state of the ``ppl.param`` values, and
     memoised on the graph."""
     key = (dtype, str(device or "cpu"), analysis.heuristic, _param_state(graph))
-    return graph.memo("discrete_plan", key, lambda: DiscretePlan(graph, analysis, dtype=dtype, device=device))
+    return graph.memo("discrete_plan", key, lambda: _rebound_plan(graph, analysis, dtype, device)
+                      or DiscretePlan(graph, analysis, dtype=dtype, device=device))
+
+
+def _rebound_plan(graph, analysis, dtype, device) -> DiscretePlan | None:
+    """For a graph :mod:`ppl.prepared` rebound to new evidence: the plan of the graph it
+    was rebound from, with tables reduced at the new evidence (no trace, no planning);
+    ``None`` when the graph was compiled afresh or its model cannot be clamped."""
+    prepared = graph.rebound
+    if prepared is None:
+        return None
+    base = discrete_plan(prepared.graph, analysis, dtype=dtype, device=device)
+    tables = prepared.clamped_tables(graph, base.layouts, dtype, base.device)
+    if tables is None:
+        return None
+    plan = base.at_tables(tables)
+    plan.graph = graph
+    return plan

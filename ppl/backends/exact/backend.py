@@ -36,6 +36,7 @@ class ExactBackend(Backend):
         COMMON["marginals"], COMMON["map"],
     )
     rank = 20
+    reuses_prepared = True  # reads evidence only through discrete_plan's tables (ppl.prepared)
     rank_note = "exact ranks below EM when there are ppl.params to learn: it holds them at their current values"
 
     def check(self, analysis) -> Applicability:
