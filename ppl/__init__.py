@@ -15,6 +15,7 @@ Public API (see docs/)::
 
 from . import constraints, distributions, errors
 from .api import analyze, compare, compile, infer, methods
+from .cases import infer_cases
 from .backends import Backend, get_backend, register_backend, registered_backends
 from .compiler import FactorGraph
 from .analysis import Analysis
@@ -46,7 +47,7 @@ __all__ = [
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "UnknownOptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "TrustWarning", "errors", "models",
-    "render", "predict", "prior_predictive",
+    "render", "predict", "prior_predictive", "infer_cases",
 ]
 
 

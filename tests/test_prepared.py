@@ -231,3 +231,21 @@ def test_the_cache_is_bounded_and_can_be_emptied():
     assert ppl.infer(models[0], {"b": 0}, method="exact").graph.rebound is None  # evicted first
     prepared.clear_cache()
     assert not prepared._CACHE
+
+
+def test_a_plain_function_and_a_repeated_call_reuse_the_graph():
+    def coin(flips):
+        p = ppl.sample("p", dist.Categorical(torch.tensor([0.5, 0.5], dtype=torch.float64)))
+        with ppl.plate("n", len(flips)):
+            ppl.sample("y", dist.Bernoulli(0.3 + 0.4 * p), obs=flips)
+
+    flips = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    first = ppl.infer(coin, {"flips": flips}, method="exact")  # a plain function, wrapped on every call
+    again = ppl.infer(coin, {"flips": flips}, method="exact")
+    assert again.graph is first.graph  # the very call again: nothing recompiled
+    lik = [0.3**3 * 0.7, 0.7**3 * 0.3]
+    assert float(again.mean("p")) == pytest.approx(lik[1] / sum(lik), abs=1e-6)
+    other = ppl.infer(coin, {"flips": torch.tensor([0.0, 0.0, 0.0, 1.0])}, method="exact")
+    assert other.graph is not first.graph
+    lik = [0.3 * 0.7**3, 0.7 * 0.3**3]
+    assert float(other.mean("p")) == pytest.approx(lik[1] / sum(lik), abs=1e-6)

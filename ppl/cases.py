@@ -1,0 +1,226 @@
+"""Batched evidence: many cases (rows of evidence) answered in one call, as a plate.
+
+``ppl.infer_cases(model, cases)`` is the diagnosis table of a Bayesian network: each row
+of ``cases`` gives the evidence of one case (a patient, a fault report), and the answer
+holds every unobserved node's posterior marginal for every case.  The cases are i.i.d.
+copies of the model, so they are a plate (Koller & Friedman 2009, §6.4.1: plate models;
+Obermeyer et al. 2019 for plated variable elimination): the model is run once inside
+``ppl.plate("cases", n)``, traced once, and contracted in one batched pass per group of
+cases that observe the same nodes, instead of n separate calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .dsl import Model, as_model, plate
+from .errors import DataError
+from .table import Table
+
+__all__ = ["Cases", "infer_cases"]
+
+CASE_PLATE = "cases"
+
+
+def _rows(cases) -> list:
+    """``cases`` as a list of dicts ``node -> value`` (missing entries dropped)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(cases, pd.DataFrame):
+        records = cases.to_dict(orient="records")
+    elif isinstance(cases, Sequence) and not isinstance(cases, (str, bytes)):
+        records = list(cases)
+    else:
+        raise DataError(f"cases must be a pandas DataFrame or a list of dicts node -> state, got {type(cases).__name__}")
+    if not records:
+        raise DataError("cases is empty: give at least one row of evidence")
+    rows = []
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise DataError(f"cases[{i}] is a {type(r).__name__}; expected a dict node -> state")
+        rows.append({k: v for k, v in r.items() if not _missing(v)})
+    return rows
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(isinstance(value, float) and math.isnan(value)) or value is getattr(np, "nan", None)
+    except TypeError:
+        return False
+
+
+def _plate_dim(model: Model, arguments: dict) -> int:
+    """The dim of the cases plate: left of every plate the model declares."""
+    from .api import compile as compile_graph
+
+    graph = compile_graph(model, dict(arguments))
+    return -1 - max((-p.dim for p in graph.plates.values()), default=0), graph
+
+
+def _batched(model: Model, n: int, dim: int) -> Model:
+    """``model`` run inside ``ppl.plate("cases", n, dim=dim)`` (same arguments and state names)."""
+    fn = model.fn
+    signed = model.function.forward if isinstance(model.function, torch.nn.Module) else model.function
+
+    @functools.wraps(signed)  # the same signature: data keys bind as for the model itself
+    def in_cases(*args, **kwargs):
+        with plate(CASE_PLATE, n, dim=dim):
+            return fn(*args, **kwargs)
+
+    return Model(in_cases, name=f"{model.name}[{n} cases]", state_names=model.state_names)
+
+
+def _values(model, graph, column: list, node: str, dim: int) -> torch.Tensor:
+    """One node's evidence over a group of cases, laid out along the cases dim."""
+    from .compiler import binding
+
+    var = graph.variables.get(node)
+    if var is None or var.role == "param":
+        raise DataError(f"cases column '{node}' names no sample site of model '{model.name}'; "
+                        f"its sites: {[n for n, v in graph.variables.items() if v.role != 'param']}")
+    if var.plates or tuple(var.event_shape) or tuple(var.batch_shape):
+        raise DataError(f"cases column '{node}': site '{node}' is not a scalar site outside every plate (plates "
+                        f"{list(var.plates)}, batch shape {tuple(var.batch_shape)}); infer_cases takes one value per "
+                        "case for such sites only")
+    value = binding.convert_observation(node, list(column), model.state_names.get(node))
+    return value.reshape((len(column),) + (1,) * (-1 - dim))
+
+
+class Cases:
+    """The answers of :func:`infer_cases`: every case's posterior marginals.
+
+    Attributes
+    ----------
+    rows : list[dict]
+        The evidence of each case (missing entries dropped), in the order given.
+    groups : list[(list[int], Posterior)]
+        Per group of cases observing the same nodes: their row indices and the posterior
+        of the batched model (its sites have the cases plate as their leftmost batch dim).
+    log_evidence : float
+        ``Σ_i log p(e_i)`` over all cases, in nats (exact methods).
+    """
+
+    def __init__(self, model, rows, groups, cards, dim):
+        self.model = model
+        self.rows = rows
+        self.groups = groups
+        self._cards = cards
+        self._dim = dim
+        values = [p.log_evidence for _, p in groups]
+        self.log_evidence = None if any(v is None for v in values) else float(sum(values))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nodes(self) -> list:
+        """The discrete sites that have a marginal in every case (observed or not)."""
+        return list(self._cards)
+
+    def probs(self, node: str) -> torch.Tensor:
+        """Posterior probabilities of ``node`` per case, shape ``(n_cases, K)``; in a case
+        that observes ``node`` its row is the observed state's indicator.
+
+        Raises
+        ------
+        DataError
+            If ``node`` is not a scalar discrete site of the model.
+        """
+        if node not in self._cards:
+            raise DataError(f"'{node}' has no per-case marginal; nodes: {self.nodes}")
+        out = torch.zeros(len(self.rows), self._cards[node], dtype=torch.float64)
+        for index, post in self.groups:
+            ix = torch.as_tensor(index)
+            if node in post.sites:
+                p = post.probs(node).detach().to("cpu", torch.float64)
+                out[ix] = p.reshape(len(index), -1)
+            else:  # observed in these cases
+                state = post.graph.bound.observations[node].reshape(-1).long().cpu()
+                out[ix, state] = 1.0
+        return out
+
+    def to_pandas(self):
+        """A ``pandas.DataFrame``: one row per case, columns ``(node, state)``."""
+        import pandas as pd
+
+        frames = {}
+        for node in self.nodes:
+            names = self.model.state_names.get(node) or list(range(self._cards[node]))
+            p = self.probs(node).numpy()
+            for k, s in enumerate(names):
+                frames[(node, s)] = p[:, k]
+        return pd.DataFrame(frames)
+
+    def table(self, node: str) -> Table:
+        """``node``'s marginals per case as a printable :class:`~ppl.table.Table`."""
+        names = self.model.state_names.get(node) or list(range(self._cards[node]))
+        p = self.probs(node)
+        rows = [{"case": i, **{str(s): float(p[i, k]) for k, s in enumerate(names)}} for i in range(len(self.rows))]
+        return Table(rows, title=f"P({node} | evidence) per case")
+
+    def __repr__(self) -> str:
+        return (f"<Cases of model '{self.model.name}': {len(self.rows)} cases in {len(self.groups)} evidence groups, "
+                f"log evidence {self.log_evidence}>")
+
+    def _repr_html_(self) -> str:
+        return self.to_pandas()._repr_html_()
+
+
+def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = None, **options) -> Cases:
+    """Answer many cases of evidence in one batched call (see the module docstring).
+
+    Parameters
+    ----------
+    model : Model or callable
+        Its observed nodes must be scalar sites outside every plate (a Bayesian network's
+        nodes); it may have plates of its own (the cases plate goes left of them).
+    cases : pandas.DataFrame or list of dict
+        One row per case: node -> state (name or index); a missing entry (NaN, None, or
+        a key left out) means the node is not observed in that case.
+    method : str
+        Passed to :func:`ppl.infer` (default ``"exact"``).
+    data : mapping, optional
+        Model arguments shared by every case.
+    **options
+        Passed to :func:`ppl.infer`.
+
+    Returns
+    -------
+    Cases
+        ``probs(node)`` of shape ``(n_cases, K)``, ``to_pandas()``, ``log_evidence``.
+
+    Raises
+    ------
+    DataError
+        ``cases`` empty or not rows of evidence; a column naming no scalar sample site; a
+        state that is not one of the node's states; evidence of probability zero in some
+        case (the group's log evidence is then ``-inf``).
+    UnsupportedModelError, IntractableError, OptionError
+        As :func:`ppl.infer`.
+    """
+    from .api import infer
+
+    model = as_model(model)
+    rows = _rows(cases)
+    arguments = dict(data or {})
+    dim, graph = _plate_dim(model, arguments)
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(tuple(sorted(r)), []).append(i)
+    answered = []
+    for observed, index in groups.items():
+        values = {node: _values(model, graph, [rows[i][node] for i in index], node, dim) for node in observed}
+        batched = _batched(model, len(index), dim)
+        answered.append((index, infer(batched, {**arguments, **values}, method=method, **options)))
+    cards = {n: v.cardinality for n, v in graph.variables.items()
+             if v.role != "param" and v.cardinality is not None and not v.plates and not tuple(v.batch_shape)}
+    return Cases(model, rows, answered, cards, dim)
