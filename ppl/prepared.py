@@ -42,6 +42,7 @@ first out); :func:`clear_cache` empties it.  Results are identical to a fresh co
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import types
@@ -230,6 +231,15 @@ class Prepared:
             observations[k].shape == old[k].shape and observations[k].dtype == old[k].dtype
             and torch.equal(observations[k], old[k]) for k in old)
 
+    def again(self) -> FactorGraph:
+        """The very call again: :attr:`graph` itself, seen through a shallow copy that
+        shares everything cached on it (its memo: analysis, plans) and is marked
+        :attr:`~ppl.compiler.FactorGraph.rebound`, so that only backends that may reuse a
+        prepared graph run on it."""
+        new = copy.copy(self.graph)
+        new.rebound = self
+        return new
+
     def rebind(self, observations: dict) -> FactorGraph | None:
         """The graph bound to new ``observations`` (site -> tensor, converted), or
         ``None`` when they do not fit this entry (other names, shapes, dtypes, or a value
@@ -415,7 +425,7 @@ def lookup(model, data) -> FactorGraph | None:
     if entry is None or not entry.matches(model, arguments):
         return None
     if entry.same_evidence(observations):
-        return entry.graph  # the very call again: the graph and everything cached on it
+        return entry.again()
     return entry.rebind(observations)
 
 

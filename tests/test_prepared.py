@@ -216,7 +216,7 @@ def test_a_masked_observation_is_never_clamped():
 
     global pyro_mask
     pyro_mask = lambda m: poutine.mask(mask=torch.tensor(m))  # noqa: E731
-    for b in (1.0, 0.0, 1.0):
+    for b in (1.0, 0.0, 0.0):  # the first call's values again would be the same call: not a rebind
         post = ppl.infer(masked, {"b": b}, method="exact")
         assert post.graph.rebound is None
         assert float(post.mean("a")) == pytest.approx(0.4, abs=1e-6)  # the masked factor counts for nothing
@@ -242,10 +242,28 @@ def test_a_plain_function_and_a_repeated_call_reuse_the_graph():
     flips = torch.tensor([1.0, 1.0, 0.0, 1.0])
     first = ppl.infer(coin, {"flips": flips}, method="exact")  # a plain function, wrapped on every call
     again = ppl.infer(coin, {"flips": flips}, method="exact")
-    assert again.graph is first.graph  # the very call again: nothing recompiled
+    assert again.graph._memo is first.graph._memo  # the very call again: nothing recompiled
     lik = [0.3**3 * 0.7, 0.7**3 * 0.3]
     assert float(again.mean("p")) == pytest.approx(lik[1] / sum(lik), abs=1e-6)
     other = ppl.infer(coin, {"flips": torch.tensor([0.0, 0.0, 0.0, 1.0])}, method="exact")
-    assert other.graph is not first.graph
+    assert other.graph._memo is not first.graph._memo
     lik = [0.3 * 0.7**3, 0.7 * 0.3**3]
     assert float(other.mean("p")) == pytest.approx(lik[1] / sum(lik), abs=1e-6)
+
+
+def test_auto_on_a_continuous_model_called_twice_runs_on_a_fresh_graph():
+    @ppl.model
+    def normal_mean(x):
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 10.0))
+        with ppl.plate("n", len(x)):
+            ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    x = torch.tensor([0.5, 1.5, 1.0, 2.0], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = ppl.infer(normal_mean, {"x": x}, seed=0)
+        second = ppl.infer(normal_mean, {"x": x}, seed=0)
+    assert second.graph.rebound is None  # the method auto chose cannot run on a prepared graph
+    assert float(second.mean("mu")) == float(first.mean("mu"))
+    post_mean = x.sum() / (len(x) + 1 / 100)
+    assert float(second.mean("mu")) == pytest.approx(float(post_mean), abs=0.05)

@@ -553,6 +553,8 @@ def _rebound_plan(graph, analysis, dtype, device) -> DiscretePlan | None:
     if prepared is None:
         return None
     base = discrete_plan(prepared.graph, analysis, dtype=dtype, device=device)
+    if graph.bound is prepared.graph.bound:  # the very call again (Prepared.again)
+        return base
     tables = prepared.clamped_tables(graph, base.layouts, dtype, base.device)
     if tables is None:
         return None
