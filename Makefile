@@ -31,6 +31,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/bn_exact.py
+	$(PY) benchmarks/prepared.py
 	$(PY) benchmarks/hmm_exact.py
 	$(PY) benchmarks/em.py
 	$(PY) benchmarks/svi_overhead.py
