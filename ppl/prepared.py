@@ -145,7 +145,10 @@ def fingerprint(model: Model) -> tuple:
 def _digest(value):
     """A hashable digest of a model argument's value, or ``None`` if it has none."""
     if isinstance(value, torch.Tensor):
-        raw = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        try:
+            raw = value.detach().cpu().contiguous().numpy().tobytes()
+        except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16...): no digest, no reuse
+            return None
         return ("tensor", str(value.dtype), tuple(value.shape), hashlib.blake2b(raw, digest_size=16).digest())
     if value is None or isinstance(value, (bool, int, float, str)):
         return ("scalar", type(value).__name__, value)

@@ -22,6 +22,7 @@ import torch
 from ..dsl import BoundData, trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
+from .chunked import precompute_log_probs
 from .handlers import CheckObservations, EnumerateSites
 from .handlers.check_observations_messenger import STRUCTURE_CHANGED
 from .internals import mask_of
@@ -173,6 +174,7 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
                                 CheckObservations(graph.model, graph.bound.observations, validate, sites=graph.sites),
                                 grad=grad)
             if log_prob:
+                precompute_log_probs(trace)  # large observed sites chunk by chunk (bounded temporaries)
                 trace.compute_log_prob()
         except ModelError as e:
             if STRUCTURE_CHANGED in str(e):  # says what to do already
