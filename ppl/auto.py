@@ -17,8 +17,9 @@ import time
 import warnings
 
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
-from .backends.registry import ranked_backends
-from .errors import DataError, NumericalError, PPLError, TrustWarning, UnknownOptionError, UnsupportedModelError
+from .backends.registry import methods_taking, ranked_backends
+from .errors import (DataError, NumericalError, OptionError, PPLError, TrustWarning, UnknownOptionError,
+                     UnsupportedModelError)
 
 __all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "escalate"]
 
@@ -100,7 +101,13 @@ def plan(analysis) -> list:
 
 def _split_options(options: dict, candidates: list) -> tuple:
     """``(auto's own options, options for the backends)``; an option no candidate declares
-    (and auto does not take) is an :class:`~ppl.errors.UnknownOptionError`."""
+    (and auto does not take) is an :class:`~ppl.errors.UnknownOptionError`, and
+    ``distributed`` an :class:`~ppl.errors.OptionError` (a method that ignored it would
+    answer for this rank's shard alone)."""
+    if options.get("distributed"):
+        raise OptionError(f"option distributed={options['distributed']!r} of method 'auto' is not accepted: auto may "
+                          "try methods that run on one process only, each answering for this rank's shard alone; "
+                          f"choose a method that runs data-parallel: {', '.join(methods_taking('distributed'))}")
     own = {k: v for k, v in options.items() if k in AUTO_OPTIONS}
     rest = {k: v for k, v in options.items() if k not in AUTO_OPTIONS}
     ranked = ranked_backends()

@@ -29,7 +29,7 @@ from ..errors import OptionError, UnknownOptionError
 
 __all__ = ["Constraint", "Integer", "Real", "OneOf", "Boolean", "Dtype", "Device", "Seed", "Bytes", "MappingOf",
            "CallableValue", "InstanceOf", "AnyOf", "NoneValue", "Anything", "Option", "REQUIRED", "option_table",
-           "validate_options", "settings", "parse_text", "option_rows", "COMMON"]
+           "validate_options", "settings", "parse_text", "option_rows", "COMMON", "set_declarers"]
 
 
 class _Required:
@@ -458,6 +458,17 @@ def _as_option(name, entry) -> Option:
     return Option(name, Anything(), REQUIRED, str(entry))  # a third-party backend's doc-only declaration
 
 
+#: Callable option name -> the methods that take it (set by the registry, :func:`set_declarers`),
+#: so that an option a method does not take names the methods that do.
+DECLARERS = [lambda name: []]
+
+
+def set_declarers(fn) -> None:
+    """Use ``fn(option name) -> list of method names`` in :func:`validate_options`'s message
+    for an option a method does not take."""
+    DECLARERS[0] = fn
+
+
 def validate_options(method: str, declared: Mapping, given: Mapping, *, fill: bool = True):
     """Check ``given`` option values against a backend's ``declared`` table.
 
@@ -482,14 +493,18 @@ def validate_options(method: str, declared: Mapping, given: Mapping, *, fill: bo
     Raises
     ------
     UnknownOptionError (a TypeError and an OptionError)
-        A name not declared: lists the declared names.
+        A name not declared: lists the declared names, and the registered methods that
+        take it (:func:`set_declarers`).
     OptionError
         A value its constraint refuses: names the option, the value and what is accepted.
     """
     unknown = [k for k in given if k not in declared]
     if unknown:
         valid = ", ".join(declared) or "none"
-        raise UnknownOptionError(f"method '{method}' got unknown option(s) {unknown}; it takes: {valid}")
+        takers = {k: DECLARERS[0](k) for k in unknown}
+        elsewhere = "; ".join(f"{k} is taken by {', '.join(takers[k])}" for k in unknown if takers[k])
+        raise UnknownOptionError(f"method '{method}' got unknown option(s) {unknown}; it takes: {valid}"
+                                 + (f" ({elsewhere})" if elsewhere else ""))
     out = {}
     for name, entry in declared.items():
         option = _as_option(name, entry)
@@ -533,4 +548,7 @@ COMMON = option_table(
     Option("heuristic", OneOf("min_fill", "min_degree"), "min_fill", "elimination-order heuristic"),
     Option("marginals", Boolean(), True, "compute every latent's marginal"),
     Option("map", Boolean(), True, "compute the joint MAP assignment (max-product)"),
+    Option("distributed", Boolean() | InstanceOf(str, "a plate name"), False,
+           "data-parallel run in an initialised torch.distributed group: this rank's data is its shard of the data "
+           "plate (True: the plate found from the data; or the plate's name); see docs/distributed.md"),
 )

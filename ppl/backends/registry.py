@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..errors import BackendNotFoundError, OptionError
 from .base import Backend
+from .options import set_declarers
 
-__all__ = ["register_backend", "get_backend", "registered_backends", "ranked_backends"]
+__all__ = ["register_backend", "get_backend", "registered_backends", "ranked_backends", "methods_taking"]
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -31,6 +32,14 @@ def register_backend(backend: Backend, *, name: str | None = None, overwrite: bo
         raise OptionError(f"a backend named '{name}' is already registered (pass overwrite=True to replace it)")
     _REGISTRY[name] = backend
     return backend
+
+
+def methods_taking(option: str) -> list:
+    """Names of the registered methods that declare ``option``, in registration order."""
+    return [n for n, b in _REGISTRY.items() if option in (getattr(b, "options", None) or {})]
+
+
+set_declarers(methods_taking)
 
 
 def get_backend(name: str) -> Backend:

@@ -40,13 +40,14 @@ naming the site and the structural test that failed.
 
 from __future__ import annotations
 
-import math
 import time
 
 from ...analysis.report import format_bytes
 from ...compiler.zeros import has_exact_zero
 from ...errors import IntractableError, UnsupportedModelError
 from ..base import Applicability, Backend
+from ..common.distributed import data_shard, shard_trust
+from ..common.elimination import largest_factor
 from ..common.quadratic import all_normal, not_quadratic
 from ..common.routing import held_params_note, not_ok
 from ..options import COMMON, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
@@ -93,7 +94,7 @@ class CAVIBackend(Backend):
         Option("learn_params", Boolean(), False, "variational EM: also maximise the ELBO over the ppl.params"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"],
         COMMON["memory_budget"].but(doc="bytes for the largest factor table (None: 2 GiB)"),
-        COMMON["heuristic"].but(doc="accepted and unused (CAVI needs no elimination order)"),
+        COMMON["heuristic"].but(doc="accepted and unused (CAVI needs no elimination order)"), COMMON["distributed"],
     )
     rank = 30
     rank_note = "a mean-field approximation ranks below exact inference and EM"
@@ -132,8 +133,8 @@ class CAVIBackend(Backend):
         return [{"n_init": 4}] if analysis.discrete else [{}]
 
     def assess(self, posterior, graph, analysis):
-        """See :func:`~ppl.backends.cavi.assess.assess_cavi`."""
-        return assess_cavi(posterior, graph, analysis)
+        """:func:`~ppl.backends.cavi.assess.assess_cavi`, agreed over ranks (:func:`shard_trust`) when distributed."""
+        return shard_trust(posterior, assess_cavi(posterior, graph, analysis))
 
     def deciding_fact(self, analysis, verdicts) -> str:
         """Exact does not apply and every latent has a closed-form update."""
@@ -164,22 +165,25 @@ class CAVIBackend(Backend):
         DataError
             The evidence has probability zero under every q (ELBO = -inf).
         UnsupportedModelError
-            ``learn_params=True`` with continuous latents that have no closed-form update.
+            ``learn_params`` or ``distributed`` with continuous latents that have no closed-form
+            update; ``distributed`` with a discrete latent outside the data plate (docs/distributed.md).
         """
         o = self.settings(options)
         start = time.perf_counter()
+        o.shard = data_shard(graph, o.distributed, self.name, local=graph.discrete_latent(),
+                             refuse={"learn_params=True": o.learn_params})
         if analysis.continuous:
-            if o.learn_params:  # variational EM: the conjugate path's sweeps with an M-step after each
+            if o.learn_params or o.shard.active:  # variational EM, or distributed: the conjugate path
                 problem = conjugate_problem(graph, analysis.moral)
                 if problem:
-                    raise UnsupportedModelError(f"learn_params=True with continuous latents needs closed-form "
-                                                f"conjugate updates: {problem}; use method='svi' to learn params "
-                                                "with a guide")
-            if (not o.learn_params and not analysis.discrete and all_normal(graph, analysis.continuous)
-                    and not_quadratic(graph, analysis.continuous) is None):
+                    raise UnsupportedModelError(f"{'distributed=True' if o.shard.active else 'learn_params=True'} "
+                                                f"with continuous latents needs closed-form conjugate updates: "
+                                                f"{problem}; use method='svi'")
+            if (not o.learn_params and not o.shard.active and not analysis.discrete
+                    and all_normal(graph, analysis.continuous) and not_quadratic(graph, analysis.continuous) is None):
                 return run_gaussian(self.name, graph, o, start)
             return run_conjugate(self.name, graph, analysis.moral, o, start)
-        if not o.learn_params and _binary_path(graph, analysis):
+        if not o.learn_params and not o.shard.active and _binary_path(graph, analysis):
             return run_binary(self.name, graph, o, start)
         return run_discrete(self.name, graph, analysis, o, start)
 
@@ -247,15 +251,3 @@ def _factor_tables(graph, analysis):
                                     "budget", IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget)), nbytes
     return None, nbytes
 
-
-def largest_factor(graph) -> tuple:
-    """(name, entries) of the factor with the largest table: Π cards of its discrete
-    latents × Π sizes of its plates."""
-    best = ("", 1)
-    discrete = set(graph.discrete_latent())
-    for name, f in graph.factors.items():
-        size = math.prod(graph.variables[v].cardinality for v in f.scope if v in discrete)
-        size *= math.prod(graph.plates[p].size for p in f.plates)
-        if size > best[1]:
-            best = (name, size)
-    return best

@@ -51,6 +51,7 @@ from ...compiler.parametric import ParametricTables
 from ...compiler.tables import enumeration_dims
 from ...ops.contract import LogFactor
 from ...ops.sigma import RULES, NormalWishartRule
+from ..common.distributed import NO_SHARD
 from ..common.potential import start_value
 from .discrete import MeanFieldTables
 
@@ -193,6 +194,8 @@ class ConjugateModel:
     blocks : list[Block]
     dtype, device
         Of the tables.
+    shard : Shard, optional
+        Distributed: tables of factors outside the data plate weighted ``1 / W`` (their share).
 
     Attributes
     ----------
@@ -202,8 +205,8 @@ class ConjugateModel:
         Factor -> the blocks its table depends on.
     """
 
-    def __init__(self, graph, moral, blocks, dtype, device, params=None):
-        self.graph, self.blocks, self.dtype, self.device = graph, blocks, dtype, device
+    def __init__(self, graph, moral, blocks, dtype, device, params=None, shard=NO_SHARD):
+        self.graph, self.blocks, self.dtype, self.device, self.shard = graph, blocks, dtype, device, shard
         self.cont = [s for b in blocks for s in b.sites]
         self.dims = enumeration_dims(graph, moral)
         self.start = {s: start_value(graph.sites[s], device, dtype) for s in self.cont}
@@ -326,7 +329,7 @@ class ConjugateModel:
                     acc[n] = tabs[n] if n not in acc else acc[n] + tabs[n]
             for n in slow:
                 out[n] = acc[n] / len(combos)
-        return {n: LogFactor(out[n], *pt.layouts[n]) for n in names}
+        return self.shard.scale_factors({n: LogFactor(out[n], *pt.layouts[n]) for n in names})
 
     def _values(self, points, choice) -> dict:
         """Site -> value at the chosen point of each block (point 0 for the others)."""

@@ -37,14 +37,14 @@ class ConjugateSweeps:
         theta = current_params(graph, graph.params(), o.dtype, o.device) if o.learn_params else {}
         if o.learn_params and not theta:
             raise OptionError(f"learn_params=True but model '{graph.model.name}' has no ppl.param to learn")
-        self.cm = ConjugateModel(graph, moral, self.blocks, o.dtype, o.device, params=theta)
+        self.cm = ConjugateModel(graph, moral, self.blocks, o.dtype, o.device, params=theta, shard=o.shard)
         self.theta0 = dict(theta)
         self.constraints = {n: param_constraint(n) for n in theta}
         qc = self.cm.initial(o.init)
         self.disc = graph.discrete_latent()
         self.cm.fit_affine(qc)
         self.mf = MeanFieldTables(graph, self.disc, self.cm.factor_tables(qc, names=self.cm.varying), o.dtype,
-                                  o.device)
+                                  o.device, o.shard)
         self.factor_sets = [self.cm.factors_of(i, varying=True) for i in range(len(self.blocks))]
         self.cache: dict = {}
 
@@ -86,8 +86,9 @@ class ConjugateSweeps:
                 p = mf.probs(state["d"][v])
                 total = total - torch.where(p > 0, p * state["d"][v], torch.zeros_like(p)).sum()
             total = total + self.cm.affine_value(state["c"])
-            total = total + sum(b.rule.entropy(q) for b, q in zip(self.blocks, state["c"]))
-        return float(total)
+            total = total + sum(b.rule.entropy(q) * self.o.shard.share(b.sites[0])   # a global block's: 1 / W
+                                for b, q in zip(self.blocks, state["c"]))
+        return self.o.shard.total(total)
 
     def gradient(self, qd_now, qc_now, i):
         """``∂ E_q[ln p] / ∂ M_i`` at ``(qd_now, qc_now)``: the affine factors' constant part
@@ -95,8 +96,9 @@ class ConjugateSweeps:
         with block ``i``, else from new ones."""
         grads, leaves = self.varying_gradient(qd_now, qc_now, i)
         grads = tuple(torch.zeros_like(l) if g is None else g for g, l in zip(grads, leaves))
-        fixed = self.cm.affine_gradient(i)
-        return (grads if fixed is None else tuple(a + b for a, b in zip(grads, fixed))), leaves
+        fixed = self.cm.affine_gradient(i)      # distributed: a global block's sums over the data add over ranks
+        return self.o.shard.reduce_block(self.blocks[i].sites[0], grads if fixed is None else
+                                         tuple(a + b for a, b in zip(grads, fixed))), leaves
 
     def cached_gradients(self, qd_now):
         """Every block's gradient at the kept tables and ``qd_now``, by one backward pass
@@ -197,7 +199,7 @@ class ConjugateSweeps:
         """The largest change of a factor between two states (relative)."""
         changes = [b.rule.moved(a, c) for b, a, c in zip(self.blocks, new["c"], old["c"])]
         changes += [float((new["d"][v].exp() - old["d"][v].exp()).abs().max()) for v in self.disc]
-        return max(changes, default=0.0)
+        return self.o.shard.max(max(changes, default=0.0))
 
 
 def run_conjugate(method, graph, moral, o, start):
@@ -225,7 +227,7 @@ def run_conjugate(method, graph, moral, o, start):
     with run_context(o.device, o.dtype, None):
         result = coordinate_ascent(run.initial, run.sweep, run.elbo, run.moved, graph=graph, schedule=o.schedule,
                                    damping=o.damping, max_iter=o.max_iter, tol=o.tol, progress=o.progress,
-                                   n_init=o.n_init)
+                                   n_init=o.n_init, shard=o.shard)
     state = result.state
     factors, joint = {}, {}
     for b, q in zip(run.blocks, state["c"]):
@@ -237,7 +239,7 @@ def run_conjugate(method, graph, moral, o, start):
              for v in disc}
     supports = {v: enumerate_values(graph.sites[v].fn).to(o.device) for v in disc}
     diagnostics = {"schedule": o.schedule, "damping": o.damping, "sweeps": result.n_iter, **result.diagnostics(),
-                   "path": "sigma points", "device": str(o.device),
+                   "path": "sigma points", "device": str(o.device), **o.shard.diagnostics(),
                    "factors": {" & ".join(b.sites): b.rule.name for b in run.blocks}}
     if o.learn_params:
         store_params(state["theta"])

@@ -18,6 +18,7 @@ from ...posterior import MeanFieldPosterior
 from ...errors import DataError, OptionError
 from ...ops.contract import LogFactor
 from ..common.discrete import batch_layout
+from ..common.distributed import NO_SHARD
 from ..common.params import current_params, param_constraint, store_params
 from ..common.pointopt import maximise, param_block
 from ..common.runtime import seeded_generator
@@ -37,10 +38,10 @@ def _floor(dtype) -> float:
 class MeanFieldTables:
     """Factor tables, their einsum layouts, and the two computations: a site's optimal
     ``ln q_j*`` and the ELBO.  ``q`` maps site -> log probabilities, shape (sizes of the
-    site's plates, in plate order) + (K,)."""
+    site's plates, in plate order) + (K,); ``shard``: the ELBO summed over ranks (distributed)."""
 
-    def __init__(self, graph, sites, tables, dtype, device):
-        self.graph = graph
+    def __init__(self, graph, sites, tables, dtype, device, shard=NO_SHARD):
+        self.graph, self.shard = graph, shard
         self.sites = sites
         self.dtype, self.device = dtype, device
         self._probs = []  # (log q tensor, its exp), most recent first
@@ -94,7 +95,7 @@ class MeanFieldTables:
         for v in self.sites:
             p = self.probs(q[v])
             total = total - torch.where(p > 0, p * q[v], torch.zeros_like(p)).sum()
-        return float(total)
+        return self.shard.total(total)
 
     def expected_log_joint(self, q, factors) -> torch.Tensor:
         """``Σ_f E_q[ln f]`` over ``factors`` (a :meth:`layout`), differentiable in the tables."""
@@ -132,7 +133,7 @@ class MeanFieldTables:
             gen = seeded_generator(seed, self.device)
             out = {}
             for v, s in shapes.items():
-                e = -torch.log(torch.rand(s, dtype=self.dtype, device=self.device, generator=gen).clamp_min(1e-300))
+                e = -torch.log(self.shard.rand(s, self.var_plates[v], gen, self.dtype, self.device).clamp_min(1e-300))
                 out[v] = (e / e.sum(-1, keepdim=True)).log()       # Dirichlet(1): normalised exponentials
             return out
         raise OptionError(f"init must be one of {list(INITS)} or a dict site -> probabilities, got {init!r}")
@@ -199,8 +200,8 @@ def run_discrete(method, graph, analysis, o, start):
     """
     sites = list(analysis.discrete)
     dims = enumeration_dims(graph, analysis.moral)
-    tables = log_factor_tables(graph, dims, graph.plate_order, dtype=o.dtype, device=o.device)
-    mf = MeanFieldTables(graph, sites, tables, o.dtype, o.device)
+    tables = o.shard.scale_factors(log_factor_tables(graph, dims, graph.plate_order, dtype=o.dtype, device=o.device))
+    mf = MeanFieldTables(graph, sites, tables, o.dtype, o.device, o.shard)
     initial_factors = mf.factors
 
     def initial(restart):
@@ -222,11 +223,11 @@ def run_discrete(method, graph, analysis, o, start):
         return q, learner
 
     def moved(new, old):
-        return max((float((new[0][v].exp() - old[0][v].exp()).abs().max()) for v in sites), default=0.0)
+        return o.shard.max(max((float((new[0][v].exp() - old[0][v].exp()).abs().max()) for v in sites), default=0.0))
 
     result = coordinate_ascent(initial, sweep, lambda s: mf.elbo(s[0]), moved, graph=graph, schedule=o.schedule,
                                damping=o.damping, max_iter=o.max_iter, tol=o.tol, progress=o.progress,
-                               n_init=o.n_init)
+                               n_init=o.n_init, shard=o.shard)
     q, learner = result.state
     if result.history[-1] <= _floor(o.dtype) / 10:  # q weighs log 0 (its stand-in) wherever it goes
         raise DataError(f"the evidence on {graph.observed()} has probability zero under every q CAVI reached on "
@@ -238,7 +239,7 @@ def run_discrete(method, graph, analysis, o, start):
     probs = {v: q[v].exp().reshape(batch_layout(graph, graph.variables[v].plates) + (mf.cards[v],)) for v in sites}
     supports = {v: families.enumerate_values(graph.sites[v].fn).to(o.device) for v in sites}
     diagnostics = {"schedule": o.schedule, "damping": o.damping, "sweeps": result.n_iter, **result.diagnostics(),
-                   "device": str(o.device), "path": "discrete tables"}
+                   "device": str(o.device), "path": "discrete tables", **o.shard.diagnostics()}
     return MeanFieldPosterior(method, graph=graph, marginals=probs, supports=supports,
                               families={v: graph.variables[v].family for v in sites}, seed=o.seed,
                               elbo=result.history[-1], history=result.history, params=params,

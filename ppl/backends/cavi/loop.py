@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from ...errors import DataError, NumericalError
-from ..common.runtime import count_observations
+from ..common.distributed import NO_SHARD
 from ..template import FitResult, IterativeFit, run_iterations
 
 __all__ = ["Q_TOL", "coordinate_ascent", "Sweeps"]
@@ -63,14 +63,14 @@ class Sweeps(IterativeFit):
 
 
 def coordinate_ascent(initial, sweep, elbo, moved, *, graph, schedule, damping, max_iter, tol, progress,
-                      n_init: int = 1) -> FitResult:
+                      n_init: int = 1, shard=NO_SHARD) -> FitResult:
     """The CAVI loop every path shares: ``state = sweep(state)`` until converged, from
     ``n_init`` starts (``initial(restart)``), keeping the run with the highest ELBO.
 
     Converged when the ELBO changes by less than ``tol`` per observed value *and*
     ``moved(new, old)`` (the largest change of q, relative) is below :data:`Q_TOL` — a
     parallel 2-cycle keeps the ELBO fixed while q flips.  ``sweep`` must return a new state,
-    not change its argument.
+    not change its argument.  ``shard`` (distributed): ``tol`` per observed value of every rank.
 
     Returns
     -------
@@ -87,5 +87,5 @@ def coordinate_ascent(initial, sweep, elbo, moved, *, graph, schedule, damping, 
         updates).
     """
     fit = Sweeps(graph, initial, sweep, elbo, moved, schedule, damping)
-    return run_iterations(fit, max_iter=max_iter, tol=tol, n_obs=count_observations(graph), n_init=n_init,
+    return run_iterations(fit, max_iter=max_iter, tol=tol, n_obs=shard.n_obs(graph), n_init=n_init,
                           progress=progress)

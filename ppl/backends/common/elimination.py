@@ -4,6 +4,7 @@ the discrete latents can run (exact inference, EM's E-step, max-product MAP), an
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -15,7 +16,7 @@ from ...posterior.lazy import LazyDiagnostics
 from ..base import Applicability
 from .discrete import DiscretePlan
 
-__all__ = ["discrete_applicability", "table_posterior"]
+__all__ = ["discrete_applicability", "table_posterior", "largest_factor"]
 
 
 def discrete_applicability(analysis):
@@ -110,3 +111,16 @@ def table_posterior(method: str, graph, plan: DiscretePlan, marginals, *, seed=N
                           supports=plan.supports, families=plan.families, sampler=sampler,
                           map_assignment=map_assignment, elapsed=time.perf_counter() - start,
                           diagnostics=diagnostics, **fields)
+
+
+def largest_factor(graph) -> tuple:
+    """(name, entries) of the factor with the largest table: Π cards of its discrete
+    latents × Π sizes of its plates (CAVI's memory: it keeps factor tables, not cliques)."""
+    best = ("", 1)
+    discrete = set(graph.discrete_latent())
+    for name, f in graph.factors.items():
+        size = math.prod(graph.variables[v].cardinality for v in f.scope if v in discrete)
+        size *= math.prod(graph.plates[p].size for p in f.plates)
+        if size > best[1]:
+            best = (name, size)
+    return best

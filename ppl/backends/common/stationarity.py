@@ -86,9 +86,13 @@ class IterateMonitor:
     window : int
     seed : int
         Picks the tracked coordinates of a large guide.
+    reduce : callable, optional
+        Applied to each step's flat gradient before it is kept (a distributed run: the
+        weighted mean over ranks, so the gradient test decides alike on every rank).
     """
 
-    def __init__(self, names, window: int, seed: int = 0):
+    def __init__(self, names, window: int, seed: int = 0, reduce=None):
+        self.reduce = reduce
         store = pyro.get_param_store()
         self.names = [n for n in names if n in store]
         self.window = window
@@ -130,6 +134,7 @@ class IterateMonitor:
             parts = [torch.zeros(t.numel(), dtype=torch.float64) if g is None else g.reshape(-1).double().cpu()
                      for t, g in zip(self.tensors, self._grad)]
             grad = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+            grad = grad if self.reduce is None else self.reduce(grad)
             self.grads.append(grad if self.index is None else grad[self.index])
             self._grad = [None] * len(self.tensors)
         if len(self.full) > self.window:

@@ -36,9 +36,9 @@ from ...ops.contract import LogFactor
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, Backend
 from ..common.discrete import DiscretePlan
+from ..common.distributed import NO_SHARD, data_shard
 from ..common.elimination import discrete_applicability, table_posterior
 from ..common.params import current_params, store_params
-from ..common.runtime import count_observations
 from ..options import (COMMON, Boolean, InstanceOf, Integer, MappingOf, NoneValue, OneOf, Option, Real,
                        option_table)
 from ..template import IterativeFit, run_iterations
@@ -88,6 +88,7 @@ class EMBackend(Backend):
         Option("gradient_steps", Integer(1), 20, "L-BFGS iterations per gradient M-step"),
         COMMON["seed"].but(doc="seed of the initialisation and of sample()"),
         COMMON["dtype"], COMMON["device"], COMMON["heuristic"], COMMON["memory_budget"], COMMON["progress"],
+        COMMON["distributed"],
         COMMON["marginals"].but(doc="latent marginals at the learned params"),
         COMMON["map"].but(doc="MAP assignment at the learned params"),
         Option("map_latents", Boolean() | InstanceOf(str, "a site name")
@@ -167,10 +168,21 @@ class EMBackend(Backend):
             Bad ``init`` (unknown name, shape, outside the constraint), evidence
             impossible at the initial θ, or a covariance turning singular.
         OptionError (a ValueError)
-            Bad option values, or a ``map_latents`` entry that is not a continuous latent
-            site.
+            Bad option values, a ``map_latents`` entry that is not a continuous latent
+            site, or ``distributed=True`` outside a process group.
         UnsupportedModelError
-            A ``map_latents`` site that is a local latent.
+            A ``map_latents`` site that is a local latent; with ``distributed``, a latent
+            outside the data plate.
+        ModelError
+            With ``distributed``, ranks whose models differ
+            (:func:`~ppl.backends.common.distributed.data_shard`).
+
+        With ``distributed=True`` each rank holds a shard of the data plate; the E-step's
+        expected sufficient statistics and the log likelihood are sums over data points
+        (Dempster, Laird & Rubin 1977; Bishop 2006, §9.2), so they are summed over ranks
+        (the factors outside the plate weighted ``1 / W`` on each of the W ranks), every
+        rank takes the same M-step and ends with the same params.  θ_0 is rank 0's (so
+        ``init="kmeans++"`` seeds from rank 0's shard).
         """
         o = self.settings(options)
         start = time.perf_counter()
@@ -178,7 +190,8 @@ class EMBackend(Backend):
         if map_names:
             analysis = _map_analysis(analysis, map_names)
             graph = analysis.graph
-        fit = EMFit.build(graph, analysis, o, map_names)
+        shard = data_shard(graph, o.distributed, self.name, local=graph.latent())
+        fit = EMFit.build(graph, analysis, o, map_names, shard)
         setup = time.perf_counter() - start
         result = run_iterations(fit, max_iter=o.max_iter, tol=o.tol, n_obs=fit.n_obs, n_init=o.n_init,
                                 progress=o.progress)
@@ -193,10 +206,10 @@ class EMBackend(Backend):
                        "device": str(o.device)}
         if map_names:
             diagnostics["map_latents"] = list(map_names)
-        value = float(log_z)
-        return table_posterior(self.name, graph, final, probs, seed=o.seed, map=o.map, elbo=value, log_evidence=value,
-                               params=params, history=result.history, converged=result.converged, start=start,
-                               diagnostics=diagnostics)
+        value = shard.total(log_z)
+        return shard.annotate(table_posterior(
+            self.name, graph, final, probs, seed=o.seed, map=o.map, elbo=value, log_evidence=value, params=params,
+            history=result.history, converged=result.converged, start=start, diagnostics=diagnostics))
 
 
 class EMFit(IterativeFit):
@@ -208,16 +221,26 @@ class EMFit(IterativeFit):
     label = "EM"
     monotone = True
 
-    def __init__(self, graph, pt, plan, feed, updates, gradient, gstep, theta0, init, gen, reg_covar):
+    def __init__(self, graph, pt, plan, feed, updates, gradient, gstep, theta0, init, gen, reg_covar,
+                 shard=NO_SHARD):
         self.graph, self.pt, self.plan, self.feed = graph, pt, plan, feed
         self.updates, self.gradient, self.gstep = updates, gradient, gstep
         self.theta0, self.init, self.gen, self.reg_covar = theta0, init, gen, reg_covar
-        self.n_obs = count_observations(graph)
+        self.shard = shard
+        self.n_obs = shard.n_obs(graph)
         self.why: dict = {}
+        # distributed: the share of each factor outside the data plate (1 / W), for its
+        # table (in the log likelihood) and for its E-step weights (in the M-step)
+        self.table_shares = [shard.share(n) for n in feed.standalone]
+        self.weight_shares = [torch.tensor([shard.share(m) for m in g.members], dtype=pt.dtype, device=pt.device)
+                              for g in pt.groups]
+        self.shared = any(s != 1.0 for s in self.table_shares) or any(bool((w != 1).any())
+                                                                      for w in self.weight_shares)
 
     @classmethod
-    def build(cls, graph, analysis, o, map_names) -> "EMFit":
-        """The parametric tables, the E-step's plan and the M-step's updates of ``graph``."""
+    def build(cls, graph, analysis, o, map_names, shard=NO_SHARD) -> "EMFit":
+        """The parametric tables, the E-step's plan and the M-step's updates of ``graph``
+        (``shard``: this rank's share of the data plate, for a distributed run)."""
         dtype, device = o.dtype, o.device
         theta0 = current_params(graph, graph.params(), dtype, device)
         dims = graph.memo("em", ("enumeration_dims", analysis.heuristic),
@@ -227,9 +250,9 @@ class EMFit(IterativeFit):
         plan, feed = _structure(graph, analysis, pt, theta0, dtype, device)
         priors = _prior_factors(graph, pt, map_names, theta0) if map_names else {}
         updates, gradient, why = plan_closed_forms(pt, gradient_only=(o.m_step == "gradient"), priors=priors)
-        gstep = GradientMStep(pt, gradient, max_iter=o.gradient_steps)
+        gstep = GradientMStep(pt, gradient, max_iter=o.gradient_steps, shard=shard)
         gen = torch.Generator().manual_seed(int(o.seed) if o.seed is not None else 0)
-        fit = cls(graph, pt, plan, feed, updates, gradient, gstep, theta0, o.init, gen, o.reg_covar)
+        fit = cls(graph, pt, plan, feed, updates, gradient, gstep, theta0, o.init, gen, o.reg_covar, shard)
         fit.why = why
         return fit
 
@@ -241,7 +264,7 @@ class EMFit(IterativeFit):
             # a model without Normal locations to seed (a BN, a categorical HMM): restarts draw
             # every probability table afresh, so they differ
             theta.update(seeded or random_tables(self.pt.space, theta, self.gen))
-        return self._e_step(self.pt.space.flat(theta).clone())
+        return self._e_step(self.shard.broadcast(self.pt.space.flat(theta).clone()))  # distributed: rank 0's θ_0
 
     def _e_step(self, flat) -> dict:
         pt = self.pt
@@ -250,20 +273,26 @@ class EMFit(IterativeFit):
             other = dict(pt.constant)
             other.update(pt.slow_tables(values))
             tables = self.feed.assemble(pt.group_tables(flat), other)
+            if self.shared:  # factors outside the data plate hold no latent: their share leaves q as it is
+                tables = ([t if s == 1.0 else t * s for t, s in zip(tables[0], self.table_shares)], tables[1])
             log_z, fm, cm = self.plan.factor_posteriors(*tables)
-        return {"flat": flat, "log_z": log_z, "fm": fm, "cm": cm, "tables": tables}
+        return {"flat": flat, "log_z": log_z, "fm": fm, "cm": cm, "tables": tables,
+                "total": self.shard.total(log_z)}
 
     def step(self, state):
         flat = state["flat"].clone()
         with torch.no_grad():
             weights, other_w = self.feed.weights(state["fm"], state["cm"])
+            if self.shared:
+                weights = [w * s.reshape((-1,) + (1,) * (w.dim() - 1)) for w, s in zip(weights, self.weight_shares)]
+                other_w = {n: w * self.shard.share(n) for n, w in other_w.items()}
             for u in self.updates:
-                apply_closed_form(u, self.pt, flat, weights, self.reg_covar)
+                apply_closed_form(u, self.pt, flat, weights, self.reg_covar, self.shard)
         self.gstep(flat, weights, other_w)
         return self._e_step(flat)
 
     def bound(self, state):
-        return float(state["log_z"])
+        return state["total"]
 
     def _impossible(self, where: str) -> DataError:
         return DataError(

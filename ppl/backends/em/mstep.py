@@ -44,6 +44,7 @@ from torch.distributions import constraints, transform_to
 from ...compiler.parametric import slot_event_rank
 from ...errors import DataError
 from ...ops.expfam import broadcast_einsum
+from ..common.distributed import NO_SHARD
 
 __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
 
@@ -333,8 +334,11 @@ def _entry_shape(group, w: torch.Tensor, members=None) -> tuple:
     return tuple(torch.broadcast_shapes(*shapes))
 
 
-def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float) -> None:
+def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float,
+                      shard=NO_SHARD) -> None:
     """Update ``u.param`` in ``flat`` (θ as one vector) in place; see the module table.
+    With a distributed ``shard`` the statistics are summed over ranks before the
+    maximiser (they are sums over data points: Dempster, Laird & Rubin 1977).
 
     Raises
     ------
@@ -344,7 +348,7 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
     space = pt.space
     off, shape = space.offsets[u.param], space.shapes[u.param]
     cur = flat[off:off + shape.numel()].reshape(shape)
-    acc = _sufficient_statistics(u, pt, flat, weights)
+    acc = shard.sum_dict(_sufficient_statistics(u, pt, flat, weights))
     if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
         if u.prior[0] == "normal":
             acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
@@ -509,10 +513,14 @@ class GradientMStep:
     params : list[str]
     max_iter : int
         L-BFGS iterations per M-step.
+    shard : Shard, optional
+        Distributed: Q and its gradient are summed over ranks (Q is a sum over data points),
+        so every rank takes the same L-BFGS steps.
     """
 
-    def __init__(self, pt, params, max_iter: int = 20):
+    def __init__(self, pt, params, max_iter: int = 20, shard=NO_SHARD):
         self.pt = pt
+        self.shard = shard
         self.params = list(params)
         self.max_iter = max_iter
         deps = set(self.params)
@@ -531,8 +539,8 @@ class GradientMStep:
         def q():
             values = dict(fixed)
             values.update({p: self.transforms[p](u[p]) for p in self.params})
-            return expected_log_lik(self.pt, space.flat(values), values, weights, other_weights,
-                                    groups=self.groups, slow=self.slow)
+            return self.shard.sum_value(expected_log_lik(self.pt, space.flat(values), values, weights, other_weights,
+                                                         groups=self.groups, slow=self.slow))
 
         with torch.no_grad():
             before = float(q())
@@ -545,6 +553,7 @@ class GradientMStep:
             if not torch.isfinite(loss):
                 return loss
             loss.backward()
+            self.shard.sum_grads(u.values())
             return loss
 
         with torch.enable_grad():

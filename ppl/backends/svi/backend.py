@@ -30,6 +30,7 @@ from ...analysis.report import format_bytes
 from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
+from ..common.distributed import PlateScale, data_shard
 from ..common.params import param_scope, params_in_dtype, store_restore, store_snapshot
 from ..common.routing import not_ok
 from ..common.runtime import in_dtype_or_default, run_context
@@ -42,7 +43,6 @@ from ...errors import ConvergenceWarning, OptionError, UnsupportedModelError
 from .bounds import estimate_bounds
 from .fit import SVIFit
 from .guides import GUIDES, guide_marginal_fn
-from .minibatch import PlateScale
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
 from ..common.potential import dependent_supports, enumeration_problem
 from .problem import build_problem
@@ -104,7 +104,7 @@ class SVIBackend(Backend):
                                 "computes with float32 tensors of its own, e.g. an nn.Module; None: torch's default "
                                 "dtype, float32 unless changed)"),
         COMMON["seed"].but(doc="seed of Pyro's RNG for this run"),
-        COMMON["progress"],
+        COMMON["progress"], COMMON["distributed"],
     )
     rank = 40
     rank_note = "a stochastic bound from gradient steps ranks below the closed-form methods"
@@ -250,9 +250,17 @@ class SVIBackend(Backend):
             The loss became NaN or infinite.
         DataError
             ``subsample_size`` that the data cannot follow.
+
+        With ``distributed=True`` (docs/distributed.md) each rank's plate is scaled by
+        ``N / N_r`` and the gradients are averaged with weights ``N_r / N`` (the full-data
+        gradient: a sum over data points, Hoffman et al. 2013, §2.4); the guide starts at
+        the prior median (no Laplace fit), every rank seeds alike and stops alike.
         """
         o = self.settings(options)
         start = time.perf_counter()
+        o.shard = data_shard(graph, o.distributed, self.name, local=graph.discrete_latent(), device=o.device,
+                             global_=graph.continuous_latent(), refuse={"subsample_size": o.subsample_size})
+        o.seed = o.shard.common_seed(o.seed)
         loss = check_loss(o.loss, o.alpha)
         particles = o.num_particles if o.num_particles is not None else (10 if loss in ("renyi", "rws") else 1)
         if loss == "rws" and particles < 2:
@@ -297,8 +305,9 @@ class SVIBackend(Backend):
         if p.batcher is not None:
             scale = PlateScale(p.batcher.plate, p.batcher.scale)
             train_model, train_guide = scale(p.enum_model), scale(p.guide)
-        fit = SVIFit(p, SVI(train_model, train_guide, optimizer, loss=elbo), optimizer, window=o.window,
-                     tol=o.tol, lr=o.lr, num_steps=o.num_steps)
+        svi = SVI(o.shard.scaled(train_model), o.shard.scaled(train_guide), optimizer, loss=elbo)
+        svi.loss_and_grads = o.shard.reduced(svi.loss_and_grads)  # distributed: the full data's loss and gradient
+        fit = SVIFit(p, svi, optimizer, window=o.window, tol=o.tol, lr=o.lr, num_steps=o.num_steps, shard=o.shard)
         fit.label = f"svi ({p.kind}, {loss})"
         try:
             result = run_iterations(fit, max_iter=o.num_steps, tol=o.tol, progress=o.progress, warn=False)
@@ -316,8 +325,10 @@ class SVIBackend(Backend):
         data_plates = {pl for n in graph.observed() for pl in graph.variables[n].plates}
         local = [n for n in p.guided if set(graph.variables[n].plates) & data_plates]
         n_bound = o.elbo_particles or (100 if p.enumerated else 1000)
-        bounds = estimate_bounds(p.enum_model, p.guide, p.kwargs, num_particles=n_bound, max_plate_nesting=p.mpn,
-                                 enumerated=bool(p.enumerated), deterministic=deterministic)
+        o.shard.sync_rng()  # distributed: the same draws on every rank, whose log weights add up
+        bounds = estimate_bounds(o.shard.scaled(p.enum_model), p.guide, p.kwargs, num_particles=n_bound,
+                                 max_plate_nesting=p.mpn, enumerated=bool(p.enumerated), deterministic=deterministic,
+                                 reduce=o.shard.weighted_mean)
         marginals = discrete_marginals(graph, p.enum_model, p.guide, p.kwargs, p.enumerated, p.mpn, deterministic,
                                        o.device)
         params = {n: pyro.param(n).detach().clone() for n in fit.param_names}
@@ -343,7 +354,7 @@ class SVIBackend(Backend):
         if p.kind == "delta":  # a Dirac q has entropy -inf: its bound is -inf (§19.3); report log p(v, h*) apart
             elbo_value = None
             diagnostics.update(log_joint=bounds.elbo, elbo_se=None, iwae_bound=None, psis_khat=None)
-        return GuidePosterior(
+        return o.shard.annotate(GuidePosterior(
             self.name, graph=graph, continuous=list(p.guided),
             marginal_fn=_in_run(guide_marginal_fn(p.guide, p.kind, p.kwargs), o.device, dtype, graph, params),
             sampler=_in_run(joint_sampler(p.enum_model, p.guide, p.kwargs, p.guided, p.enumerated, p.mpn, graph),
@@ -352,7 +363,7 @@ class SVIBackend(Backend):
             families={n: graph.variables[n].family for n in p.enumerated}, posterior_samples=o.posterior_samples,
             point=point, guide=p.guide, elbo=elbo_value, log_evidence=bounds.elbo if not p.guided else None,
             params=params, history=result.history, converged=result.converged,
-            elapsed=time.perf_counter() - start, diagnostics=diagnostics)
+            elapsed=time.perf_counter() - start, diagnostics=diagnostics))
 
 
 def _in_run(fn, device, dtype, graph, params):

@@ -92,10 +92,11 @@ def _one_log_weight(model, guide, kwargs):
 
 
 def estimate_bounds(model, guide, kwargs, *, num_particles, max_plate_nesting, enumerated, deterministic=False,
-                    chunk=100) -> BoundEstimate:
+                    chunk=100, reduce=None) -> BoundEstimate:
     """ELBO (with standard error), IWAE bound and PSIS k̂ from ``num_particles`` draws of
     ``guide``; ``deterministic=True`` (no guided latents) takes one draw: the ELBO is then
-    the exact log evidence.
+    the exact log evidence.  ``reduce`` maps the ``(S,)`` log weights first (distributed:
+    their weighted mean over ranks, the same draws on every rank).
 
     Raises
     ------
@@ -105,6 +106,7 @@ def estimate_bounds(model, guide, kwargs, *, num_particles, max_plate_nesting, e
     n = 1 if deterministic else int(num_particles)
     lw = importance_log_weights(model, guide, kwargs, num_particles=n, max_plate_nesting=max_plate_nesting,
                                 enumerated=enumerated, chunk=chunk)
+    lw = lw if reduce is None else reduce(lw)
     if bool(torch.isnan(lw).any()) or bool((lw == float("inf")).any()):
         raise NumericalError(f"{int((torch.isnan(lw) | (lw == float('inf'))).sum())} of {lw.numel()} importance "
                              "weights log p(v, h) - log q(h) are NaN or +inf: the model's density is not finite "

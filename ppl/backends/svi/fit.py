@@ -13,6 +13,7 @@ import torch
 from pyro import poutine
 
 from ..template import IterativeFit
+from ..common.distributed import NO_SHARD
 from ..common.stationarity import RHAT_STATIONARY, IterateMonitor
 from .losses import svi_step
 
@@ -51,6 +52,9 @@ class SVIFit(IterativeFit):
     tol : float
     lr : float
         For messages.
+    shard : Shard, optional
+        Distributed: each step starts from rank 0's RNG state and the gradient test reads the
+        gradients averaged over ranks, so every rank draws and stops alike.
     """
 
     what = "ELBO"
@@ -58,8 +62,8 @@ class SVIFit(IterativeFit):
     monotone = False
     records_start = False
 
-    def __init__(self, problem, svi, optimizer, *, window: int, tol: float, lr: float, num_steps: int):
-        self.problem, self.svi, self.optimizer = problem, svi, optimizer
+    def __init__(self, problem, svi, optimizer, *, window: int, tol: float, lr: float, num_steps: int, shard=NO_SHARD):
+        self.problem, self.svi, self.optimizer, self.shard = problem, svi, optimizer, shard
         self.window, self.tol, self.lr, self.num_steps = window, tol, lr, num_steps
         self.scheduled = isinstance(optimizer, pyro.optim.lr_scheduler.PyroLRScheduler)
         self.last = math.nan
@@ -79,6 +83,7 @@ class SVIFit(IterativeFit):
         kwargs = p.kwargs
         if p.batcher is not None:
             kwargs, p.state["obs"] = p.batcher.draw()
+        self.shard.sync_rng()  # distributed: every rank draws the global latents alike
         if state == 0:
             if p.batcher is not None:
                 with poutine.block():
@@ -88,7 +93,7 @@ class SVIFit(IterativeFit):
             with poutine.trace(param_only=True) as cap:
                 value = svi_step(self.svi, kwargs, state, self.lr)
             self.param_names = [n for n, s in cap.trace.nodes.items() if s["type"] == "param"]
-            self.iterates = IterateMonitor(self.param_names, self.window)
+            self.iterates = IterateMonitor(self.param_names, self.window, reduce=self.shard.weighted_mean)
             self.first_step_seconds = time.perf_counter() - self.train_start
             self.train_start = time.perf_counter()
         else:

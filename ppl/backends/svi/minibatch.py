@@ -14,25 +14,11 @@ on the first step.
 from __future__ import annotations
 
 import torch
-from pyro.poutine.messenger import Messenger
 
 from ...errors import DataError, OptionError
+from ..common.distributed import PlateScale  # re-exported: the plate scaling of minibatches
 
 __all__ = ["Minibatcher", "PlateScale"]
-
-
-class PlateScale(Messenger):
-    """Multiply the log density of every site inside plate ``plate`` by ``factor``
-    (``N / B``): the plate-level scaling of a subsampled ELBO."""
-
-    def __init__(self, plate: str, factor: float):
-        super().__init__()
-        self.plate = plate
-        self.factor = float(factor)
-
-    def _process_message(self, msg):
-        if msg["type"] == "sample" and any(f.name == self.plate for f in msg["cond_indep_stack"]):
-            msg["scale"] = msg["scale"] * self.factor
 
 
 class Minibatcher:

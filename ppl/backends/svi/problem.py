@@ -110,7 +110,8 @@ def build_problem(graph, analysis, o, loss: str, dtype, restart: int = 0) -> SVI
         if isinstance(init, str) and init == "laplace":
             name = o.guide if isinstance(o.guide, str) else "custom"
             warm, why = (laplace_start(graph, analysis, name, device, dtype, o.subsample_size is not None, restart)
-                         if continuous else (None, "no continuous latent"))
+                         if continuous and not o.shard.active else
+                         (None, "distributed=True: each rank holds a shard" if continuous else "no continuous latent"))
             init = warm.values if warm is not None else ("median" if restart == 0 else "sample")
             extra.update(warm=warm, init="laplace" if warm is not None else f"median (no Laplace start: {why})",
                          init_note=why)
