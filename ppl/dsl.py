@@ -450,6 +450,7 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
     for messenger in reversed(messengers):
         fn = messenger(fn)
     fn = _FeasibleImproper()(fn)   # outermost: only sites no other handler gave a value
+    fn = _SiteProgress(model.name)(fn)  # a count of the sites on a terminal, for runs over PROGRESS_DELAY s
     try:
         with torch.random.fork_rng(), torch.set_grad_enabled(grad):
             return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
@@ -473,6 +474,35 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
 
 
 _TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")
+
+
+class _SiteProgress(Messenger):
+    """A tqdm count of the sample sites a run has visited, shown on a terminal only when
+    the run takes longer than :data:`PROGRESS_DELAY` seconds (a long unrolled ``markov``
+    loop); nothing is printed for short runs or off a terminal."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.bar = None
+
+    def _pyro_sample(self, msg):
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc=f"running model '{self.name}'", unit=" sites", delay=PROGRESS_DELAY, leave=False,
+                            disable=None, mininterval=0.5)
+        self.bar.update()
+
+    def __exit__(self, *args):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return super().__exit__(*args)
+
+
+#: Seconds a traced run of a model lasts before its progress count shows (on a terminal).
+PROGRESS_DELAY = 2.0
 
 
 class _FeasibleImproper(Messenger):

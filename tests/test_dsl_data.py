@@ -393,3 +393,37 @@ def test_calling_the_model_calls_the_function():
     assert named.name == "renamed"
     with pytest.raises(TypeError):
         ppl.model(42)
+
+
+def test_a_traced_run_counts_its_sites_on_a_progress_bar(monkeypatch):
+    """Long runs (a big unrolled markov loop) show a count of sites on a terminal: the
+    bar gets one update per sample site and is closed when the run ends."""
+    import tqdm.auto
+
+    import ppl.dsl
+
+    made = []
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            self.kwargs, self.n, self.closed = kwargs, 0, False
+            made.append(self)
+
+        def update(self, k=1):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+
+    @ppl.model
+    def chain(y):
+        x = None
+        for t in ppl.markov(range(len(y))):
+            x = ppl.sample(f"x_{t}", dist.Bernoulli(torch.tensor(0.5) if x is None else 0.2 + 0.6 * x))
+            ppl.sample(f"y_{t}", dist.Normal(x, 1.0), obs=y[t])
+
+    ppl.dsl.trace_model(ppl.model(chain), ppl.model(chain).bind({"y": torch.zeros(7)}))
+    assert len(made) == 1 and made[0].n == 14 and made[0].closed
+    assert made[0].kwargs["delay"] == ppl.dsl.PROGRESS_DELAY and made[0].kwargs["disable"] is None
