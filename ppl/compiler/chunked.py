@@ -16,7 +16,9 @@ import math
 import torch
 from pyro.distributions.util import scale_and_mask
 
-__all__ = ["CHUNK_ELEMENTS", "precompute_log_probs"]
+from ..ops.shapes import broadcast_shapes
+
+__all__ = ["CHUNK_ELEMENTS", "chunked_log_prob", "precompute_log_probs"]
 
 #: Elements a chunk's widest temporary may hold (float64: 32 MiB).
 CHUNK_ELEMENTS = 1 << 22
@@ -28,7 +30,7 @@ def _chunk_dim(fn, value):
     event = len(fn.event_shape)
     vbatch = tuple(value.shape[: value.dim() - event])
     try:
-        batch = torch.broadcast_shapes(tuple(fn.batch_shape), vbatch)
+        batch = broadcast_shapes(tuple(fn.batch_shape), vbatch)
     except RuntimeError:
         return None
     if not batch:
@@ -95,6 +97,36 @@ def _chunked(fn, value, dim: int, rows: int):
     return torch.cat(parts, dim=dim)
 
 
+def chunked_log_prob(fn, value: torch.Tensor, whole: bool = True):
+    """``fn.log_prob(value)``, evaluated in chunks along the widest batch dim when the
+    elementwise temporaries would exceed :data:`CHUNK_ELEMENTS` (the same numbers).
+
+    Parameters
+    ----------
+    fn : torch Distribution
+    value : torch.Tensor
+    whole : bool
+        What to do when chunking does not apply (small, or a distribution that cannot be
+        rebuilt from its parameters): evaluate it whole (default), or return ``None``.
+
+    Returns
+    -------
+    torch.Tensor or None
+        Shape ``broadcast(fn.batch_shape, value's batch shape)``.
+    """
+    try:
+        shape = broadcast_shapes(tuple(fn.batch_shape) + tuple(fn.event_shape), tuple(value.shape))
+    except RuntimeError:
+        shape = None
+    dim = _chunk_dim(fn, value) if shape is not None else None
+    if shape is not None and dim is not None and math.prod(shape) > CHUNK_ELEMENTS:
+        n = broadcast_shapes(tuple(fn.batch_shape), tuple(value.shape[: value.dim() - len(fn.event_shape)]))[dim]
+        out = _chunked(fn, value, dim, max(1, CHUNK_ELEMENTS // max(1, math.prod(shape) // n)))
+        if out is not None:
+            return out
+    return fn.log_prob(value) if whole else None
+
+
 def precompute_log_probs(trace) -> None:
     """Fill ``log_prob`` of every large observed sample site of ``trace`` chunk by chunk
     (as Pyro's ``Trace.compute_log_prob`` would, same keys: ``unscaled_log_prob``,
@@ -108,16 +140,7 @@ def precompute_log_probs(trace) -> None:
         if (not isinstance(value, torch.Tensor) or site["args"] or site["kwargs"]
                 or not hasattr(fn, "batch_shape") or not hasattr(fn, "event_shape")):  # e.g. a plate's subsample site
             continue
-        try:
-            shape = torch.broadcast_shapes(tuple(fn.batch_shape) + tuple(fn.event_shape), tuple(value.shape))
-        except RuntimeError:
-            continue
-        widest = math.prod(shape)
-        dim = _chunk_dim(fn, value)
-        if widest <= CHUNK_ELEMENTS or dim is None:
-            continue
-        n = torch.broadcast_shapes(tuple(fn.batch_shape), tuple(value.shape[: value.dim() - len(fn.event_shape)]))[dim]
-        log_p = _chunked(fn, value, dim, max(1, CHUNK_ELEMENTS // max(1, widest // n)))
+        log_p = chunked_log_prob(fn, value, whole=False)
         if log_p is None:
             continue
         site["unscaled_log_prob"] = log_p

@@ -15,6 +15,7 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Independent
 
 from .families import base_distribution
+from ..ops.shapes import broadcast_shapes
 
 __all__ = ["exact_log_prob", "has_exact_zero"]
 
@@ -37,7 +38,7 @@ def _zero_mask(fn, value):
         if inner is None:
             return None
         if type(fn).__name__ == "ExpandedDistribution":
-            return inner.expand(torch.broadcast_shapes(inner.shape, tuple(fn.batch_shape)))
+            return inner.expand(broadcast_shapes(inner.shape, tuple(fn.batch_shape)))
         if isinstance(mask, torch.Tensor):
             return inner & mask
         return inner if mask is not False else torch.zeros_like(inner)

@@ -21,6 +21,8 @@ import string
 
 import torch
 
+from .shapes import broadcast_shapes
+
 __all__ = ["broadcast_einsum", "pair_contract", "normal_log_prob", "mvn_log_prob", "mvn_expected_log_prob", "uniform_simplex"]
 
 _LETTERS = string.ascii_lowercase
@@ -85,7 +87,7 @@ def pair_contract(a: torch.Tensor, b: torch.Tensor, n_tail: int) -> torch.Tensor
     b = b.reshape((1,) * (rank + n_tail - b.dim()) + tuple(b.shape))
     da = [d for d in range(rank) if a.shape[d] != 1]
     db = [d for d in range(rank) if b.shape[d] != 1]
-    tail = tuple(torch.broadcast_shapes(a.shape[rank:], b.shape[rank:]))
+    tail = tuple(broadcast_shapes(a.shape[rank:], b.shape[rank:]))
     if set(da) & set(db) or tuple(a.shape[rank:]) != tail or tuple(b.shape[rank:]) != tail:
         letters = string.ascii_uppercase[:n_tail]
         return broadcast_einsum([(a, letters), (b, letters)])
@@ -111,7 +113,7 @@ def normal_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, n_e
     Returns the broadcast batch shape (compact where all inputs are size 1)."""
     if n_event == 0:
         return -((x - loc) ** 2) / (2 * scale * scale) - scale.log() - 0.5 * math.log(2 * math.pi)
-    event = tuple(torch.broadcast_shapes(x.shape, loc.shape, scale.shape)[-n_event:])
+    event = tuple(broadcast_shapes(x.shape, loc.shape, scale.shape)[-n_event:])
     count = math.prod(event)
     if tuple(x.shape[-n_event:]) != event:
         x = x.expand(tuple(x.shape[:-n_event]) + event)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .semiring import log_matmul
+from .shapes import broadcast_shapes
 
 __all__ = ["chain_reduce", "chain_reduce_scaled", "to_scaled_chain", "chain_backtrace"]
 
@@ -130,7 +131,7 @@ def chain_backtrace(levels, first: torch.Tensor, last: torch.Tensor, mode: str, 
         c = bounds[..., 1:pairs + 1]             # right ends
         # logits over the middle value b: left[a, b] + right[b, c]
         k = m.shape[-1]
-        shape = torch.broadcast_shapes(a.shape[:-1], left.shape[:-3])
+        shape = broadcast_shapes(a.shape[:-1], left.shape[:-3])
         left_e = left.expand(shape + left.shape[-3:])
         right_e = right.expand(shape + right.shape[-3:])
         a_e = a.expand(shape + (pairs,))

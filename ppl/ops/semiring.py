@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .shapes import broadcast_shapes
+
 __all__ = ["SEMIRINGS", "safe_log", "safe_logsumexp", "reduce", "log_matmul"]
 
 SEMIRINGS = ("sum", "max")
@@ -93,7 +95,7 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     out = safe_log(prod) + sa + sb
     zero = prod == 0
     if bool(zero.any()):  # true zeros or underflow: recompute those entries exactly
-        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
         a_e = a.expand(batch + a.shape[-2:])
         b_e = b.expand(batch + b.shape[-2:])
         idx = zero.expand(batch + zero.shape[-2:]).nonzero(as_tuple=True)

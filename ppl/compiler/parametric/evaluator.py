@@ -8,6 +8,8 @@ import contextlib
 import torch
 from pyro import poutine
 
+from ...ops.shapes import broadcast_shapes
+from ..chunked import chunked_log_prob
 from ..handlers import SubstituteLatents, SubstituteParams
 from ..internals import no_torch_function
 from ..probe import Probe, escaped_params, plain, track_scales
@@ -83,7 +85,7 @@ class ParametricTables:
             site = trace.nodes[name]
             fn = site["fn"]
             value = site["value"]
-            lp_shape = torch.broadcast_shapes(fn.batch_shape, value.shape[: value.dim() - len(fn.event_shape)])
+            lp_shape = broadcast_shapes(fn.batch_shape, value.shape[: value.dim() - len(fn.event_shape)])
             layout = factor_layout(graph, name, lp_shape, dims, plate_order)
             deps = frozenset(graph.factors[name].scope) & param_names
             self._sites[name] = (site, layout)
@@ -116,7 +118,7 @@ class ParametricTables:
         """The table of factor ``name`` from the probe run's own distribution (plain values)."""
         site, layout = self._sites[name]
         with no_torch_function():
-            lp = exact_log_prob(site["fn"], site["value"], site["fn"].log_prob(site["value"]))
+            lp = exact_log_prob(site["fn"], site["value"], chunked_log_prob(site["fn"], site["value"]))
             lp = plain(lp)
             scale, mask = site.get("scale", 1.0), site.get("mask")
             if isinstance(mask, torch.Tensor):
