@@ -65,7 +65,12 @@ def _slice_dist(fn, dim: int, start: int, length: int):
         if t.dim() < nbatch:
             return None
         axis = nbatch + inner  # parameters hold the batch dims first, then their own
-        params[name] = t.narrow(axis, start, length) if t.shape[axis] != 1 else t
+        if t.shape[axis] == 1:
+            params[name] = t
+        elif t.stride(axis) == 0:  # expanded along the dim (a plate over constant parameters): one copy
+            params[name] = t.narrow(axis, 0, 1)
+        else:
+            params[name] = t.narrow(axis, start, length)
     if not params:
         return None
     try:

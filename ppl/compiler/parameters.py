@@ -15,10 +15,12 @@ import torch
 from torch.distributions import constraints
 
 from ..errors import ModelError
+from ..ops.shapes import unexpand
 from .families import base_distribution
 from .provenance import strip
 
 __all__ = ["check_parameters"]
+
 
 def check_parameters(name: str, fn) -> None:
     """Raise :class:`ModelError` when a parameter of site ``name``'s distribution ``fn`` (as
@@ -40,7 +42,7 @@ def check_parameters(name: str, fn) -> None:
         value = fn.__dict__.get(param)
         if not isinstance(value, torch.Tensor) or constraints.is_dependent(constraint):
             continue
-        value = strip(value).detach()
+        value = unexpand(strip(value).detach())  # a plate's expanded copies checked once
         if not value.is_floating_point() or value.numel() == 0:
             continue
         try:

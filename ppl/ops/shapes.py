@@ -7,7 +7,7 @@ call after that; the shapes ppl broadcasts are short tuples of ints.
 
 from __future__ import annotations
 
-__all__ = ["broadcast_shapes"]
+__all__ = ["broadcast_shapes", "unexpand"]
 
 
 def broadcast_shapes(*shapes) -> tuple:
@@ -36,3 +36,14 @@ def broadcast_shapes(*shapes) -> tuple:
                 raise RuntimeError(f"shapes {[tuple(x) for x in shapes]} cannot be broadcast together "
                                    f"(dim {offset + i - rank}: {cur} vs {n})")
     return tuple(out)
+
+
+def unexpand(t):
+    """``t`` with every dim it was expanded along (stride 0, size > 1) narrowed to size 1: a
+    view holding each distinct value once (``torch.Tensor.expand`` makes such dims; Pyro's
+    plates expand a distribution's parameters to the plate size that way).  Elementwise
+    checks on it answer for all the copies at the cost of one."""
+    for dim in range(t.dim()):
+        if t.shape[dim] > 1 and t.stride(dim) == 0:
+            t = t.narrow(dim, 0, 1)
+    return t
