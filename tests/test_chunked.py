@@ -106,3 +106,14 @@ def test_slicing_a_distribution_keeps_every_parameter_row():
     v = torch.randn(5, 3, generator=gen)
     torch.testing.assert_close(part.log_prob(v), fn.log_prob(torch.cat([v[:, :0].new_zeros(5, 2), v,
                                                                          v.new_zeros(5, 1)], 1))[:, 2:5])
+
+
+def test_parameters_expanded_along_the_plate_are_kept_as_one_copy():
+    """A plate expands a distribution's parameters with stride 0; a chunk keeps one copy
+    (an MVN rebuilt from N copies of its precision would run N Cholesky factorisations)."""
+    prec = torch.eye(D, dtype=torch.float64) * 2.0
+    fn = dist.MultivariateNormal(LOCS.unsqueeze(1), precision_matrix=prec).expand((K, N))
+    assert fn.precision_matrix.stride(1) == 0
+    part = chunked._slice_dist(fn, -1, 5, 4)
+    assert tuple(part.batch_shape) == (K, 1)  # broadcasts against the chunk of data
+    torch.testing.assert_close(part.log_prob(X[5:9]), fn.log_prob(X)[:, 5:9])
