@@ -69,6 +69,11 @@ MAX_ENTRIES = 8
 #: enumerated over all their joint states.
 MIN_TABLE_ENTRIES = 1 << 20
 
+#: Owners of :meth:`FactorGraph.memo` entries that depend on the model's structure only (not
+#: on observed values), carried over to a rebound graph: the analysis and the backends'
+#: verdicts (``api``), the declared ``ppl.param`` constraints (``params``).
+STRUCTURAL_MEMOS = ("api", "params")
+
 _CACHE: OrderedDict = OrderedDict()
 _LOCK = threading.Lock()
 
@@ -260,7 +265,7 @@ class Prepared:
         new = FactorGraph(g.model, bound, g.variables, g.factors, g.plates, sites)
         new._nx = g._nx
         for slot, value in list(g._memo.items()):
-            if slot[0] == "api":  # the analysis and the backends' verdicts: structure only
+            if slot[0] in STRUCTURAL_MEMOS:
                 new._memo[slot] = replace(value, graph=new) if hasattr(value, "moral") else value
         new.rebound = self
         return new
