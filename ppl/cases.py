@@ -2,11 +2,14 @@
 
 ``ppl.infer_cases(model, cases)`` is the diagnosis table of a Bayesian network: each row
 of ``cases`` gives the evidence of one case (a patient, a fault report), and the answer
-holds every unobserved node's posterior marginal for every case.  The cases are i.i.d.
-copies of the model, so they are a plate (Koller & Friedman 2009, §6.4.1: plate models;
-Obermeyer et al. 2019 for plated variable elimination): the model is run once inside
-``ppl.plate("cases", n)``, traced once, and contracted in one batched pass per group of
-cases that observe the same nodes, instead of n separate calls.
+holds every node's posterior marginal for every case.  The cases are i.i.d. copies of the
+model, so they are a plate (Koller & Friedman 2009, §6.4.1: plate models; Obermeyer et
+al. 2019 for plated variable elimination).  Each case's evidence enters as an *indicator*
+factor on the node (0 at the observed state, -inf at the others, 0 where the case does not
+observe the node: Darwiche 2003's evidence indicators λ), so the nodes stay latent and one
+traced run and one plated exact pass answer every case, whatever subset of nodes each case
+observes.  Columns that are not finite discrete sites fall back to one plated pass per
+group of cases observing the same nodes (tiny groups: one prepared query per case).
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pyro.poutine as poutine
 import torch
 
-from .dsl import Model, as_model, plate
+from .dsl import Model, Vindex, as_model, factor, plate
 from .errors import DataError
 from .table import Table
 
 __all__ = ["Cases", "infer_cases"]
 
 CASE_PLATE = "cases"
+#: Suffix of the indicator factor that enters a node's evidence (``"BP:evidence"``).
+EVIDENCE_SUFFIX = ":evidence"
+#: Groups of at most this many cases (rows observing the same nodes) are answered case by
+#: case, through the prepared model of ``ppl.infer`` (:mod:`ppl.prepared`), not as a plate.
+SMALL_GROUP = 4
 
 
 def _rows(cases) -> list:
@@ -79,6 +88,50 @@ def _batched(model: Model, n: int, dim: int) -> Model:
     return Model(in_cases, name=f"{model.name}[{n} cases]", state_names=model.state_names)
 
 
+def _indicators(model, graph, rows: list, dim: int) -> dict | None:
+    """Per node observed in some case: the log evidence indicator ``(n_cases, K)``: 0 at the
+    observed state, ``-inf`` at the others, 0 everywhere in cases that do not observe it
+    (Darwiche 2003's evidence indicators λ); ``None`` when a column is not a finite
+    discrete site (then the cases are answered in groups)."""
+    nodes = []
+    for r in rows:
+        nodes.extend(k for k in r if k not in nodes)
+    out = {}
+    for node in nodes:
+        idx = [i for i, r in enumerate(rows) if node in r]
+        value = _values(model, graph, [rows[i][node] for i in idx], node, -1).reshape(-1)
+        card = graph.variables[node].cardinality
+        if card is None or value.is_floating_point() and not bool((value == value.round()).all()):
+            return None
+        states = value.long()
+        if bool(((states < 0) | (states >= card)).any()):
+            return None  # out of support: the grouped path raises the usual DataError
+        lam = torch.zeros(len(rows), card, dtype=torch.float64)
+        lam[torch.as_tensor(idx)] = -math.inf
+        lam[torch.as_tensor(idx), states] = 0.0
+        out[node] = lam
+    return out
+
+
+def _with_indicators(model: Model, n: int, dim: int, indicators: dict) -> Model:
+    """``model`` inside the cases plate, every case's evidence entered as an indicator
+    factor on the node's value (the nodes stay latent: one plan serves every case)."""
+    fn = model.fn
+    signed = model.function.forward if isinstance(model.function, torch.nn.Module) else model.function
+    rows = torch.arange(n).reshape((n,) + (1,) * (-1 - dim))
+
+    @functools.wraps(signed)
+    def in_cases(*args, **kwargs):
+        with plate(CASE_PLATE, n, dim=dim):
+            trace = poutine.trace(fn).get_trace(*args, **kwargs)
+            for node, lam in indicators.items():
+                value = trace.nodes[node]["value"]
+                factor(f"{node}{EVIDENCE_SUFFIX}", Vindex(lam.to(value.device))[rows.to(value.device), value.long()])
+        return None
+
+    return Model(in_cases, name=f"{model.name}[{n} cases]", state_names=model.state_names)
+
+
 def _values(model, graph, column: list, node: str, dim: int) -> torch.Tensor:
     """One node's evidence over a group of cases, laid out along the cases dim."""
     from .compiler import binding
@@ -103,8 +156,10 @@ class Cases:
     rows : list[dict]
         The evidence of each case (missing entries dropped), in the order given.
     groups : list[(list[int], Posterior)]
-        Per group of cases observing the same nodes: their row indices and the posterior
-        of the batched model (its sites have the cases plate as their leftmost batch dim).
+        The row indices each posterior answers and the posterior of the batched model
+        (its sites have the cases plate as their leftmost batch dim): one pair for every
+        case at once (indicator evidence), or one per group of cases observing the same
+        nodes (the fallback).
     log_evidence : float
         ``Σ_i log p(e_i)`` over all cases, in nats (exact methods).
     """
@@ -168,8 +223,8 @@ class Cases:
         return Table(rows, title=f"P({node} | evidence) per case")
 
     def __repr__(self) -> str:
-        return (f"<Cases of model '{self.model.name}': {len(self.rows)} cases in {len(self.groups)} evidence groups, "
-                f"log evidence {self.log_evidence}>")
+        passes = f"{len(self.groups)} plated pass" + ("es" if len(self.groups) > 1 else "")
+        return f"<Cases of model '{self.model.name}': {len(self.rows)} cases, {passes}, log evidence {self.log_evidence}>"
 
     def _repr_html_(self) -> str:
         return self.to_pandas()._repr_html_()
@@ -216,11 +271,47 @@ def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = N
     groups: dict = {}
     for i, r in enumerate(rows):
         groups.setdefault(tuple(sorted(r)), []).append(i)
+    indicators = _indicators(model, graph, rows, dim)
+    if indicators is not None:  # one plated pass for every case, whatever it observes
+        try:
+            post = infer(_with_indicators(model, len(rows), dim, indicators), arguments, method=method, **options)
+        except DataError as e:
+            _impossible_case(model, rows, arguments, e)
+            raise
+        return Cases(model, rows, [(list(range(len(rows))), post)], _cards(graph), dim)
     answered = []
     for observed, index in groups.items():
         values = {node: _values(model, graph, [rows[i][node] for i in index], node, dim) for node in observed}
+        if len(index) <= SMALL_GROUP:  # a plated compile per tiny group costs more than a rebound query per case
+            answered.extend(([i], infer(model, {**arguments, **{k: v[j] for k, v in values.items()}},
+                                        method=method, **options)) for j, i in enumerate(index))
+            continue
         batched = _batched(model, len(index), dim)
         answered.append((index, infer(batched, {**arguments, **values}, method=method, **options)))
-    cards = {n: v.cardinality for n, v in graph.variables.items()
-             if v.role != "param" and v.cardinality is not None and not v.plates and not tuple(v.batch_shape)}
-    return Cases(model, rows, answered, cards, dim)
+    return Cases(model, rows, answered, _cards(graph), dim)
+
+
+def _impossible_case(model, rows, arguments, error) -> None:
+    """After the plated pass found the evidence impossible: the first case whose own
+    evidence has probability zero, named in a :class:`DataError` (each case queried alone,
+    through the prepared model of :func:`ppl.infer`); returns if none is (the caller
+    re-raises the plated pass's error)."""
+    from .api import infer
+
+    if "probability zero" not in str(error):
+        return
+    for i, row in enumerate(rows):
+        try:
+            infer(model, {**arguments, **row}, method="exact", map=False, marginals=False)
+        except DataError as e:
+            if "probability zero" in str(e):
+                err = DataError(f"case {i} of {len(rows)} ({row}) has evidence of probability zero under model "
+                                f"'{model.name}' (log evidence = -inf); remove or correct it", log_evidence=-math.inf)
+                err.case = i  # the row's index in the cases given
+                raise err from None
+            return
+
+
+def _cards(graph) -> dict:
+    return {n: v.cardinality for n, v in graph.variables.items()
+            if v.role != "param" and v.cardinality is not None and not v.plates and not tuple(v.batch_shape)}

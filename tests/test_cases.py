@@ -6,6 +6,7 @@ VariableElimination for the asia network, and closed forms for a toy model.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_every_case_equals_its_own_exact_query_and_pgmpy():
 
     model = example_network("asia")
     res = ppl.infer_cases(model, CASES)
-    assert len(res) == 6 and len(res.groups) == 4  # rows 0 and 5 observe the same nodes
+    assert len(res) == 6 and len(res.groups) == 1  # one plated pass, whatever each case observes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ve = VariableElimination(load_pgmpy_example("asia"))
@@ -70,10 +71,11 @@ def test_cases_with_a_model_that_has_plates_of_its_own():
     p1 = 0.3 * 0.9 / (0.3 * 0.9 + 0.7 * 0.1)
     p0 = 0.3 * 0.1 / (0.3 * 0.1 + 0.7 * 0.9)
     torch.testing.assert_close(post_c[:, 1], torch.tensor([p1, p0, 0.3], dtype=torch.float64), rtol=0, atol=1e-12)
-    index, post = next((ix, p) for ix, p in res.groups if 0 in ix)
-    assert index == [0, 1]  # the two cases that observe e form one group
+    index, post = res.groups[0]
+    assert index == [0, 1, 2]
     z = post.probs("z")  # (cases, copies, 2): the cases plate left of the model's own
-    assert tuple(z.shape) == (2, 3, 2)
+    assert tuple(z.shape) == (3, 3, 2)
+    torch.testing.assert_close(z[2, :, 1], torch.full((3,), 0.3 * 0.8 + 0.7 * 0.2, dtype=z.dtype))
     torch.testing.assert_close(z[0, :, 1], torch.full((3,), p1 * 0.8 + (1 - p1) * 0.2, dtype=z.dtype))
     torch.testing.assert_close(z[1, :, 1], torch.full((3,), p0 * 0.8 + (1 - p0) * 0.2, dtype=z.dtype))
 
@@ -98,5 +100,35 @@ def test_bad_cases_are_refused():
     with pytest.raises(DataError, match="not a scalar site outside every plate"):
         ppl.infer_cases(plated, [{"y": [1.0, 0.0]}])
     gate = example_network("asia")
-    with pytest.raises(DataError, match="probability zero"):  # either = tub or lung, exactly
-        ppl.infer_cases(gate, [{"either": "no", "tub": "yes"}])
+    with pytest.raises(DataError, match=r"case 1 of 2 .* probability zero") as err:  # either = tub or lung, exactly
+        ppl.infer_cases(gate, [{"either": "yes"}, {"either": "no", "tub": "yes"}])
+    assert err.value.case == 1
+
+
+def test_cases_each_observing_other_nodes_are_one_pass_and_equal_their_own_queries():
+    model = example_network("alarm")
+    rng = np.random.default_rng(3)
+    names = model.state_names
+    rows = [{n: names[n][int(rng.integers(len(names[n])))] for n in ("BP", "HRBP", "CVP", "HISTORY")
+             if rng.random() < 0.5} for _ in range(12)]
+    rows[0] = {}
+    res = ppl.infer_cases(model, rows)
+    assert len(res.groups) == 1
+    for i, row in enumerate(rows):
+        ref = ppl.infer(ppl.compile(model, row or None), method="exact")
+        for node in ("LVFAILURE", "HYPOVOLEMIA", "STROKEVOLUME"):
+            torch.testing.assert_close(res.probs(node)[i], ref.probs(node).double(), rtol=0, atol=1e-12)
+
+
+def test_continuous_columns_are_answered_in_groups():
+    @ppl.model
+    def cause_and_reading():
+        c = ppl.sample("c", dist.Categorical(torch.tensor([0.6, 0.4], dtype=torch.float64)))
+        ppl.sample("y", dist.Normal(torch.tensor([0.0, 2.0], dtype=torch.float64)[c], 1.0))
+
+    rows = [{"y": 0.5}, {"y": -1.0}, {"y": 0.5}] + [{"y": float(v)} for v in np.linspace(-1, 3, 6)]
+    res = ppl.infer_cases(cause_and_reading, rows)
+    assert res.groups[0][1].graph.observed() == ["y"]  # y observed, not an indicator: it is continuous
+    for i, row in enumerate(rows):
+        like = [0.6 * math.exp(-0.5 * row["y"] ** 2), 0.4 * math.exp(-0.5 * (row["y"] - 2.0) ** 2)]
+        assert float(res.probs("c")[i, 1]) == pytest.approx(like[1] / sum(like), abs=1e-12)
