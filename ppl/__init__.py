@@ -37,6 +37,7 @@ from .errors import (
 from .posterior import Posterior, load
 from .posterior.predictive import predict, prior_predictive
 from .render import render
+from .streaming import infer_stream, stream_npy
 from .table import Table
 
 __version__ = "0.1.0"
@@ -47,7 +48,7 @@ __all__ = [
     "Backend", "register_backend", "get_backend", "registered_backends",
     "PPLError", "ModelError", "DataError", "UnsupportedModelError", "IntractableError", "BackendNotFoundError", "OptionError", "UnknownOptionError", "NumericalError",
     "ConvergenceWarning", "BoundDecreaseWarning", "TrustWarning", "errors", "models",
-    "render", "predict", "prior_predictive", "infer_cases",
+    "render", "predict", "prior_predictive", "infer_cases", "infer_stream", "stream_npy",
 ]
 
 

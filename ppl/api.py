@@ -269,6 +269,8 @@ def infer(model, data=None, method: str = "auto", **options):
     shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
+    if options.get("stream") is not None and not isinstance(model, FactorGraph):
+        data = _with_first_batch(data, options["stream"])
     graph = _prepared_graph(model, data, method, options)
     start = _warm_start(graph, options, method)
     with param_scope(graph, start):
@@ -284,6 +286,22 @@ def infer(model, data=None, method: str = "auto", **options):
     posterior = _run(graph, analysis, shape, method, options, start)
     posterior.trust.warn(method, stacklevel=3)
     return posterior
+
+
+def _with_first_batch(data, stream):
+    """``data`` completed by the stream's first batch (``stream=``, docs/streaming.md): the
+    model is compiled on one batch, which fixes the structure; keys in ``data`` win.  A
+    stream that is not callable, empty, or yields no mapping leaves ``data`` as it is (the
+    backend's own checks name the problem)."""
+    if not callable(stream) or (data is not None and not isinstance(data, Mapping)):
+        return data
+    try:
+        first = next(iter(stream()), None)
+    except Exception:  # noqa: BLE001 - the backend runs the stream again and reports it
+        return data
+    if not isinstance(first, Mapping):
+        return data
+    return {**first, **(data or {})}
 
 
 def _warm_start(graph, options, method) -> dict | None:

@@ -29,7 +29,7 @@ from ..errors import OptionError, UnknownOptionError
 
 __all__ = ["Constraint", "Integer", "Real", "OneOf", "Boolean", "Dtype", "Device", "Seed", "Bytes", "MappingOf",
            "CallableValue", "InstanceOf", "AnyOf", "NoneValue", "Anything", "Option", "REQUIRED", "option_table",
-           "validate_options", "settings", "parse_text", "option_rows", "COMMON", "set_declarers"]
+           "validate_options", "settings", "parse_text", "option_rows", "COMMON", "STREAM", "set_declarers"]
 
 
 class _Required:
@@ -551,4 +551,22 @@ COMMON = option_table(
     Option("distributed", Boolean() | InstanceOf(str, "a plate name"), False,
            "data-parallel run in an initialised torch.distributed group: this rank's data is its shard of the data "
            "plate (True: the plate found from the data; or the plate's name); see docs/distributed.md"),
+)
+
+#: The options of a streamed fit (``method="em"`` and ``"cavi"``; docs/streaming.md): the
+#: stream, the passes over it, the Robbins-Monro step size ``(k + step_offset) ** -step_power``
+#: (Cappé & Moulines 2009; Hoffman et al. 2013, eq. 26: delay τ, forgetting rate κ), the
+#: global size N and the movement below which the run counts as converged.
+STREAM = option_table(
+    Option("stream", CallableValue("a callable returning a fresh iterator of data dicts (minibatches of the data "
+                                   "plate)") | NoneValue(), None,
+           "minibatches of the data plate: a callable returning a fresh iterator of dicts (see docs/streaming.md)"),
+    Option("epochs", Integer(1), 10, "stream: passes over the stream"),
+    Option("step_offset", Real(0.0), 1.0, "stream: delay τ (or k0) of the step size (k + τ)^-κ, k = 1, 2, ..."),
+    Option("step_power", Real(0.5, 1.0, low_open=True), 0.7,
+           "stream: forgetting rate κ in (0.5, 1] of the step size (k + τ)^-κ (Robbins-Monro)"),
+    Option("num_points", Integer(1) | NoneValue(), None,
+           "stream: the global size N of the data plate (None: the stream's num_points, else a counting pass)"),
+    Option("stream_tol", Real(0.0), 1e-3,
+           "stream: converged when no global parameter moved more than this (relative) over the last epoch"),
 )

@@ -40,7 +40,8 @@ from .factors import FactorPosterior
 from .guide import GuidePosterior
 from .persist import load
 from .point import PointPosterior
+from .stream import StreamFactorPosterior, StreamPosterior
 from .tables import MeanFieldPosterior, TablePosterior, sample_tables, support_values  # noqa: F401 (public helpers)
 
 __all__ = ["Posterior", "TablePosterior", "GuidePosterior", "PointPosterior", "MeanFieldPosterior",
-           "FactorPosterior", "DrawsPosterior", "load"]
+           "FactorPosterior", "DrawsPosterior", "StreamPosterior", "StreamFactorPosterior", "load"]

@@ -44,17 +44,19 @@ import time
 
 from ...analysis.report import format_bytes
 from ...compiler.zeros import has_exact_zero
-from ...errors import IntractableError, UnsupportedModelError
+from ...errors import UnsupportedModelError
 from ..base import Applicability, Backend
 from ..common.distributed import data_shard, shard_trust
-from ..common.elimination import largest_factor
+from ..common.elimination import factor_table_refusal
 from ..common.quadratic import all_normal, not_quadratic
 from ..common.routing import held_params_note, not_ok
-from ..options import COMMON, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
+from ..common.streaming import stream_trust
+from ..common.svi_stream import run_svi
+from ..options import COMMON, STREAM, Boolean, Integer, MappingOf, OneOf, Option, Real, option_table
 from .assess import assess_cavi
 from .binary import binary_problem, run_binary
 from .conjugate import conjugate_problem
-from .conjugate_sweeps import run_conjugate
+from .conjugate_sweeps import ConjugateSweeps, run_conjugate
 from .discrete import INITS, run_discrete
 from .gaussian import MAX_GAUSSIAN_DIM, run_gaussian
 
@@ -95,7 +97,7 @@ class CAVIBackend(Backend):
         COMMON["dtype"], COMMON["device"], COMMON["progress"],
         COMMON["memory_budget"].but(doc="bytes for the largest factor table (None: 2 GiB)"),
         COMMON["heuristic"].but(doc="accepted and unused (CAVI needs no elimination order)"), COMMON["distributed"],
-    )
+        *STREAM.values())
     rank = 30
     rank_note = "a mean-field approximation ranks below exact inference and EM"
 
@@ -122,7 +124,7 @@ class CAVIBackend(Backend):
         binary = _binary_path(graph, analysis)
         if binary:
             return Applicability(True, binary)
-        refused, nbytes = _factor_tables(graph, analysis)
+        refused, nbytes = factor_table_refusal(graph, analysis)
         if refused is not None:
             return refused
         return Applicability(True, f"mean field over {len(analysis.discrete)} discrete latent(s); largest factor "
@@ -134,7 +136,8 @@ class CAVIBackend(Backend):
 
     def assess(self, posterior, graph, analysis):
         """:func:`~ppl.backends.cavi.assess.assess_cavi`, agreed over ranks (:func:`shard_trust`) when distributed."""
-        return shard_trust(posterior, assess_cavi(posterior, graph, analysis))
+        return stream_trust(posterior, "SVI's global factors stopped moving over the last epoch", False) if \
+            "stream" in posterior.diagnostics else shard_trust(posterior, assess_cavi(posterior, graph, analysis))
 
     def deciding_fact(self, analysis, verdicts) -> str:
         """Exact does not apply and every latent has a closed-form update."""
@@ -170,6 +173,8 @@ class CAVIBackend(Backend):
         """
         o = self.settings(options)
         start = time.perf_counter()
+        if o.stream is not None:  # stochastic variational inference over minibatches (docs/streaming.md)
+            return run_svi(self.name, graph, analysis, o, start, ConjugateSweeps)
         o.shard = data_shard(graph, o.distributed, self.name, local=graph.discrete_latent(),
                              refuse={"learn_params=True": o.learn_params})
         if analysis.continuous:
@@ -224,7 +229,7 @@ def _gaussian_applicability(graph, analysis) -> Applicability:
 
 def _conjugate_applicability(graph, analysis) -> Applicability:
     if analysis.discrete:
-        refused, _ = _factor_tables(graph, analysis)
+        refused, _ = factor_table_refusal(graph, analysis)
         if refused is not None:
             return refused
     problem = conjugate_problem(graph, analysis.moral)
@@ -237,17 +242,4 @@ def _conjugate_applicability(graph, analysis) -> Applicability:
                                f"site(s) ({', '.join(families)}){mixed}: natural parameters by sigma points "
                                "(checked linear)")
 
-
-def _factor_tables(graph, analysis):
-    """``(refusal or None, bytes of the largest factor table)``: a factor over every copy of
-    a plated latent has no per-copy table, and the largest table must fit the budget."""
-    if analysis.cost.intractable:
-        return Applicability(False, analysis.cost.intractable, UnsupportedModelError), 0
-    name, size = largest_factor(graph)
-    nbytes = size * analysis.itemsize
-    if nbytes > analysis.memory_budget:
-        return Applicability(False, f"factor '{name}' has a table of {size:,} entries over its discrete latents "
-                                    f"({format_bytes(nbytes)}), over the {format_bytes(analysis.memory_budget)} memory "
-                                    "budget", IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget)), nbytes
-    return None, nbytes
 

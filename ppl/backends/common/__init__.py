@@ -16,5 +16,9 @@
   latents (CAVI's Gaussian and binary paths);
 * ``routing``: the sentences backends share when ``method="auto"`` chooses them;
 * ``runtime``: run placement (device, dtype, seeded random streams, data);
-* ``params``: the ``ppl.param`` values a learning backend starts from and leaves behind.
+* ``params``: the ``ppl.param`` values a learning backend starts from and leaves behind;
+* ``distributed``: data-parallel runs (the data plate's shards and the collectives);
+* ``streaming``: fits over a stream of minibatches of the data plate (the loop, step sizes,
+  batch checks, structures compiled once per batch shape, the verdict), used by online EM;
+  ``svi_stream``: stochastic variational inference for CAVI's conjugate models on it.
 """

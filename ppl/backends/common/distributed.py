@@ -251,9 +251,10 @@ class Shard(NoShard):
         return float(all_reduce_sum([torch.as_tensor(float(value), dtype=torch.float64)],
                                     op=torch.distributed.ReduceOp.MAX)[0])
 
-    def sum_dict(self, stats: dict) -> dict:
+    def sum_dict(self, stats: dict, key=None) -> dict:
         """Each tensor of ``stats`` summed over ranks (expected sufficient statistics), keys
-        in sorted order so every rank packs them alike."""
+        in sorted order so every rank packs them alike (``key``, the param they are for, is
+        not needed here)."""
         keys = sorted(stats)
         return dict(zip(keys, all_reduce_sum([stats[k] for k in keys])))
 

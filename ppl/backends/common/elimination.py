@@ -16,7 +16,7 @@ from ...posterior.lazy import LazyDiagnostics
 from ..base import Applicability
 from .discrete import DiscretePlan
 
-__all__ = ["discrete_applicability", "table_posterior", "largest_factor"]
+__all__ = ["discrete_applicability", "table_posterior", "largest_factor", "factor_table_refusal"]
 
 
 def discrete_applicability(analysis):
@@ -124,3 +124,24 @@ def largest_factor(graph) -> tuple:
         if size > best[1]:
             best = (name, size)
     return best
+
+
+def factor_table_refusal(graph, analysis):
+    """``(refusal or None, bytes of the largest factor table)`` of a mean field over discrete
+    tables (CAVI): a factor over every copy of a plated latent has no per-copy table, and the
+    largest table must fit the memory budget.
+
+    Returns
+    -------
+    tuple[Applicability or None, int]
+        The refusal (``UnsupportedModelError`` for an intractable plate structure,
+        ``IntractableError`` over the budget) or None, and the largest table's bytes."""
+    if analysis.cost.intractable:
+        return Applicability(False, analysis.cost.intractable, UnsupportedModelError), 0
+    name, size = largest_factor(graph)
+    nbytes = size * analysis.itemsize
+    if nbytes > analysis.memory_budget:
+        return Applicability(False, f"factor '{name}' has a table of {size:,} entries over its discrete latents "
+                                    f"({format_bytes(nbytes)}), over the {format_bytes(analysis.memory_budget)} memory "
+                                    "budget", IntractableError, dict(bytes=nbytes, budget=analysis.memory_budget)), nbytes
+    return None, nbytes

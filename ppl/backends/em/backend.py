@@ -39,13 +39,15 @@ from ..common.discrete import DiscretePlan
 from ..common.distributed import NO_SHARD, data_shard
 from ..common.elimination import discrete_applicability, table_posterior
 from ..common.params import current_params, store_params
-from ..options import (COMMON, Boolean, InstanceOf, Integer, MappingOf, NoneValue, OneOf, Option, Real,
+from ..common.streaming import stream_trust
+from ..options import (COMMON, STREAM, Boolean, InstanceOf, Integer, MappingOf, NoneValue, OneOf, Option, Real,
                        option_table)
 from ..template import IterativeFit, run_iterations
 from ..base import list_names
 from .init import random_tables, seed_locations, user_init
 from .map_latents import map_model, prior_factor_name, select_map_latents
 from .mstep import GradientMStep, apply_closed_form, plan_closed_forms
+from .online import run_online_em
 from .tablefeed import TableFeed
 
 __all__ = ["EMBackend"]
@@ -94,6 +96,7 @@ class EMBackend(Backend):
         Option("map_latents", Boolean() | InstanceOf(str, "a site name")
                | InstanceOf((list, tuple), "a list of site names") | NoneValue(), None,
                "True, a site name or a list: global continuous latents estimated by MAP"),
+        *STREAM.values(),
     )
     rank = 10
     rank_note = "EM ranks first only for a model with ppl.params to learn"
@@ -139,6 +142,9 @@ class EMBackend(Backend):
         params, which are a (local) maximum-likelihood point estimate; unreliable when it
         stopped at ``max_iter``."""
         d = posterior.diagnostics
+        if "stream" in d:
+            return stream_trust(posterior, "online EM's params stopped moving over the last epoch: a fixed point of "
+                                "EM (a local maximum of the likelihood), found by stochastic approximation", True)
         numbers = {"n_iter": d.get("n_iter"), "average_log_likelihood": d.get("average_log_likelihood")}
         restarts = d.get("restarts") or []
         if len(restarts) > 1:
@@ -183,9 +189,15 @@ class EMBackend(Backend):
         (the factors outside the plate weighted ``1 / W`` on each of the W ranks), every
         rank takes the same M-step and ends with the same params.  θ_0 is rank 0's (so
         ``init="kmeans++"`` seeds from rank 0's shard).
+
+        With ``stream`` (a callable returning an iterator of minibatch dicts), online EM
+        (Cappé & Moulines 2009; :mod:`ppl.backends.em.online`) returns a
+        :class:`~ppl.posterior.stream.StreamPosterior`; see docs/streaming.md.
         """
         o = self.settings(options)
         start = time.perf_counter()
+        if o.stream is not None:  # online EM over minibatches (docs/streaming.md)
+            return run_online_em(self.name, EMFit, graph, analysis, o, start)
         map_names = select_map_latents(graph, o.map_latents)
         if map_names:
             analysis = _map_analysis(analysis, map_names)
@@ -264,9 +276,10 @@ class EMFit(IterativeFit):
             # a model without Normal locations to seed (a BN, a categorical HMM): restarts draw
             # every probability table afresh, so they differ
             theta.update(seeded or random_tables(self.pt.space, theta, self.gen))
-        return self._e_step(self.shard.broadcast(self.pt.space.flat(theta).clone()))  # distributed: rank 0's θ_0
+        return self.e_step(self.shard.broadcast(self.pt.space.flat(theta).clone()))  # distributed: rank 0's θ_0
 
-    def _e_step(self, flat) -> dict:
+    def e_step(self, flat) -> dict:
+        """The E-step at θ = ``flat``: ``log_z``, the factor and chain marginals, the tables."""
         pt = self.pt
         with torch.no_grad():
             values = pt.space.unflat(flat)
@@ -280,6 +293,12 @@ class EMFit(IterativeFit):
                 "total": self.shard.total(log_z)}
 
     def step(self, state):
+        return self.e_step(self.m_step(state))
+
+    def m_step(self, state) -> torch.Tensor:
+        """θ (flat) after the M-step from ``state``'s E-step weights (closed forms, then the
+        gradient M-step); with a streaming hook as ``shard`` the closed forms read the
+        running statistics (online EM, :mod:`ppl.backends.common.streaming`)."""
         flat = state["flat"].clone()
         with torch.no_grad():
             weights, other_w = self.feed.weights(state["fm"], state["cm"])
@@ -289,7 +308,7 @@ class EMFit(IterativeFit):
             for u in self.updates:
                 apply_closed_form(u, self.pt, flat, weights, self.reg_covar, self.shard)
         self.gstep(flat, weights, other_w)
-        return self._e_step(flat)
+        return flat
 
     def bound(self, state):
         return state["total"]

@@ -338,7 +338,8 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
                       shard=NO_SHARD) -> None:
     """Update ``u.param`` in ``flat`` (θ as one vector) in place; see the module table.
     With a distributed ``shard`` the statistics are summed over ranks before the
-    maximiser (they are sums over data points: Dempster, Laird & Rubin 1977).
+    maximiser (they are sums over data points: Dempster, Laird & Rubin 1977); with a
+    streaming hook they are averaged into its running statistics (online EM).
 
     Raises
     ------
@@ -348,7 +349,7 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
     space = pt.space
     off, shape = space.offsets[u.param], space.shapes[u.param]
     cur = flat[off:off + shape.numel()].reshape(shape)
-    acc = shard.sum_dict(_sufficient_statistics(u, pt, flat, weights))
+    acc = shard.sum_dict(_sufficient_statistics(u, pt, flat, weights), u.param)
     if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
         if u.prior[0] == "normal":
             acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
