@@ -51,6 +51,7 @@ from ...compiler.parametric import ParametricTables
 from ...compiler.tables import enumeration_dims
 from ...ops.contract import LogFactor
 from ...ops.sigma import RULES, NormalWishartRule
+from ...ops.shapes import broadcast_shapes
 from ..common.distributed import NO_SHARD
 from ..common.potential import start_value
 from .discrete import MeanFieldTables
@@ -177,7 +178,7 @@ def _categorical_shortcut(group, blocks, pt):
         def tables(g, means, i=i, row=row, k=k, value=value):
             (m,) = means[i]
             e_log = m.reshape(-1, k)[row]
-            shape = torch.broadcast_shapes(e_log.shape[:-1], value.shape[:-1])
+            shape = broadcast_shapes(e_log.shape[:-1], value.shape[:-1])
             return g.finish(torch.take_along_dim(e_log.expand(shape + (k,)), value.expand(shape + (1,)), -1)[..., 0])
         return tables
     return None

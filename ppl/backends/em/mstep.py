@@ -44,6 +44,7 @@ from torch.distributions import constraints, transform_to
 from ...compiler.parametric import slot_event_rank
 from ...errors import DataError
 from ...ops.expfam import broadcast_einsum
+from ...ops.shapes import broadcast_shapes
 from ..common.distributed import NO_SHARD
 
 __all__ = ["grouped_sum", "ClosedFormUpdate", "plan_closed_forms", "GradientMStep", "expected_log_lik"]
@@ -331,7 +332,7 @@ def _entry_shape(group, w: torch.Tensor, members=None) -> tuple:
         e = slot_event_rank(fam, s)
         t = _members(t, members)
         shapes.append(tuple(t.shape[: t.dim() - e]))
-    return tuple(torch.broadcast_shapes(*shapes))
+    return tuple(broadcast_shapes(*shapes))
 
 
 def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float,

@@ -17,6 +17,7 @@ from pyro.infer import autoguide
 from torch.distributions import biject_to
 
 from ...errors import ModelError, OptionError
+from ...ops.shapes import broadcast_shapes
 
 __all__ = ["GUIDES", "STANDARDIZED", "build_guide", "check_guide", "guide_marginal_fn", "empty_guide",
            "packed_layout"]
@@ -273,7 +274,7 @@ def check_guide(model_fn, guide, kwargs, enumerated, latents) -> list:
         value, fn = gsite["value"], msite["fn"]
         want = fn.batch_shape + fn.event_shape
         try:
-            ok_shape = torch.broadcast_shapes(value.shape, want) == want
+            ok_shape = broadcast_shapes(value.shape, want) == want
         except RuntimeError:
             ok_shape = False
         if not ok_shape:
