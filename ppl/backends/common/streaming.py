@@ -159,6 +159,11 @@ class StreamProblem:
     first update takes step 1 (online EM's statistics start from the first batch's)."""
 
     first_step_full = False
+    #: The evaluation pass also takes one full-data step from the final state (the problem's
+    #: ``update`` with exact sums: online EM's batch EM step); the fit is ``converged`` only
+    #: if that step moves no global parameter more than ``stream_tol`` either: the final
+    #: state is then (nearly) a fixed point of the batch algorithm, not only a slow walk.
+    fixed_point_check = False
 
     def build(self, graph, analysis, hook):
         raise NotImplementedError
@@ -416,14 +421,22 @@ def run_stream(problem, graph, analysis, o, fixed) -> dict:
                             "pass num_points=N (the size of the data plate), or a stream that covers it once")
         history.append(total)
         moves.append(_moved(problem.blocks(state), before))
-    value = 0.0
+    value, step_state, seen_eval = 0.0, None, 0
     for batch, _, _ in _batches(o.stream, keys, structures.trailing):
-        built, _ = structures.get(batch, state)
-        value += problem.evaluate(built, state)
-    converged = moves[-1] < o.stream_tol
+        built, hook = structures.get(batch, state)
+        if problem.fixed_point_check:  # every E-step at the final state; s ends as the full sums
+            seen_eval += hook.batch_size
+            hook.gamma = hook.batch_size / seen_eval
+            step_state, part = problem.update(built, state, hook.gamma)
+            value += float(part)
+        else:
+            value += problem.evaluate(built, state)
+    gap = _moved(problem.blocks(step_state), problem.blocks(state)) if step_state is not None else None
+    converged = moves[-1] < o.stream_tol and (gap is None or gap < o.stream_tol)
     diag = {"batches": k, "batches_per_epoch": k // o.epochs, "epochs": o.epochs, "num_points": n_points,
             "final_step": gamma, "step_offset": o.step_offset, "step_power": o.step_power,
             "moved_last_epoch": moves[-1], "moved_per_epoch": moves, "stream_tol": o.stream_tol,
+            "batch_step_moves": gap,
             "compiles": structures.compiles, "rebinding": dict(structures.rebind_mode),
             "setup_seconds": structures.setup_seconds, "seconds": time.perf_counter() - start,
             "plate": structures.plate}
@@ -456,7 +469,16 @@ def stream_trust(posterior, converged_reason: str, checked: bool) -> Trust:
     d = posterior.diagnostics["stream"]
     numbers = {"epochs": d["epochs"], "batches": d["batches"], "moved_last_epoch": d["moved_last_epoch"],
                "final_step": d["final_step"]}
+    gap = d.get("batch_step_moves")
+    if gap is not None:
+        numbers["batch_step_moves"] = gap
     if not posterior.converged:
+        if d["moved_last_epoch"] < d["stream_tol"]:  # the walk slowed down, but a full-data step still moves it
+            return Trust(UNRELIABLE, [f"the streamed fit is not at a fixed point: one full-data step from its "
+                                      f"final parameters moves them by {gap:.3g} (relative) >= stream_tol="
+                                      f"{d['stream_tol']:g}, although they moved less over the last epoch (the "
+                                      "step size shrank); run more epochs, or a larger step_power/smaller "
+                                      "step_offset"], numbers, next_method=posterior.method)
         return Trust(UNRELIABLE, [f"the streamed fit stopped while its global parameters were still moving: "
                                   f"{d['moved_last_epoch']:.3g} (relative) over the last epoch >= stream_tol="
                                   f"{d['stream_tol']:g}; run more epochs (epochs=)"], numbers,

@@ -28,6 +28,7 @@ class OnlineEM(StreamProblem):
     θ as one flat vector (the layout of the first batch's :class:`ParamSpace`)."""
 
     first_step_full = True  # s starts as the first batch's statistics (no arbitrary s_0)
+    fixed_point_check = True  # converged only where one batch EM step from θ barely moves it
 
     def __init__(self, fit_class, o):
         self.fit_class, self.o = fit_class, o
