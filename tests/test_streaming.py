@@ -223,3 +223,16 @@ def test_online_em_converged_claims_hold_against_batch_em(batch_em):
     for name in ("weights", "loc", "cov"):
         ref = batch_em.params[name]
         assert float((post.params[name] - ref).abs().max() / ref.abs().max()) < 1e-2, name
+
+
+def test_polish_passes_reach_batch_em_fixed_point_in_bounded_memory(batch_em):
+    """Batch EM steps over the stream after the online epochs: the converged claim is batch
+    EM's own criterion, and θ matches the in-memory fit."""
+    post = ppl.infer_stream(gmm, batches(X, 300), method="em", init=INIT, epochs=3, polish_passes=200,
+                            stream_tol=1e-6)
+    d = post.diagnostics["stream"]
+    assert post.converged and post.trust.verdict == "reliable" and 0 < d["polish_passes"] <= 200
+    assert d["batch_step_moves"] < 1e-6
+    for name in ("weights", "loc", "cov"):  # both stop where an EM step moves θ ~1e-6: EM's slow tail leaves ~1e-5
+        torch.testing.assert_close(post.params[name], batch_em.params[name], rtol=0, atol=1e-4)
+    assert post.log_evidence == pytest.approx(batch_em.log_evidence, abs=1e-6)

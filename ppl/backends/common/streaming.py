@@ -118,6 +118,10 @@ class StreamHook(NoShard):
         self.batch_size, self.num_points = int(batch_size), int(num_points)
         self.averages = averages
         self.gamma = 1.0
+        #: In a full-data pass, EM's closed forms take their statistics about the E-step's θ
+        #: (not the θ updated so far in the M-step), so that the statistics of different
+        #: batches add up to the full data's (:func:`_evaluation_pass`).
+        self.centre_at_e_step = False
         self.weights = (1.0, self.batch_size / self.num_points)
 
     def share(self, name) -> float:
@@ -421,27 +425,50 @@ def run_stream(problem, graph, analysis, o, fixed) -> dict:
                             "pass num_points=N (the size of the data plate), or a stream that covers it once")
         history.append(total)
         moves.append(_moved(problem.blocks(state), before))
-    value, step_state, seen_eval = 0.0, None, 0
-    for batch, _, _ in _batches(o.stream, keys, structures.trailing):
-        built, hook = structures.get(batch, state)
-        if problem.fixed_point_check:  # every E-step at the final state; s ends as the full sums
-            seen_eval += hook.batch_size
-            hook.gamma = hook.batch_size / seen_eval
-            step_state, part = problem.update(built, state, hook.gamma)
-            value += float(part)
-        else:
-            value += problem.evaluate(built, state)
+    value, step_state = _evaluation_pass(problem, structures, o.stream, keys, state)
     gap = _moved(problem.blocks(step_state), problem.blocks(state)) if step_state is not None else None
-    converged = moves[-1] < o.stream_tol and (gap is None or gap < o.stream_tol)
+    polished = 0
+    while gap is not None and gap >= o.stream_tol and polished < getattr(o, "polish_passes", 0):
+        state = step_state  # a batch step over the stream, then the next pass evaluates it
+        value, step_state = _evaluation_pass(problem, structures, o.stream, keys, state)
+        gap = _moved(problem.blocks(step_state), problem.blocks(state))
+        polished += 1
+    if polished:  # the walk of the epochs is over: converged is batch EM's own criterion
+        converged = gap < o.stream_tol
+    else:
+        converged = moves[-1] < o.stream_tol and (gap is None or gap < o.stream_tol)
     diag = {"batches": k, "batches_per_epoch": k // o.epochs, "epochs": o.epochs, "num_points": n_points,
             "final_step": gamma, "step_offset": o.step_offset, "step_power": o.step_power,
             "moved_last_epoch": moves[-1], "moved_per_epoch": moves, "stream_tol": o.stream_tol,
-            "batch_step_moves": gap,
+            "batch_step_moves": gap, "polish_passes": polished,
             "compiles": structures.compiles, "rebinding": dict(structures.rebind_mode),
             "setup_seconds": structures.setup_seconds, "seconds": time.perf_counter() - start,
             "plate": structures.plate}
     return {"state": state, "history": history, "value": value, "converged": converged, "moved": moves,
             "structures": structures, "diagnostics": diag}
+
+
+def _evaluation_pass(problem, structures, stream, keys, state):
+    """One pass over the stream at the global ``state``: ``(value, step_state)``, the
+    full-data bound at ``state`` and, for a problem with ``fixed_point_check``, the state
+    one full-data step from it (every batch's update at ``state``, with steps
+    ``|B| / seen`` so the running statistics end as the exact sums: batch EM's step), else
+    ``None``."""
+    value, step_state, seen = 0.0, None, 0
+    for batch, _, _ in _batches(stream, keys, structures.trailing):
+        built, hook = structures.get(batch, state)
+        if problem.fixed_point_check:
+            seen += hook.batch_size
+            hook.gamma = hook.batch_size / seen
+            hook.centre_at_e_step = True
+            try:
+                step_state, part = problem.update(built, state, hook.gamma)
+            finally:
+                hook.centre_at_e_step = False
+            value += float(part)
+        else:
+            value += problem.evaluate(built, state)
+    return value, step_state
 
 
 def fixed_arguments(graph, stream) -> dict:

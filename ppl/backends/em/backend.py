@@ -97,6 +97,9 @@ class EMBackend(Backend):
                | InstanceOf((list, tuple), "a list of site names") | NoneValue(), None,
                "True, a site name or a list: global continuous latents estimated by MAP"),
         *STREAM.values(),
+        Option("polish_passes", Integer(0), 0,
+               "stream: after the epochs, at most this many batch EM steps over the stream (one pass each, exact "
+               "sums) until one moves no param more than stream_tol: batch EM's fixed point in bounded memory"),
     )
     rank = 10
     rank_note = "EM ranks first only for a model with ppl.params to learn"
@@ -305,8 +308,9 @@ class EMFit(IterativeFit):
             if self.shared:
                 weights = [w * s.reshape((-1,) + (1,) * (w.dim() - 1)) for w, s in zip(weights, self.weight_shares)]
                 other_w = {n: w * self.shard.share(n) for n, w in other_w.items()}
+            centre = state["flat"] if getattr(self.shard, "centre_at_e_step", False) else None
             for u in self.updates:
-                apply_closed_form(u, self.pt, flat, weights, self.reg_covar, self.shard)
+                apply_closed_form(u, self.pt, flat, weights, self.reg_covar, self.shard, centre)
         self.gstep(flat, weights, other_w)
         return flat
 

@@ -336,11 +336,15 @@ def _entry_shape(group, w: torch.Tensor, members=None) -> tuple:
 
 
 def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list, reg_covar: float,
-                      shard=NO_SHARD) -> None:
+                      shard=NO_SHARD, centre=None) -> None:
     """Update ``u.param`` in ``flat`` (θ as one vector) in place; see the module table.
     With a distributed ``shard`` the statistics are summed over ranks before the
     maximiser (they are sums over data points: Dempster, Laird & Rubin 1977); with a
-    streaming hook they are averaged into its running statistics (online EM).
+    streaming hook they are averaged into its running statistics (online EM).  ``centre``
+    (θ as one vector) is where statistics that need a current value (a covariance's
+    scatter about the means) are taken; default ``flat`` as updated so far (batch EM's
+    exact M-step).  Online EM passes the E-step's θ, so that scatters of different batches
+    share one centre and add up (their sum is the full data's scatter about it).
 
     Raises
     ------
@@ -350,7 +354,7 @@ def apply_closed_form(u: ClosedFormUpdate, pt, flat: torch.Tensor, weights: list
     space = pt.space
     off, shape = space.offsets[u.param], space.shapes[u.param]
     cur = flat[off:off + shape.numel()].reshape(shape)
-    acc = shard.sum_dict(_sufficient_statistics(u, pt, flat, weights), u.param)
+    acc = shard.sum_dict(_sufficient_statistics(u, pt, flat if centre is None else centre, weights), u.param)
     if u.prior is not None:  # EM for MAP: a conjugate prior's pseudo-statistics
         if u.prior[0] == "normal":
             acc["num"] = acc["num"] + u.prior[1] * u.prior[2]
