@@ -46,7 +46,7 @@ def check_parameters(name: str, fn) -> None:
         if not value.is_floating_point() or value.numel() == 0:
             continue
         try:
-            ok = constraint.check(value)
+            ok = _positive_definite(value) if _is_positive_definite(constraint) else constraint.check(value)
         except (NotImplementedError, RuntimeError, ValueError, TypeError):
             continue
         ok = torch.as_tensor(ok)
@@ -57,3 +57,17 @@ def check_parameters(name: str, fn) -> None:
         raise ModelError(f"site '{name}': {type(fn).__name__} parameter '{param}' = {shown:g} is outside its "
                          f"support {constraint} (e.g. a zero or negative scale, a probability outside [0, 1]); "
                          "fix the value the model passes there")
+
+
+def _is_positive_definite(constraint) -> bool:
+    return type(constraint) is type(constraints.positive_definite)
+
+
+def _positive_definite(value: torch.Tensor) -> torch.Tensor:
+    """``constraints.positive_definite.check``'s answer per matrix, cheaper on many matrices
+    (a GMM's covariance gathered per data point): symmetry as the largest ``|A - Aᵀ|``
+    against ``1e-6 · max |A|`` per matrix, instead of ``torch.isclose`` on every entry
+    (1.5 s of a 300 000-point compile), and a Cholesky factorisation's ``info == 0``."""
+    scale = value.abs().amax(dim=(-2, -1)).clamp_min(1e-300)
+    symmetric = (value - value.mT).abs().amax(dim=(-2, -1)) <= 1e-6 * scale
+    return symmetric & (torch.linalg.cholesky_ex(value).info == 0)
