@@ -102,7 +102,9 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         for name, site in trace.nodes.items():
             if site["type"] == "param":
                 value = strip(site["value"])
-                records.append(SiteRecord(name, "param", False, None, value, (), (name,)))
+                constraint = (site.get("kwargs") or {}).get("constraint", torch.distributions.constraints.real)
+                records.append(SiteRecord(name, "param", False, None, value, (), (name,),
+                                          {"constraint": constraint}))  # the declared constraint, for params.py
                 continue
             if site["type"] != "sample" or site_is_subsample(site):
                 continue

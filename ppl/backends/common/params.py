@@ -84,8 +84,12 @@ def declared_constraints(graph) -> dict:
     def build():
         from ...dsl import trace_model
 
-        if not [n for n in graph.params() if "$$$" not in n]:
+        names = [n for n in graph.params() if "$$$" not in n]
+        if not names:
             return {}
+        recorded = {n: getattr(graph.sites.get(n), "infer", {}).get("constraint") for n in names}
+        if all(c is not None for c in recorded.values()):  # kept by the compile trace: no model run
+            return recorded
         with param_scope():
             try:
                 trace_model(graph.model, graph.bound)
