@@ -132,3 +132,14 @@ def test_continuous_columns_are_answered_in_groups():
     for i, row in enumerate(rows):
         like = [0.6 * math.exp(-0.5 * row["y"] ** 2), 0.4 * math.exp(-0.5 * (row["y"] - 2.0) ** 2)]
         assert float(res.probs("c")[i, 1]) == pytest.approx(like[1] / sum(like), abs=1e-12)
+
+
+def test_each_case_log_evidence_equals_its_own_query():
+    model = example_network("asia")
+    res = ppl.infer_cases(model, CASES)
+    per_case = res.case_log_evidence()
+    assert per_case.shape == (6,)
+    for i, row in enumerate(res.rows):
+        ref = ppl.infer(ppl.compile(model, row or None), method="exact").log_evidence
+        assert float(per_case[i]) == pytest.approx(ref, abs=1e-12)
+    assert float(per_case.sum()) == pytest.approx(res.log_evidence, abs=1e-9)
