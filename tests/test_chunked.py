@@ -117,3 +117,22 @@ def test_parameters_expanded_along_the_plate_are_kept_as_one_copy():
     part = chunked._slice_dist(fn, -1, 5, 4)
     assert tuple(part.batch_shape) == (K, 1)  # broadcasts against the chunk of data
     torch.testing.assert_close(part.log_prob(X[5:9]), fn.log_prob(X)[:, 5:9])
+
+
+def test_mahalanobis_in_chunks_equals_the_whole_and_torch():
+    """ops.expfam.mvn_log_prob over many points takes them in chunks (bounded temporaries)."""
+    from ppl.ops import expfam
+
+    x = torch.randn(50, D, generator=gen, dtype=torch.float64)
+    loc = torch.randn(K, 1, D, generator=gen, dtype=torch.float64)
+    tril = torch.linalg.cholesky(COV).expand(K, 1, D, D)
+    old = expfam.MAHALANOBIS_CHUNK
+    try:
+        expfam.MAHALANOBIS_CHUNK = 1 << 40
+        whole = expfam.mvn_log_prob(x, loc, tril)
+        expfam.MAHALANOBIS_CHUNK = 3 * K * D  # three points a chunk
+        parts = expfam.mvn_log_prob(x, loc, tril)
+    finally:
+        expfam.MAHALANOBIS_CHUNK = old
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(parts, torch.distributions.MultivariateNormal(loc, scale_tril=tril).log_prob(x))

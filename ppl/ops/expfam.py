@@ -141,10 +141,40 @@ def mvn_log_prob(x: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor, x
                 + (pmu * loc).sum(-1))
     else:
         a = torch.linalg.solve_triangular(scale_tril, eye.expand_as(scale_tril), upper=False)  # L⁻¹
-        ax = broadcast_einsum([(a, "DE"), (x, "E")], "D")
         amu = torch.einsum("...de,...e->...d", a, loc)
-        quad = (ax - amu).pow(2).sum(-1)
+        quad = _mahalanobis(a, x, amu)
     return -0.5 * quad - half_logdet - 0.5 * d * math.log(2 * math.pi)
+
+
+#: Elements the ``(data × component × D)`` temporary of :func:`_mahalanobis` may hold before
+#: the data are taken in chunks (32 MiB at float64: it stays in cache, and no fresh pages
+#: are faulted in for every call).
+MAHALANOBIS_CHUNK = 1 << 22
+
+
+def _mahalanobis(a: torch.Tensor, x: torch.Tensor, amu: torch.Tensor) -> torch.Tensor:
+    """``‖L⁻¹x − L⁻¹μ‖²`` for compact broadcastable ``a = L⁻¹ (..., D, D)``, ``x (..., D)``,
+    ``amu = L⁻¹μ (..., D)``; over many data points it goes in chunks along the widest batch
+    dim of ``x`` along which ``a`` and ``amu`` do not vary (the same numbers)."""
+    rank = max(a.dim() - 2, x.dim() - 1, amu.dim() - 1)
+
+    def batch(t, tail):
+        return (1,) * (rank - (t.dim() - tail)) + tuple(t.shape[: t.dim() - tail])
+
+    bx, ba, bm = batch(x, 1), batch(a, 2), batch(amu, 1)
+    full = broadcast_shapes(bx, ba, bm)
+    dims = [i for i in range(rank) if bx[i] > 1 and ba[i] == 1 and bm[i] == 1]
+    total = math.prod(full) * x.shape[-1]
+    if not dims or total <= MAHALANOBIS_CHUNK:
+        return (broadcast_einsum([(a, "DE"), (x, "E")], "D") - amu).pow(2).sum(-1)
+    i = max(dims, key=lambda k: bx[k])
+    xi = i - (rank - (x.dim() - 1))  # the dim in x itself
+    rows = max(1, MAHALANOBIS_CHUNK // max(1, total // bx[i]))
+    parts = []
+    for start in range(0, bx[i], rows):
+        xc = x.narrow(xi, start, min(rows, bx[i] - start))
+        parts.append((broadcast_einsum([(a, "DE"), (xc, "E")], "D", rank=rank) - amu).pow(2).sum(-1))
+    return torch.cat(parts, dim=i)
 
 
 def mvn_expected_log_prob(x, prec, prec_loc, quad, logdet, xx=None) -> torch.Tensor:
