@@ -136,3 +136,25 @@ def test_mahalanobis_in_chunks_equals_the_whole_and_torch():
         expfam.MAHALANOBIS_CHUNK = old
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-12)
     torch.testing.assert_close(parts, torch.distributions.MultivariateNormal(loc, scale_tril=tril).log_prob(x))
+
+
+def test_three_operand_sums_in_chunks_equal_one_einsum():
+    """ops.expfam.broadcast_einsum sums a large summed dim in chunks (Σ_n w_nk x_nd x_ne)."""
+    from ppl.ops import expfam
+
+    w = torch.rand(40, 1, 3, generator=gen, dtype=torch.float64)
+    x = torch.randn(40, 1, 1, 4, generator=gen, dtype=torch.float64)
+    c = torch.randn(1, 5, 1, generator=gen, dtype=torch.float64)
+    ops = [(w, ""), (x, "D"), (x, "E"), (c, "")]
+    old = expfam.EINSUM_CHUNK
+    try:
+        expfam.EINSUM_CHUNK = 1 << 40
+        whole = expfam.broadcast_einsum(ops, "DE", keep=[1, 2], rank=3)
+        expfam.EINSUM_CHUNK = 50  # a few rows of the 40 a chunk
+        parts = expfam.broadcast_einsum(ops, "DE", keep=[1, 2], rank=3)
+    finally:
+        expfam.EINSUM_CHUNK = old
+    assert parts.shape == whole.shape == (5, 3, 4, 4)
+    torch.testing.assert_close(parts, whole, rtol=1e-12, atol=1e-12)
+    direct = torch.einsum("nk,nd,ne,m->mkde", w[:, 0], x[:, 0, 0], x[:, 0, 0], c[0, :, 0])
+    torch.testing.assert_close(parts, direct)

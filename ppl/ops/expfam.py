@@ -52,6 +52,15 @@ def broadcast_einsum(operands, out_tail: str = "", keep=None, rank: int = None) 
     """
     rank = max(t.dim() - len(tl) for t, tl in operands) if rank is None else rank
     keep = range(rank) if keep is None else keep
+    if len(operands) > 2:  # torch.einsum contracts pairwise: bound the pairwise intermediate
+        chunked = _chunked_einsum(operands, out_tail, list(keep), rank)
+        if chunked is not None:
+            return chunked
+    return _einsum_once(operands, out_tail, keep, rank)
+
+
+def _einsum_once(operands, out_tail: str, keep, rank: int) -> torch.Tensor:
+    """The body of :func:`broadcast_einsum`: one ``torch.einsum`` call."""
     specs, tensors, present, sizes = [], [], set(), {}
     for t, tl in operands:
         e = t.dim() - len(tl)
@@ -67,6 +76,40 @@ def broadcast_einsum(operands, out_tail: str = "", keep=None, rank: int = None) 
     res = torch.einsum(",".join(specs) + "->" + "".join(_LETTERS[d] for d in out) + out_tail, *tensors)
     shape = [sizes[d] if d in present else 1 for d in keep]
     return res.reshape(tuple(shape) + tuple(res.shape[len(out):]))
+
+
+#: Elements (data x every other dim) a summed einsum of three or more operands may span before
+#: the summed data dim is taken in chunks: torch.einsum contracts pairwise, and a grouped
+#: sum such as Σ_n w_nk x_nd x_ne would otherwise hold an (N, K, D) intermediate.
+EINSUM_CHUNK = 1 << 24
+
+
+def _chunked_einsum(operands, out_tail: str, keep: list, rank: int):
+    """:func:`broadcast_einsum` as a sum of chunks along its widest summed leading dim, when
+    the operands span more than :data:`EINSUM_CHUNK` elements; ``None`` otherwise."""
+    leads, letters = [], {}
+    for t, tl in operands:
+        lead = tuple(t.shape[: t.dim() - len(tl)])
+        leads.append((1,) * (rank - len(lead)) + lead)
+        for c, n in zip(tl, t.shape[t.dim() - len(tl):]):
+            letters[c] = max(letters.get(c, 1), int(n))
+    span = broadcast_shapes(*leads)
+    summed = [d for d in range(rank) if d not in keep and span[d] > 1]
+    if not summed or math.prod(span) * math.prod(letters.values()) <= EINSUM_CHUNK:
+        return None
+    d = max(summed, key=lambda k: span[k])
+    rows = max(1, EINSUM_CHUNK // max(1, math.prod(span) * math.prod(letters.values()) // span[d]))
+    total = None
+    for start in range(0, span[d], rows):
+        n = min(rows, span[d] - start)
+        part_ops = []
+        for (t, tl), lead in zip(operands, leads):
+            if lead[d] > 1:
+                t = t.reshape(lead + tuple(t.shape[t.dim() - len(tl):])).narrow(d, start, n)
+            part_ops.append((t, tl))
+        part = _einsum_once(part_ops, out_tail, keep, rank)
+        total = part if total is None else total + part
+    return total
 
 
 def pair_contract(a: torch.Tensor, b: torch.Tensor, n_tail: int) -> torch.Tensor:
