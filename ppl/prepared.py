@@ -64,6 +64,8 @@ __all__ = ["Prepared", "lookup", "store", "clear_cache", "MAX_ENTRIES"]
 
 #: How many prepared models the cache keeps (least recently used evicted first).
 MAX_ENTRIES = 8
+#: A graph whose data (arguments and observations) take more bytes than this is not kept.
+MAX_DATA_BYTES = 16 << 20
 #: A clamped model's full tables may hold at most this many entries more than the
 #: evidence-reduced ones (times 16), so a factor with many observed parents is never
 #: enumerated over all their joint states.
@@ -437,8 +439,17 @@ def lookup(model, data) -> FactorGraph | None:
     return entry.rebind(observations)
 
 
+def _data_bytes(graph: FactorGraph) -> int:
+    values = list(graph.bound.kwargs.values()) + list(graph.bound.observations.values())
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
 def store(model, data, graph: FactorGraph) -> None:
-    """Keep ``graph`` (just compiled from ``model`` and ``data``) for later calls."""
+    """Keep ``graph`` (just compiled from ``model`` and ``data``) for later calls, unless its
+    data exceed :data:`MAX_DATA_BYTES` (the cache must not hold a large data set, and what
+    the graph derived from it, after the call returns)."""
+    if _data_bytes(graph) > MAX_DATA_BYTES:
+        return
     model = as_model(model)
     split = _split(model, data)
     if split is None:

@@ -306,3 +306,11 @@ def test_rebound_random_models_equal_a_fresh_compile(family):
                 torch.testing.assert_close(post.probs(s), ref.probs(s), rtol=0, atol=1e-12)
     if family in ("tree", "dag", "zeros_dag"):  # evidence on scalar nodes: clamped, not traced
         assert rebound > 0
+
+
+def test_a_large_data_set_is_not_kept_in_the_cache(monkeypatch):
+    monkeypatch.setattr(prepared, "MAX_DATA_BYTES", 16)
+    model = example_network("asia")
+    ppl.infer(model, {"dysp": "yes", "xray": "no", "smoke": "yes"}, method="exact")  # 3 x 8 bytes > 16
+    assert not prepared._CACHE
+    assert ppl.infer(model, {"dysp": "no", "xray": "no", "smoke": "yes"}, method="exact").graph.rebound is None
