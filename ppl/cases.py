@@ -44,10 +44,19 @@ def _rows(cases) -> list:
         pd = None
     if pd is not None and isinstance(cases, pd.DataFrame):
         records = cases.to_dict(orient="records")
+    elif isinstance(cases, Mapping):  # columns: node -> one value per case
+        lengths = {k: len(v) if isinstance(v, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(v, str)
+                   else None for k, v in cases.items()}
+        if not cases or None in lengths.values() or len(set(lengths.values())) != 1:
+            raise DataError(f"cases given as a dict must map each node to a list of states of one length (one per "
+                            f"case); got lengths {lengths}")
+        n = next(iter(lengths.values()))
+        records = [{k: v[i] for k, v in cases.items()} for i in range(n)]
     elif isinstance(cases, Sequence) and not isinstance(cases, (str, bytes)):
         records = list(cases)
     else:
-        raise DataError(f"cases must be a pandas DataFrame or a list of dicts node -> state, got {type(cases).__name__}")
+        raise DataError(f"cases must be a pandas DataFrame, a list of dicts node -> state or a dict node -> list of "
+                        f"states, got {type(cases).__name__}")
     if not records:
         raise DataError("cases is empty: give at least one row of evidence")
     rows = []
@@ -254,9 +263,10 @@ def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = N
     model : Model or callable
         Its observed nodes must be scalar sites outside every plate (a Bayesian network's
         nodes); it may have plates of its own (the cases plate goes left of them).
-    cases : pandas.DataFrame or list of dict
+    cases : pandas.DataFrame, list of dict, or dict of lists
         One row per case: node -> state (name or index); a missing entry (NaN, None, or
-        a key left out) means the node is not observed in that case.
+        a key left out) means the node is not observed in that case.  A dict maps each
+        node to its column (one state per case, all columns of one length).
     method : str
         Passed to :func:`ppl.infer` (default ``"exact"``).
     data : mapping, optional

@@ -118,7 +118,7 @@ def infer_stream(model, stream, data=None, method: str = "em", **options):
         An empty stream, a first batch that is not a dict; the errors of ``ppl.infer``.
     """
     if not callable(stream):
-        raise OptionError(f"infer_stream: stream={stream!r} must be a callable returning a fresh iterator of data "
+        raise OptionError(f"infer_stream: stream= (a {type(stream).__name__}) must be a callable returning a fresh iterator of data "
                           "dicts (e.g. ppl.stream_npy(path, key='x', batch_size=10_000))")
     first = next(iter(stream()), None)
     if first is None:

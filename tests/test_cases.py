@@ -90,6 +90,11 @@ def test_bad_cases_are_refused():
         ppl.infer_cases(model, [{"dysp": "maybe"}])
     with pytest.raises(DataError, match="list of dicts"):
         ppl.infer_cases(model, "dysp=yes")
+    with pytest.raises(DataError, match="one length"):
+        ppl.infer_cases(model, {"dysp": ["yes", "no"], "xray": ["no"]})
+    columns = ppl.infer_cases(model, {"dysp": ["yes", "no"], "xray": ["no", "no"]})  # a dict of columns
+    rows = ppl.infer_cases(model, [{"dysp": "yes", "xray": "no"}, {"dysp": "no", "xray": "no"}])
+    torch.testing.assert_close(columns.probs("lung"), rows.probs("lung"), rtol=0, atol=0)
 
     @ppl.model
     def plated():
