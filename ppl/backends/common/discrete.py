@@ -72,6 +72,7 @@ class DiscretePlan:
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
         self.families = {v: graph.variables[v].family for v in analysis.discrete}
         self._sum_plans: dict = {}
+        self._absorptions: dict = {}  # names -> (pairs, alive): shared with with_tables' copies
         self._numeric()
 
     def _numeric(self) -> None:
@@ -112,35 +113,50 @@ class DiscretePlan:
         plates), once, at plan time: the tables are constants, so the sum-product pass then
         has fewer tables and fewer broadcast products per call.  The absorbing factor keeps
         its variables and order, so every marginal can still be read from the gradient of
-        some factor that contains the variable.
+        some factor that contains the variable.  Which factor goes into which depends only
+        on the scopes: it is found once per set of ``names`` (:meth:`_absorption`) and
+        shared by the plans :meth:`with_tables` derives (new evidence, new θ).
 
         Returns
         -------
         dict[str, LogFactor]
             The factors left, with absorbed tables added in (log domain).
         """
+        key = tuple(names)
+        if key not in self._absorptions:
+            self._absorptions[key] = self._absorption(names)
+        pairs, alive = self._absorptions[key]
         tables = {n: self.factors[n] for n in names}
+        for s, t in pairs:
+            small, big = tables[s], tables[t]
+            aligned = align_table(small.table, small.vars, big.vars, self.cards, len(big.plates))
+            tables[t] = LogFactor(big.table + aligned, big.plates, big.vars)
+        return {n: tables[n] for n in alive}
+
+    def _absorption(self, names) -> tuple:
+        """``(pairs, alive)``: the ``(small, target)`` absorptions in the order to apply them,
+        and the names of the factors left (see :meth:`_absorb`)."""
+        scopes = {n: (self.factors[n].vars, self.factors[n].plates) for n in names}
         holders: dict = {}
-        for n, f in tables.items():
-            for v in f.vars:
+        for n, (vars_, _) in scopes.items():
+            for v in vars_:
                 holders.setdefault(v, []).append(n)
         rank = {n: i for i, n in enumerate(names)}
         alive = dict.fromkeys(names)
-        for s in sorted(names, key=lambda n: (len(tables[n].vars), rank[n])):
-            small = tables[s]
-            if not small.vars:
+        pairs = []
+        for s in sorted(names, key=lambda n: (len(scopes[n][0]), rank[n])):
+            small_vars, small_plates = scopes[s]
+            if not small_vars:
                 continue
-            scope = set(small.vars)
-            target = next((t for t in holders[small.vars[0]] if t != s and t in alive
-                           and scope <= set(tables[t].vars) and tables[t].plates == small.plates
-                           and (len(tables[t].vars), rank[t]) > (len(small.vars), rank[s])), None)
+            scope = set(small_vars)
+            target = next((t for t in holders[small_vars[0]] if t != s and t in alive
+                           and scope <= set(scopes[t][0]) and scopes[t][1] == small_plates
+                           and (len(scopes[t][0]), rank[t]) > (len(small_vars), rank[s])), None)
             if target is None:
                 continue
-            big = tables[target]
-            aligned = align_table(small.table, small.vars, big.vars, self.cards, len(big.plates))
-            tables[target] = LogFactor(big.table + aligned, big.plates, big.vars)
+            pairs.append((s, target))
             del alive[s]
-        return {n: tables[n] for n in alive}
+        return pairs, list(alive)
 
     def _barren_latents(self) -> list:
         """Barren latents for the sum-product pass: ``(v, parent or None)`` in forward order.
