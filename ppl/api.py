@@ -16,6 +16,7 @@ from .analysis.report import Analysis, analyze_graph
 from .auto import auto_route, escalate
 from .backends.base import Applicability
 from .backends.common.params import param_scope, warm_start_values
+from .backends.common.streaming import first_batch
 from .backends.options import COMMON, validate_options
 from .backends.registry import get_backend, ranked_backends, registered_backends
 from . import prepared
@@ -269,7 +270,8 @@ def infer(model, data=None, method: str = "auto", **options):
     shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
-    if options.get("stream") is not None and not isinstance(model, FactorGraph):
+    if (options.get("stream") is not None and not isinstance(model, FactorGraph) and method != "auto"
+            and "stream" in getattr(get_backend(method), "options", {})):
         data = _with_first_batch(data, options["stream"])
     graph = _prepared_graph(model, data, method, options)
     start = _warm_start(graph, options, method)
@@ -290,18 +292,16 @@ def infer(model, data=None, method: str = "auto", **options):
 
 def _with_first_batch(data, stream):
     """``data`` completed by the stream's first batch (``stream=``, docs/streaming.md): the
-    model is compiled on one batch, which fixes the structure; keys in ``data`` win.  A
-    stream that is not callable, empty, or yields no mapping leaves ``data`` as it is (the
-    backend's own checks name the problem)."""
-    if not callable(stream) or (data is not None and not isinstance(data, Mapping)):
-        return data
-    try:
-        first = next(iter(stream()), None)
-    except Exception:  # noqa: BLE001 - the backend runs the stream again and reports it
-        return data
-    if not isinstance(first, Mapping):
-        return data
-    return {**first, **(data or {})}
+    model is compiled on one batch, which fixes the structure; keys in ``data`` win.
+
+    Raises
+    ------
+    OptionError, DataError
+        As :func:`~ppl.backends.common.streaming.first_batch` (not callable, empty, a batch
+        that is not a dict of arrays)."""
+    if data is not None and not isinstance(data, Mapping):
+        return data  # compile names the bad data
+    return {**first_batch(stream), **(data or {})}
 
 
 def _warm_start(graph, options, method) -> dict | None:

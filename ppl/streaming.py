@@ -7,13 +7,10 @@ through a memory map, one chunk of rows per batch, so memory stays bounded by th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 
 from .api import infer
-from .backends.common.streaming import check_batch
 from .errors import DataError, OptionError
 
 __all__ = ["infer_stream", "stream_npy", "NpyStream"]
@@ -117,11 +114,4 @@ def infer_stream(model, stream, data=None, method: str = "em", **options):
     DataError
         An empty stream, a first batch that is not a dict; the errors of ``ppl.infer``.
     """
-    if not callable(stream):
-        raise OptionError(f"infer_stream: stream= (a {type(stream).__name__}) must be a callable returning a fresh iterator of data "
-                          "dicts (e.g. ppl.stream_npy(path, key='x', batch_size=10_000))")
-    first = next(iter(stream()), None)
-    if first is None:
-        raise DataError("stream=: the stream yielded no batch (an empty stream)")
-    template = check_batch(first, sorted(first) if isinstance(first, Mapping) else [], None, 1)
-    return infer(model, {**dict(data or {}), **template}, method=method, stream=stream, **options)
+    return infer(model, data, method=method, stream=stream, **options)  # compiles on the first batch

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import numpy as np
@@ -41,7 +42,7 @@ from ...errors import DataError, ModelError, OptionError
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from .distributed import NoShard
 
-__all__ = ["StreamHook", "BatchStructures", "StreamProblem", "step_size", "run_stream", "stream_trust",
+__all__ = ["first_batch", "StreamHook", "BatchStructures", "StreamProblem", "step_size", "run_stream", "stream_trust",
            "data_plate", "stream_refusals", "check_batch", "fixed_arguments"]
 
 
@@ -150,7 +151,7 @@ class StreamHook(NoShard):
 
 
 # ------------------------------------------------------------------------ the problem
-class StreamProblem:
+class StreamProblem(ABC):
     """What a backend plugs into :func:`run_stream` (subclass and override).
 
     ``build(graph, analysis, hook)`` returns the backend's compiled structure of one batch
@@ -169,23 +170,28 @@ class StreamProblem:
     #: state is then (nearly) a fixed point of the batch algorithm, not only a slow walk.
     fixed_point_check = False
 
+    @abstractmethod
     def build(self, graph, analysis, hook):
-        raise NotImplementedError
+        """The backend's compiled structure of one batch shape, with ``hook`` as its shard."""
 
     def refresh(self, built) -> None:
         return None
 
+    @abstractmethod
     def start(self, built):
-        raise NotImplementedError
+        """The global state from the first batch's structure."""
 
+    @abstractmethod
     def update(self, built, state, step):
-        raise NotImplementedError
+        """One minibatch step: ``(new state, the batch's bound before the step)``."""
 
+    @abstractmethod
     def evaluate(self, built, state) -> float:
-        raise NotImplementedError
+        """The batch's exact part of the full-data bound at ``state``."""
 
+    @abstractmethod
     def blocks(self, state) -> list:
-        raise NotImplementedError
+        """The global parameters of ``state`` as tensors (the movement criterion)."""
 
 
 # ------------------------------------------------------------------------ batch structures
@@ -332,6 +338,27 @@ def check_batch(batch, keys, trailing, index: int) -> dict:
     if sizes == {0}:
         raise DataError(f"stream=: batch {index} is empty (0 data points)")
     return out
+
+
+def first_batch(stream) -> dict:
+    """The first batch of ``stream`` (``stream=``), checked as every batch is: the data
+    ``ppl.infer`` compiles the model on (it fixes the structure; every batch, this one
+    included, is read again in each epoch).
+
+    Raises
+    ------
+    OptionError
+        ``stream`` not callable, or calling it gives no iterable.
+    DataError
+        An empty stream, or a first batch that is not a dict of arrays (:func:`check_batch`).
+    """
+    if not callable(stream):
+        raise OptionError(f"stream= (a {type(stream).__name__}) must be a callable returning a fresh iterator of "
+                          "data dicts (e.g. ppl.stream_npy(path, key='x', batch_size=10_000))")
+    first = next(iter(stream()), None)
+    if first is None:
+        raise DataError("stream=: the stream yielded no batch (an empty stream)")
+    return check_batch(first, sorted(first) if isinstance(first, Mapping) else [], None, 1)
 
 
 def _batches(stream, keys=None, trailing=None):
