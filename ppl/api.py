@@ -270,8 +270,8 @@ def infer(model, data=None, method: str = "auto", **options):
     shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
-    if (options.get("stream") is not None and not isinstance(model, FactorGraph) and method != "auto"
-            and "stream" in getattr(get_backend(method), "options", {})):
+    if (callable(options.get("stream")) and not isinstance(model, FactorGraph) and method != "auto"
+            and "stream" in getattr(get_backend(method), "options", {})):  # any other value: the option check names it
         data = _with_first_batch(data, options["stream"])
     graph = _prepared_graph(model, data, method, options)
     start = _warm_start(graph, options, method)
@@ -297,8 +297,8 @@ def _with_first_batch(data, stream):
     Raises
     ------
     OptionError, DataError
-        As :func:`~ppl.backends.common.streaming.first_batch` (not callable, empty, a batch
-        that is not a dict of arrays)."""
+        As :func:`~ppl.backends.common.streaming.first_batch` (calling it gives no
+        iterable, an empty stream, a batch that is not a dict of arrays)."""
     if data is not None and not isinstance(data, Mapping):
         return data  # compile names the bad data
     return {**first_batch(stream), **(data or {})}
