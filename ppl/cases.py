@@ -174,7 +174,7 @@ class Cases:
     """
 
     def __init__(self, model, rows, groups, cards, dim, call=None):
-        self._call = call  # (arguments, method, options, graph) for case_log_evidence
+        self._call = call  # (arguments, method, options, graph, indicator pass?) for case_log_evidence
         self.model = model
         self.rows = rows
         self.groups = groups
@@ -294,9 +294,6 @@ def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = N
     rows = _rows(cases)
     arguments = dict(data or {})
     dim, graph = _plate_dim(model, arguments)
-    groups: dict = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(tuple(sorted(r)), []).append(i)
     indicators = _indicators(model, graph, rows, dim)
     if indicators is not None:  # one plated pass for every case, whatever it observes
         try:
@@ -305,7 +302,10 @@ def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = N
             _impossible_case(model, rows, arguments, e)
             raise
         return Cases(model, rows, [(list(range(len(rows))), post)], _cards(graph), dim,
-                     (arguments, method, options, graph))
+                     (arguments, method, options, graph, True))
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(tuple(sorted(r)), []).append(i)
     answered = []
     for observed, index in groups.items():
         values = {node: _values(model, graph, [rows[i][node] for i in index], node, dim) for node in observed}
@@ -315,7 +315,7 @@ def infer_cases(model, cases, method: str = "exact", *, data: Mapping | None = N
             continue
         batched = _batched(model, len(index), dim)
         answered.append((index, infer(batched, {**arguments, **values}, method=method, **options)))
-    return Cases(model, rows, answered, _cards(graph), dim, (arguments, method, options, graph))
+    return Cases(model, rows, answered, _cards(graph), dim, (arguments, method, options, graph, False))
 
 
 def _impossible_case(model, rows, arguments, error) -> None:
@@ -343,9 +343,9 @@ def _case_log_evidence(cases) -> torch.Tensor:
     """See :meth:`Cases.case_log_evidence`."""
     from .api import infer
 
-    model, rows, (arguments, method, options, graph) = cases.model, cases.rows, cases._call
+    model, rows, (arguments, method, options, graph, indicator) = cases.model, cases.rows, cases._call
     out = torch.zeros(len(rows), dtype=torch.float64)
-    if len(cases.groups) != 1 or len(cases.groups[0][0]) != len(rows):  # the grouped fallback
+    if not indicator:  # the grouped fallback (non-discrete columns): one query per case
         for i, row in enumerate(rows):
             out[i] = infer(model, {**arguments, **row}, method=method, **options).log_evidence
         return out

@@ -351,9 +351,9 @@ class Prepared:
 def _clampable(graph, name: str) -> bool:
     v = graph.variables[name]
     site = graph.sites[name]
+    # masked or rescaled sites pass this structural test; Prepared.clampable's numeric check refuses them
     return (v.role == "observed" and v.discrete and v.cardinality is not None and not v.plates
-            and tuple(v.batch_shape) == () and tuple(v.event_shape) == () and site.fn is not None
-            and not site.infer.get("_ppl_masked", False))
+            and tuple(v.batch_shape) == () and tuple(v.event_shape) == () and site.fn is not None)
 
 
 def _state_index(graph, name: str) -> dict:

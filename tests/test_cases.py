@@ -134,6 +134,10 @@ def test_continuous_columns_are_answered_in_groups():
     rows = [{"y": 0.5}, {"y": -1.0}, {"y": 0.5}] + [{"y": float(v)} for v in np.linspace(-1, 3, 6)]
     res = ppl.infer_cases(cause_and_reading, rows)
     assert res.groups[0][1].graph.observed() == ["y"]  # y observed, not an indicator: it is continuous
+    per_case = res.case_log_evidence()  # one query per case on this path
+    for i, row in enumerate(rows):
+        like = 0.6 * math.exp(-0.5 * row["y"] ** 2) + 0.4 * math.exp(-0.5 * (row["y"] - 2.0) ** 2)
+        assert float(per_case[i]) == pytest.approx(math.log(like / math.sqrt(2 * math.pi)), abs=1e-12)
     for i, row in enumerate(rows):
         like = [0.6 * math.exp(-0.5 * row["y"] ** 2), 0.4 * math.exp(-0.5 * (row["y"] - 2.0) ** 2)]
         assert float(res.probs("c")[i, 1]) == pytest.approx(like[1] / sum(like), abs=1e-12)
