@@ -15,6 +15,7 @@ import torch
 from .analysis.report import Analysis, analyze_graph
 from .auto import auto_route, escalate
 from .backends.base import Applicability
+from .backends.common.modules import keep_module_refs
 from .backends.common.params import param_scope, warm_start_values
 from .backends.common.streaming import first_batch
 from .backends.options import COMMON, validate_options
@@ -222,8 +223,11 @@ def infer(model, data=None, method: str = "auto", **options):
 
     Every call is pure: it runs in a private Pyro param store whose ``ppl.param`` sites
     start at the model's declared values (or ``init``), and leaves Pyro's global param
-    store and the global RNGs (torch, numpy, ``random``) as it found them; learned values
-    are in ``posterior.params``.
+    store, the global RNGs (torch, numpy, ``random``) and the weights of every network
+    registered with ``pyro.module`` (by the model or a guide) as it found them, also when
+    it raises; learned values, network weights included (``"name$$$p"`` keys), are in
+    ``posterior.params``, which the posterior's later runs of the model and guide use
+    (``posterior.load_module_weights()`` writes them into the networks).
 
     Parameters
     ----------
@@ -243,8 +247,10 @@ def infer(model, data=None, method: str = "auto", **options):
         ``method="auto"``: ``time_budget`` (seconds, default 120) and ``escalate``
         (default True), and each backend tried gets the options it declares.
         ``init`` given a Posterior (its ``params``) or a dict ``{param name: value}``
-        is a warm start: those ``ppl.param`` sites start there instead of at the values
-        the model declares (a string ``init`` is the backend's own start strategy).
+        is a warm start: those ``ppl.param`` sites (and ``pyro.module`` weights, a
+        posterior's learned ones or the model's given by ``"name$$$p"`` key) start there
+        instead of at the values the model declares (a string ``init`` is the backend's
+        own start strategy).
 
     Returns
     -------
@@ -329,10 +335,13 @@ def _warm_start(graph, options, method) -> dict | None:
 
 def _run(graph, analysis, shape, method, options, start=None):
     """Run one backend in its own private param store (every ``ppl.param`` at its declared
-    value or at ``start``): validate its options, check it applies, run it, attach its
-    trust verdict (without warning)."""
-    with param_scope(graph, start):
-        return _run_scoped(graph, analysis, shape, method, options)
+    value or at ``start``; the ``pyro.module`` networks given back their weights at the
+    end): validate its options, check it applies, run it, attach its trust verdict (without
+    warning)."""
+    with param_scope(graph, start) as weights:
+        posterior = _run_scoped(graph, analysis, shape, method, options)
+    keep_module_refs(posterior, weights)  # where post.load_module_weights() writes
+    return posterior
 
 
 def _run_scoped(graph, analysis, shape, method, options):

@@ -15,6 +15,9 @@ Bernoulli logits of the 64 pixels::
 
 The decoder's weights are registered with ``pyro.module("decoder", g)`` inside the model,
 so SVI learns them (maximum likelihood of θ through the ELBO) together with the guide.
+``ppl.infer`` leaves both networks as it found them and returns the learned weights in
+``post.params`` (``"decoder$$$out.weight"``, ...); ``post.load_module_weights()`` writes
+them into the networks, which the held-out scores and the figure then run directly.
 
 The guide is *amortised* (Goodfellow et al. 2016, §19.5, learned approximate inference):
 instead of a separate q(z_n) with its own parameters for every image, an encoder network
@@ -199,12 +202,15 @@ def _run(args):
     print(f"SVI: batch {b} ({steps_per_epoch} steps per epoch), {args.epochs} epochs, Adam lr {args.lr}, "
           f"seed {args.seed}, threads {args.threads or 'default'}\n")
 
-    pyro.clear_param_store()  # pyro.module would otherwise pick up weights of an earlier run by name
     num_steps = args.epochs * steps_per_epoch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ppl.ConvergenceWarning)  # a fixed number of epochs: tol=0 runs every step
         post = ppl.infer(vae, {"x": x_train}, method="svi", guide=guide, subsample_size=b, num_steps=num_steps,
                          lr=args.lr, tol=0.0, elbo_particles=args.elbo_particles, seed=args.seed, progress=False)
+    # ppl.infer leaves the networks as it found them (the learned weights are in post.params, which
+    # post.sample / post.predictive use); the held-out scores and the figure below run the networks
+    # directly, so write the learned weights into them
+    post.load_module_weights()
 
     history = torch.tensor(post.history[:num_steps], dtype=torch.float64)
     per_epoch = history.reshape(args.epochs, steps_per_epoch).mean(1)

@@ -17,3 +17,13 @@ def _fresh_param_store():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module that fits several models up front (two shared cores:
+    threads only contend); the count is restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -174,9 +174,16 @@ def test_seeded_export_is_reproducible_and_pure(laplace):
     assert not np.array_equal(a.posterior_predictive["y"].values, c.posterior_predictive["y"].values)
 
 
-def test_loaded_posterior_gives_the_posterior_group(laplace):
+def test_loaded_posterior_gives_every_group_with_its_model_and_the_posterior_group_without(laplace):
     loaded = pickle.loads(pickle.dumps(laplace))
-    assert loaded.graph is None
+    assert loaded.graph is None and loaded.model is laplace.model  # re-imported by path
+    idata, want = export(loaded, 100, seed=1), export(laplace, 100, seed=1)
+    assert sorted(idata.groups()) == sorted(want.groups())
+    for group in want.groups():  # the same draws, the model compiled again on the saved data
+        for name, value in want[group].data_vars.items():
+            np.testing.assert_array_equal(idata[group][name].values, value.values)
+    loaded = pickle.loads(pickle.dumps(laplace))
+    loaded._model_path = None  # as saved from __main__: no model to run
     idata = export(loaded, 100, seed=1)
     assert idata.groups() == ["posterior"] and idata.posterior["mu"].shape == (4, 25)
     assert "no model" in idata.posterior.attrs["ppl_notes"]

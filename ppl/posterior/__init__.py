@@ -5,11 +5,13 @@ Members: ``method``, ``marginal(site)``, ``mean(site)``, ``variance(site)``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
 ``diagnostics``, ``trust``, ``summary()``, ``to_arviz()``, ``plot(site, path=None)``,
 ``plot_arviz(kind)``, ``predictive(n, data)``, ``save(path)`` (and ``ppl.load(path)``, plain
-pickle), ``model``; notebook display (``_repr_html_``).  A field a backend cannot fill is ``None``, never a made-up value.
+pickle), ``model``, ``load_module_weights()``; notebook display (``_repr_html_``).  A field a backend cannot fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each:
 
 * :mod:`~ppl.posterior.base`: :class:`Posterior`, the interface and its shared members;
+* :mod:`~ppl.posterior.networks`: ``load_module_weights``, the learned ``pyro.module``
+  weights written into the user's networks;
 * :mod:`~ppl.posterior.tables`: :class:`TablePosterior` (exact tables over discrete
   latents) and :class:`MeanFieldPosterior` (CAVI's mean field over discrete latents);
 * :mod:`~ppl.posterior.guide`: :class:`GuidePosterior` (a fitted SVI guide, with exact
@@ -25,6 +27,8 @@ Subclasses hold the representation of each backend, one module each:
 * :mod:`~ppl.posterior.checks`: the argument checks of the queries, the memory budget of
   draws, and RNG isolation;
 * :mod:`~ppl.posterior.persist`: the portable state behind pickling, ``save`` and ``load``;
+* :mod:`~ppl.posterior.reattach`: the data and fitted sites a saved posterior keeps, and its
+  model compiled again on them, so that a loaded posterior predicts;
 * :mod:`~ppl.posterior.predictive` and :mod:`~ppl.posterior.conditionals`: posterior and
   prior predictive draws (Pyro's ``Predictive``), and draws of summed-out discrete latents;
 * :mod:`~ppl.posterior.arviz_export`: ``to_arviz``'s InferenceData groups;

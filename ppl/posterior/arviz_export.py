@@ -8,17 +8,19 @@ ArviZ names them), so the groups line up by coordinate and ``az.loo`` / ``az.com
 ``az.plot_ppc`` read them as they read PyMC's or NumPyro's.  Draws come from the posterior
 (:meth:`~ppl.posterior.base.Posterior.sample`, or a sampler's real chains), the predictive
 and the log-likelihood from :func:`ppl.posterior.predictive.replicate` at the same draws, the
-prior from :func:`ppl.posterior.predictive.prior_predictive`.
+prior from :func:`ppl.posterior.predictive.prior_predictive`; on a loaded posterior, all of them
+from its model compiled again on the saved data (:func:`ppl.posterior.reattach.model_graph`).
 """
 
 from __future__ import annotations
 
 import math
 
-from ..errors import OptionError, UnsupportedModelError
+from ..errors import DataError, ModelError, OptionError, UnsupportedModelError
 from ..peers import import_arviz
 from .checks import check_count, check_seed
 from .predictive import prior_predictive, replicate
+from .reattach import model_graph
 
 __all__ = ["chain_layout", "site_dims", "to_inference_data"]
 
@@ -107,11 +109,12 @@ def _check_flags(**flags) -> None:
             raise OptionError(f"to_arviz(): {name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
-def _model_groups(post, az, latents: dict, layout: tuple, seed, *, predictive, log_likelihood, notes) -> dict:
+def _model_groups(post, graph, az, latents: dict, layout: tuple, seed, *, predictive, log_likelihood,
+                  notes) -> dict:
     """``observed_data``, ``posterior_predictive`` and ``log_likelihood`` at the draws
-    ``latents`` (site -> ``layout + shape``, ``layout = (C, S)``); skipped, with a note, when the posterior has
-    no model or no observed site, or cannot give joint draws of a latent the model needs."""
-    graph = post.graph
+    ``latents`` (site -> ``layout + shape``, ``layout = (C, S)``) of ``graph``, the model the posterior runs;
+    skipped, with a note, when it observes no site, or the posterior cannot give joint draws of a latent the
+    model needs."""
     observed = graph.observed()
     if not observed:
         notes.append("observed_data, posterior_predictive, log_likelihood: the model observes no site")
@@ -133,10 +136,9 @@ def _model_groups(post, az, latents: dict, layout: tuple, seed, *, predictive, l
     return groups
 
 
-def _prior_groups(post, az, c: int, s: int, seed) -> dict:
+def _prior_groups(graph, az, c: int, s: int, seed) -> dict:
     """``prior`` (latents) and ``prior_predictive`` (observed sites): prior draws of the
-    fitted model, ``ppl.param`` sites at their declared values."""
-    graph = post.graph
+    fitted model ``graph``, ``ppl.param`` sites at their declared values."""
     latents, observed = graph.latent(), graph.observed()
     draws = _split(prior_predictive(graph, num_samples=c * s, seed=seed, sites=latents + observed), c, s)
     groups = {"prior": _dataset(az, {k: draws[k] for k in latents}, graph)}
@@ -166,7 +168,8 @@ def to_inference_data(post, num_samples: int = 1000, seed: int | None = None, pr
     -------
     arviz.InferenceData
         Its ``posterior`` group's attrs hold ``ppl_method`` and, when a group was skipped,
-        ``ppl_notes`` (why).
+        ``ppl_notes`` (why: e.g. a loaded posterior without its model or its data, or whose
+        model is not the fitted one).
 
     Raises
     ------
@@ -193,15 +196,17 @@ def to_inference_data(post, num_samples: int = 1000, seed: int | None = None, pr
     latents = post._chain_draws(c, s, seed)
     if latents:  # a sampler's real chains keep their own layout
         c, s = (int(d) for d in next(iter(latents.values())).shape[:2])
-    graph, notes, groups = getattr(post, "graph", None), [], {}
-    if graph is None or getattr(graph, "model", None) is None:
-        notes.append("observed_data, posterior_predictive, log_likelihood, prior: the posterior has no model "
-                     "(loaded without it?)")
+    notes, groups = [], {}
+    try:
+        graph = model_graph(post, call)
+    except (UnsupportedModelError, ModelError, DataError) as e:  # a loaded posterior without a (matching) model
+        graph = None
+        notes.append(f"observed_data, posterior_predictive, log_likelihood, prior: not built ({e})")
     else:
-        groups.update(_model_groups(post, az, latents, (c, s), seed, predictive=predictive,
+        groups.update(_model_groups(post, graph, az, latents, (c, s), seed, predictive=predictive,
                                     log_likelihood=log_likelihood, notes=notes))
         if prior:
-            groups.update(_prior_groups(post, az, c, s, seed))
+            groups.update(_prior_groups(graph, az, c, s, seed))
     attrs = {"ppl_method": str(post.method)}
     if notes:
         attrs["ppl_notes"] = "; ".join(notes)

@@ -3,8 +3,8 @@
 Members: ``method``, ``marginal(site)``, ``mean(site)``, ``sample(n)``, ``map()``,
 ``elbo``, ``log_evidence``, ``params``, ``history``, ``converged``, ``elapsed``,
 ``diagnostics``, ``summary()``, ``to_arviz()``, ``plot(site, path=None)``, ``plot_arviz(kind)``,
-``save(path)``, ``model``, and the notebook display (``_repr_html_``).  A field a backend cannot
-fill is ``None``, never a made-up value.
+``save(path)``, ``model``, ``load_module_weights()``, and the notebook display
+(``_repr_html_``).  A field a backend cannot fill is ``None``, never a made-up value.
 
 Subclasses hold the representation of each backend, one module each of
 :mod:`ppl.posterior`; this module holds what they share: the members' defaults and thin
@@ -25,12 +25,13 @@ from ..table import Table
 
 from .checks import check_count, check_level, check_memory, check_seed, default_budget, isolated_rng, numel
 from .lazy import LazyDiagnostics
+from .networks import NetworkWeights
 from .quantiles import marginal_mean, marginal_quantile, marginal_variance, table_quantile
 
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
 
 
-class Posterior:
+class Posterior(NetworkWeights):
     """Base class of inference results.
 
     Attributes
@@ -43,7 +44,8 @@ class Posterior:
     log_evidence : float or None
         Exact ``log p(observed)`` in nats, or ``None`` when the backend cannot give it.
     params : dict[str, torch.Tensor]
-        Learned ``ppl.param`` values (empty when nothing is learned).
+        Learned ``ppl.param`` values and ``pyro.module`` weights (``"name$$$p"`` keys;
+        :meth:`load_module_weights` writes them into the networks); empty when nothing is learned.
     history : list[float]
         Objective per iteration (empty for one-shot backends).
     converged : bool or None
@@ -101,15 +103,12 @@ class Posterior:
     @property
     def model(self):
         """The model this posterior was fitted on, a ``ppl.Model``: the compiled graph's while
-        :attr:`graph` is held; on a loaded posterior, the model re-imported from
-        :attr:`model_path` (its module is imported), or ``None`` when it was not kept or
-        does not import here."""
-        graph = getattr(self, "graph", None)
-        if graph is not None:
-            return graph.model
-        from .persist import import_model
+        :attr:`graph` is held; on a loaded posterior, the one given to ``ppl.load(path,
+        model=...)``, else the model re-imported from :attr:`model_path` (its module is
+        imported), or ``None`` when it was not kept or does not import here."""
+        from .reattach import current_model
 
-        return import_model(getattr(self, "_model_path", None))
+        return current_model(self)
 
     @property
     def model_path(self) -> str | None:
@@ -126,9 +125,10 @@ class Posterior:
     def save(self, path) -> str:
         """Write this posterior to ``path`` (:func:`torch.save` of a versioned payload holding
         its portable state: tables, draws, factors, point values, params, history,
-        diagnostics, trust; never the model or the graph); read it back with
-        :func:`ppl.load`.  Closures are materialised first (:mod:`ppl.posterior.persist`:
-        e.g. the joint draws behind a loaded exact or SVI posterior's :meth:`sample`).
+        diagnostics, trust, the run's data up to a cap; never the model or the graph); read
+        it back with :func:`ppl.load`.  Closures are materialised first
+        (:mod:`ppl.posterior.persist`: e.g. the joint draws behind a loaded exact or SVI
+        posterior's :meth:`sample`); the data let a loaded posterior predict.
 
         Parameters
         ----------
@@ -176,14 +176,15 @@ class Posterior:
 
     def __deepcopy__(self, memo):
         """A deep copy of every attribute but the compiled graph (shared, as the model and
-        the samplers' closures are)."""
+        the samplers' closures are; so are a loaded posterior's attached model and graph
+        compiled again)."""
         import copy
 
         new = type(self).__new__(type(self))
         memo[id(self)] = new
-        graph = getattr(self, "graph", None)
-        if graph is not None:
-            memo[id(graph)] = graph
+        for shared in (getattr(self, "graph", None), *map(vars(self).get, ("_attached_model", "_rebuilt_graph"))):
+            if shared is not None:
+                memo[id(shared)] = shared
         new.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return new
 
@@ -313,7 +314,9 @@ class Posterior:
         :meth:`sample`, then the model run with them fixed and its observed sites drawn
         (Pyro's ``Predictive``; :func:`ppl.posterior.predictive.posterior_predictive` has
         the details).  ``data=None``: the fitted data; a mapping: new arguments (new
-        covariates, a new plate size).  ``sites`` may name latent sites too.
+        covariates, a new plate size).  ``sites`` may name latent sites too.  A loaded
+        posterior runs its :attr:`model` compiled again on the saved data
+        (:mod:`ppl.posterior.reattach`).
 
         Returns
         -------
@@ -325,7 +328,8 @@ class Posterior:
         OptionError, DataError, UnsupportedModelError, IntractableError, ModelError
             As :func:`~ppl.posterior.predictive.posterior_predictive` (a bad argument, bad
             or plate-changing data for a local latent, no draws of a latent, over
-            :attr:`budget`, a model that raises)."""
+            :attr:`budget`, a model that raises; a loaded posterior without a model or
+            data, or whose model is not the fitted one)."""
         from .predictive import posterior_predictive
 
         return posterior_predictive(self, num_samples, data=data, seed=seed, sites=sites)
@@ -440,8 +444,9 @@ class Posterior:
           the prior (:func:`ppl.prior_predictive`; ``ppl.param`` sites at their declared
           values).
 
-        A posterior without its model (loaded) gives ``posterior`` alone; a group skipped
-        is named, with the reason, in ``idata.posterior.attrs["ppl_notes"]``.
+        A loaded posterior gives them all when it has its model (:attr:`model`) and its data
+        were saved, else ``posterior`` alone; a group skipped is named, with the reason, in
+        ``idata.posterior.attrs["ppl_notes"]``.
 
         Parameters
         ----------

@@ -41,7 +41,9 @@ class GuidePosterior(DiscreteTables, Posterior):
         For a point-mass guide (AutoDelta): site -> value, returned by :meth:`map`.
     guide : callable, optional
         The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``);
-        ``None`` on a loaded posterior.
+        ``None`` on a loaded posterior.  Called directly it runs its ``pyro.module``
+        networks with their current weights (ppl's call left them as it found them): call
+        :meth:`load_module_weights` first to run it with the learned ones.
 
     Notes
     -----

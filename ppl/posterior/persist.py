@@ -30,16 +30,24 @@ The model is kept by import path (``"module:qualname"``) when the name imports b
 very object the posterior was fitted with (never for ``__main__`` or a function defined
 inside another); :attr:`~ppl.posterior.base.Posterior.model` re-imports it on request.
 
+So that a loaded posterior predicts, the state also keeps (:mod:`ppl.posterior.reattach`)
+the data the model was called with (``_data``: its arguments and observed values as bound,
+when they are tensors, numpy arrays, numbers, strings or containers of them, and take at
+most :data:`DATA_BYTES`; else ``None`` and the reason in ``_data_note``) and the fitted
+model's name and sites (``_fitted``).  A loaded posterior with a model (re-imported,
+or attached by ``load(path, model=fn)``) compiles it again on that data to run
+``predictive`` and the model groups of ``to_arviz``.
+
 Files written by :meth:`~ppl.posterior.base.Posterior.save` hold ``{"format":
-"ppl.posterior", "version": VERSION, "ppl_version": ..., "posterior": post}``.  Loading
-unpickles (``torch.load(weights_only=False)``), which can run arbitrary code: load only
-files you trust, exactly as with :mod:`pickle`.
+"ppl.posterior", "version": VERSION, "ppl_version": ..., "posterior": post}``.  Version 2
+added the data; files of version 1 still load (without data: their ``predictive`` needs
+``data=``).  Loading unpickles (``torch.load(weights_only=False)``), which can run
+arbitrary code: load only files you trust, exactly as with :mod:`pickle`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import os
 import pickle
@@ -51,18 +59,24 @@ import torch
 
 from ..errors import DataError, IntractableError, OptionError, PPLError
 from .checks import FIXED_SEED, numel
+from .reattach import TRANSIENT, attach, fitted_sites, imported_model, kept_data
 
-__all__ = ["FORMAT", "VERSION", "STORED_DRAWS", "STORED_BYTES", "StoredDraws", "portable", "portable_state",
-           "restore_state", "model_path", "import_model", "stored_draws", "save", "load"]
+__all__ = ["FORMAT", "VERSION", "READS", "STORED_DRAWS", "STORED_BYTES", "DATA_BYTES", "StoredDraws", "portable",
+           "portable_state", "restore_state", "model_path", "import_model", "stored_draws", "save", "load"]
 
 #: The ``format`` tag of a saved posterior and of its pickled state.
 FORMAT = "ppl.posterior"
-#: Version of the portable state; a file or pickle of another version is refused (DataError).
-VERSION = 1
+#: Version of the portable state written (2: with the run's data, ``_data``, and the fitted sites, ``_fitted``).
+VERSION = 2
+#: Versions read; a file or pickle of another version is refused (DataError).  Version 1 has no data.
+READS = (1, 2)
 #: Joint draws stored in place of a sampler that needs the model (exact, EM, SVI, CAVI pairs).
 STORED_DRAWS = 4000
 #: At most this many bytes of stored draws per sampler (fewer draws for large sites).
 STORED_BYTES = 256 * 2**20
+#: At most this many bytes of the run's data are kept (tensor and array elements, string lengths); over it,
+#: none (``_data_note`` says why).  Set it to 0 before saving to keep no data.
+DATA_BYTES = 256 * 2**20
 
 #: Top-level packages whose classes and functions unpickle wherever ppl is installed.
 SAFE_PACKAGES = frozenset({"builtins", "copyreg", "collections", "_codecs", "functools", "operator", "math",
@@ -288,14 +302,6 @@ def stored_joint(draw, sites, seed: int, budget: int):
 
 
 # ---------------------------------------------------------------------- the model's path
-def _resolve(path: str):
-    module, _, qualname = path.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def model_path(model) -> str | None:
     """``"module:qualname"`` of ``model`` when that name, looked up in the module already
     imported in this process, is ``model`` itself (or the function a ``ppl.Model`` wraps);
@@ -341,15 +347,7 @@ def import_model(path: str | None):
     -------
     ppl.Model or None
     """
-    if not path:
-        return None
-    from ..dsl import as_model
-
-    try:
-        obj = _resolve(path)
-        return as_model(obj)
-    except Exception:  # noqa: BLE001 (any failure to import means: not available here)
-        return None
+    return imported_model(path)[0]
 
 
 # ---------------------------------------------------------------------- the state
@@ -360,7 +358,11 @@ def portable_state(post) -> dict:
     Each class's ``_portable_state()`` gives the attributes it materialises (closures
     replaced by data); every other instance attribute goes through :func:`portable`
     (``None`` where it cannot be kept) except the class's ``_transient`` ones (caches
-    rebuilt on load) and ``graph`` (never kept).
+    rebuilt on load), :data:`~ppl.posterior.reattach.TRANSIENT` (an attached model, a
+    graph compiled again) and ``graph`` (never kept).  While the graph is held, the run's
+    data and the fitted sites are added (``_data``, ``_data_note``, ``_fitted``:
+    :func:`~ppl.posterior.reattach.kept_data` under :data:`DATA_BYTES`,
+    :func:`~ppl.posterior.reattach.fitted_sites`); a loaded posterior keeps its own.
 
     Parameters
     ----------
@@ -371,7 +373,7 @@ def portable_state(post) -> dict:
     dict
     """
     own = post._portable_state()
-    skip = set(own) | set(getattr(post, "_transient", ())) | {"graph", "_model_path"}
+    skip = set(own) | set(getattr(post, "_transient", ())) | set(TRANSIENT) | {"graph", "_model_path"}
     attributes = {}
     for name, value in vars(post).items():
         if name in skip:
@@ -381,8 +383,12 @@ def portable_state(post) -> dict:
     for name, value in own.items():
         kept = portable(value)
         attributes[name] = None if kept is DROPPED else kept
+    graph = getattr(post, "graph", None)
+    if graph is not None and getattr(graph, "model", None) is not None:
+        attributes["_data"], attributes["_data_note"] = kept_data(graph, DATA_BYTES)
+        attributes["_fitted"] = fitted_sites(graph)
     attributes["graph"] = None
-    attributes["_model_path"] = post.model_path
+    attributes["_model_path"] = post.model_path or model_path(vars(post).get(TRANSIENT[0]))
     cls = type(post)
     return {"format": FORMAT, "version": VERSION, "class": f"{cls.__module__}:{cls.__qualname__}",
             "attributes": attributes}
@@ -392,10 +398,10 @@ def _check_header(state, what: str) -> None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DataError(f"{what} is not a saved ppl posterior (no '{FORMAT}' format tag)")
     version = state.get("version")
-    if version != VERSION:
+    if version not in READS:
         raise DataError(f"{what} holds a ppl posterior of format version {version!r}; this ppl "
-                        f"(ppl.posterior.persist.VERSION = {VERSION}) reads version {VERSION} only: load it with "
-                        "the ppl version that saved it")
+                        f"(ppl.posterior.persist.VERSION = {VERSION}) reads versions {list(READS)} only: load it "
+                        "with the ppl version that saved it")
 
 
 def restore_state(post, state) -> None:
@@ -408,15 +414,21 @@ def restore_state(post, state) -> None:
         A fresh instance (``cls.__new__(cls)``).
     state : dict
 
+    A state of version 1 gets ``_data = None`` (with the reason in ``_data_note``) and
+    ``_fitted = None``: it kept no data.
+
     Raises
     ------
     DataError
-        If ``state`` is not a ppl posterior state, or of another format version.
+        If ``state`` is not a ppl posterior state, or of a format version not in :data:`READS`.
     """
     _check_header(state, "the pickled object")
     attributes = state.get("attributes")
     if not isinstance(attributes, dict):
         raise DataError("the pickled object is not a saved ppl posterior (its state has no attributes)")
+    if state.get("version") == 1:
+        post.__dict__.update({"_data": None, "_fitted": None,
+                              "_data_note": "saved in format version 1, which kept no data"})
     post.__dict__.update(attributes)
     post._restored()
 
@@ -466,14 +478,17 @@ def save(post, path) -> str:
     return path
 
 
-def load(path, map_location=None):
+def load(path, map_location=None, model=None):
     """Read a Posterior written by ``post.save(path)``.
 
     The result answers ``mean``, ``variance``, ``marginal``, ``quantile``, ``probs``,
     ``sample``, ``summary``, ``to_arviz``, ``plot`` and ``map`` (where the original did) from
     the saved data, without the model (see :mod:`ppl.posterior.persist` for what is read
-    from stored draws); its ``graph`` is ``None`` and its ``model`` is re-imported by path
-    when possible.
+    from stored draws); its ``graph`` is ``None`` and its ``model`` is ``model`` when given,
+    else re-imported by path when possible.  With a model, ``predictive``, ``ppl.predict``
+    and ``to_arviz``'s ``observed_data``, ``posterior_predictive``, ``log_likelihood`` (and
+    ``prior``) groups work as on the original: the model is compiled again on the saved
+    data (:mod:`ppl.posterior.reattach`).
 
     Loading unpickles (``torch.load(..., weights_only=False)``): like :mod:`pickle`, a
     crafted file can run arbitrary code, so load only files you trust.
@@ -485,6 +500,12 @@ def load(path, map_location=None):
     map_location : str, torch.device or None
         Device to load the tensors onto (``torch.load``'s ``map_location``, e.g. ``"cpu"``
         for a posterior saved on a GPU); ``None`` keeps the saved devices.
+    model : ppl.Model, callable or None
+        The model to run for predictions, in place of the one kept by import path (needed
+        when the model was defined in ``__main__`` or inside a function).  It must be the
+        fitted model: the same name (``ppl.model(fn, name=...)`` renames) and, checked on
+        the saved data when they were kept, the same sites (sample and ``ppl.param``) with
+        the same roles, distribution families and shapes.
 
     Returns
     -------
@@ -499,7 +520,10 @@ def load(path, map_location=None):
     DataError
         If the file cannot be read, is not a saved ppl posterior (another torch file, a
         pickle of something else, not a torch file at all), or holds a format version
-        other than :data:`VERSION`.
+        not in :data:`READS`; or the saved data do not fit ``model``.
+    ModelError
+        ``model`` is not the fitted model (its name or sites differ: the message names
+        them), or raises when compiled on the saved data.
     """
     path = _path(path, "ppl.load()")
     if map_location is not None and not isinstance(map_location, (str, torch.device)):
@@ -518,4 +542,6 @@ def load(path, map_location=None):
     post = payload.get("posterior")
     if not callable(getattr(post, "_portable_state", None)):  # (a Posterior: base imports this module)
         raise DataError(f"ppl.load(): {path!r} is not a saved ppl posterior (it holds {type(post).__name__})")
+    if model is not None:
+        attach(post, model, call="ppl.load")
     return post

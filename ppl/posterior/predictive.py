@@ -16,7 +16,8 @@ a model that does not broadcast over a batch of draws is run one draw at a time 
 posterior's draws sum out (Laplace, Pathfinder, NUTS) are drawn from their exact
 conditionals given each draw (:mod:`ppl.posterior.conditionals`).  Learned ``ppl.param`` values come
 from ``post.params`` in a private Pyro param store (:func:`param_scope`), never from Pyro's
-global one.
+global one.  A loaded posterior runs its model compiled again on the saved data
+(:func:`ppl.posterior.reattach.model_graph`), with its latents drawn from its saved draws.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..dsl import BoundData, as_model, is_deterministic, is_factor, trace_model
 from ..errors import DataError, ModelError, OptionError, PPLError, UnsupportedModelError
 from .checks import check_count, check_memory, check_seed, default_budget, isolated_rng, numel
 from .conditionals import summed_out_draws
+from .reattach import model_graph
 
 __all__ = ["posterior_predictive", "predict", "prior_predictive", "replicate"]
 
@@ -357,7 +359,9 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
     Parameters
     ----------
     posterior : Posterior
-        A result of ``ppl.infer`` (its ``graph`` holds the model and the fitted data).
+        A result of ``ppl.infer`` (its ``graph`` holds the model and the fitted data), or a
+        loaded one with its model (re-imported by path, or ``ppl.load(path, model=...)``):
+        the model is compiled again on the saved data.
     num_samples : int
         Draws, a positive integer.
     data : mapping or None
@@ -365,7 +369,8 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
         naming arguments of the model replace the fitted arguments (new covariates, a new
         plate size); an argument that carries observed values (``obs=y``) and that
         ``data`` leaves out is passed as ``None``; keys naming observed sites are accepted
-        and their values not used (those sites are drawn).
+        and their values not used (those sites are drawn).  A loaded posterior whose
+        data were not saved needs ``data``, complete (every argument the model needs).
     seed : int or None
         Makes the draws reproducible (the latents are ``posterior.sample(num_samples,
         seed)``; the model's draws come from an independent stream derived from ``seed``),
@@ -391,13 +396,17 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
         value (as :meth:`ppl.Model.bind`); or new data that changes the shape of a latent
         local to a plate (the message names the site and the plate).
     UnsupportedModelError
-        The posterior has no model, or no joint draws of a latent the model needs that
-        can be drawn from its exact conditional (discrete latents summed out by Laplace,
+        The posterior has no model (a loaded posterior whose model was defined in
+        ``__main__`` or does not import here: the message says what to do), a loaded
+        posterior has no saved data and ``data`` is None (the message says why they were
+        not saved), or there are no joint draws of a latent the model needs that can be
+        drawn from its exact conditional (discrete latents summed out by Laplace,
         Pathfinder or NUTS are: :func:`~ppl.posterior.conditionals.summed_out_draws`).
     IntractableError
         The draws of every site of the run would exceed ``posterior.budget`` bytes.
     ModelError
-        The model raises when run with the prediction's arguments.
+        The model raises when run with the prediction's arguments, or a loaded
+        posterior's model is not the fitted one (name, sites, roles, families or shapes).
     """
     call = "predictive"
     n, seed, wanted = check_count(num_samples, call=call), check_seed(seed, call=call), _check_sites(sites, call)
@@ -412,10 +421,7 @@ def posterior_predictive(posterior, num_samples: int = 1000, data=None, seed: in
 def _prepared(posterior, data, wanted, call: str) -> tuple:
     """``(graph, plan, params)`` of a run of ``posterior``'s model with ``data``, its latents
     checked against the posterior's."""
-    graph = getattr(posterior, "graph", None)
-    if graph is None or getattr(graph, "model", None) is None:
-        raise UnsupportedModelError(f"{call}(): this posterior (method '{posterior.method}') has no model to run "
-                                    "(loaded without it?); predictive draws need the model")
+    graph = model_graph(posterior, call, data)
     kwargs, nulled = _posterior_kwargs(graph, data, call)
     params = warm_start_values(posterior, graph)
     with param_scope(graph, params):

@@ -17,6 +17,8 @@
 * ``routing``: the sentences backends share when ``method="auto"`` chooses them;
 * ``runtime``: run placement (device, dtype, seeded random streams, data);
 * ``params``: the ``ppl.param`` values a learning backend starts from and leaves behind;
+* ``modules``: ``pyro.module`` networks left as every call found them, run with a
+  posterior's learned weights, and written back on request (``load_module_weights``);
 * ``distributed``: data-parallel runs (the data plate's shards and the collectives);
 * ``streaming``: fits over a stream of minibatches of the data plate (the loop, step sizes,
   batch checks, structures compiled once per batch shape, the verdict), used by online EM;

@@ -9,6 +9,7 @@ import pyro
 import torch
 
 from ...errors import PPLError
+from .modules import ModuleWeights, is_module_param
 
 __all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore", "params_in_dtype",
            "declared_constraints", "param_scope", "warm_start_values"]
@@ -50,15 +51,27 @@ def store_snapshot() -> tuple:
 
 def store_restore(snapshot) -> None:
     """Pyro's param store as :func:`store_snapshot` found it: the same tensors, with their
-    values, and nothing else."""
+    values, and nothing else.  A tensor whose value is bit for bit the saved one is not
+    written (its version counter stays as it is)."""
     params, constraints = snapshot
     store = pyro.get_param_store()
     store.clear()
     with torch.no_grad():
         for tensor, value in params.values():
-            if tensor.shape == value.shape:
+            if tensor.shape == value.shape and not _same_bits(tensor, value):
                 tensor.copy_(value)
     store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})
+
+
+def _same_bits(tensor, value) -> bool:
+    """Whether two tensors of one shape hold the same dtype and the same bytes."""
+    if tensor.dtype != value.dtype or tensor.device != value.device:
+        return False
+    try:
+        a, b = tensor.detach().reshape(-1).contiguous(), value.detach().reshape(-1).contiguous()
+        return bool(torch.equal(a.view(torch.uint8), b.view(torch.uint8)))
+    except (RuntimeError, TypeError):  # a layout without plain bytes (sparse, quantized): write it
+        return False
 
 
 def params_in_dtype(graph, dtype) -> None:
@@ -69,7 +82,7 @@ def params_in_dtype(graph, dtype) -> None:
     store = pyro.get_param_store()
     with torch.no_grad():
         for n in graph.params():
-            if "$$$" in n or n not in store:
+            if is_module_param(n) or n not in store:
                 continue
             value = store[n]
             if value.is_floating_point() and value.dtype != dtype:
@@ -84,7 +97,7 @@ def declared_constraints(graph) -> dict:
     def build():
         from ...dsl import trace_model
 
-        names = [n for n in graph.params() if "$$$" not in n]
+        names = [n for n in graph.params() if not is_module_param(n)]
         if not names:
             return {}
         recorded = {n: getattr(graph.sites.get(n), "infer", {}).get("constraint") for n in names}
@@ -96,70 +109,103 @@ def declared_constraints(graph) -> dict:
             except PPLError:
                 return {}
             found = pyro.get_param_store().get_state()["constraints"]
-        return {n: found.get(n, torch.distributions.constraints.real) for n in graph.params() if "$$$" not in n}
+        return {n: found.get(n, torch.distributions.constraints.real) for n in graph.params() if not is_module_param(n)}
 
     return graph.memo("params", "declared_constraints", build)
 
 
 @contextlib.contextmanager
 def param_scope(graph=None, values: dict | None = None):
-    """Run a ppl call in a private Pyro param store, leaving the global one exactly as found.
+    """Run a ppl call in a private Pyro param store, leaving the global one, and every
+    ``pyro.module`` network, exactly as found.
 
     Inside, the store starts empty; with ``graph``, each of its ``ppl.param`` sites is
     created at ``values[name]`` where given (a warm start, ``init=``), else at the value the
     model declared when it was compiled (its ``ppl.param`` init), with its declared
-    constraint.  On exit, the global store gets back its own tensors, values and
-    constraints, and nothing else: learned values live in ``Posterior.params``.
-    (``pyro.module`` weights are the module's own tensors: a module trained by SVI keeps
-    its trained weights, as in Pyro.)
+    constraint.  Every ``pyro.module`` weight registered inside (``"name$$$p"``, the
+    network's own tensor) runs with ``values[name]`` where given (a posterior's learned
+    weights) and gets its value and ``.grad`` back on exit
+    (:class:`~ppl.backends.common.modules.ModuleWeights`).  On exit, normal or by an
+    exception, the global store gets back its own tensors, values and constraints, and
+    nothing else: learned values live in ``Posterior.params``.
 
     Parameters
     ----------
     graph : FactorGraph, optional
     values : dict, optional
-        ``ppl.param`` name -> constrained start value (shape of the declared value).
+        ``ppl.param`` name -> constrained start value (shape of the declared value), and
+        ``"name$$$p"`` -> a network weight (the parameter's shape).
+
+    Yields
+    ------
+    ModuleWeights
+        Its ``tensors``: ``"name$$$p"`` -> the network tensor of every module weight
+        registered inside.
+
+    Raises
+    ------
+    ModelError
+        A ``"name$$$p"`` value whose shape is not its network parameter's (raised where the
+        weight is registered, or on entry for the compiled model's own networks).
     """
     saved = store_snapshot()
     store = pyro.get_param_store()
     store.clear()
+    given = values or {}
+    known = {n: graph.sites[n].value for n in graph.params() if is_module_param(n)} if graph is not None else {}
     try:
-        if graph is not None:
-            constraints = declared_constraints(graph)
-            given = values or {}
-            for n, constraint in constraints.items():
-                v = given[n] if n in given else graph.sites[n].value
-                pyro.param(n, torch.as_tensor(v).detach().clone(), constraint=constraint)
-        yield
+        with ModuleWeights(given, known) as weights:
+            if graph is not None:
+                constraints = declared_constraints(graph)
+                for n, constraint in constraints.items():
+                    v = given[n] if n in given else graph.sites[n].value
+                    pyro.param(n, torch.as_tensor(v).detach().clone(), constraint=constraint)
+            yield weights
     finally:
         store_restore(saved)
 
 
 def warm_start_values(init, graph) -> dict:
-    """``init=`` of ``ppl.infer`` as start values of the ``ppl.param`` sites: a Posterior
-    (its ``params``) or a mapping name -> value.  Names that are not ``ppl.param`` sites of
-    the model are ignored when they come from a Posterior (e.g. guide parameters) and
-    refused when given in a mapping.
+    """``init=`` of ``ppl.infer`` as start values of the ``ppl.param`` sites and of the
+    ``pyro.module`` weights: a Posterior (its ``params``) or a mapping name -> value.  From
+    a Posterior, every learned network weight (``"name$$$p"``, the model's and a guide's)
+    is kept, and other names that are not ``ppl.param`` sites of the model (e.g. autoguide
+    parameters) are ignored; a mapping may name ``ppl.param`` sites and the model's own
+    network weights, nothing else.
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        Name -> detached value: a ``ppl.param`` in its declared shape and dtype, a network
+        weight of the model in its parameter's shape and dtype (a guide's as given).
 
     Raises
     ------
     OptionError
-        A mapping with a name that is no ``ppl.param`` of the model, a value that is not
-        a finite tensor of the declared shape, or a value outside the declared constraint.
+        A mapping with a name that is no ``ppl.param`` or network weight of the model, a
+        value that is not a finite tensor of the declared (or the parameter's) shape, or a
+        value outside the declared constraint.
     """
     from ...errors import OptionError
 
-    names = [n for n in graph.params() if "$$$" not in n]
+    names = [n for n in graph.params() if not is_module_param(n)]
+    weights = [n for n in graph.params() if is_module_param(n)]
     if not isinstance(init, Mapping):  # a Posterior
-        given = {k: v for k, v in dict(init.params or {}).items() if k in names}
+        learned = dict(init.params or {})
+        given = {k: v for k, v in learned.items() if k in names or is_module_param(k)}
     else:
-        unknown = [k for k in init if k not in names]
+        unknown = [k for k in init if k not in names and k not in weights]
         if unknown:
+            also = f"; its pyro.module weights: {weights}" if weights else ""
             raise OptionError(f"init: {unknown} are not ppl.param sites of model '{graph.model.name}' "
-                              f"(its params: {names or 'none'})")
+                              f"(its params: {names or 'none'}{also})")
         given = dict(init)
     constraints = declared_constraints(graph) if given else {}
     out = {}
     for k, v in given.items():
+        if k not in graph.sites:  # a guide's network weight: checked where the guide registers it
+            out[k] = v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+            continue
         try:
             declared = graph.sites[k].value
             t = v.detach() if isinstance(v, torch.Tensor) else \
@@ -167,8 +213,9 @@ def warm_start_values(init, graph) -> dict:
         except (TypeError, ValueError, RuntimeError) as e:
             raise OptionError(f"init['{k}']: expected a tensor or number, got {type(v).__name__} ({e})") from None
         want = tuple(graph.sites[k].value.shape)
+        what = "pyro.module weight" if is_module_param(k) else "ppl.param"
         if tuple(t.shape) != want:
-            raise OptionError(f"init['{k}']: shape {tuple(t.shape)}, but ppl.param '{k}' has shape {want}")
+            raise OptionError(f"init['{k}']: shape {tuple(t.shape)}, but {what} '{k}' has shape {want}")
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise OptionError(f"init['{k}']: has NaN or infinite entries")
         c = constraints.get(k)

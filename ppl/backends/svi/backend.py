@@ -31,6 +31,7 @@ from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
 from ..common.distributed import PlateScale, data_shard
+from ..common.modules import ModuleWeights, is_module_param
 from ..common.params import param_scope, params_in_dtype, store_restore, store_snapshot
 from ..common.routing import not_ok
 from ..common.runtime import in_dtype_or_default, run_context
@@ -224,7 +225,8 @@ class SVIBackend(Backend):
             ``elbo`` (re-estimated, nats), ``history`` (the negated loss per step: the
             ELBO estimate for ``elbo``/``meanfield``, the K-draw Rényi bound for
             ``renyi`` (above log p(v) when α < 0), the wake-θ IWAE estimate for ``rws``),
-            ``params`` (learned ``ppl.param`` values and guide parameters), ``converged``,
+            ``params`` (learned ``ppl.param`` values, guide parameters and ``pyro.module``
+            weights under their ``"name$$$p"`` keys), ``converged``,
             ``diagnostics`` (``elbo_se``, ``iwae_bound``, ``psis_khat``, ``psis_reading``,
             ``num_steps``, ``loss``, ``guide``, ``enumerated``, ``seconds_per_step``,
             ``dtype`` (the run's), ``notes``, ...).
@@ -235,7 +237,8 @@ class SVIBackend(Backend):
         included.  When ``dtype`` was not given and the float64 run fails at once on
         tensors of two dtypes (the model's own float32 tensors, e.g. an ``nn.Module``'s
         weights), it runs again in torch's default dtype, with a note in
-        ``diagnostics["notes"]``.
+        ``diagnostics["notes"]``.  Networks registered with ``pyro.module`` train from the
+        weights the call found and get them back when it ends: the learned ones are in ``params``.
 
         Raises
         ------
@@ -281,7 +284,8 @@ class SVIBackend(Backend):
             for restart in range(o.n_init):
                 if restart:
                     store_restore(initial)
-                post, message = self._one_fit(graph, analysis, o, loss, particles, dtype, start, notes, restart)
+                with ModuleWeights():  # each run trains the networks from where the call found them
+                    post, message = self._one_fit(graph, analysis, o, loss, particles, dtype, start, notes, restart)
                 score = post.elbo if post.elbo is not None else post.diagnostics.get("log_joint", -math.inf)
                 runs.append((score, post, message, store_snapshot() if o.n_init > 1 else None))
             best = max(range(len(runs)), key=lambda i: runs[i][0])
@@ -368,11 +372,12 @@ class SVIBackend(Backend):
 
 def _in_run(fn, device, dtype, graph, params):
     """``fn`` run under the run's default device and dtype, in a private param store holding
-    the run's learned ``ppl.param`` values: posterior draws run the model and the guide again
-    after :meth:`SVIBackend.run` returned, the tensors the model creates must have the dtype
-    of the fitted guide, and Pyro's global param store must not be read or filled."""
+    the run's learned ``ppl.param`` values, the networks (``pyro.module``) running with their
+    learned weights: posterior draws run the model and the guide again after
+    :meth:`SVIBackend.run` returned, the tensors the model creates must have the dtype of the
+    fitted guide, and Pyro's global param store and the user's networks must not change."""
     def wrapped(*args, **kwargs):
-        with param_scope(graph, {k: v for k, v in params.items() if k in graph.params()}), \
+        with param_scope(graph, {k: v for k, v in params.items() if k in graph.params() or is_module_param(k)}), \
                 run_context(device, dtype):
             return fn(*args, **kwargs)
 
