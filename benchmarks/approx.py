@@ -1,5 +1,5 @@
 """Approximate inference against a NUTS reference: ``method="auto"``, ``"laplace"``,
-``"pathfinder"`` and ``"svi"`` next to Pyro's own NUTS and Pyro's plain AutoNormal SVI.
+``"pathfinder"``, ``"svi"`` and ``"chees"`` next to Pyro's own NUTS and Pyro's plain AutoNormal SVI.
 
 The question (the issue's goal): on the reference models, how long does each method take
 (and how many gradient evaluations) to reach the reference posterior to within
@@ -16,13 +16,15 @@ reference appears in time.  Everything runs in float64 (``torch.set_default_dtyp
 the data are float64), as the reference.
 
 **ppl** (``--methods``): ``ppl.infer(model, data, method=m, seed=seed, progress=False)`` with
-every other option at its default, for m in ``auto``, ``laplace``, ``pathfinder``, ``svi``.
+every other option at its default, for m in ``auto``, ``laplace``, ``pathfinder``, ``svi``,
+``chees``.
 Timed: the wall time of the whole call (compile, analysis, the backend, its trust
 verdict; for auto every method it tries).  Recorded: ``post.trust.verdict``; for auto the
 method it returned and its route (``diagnostics["routing"]["attempts"]``); gradient
 evaluations where the diagnostics report them (Laplace and Pathfinder:
 ``gradient_evaluations``, Pathfinder's density-only evaluations apart; SVI:
-``num_steps`` x ``num_particles`` gradient steps; NUTS, which reports none: the calls of
+``num_steps`` x ``num_particles`` gradient steps; ChEES: its batched gradient evaluations
+x ``num_chains`` (one point each; the batch costs about one on small models); NUTS, which reports none: the calls of
 its potential function by Pyro's kernel, counted here by wrapping
 ``ppl.backends.nuts.sampler._potential_fn`` in this process; no file is changed).  For
 auto the count is that of the method it returned; the seconds of the earlier attempts are
@@ -97,7 +99,7 @@ except ImportError:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_JSON = ROOT / "tests" / "fixtures" / "reference_posteriors.json"
-PPL_METHODS = ("auto", "laplace", "pathfinder", "svi")
+PPL_METHODS = ("auto", "laplace", "pathfinder", "svi", "chees")
 PEERS = ("pyro-nuts", "pyro-svi")
 ALL_METHODS = PPL_METHODS + PEERS
 #: accuracy targets
@@ -218,6 +220,9 @@ def ppl_evals(post, nuts_calls: int) -> tuple:
     d, m = post.diagnostics, post.method
     if m == "nuts":
         return nuts_calls, f"{nuts_calls:,}"
+    if m == "chees" and d.get("grad_evals") is not None:
+        n = int(d["grad_evals"]) * int(d["num_chains"])
+        return n, f"{n:,} ({d['grad_evals']:,} batched)"
     if m == "svi" and d.get("num_steps") is not None:
         n = int(d["num_steps"]) * int(d.get("num_particles") or 1)
         return n, f"{n:,} ({d['num_steps']} steps)"
@@ -472,7 +477,8 @@ def warm_up(ppl, methods, args):
 
     y = torch.linspace(-1.0, 2.0, 20)
     small = {"laplace": {}, "pathfinder": {}, "svi": {"num_steps": 50},
-             "nuts": {"num_chains": 2, "warmup_steps": 20, "num_samples": 20}}
+             "nuts": {"num_chains": 2, "warmup_steps": 20, "num_samples": 20},
+             "chees": {"num_chains": 4, "warmup_steps": 20, "num_samples": 20}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m, opts in small.items():

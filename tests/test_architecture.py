@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "ppl"
-BUILTIN = ("exact", "em", "map", "cavi", "svi", "laplace", "pathfinder", "nuts")
+BUILTIN = ("exact", "em", "map", "cavi", "svi", "laplace", "pathfinder", "nuts", "chees")
 
 
 def _module_name(path: Path) -> str:
@@ -126,7 +126,7 @@ def test_file_and_function_sizes():
     assert not too_long_functions, "\n".join(too_long_functions)
 
 
-@pytest.mark.parametrize("name", ["exact", "em", "map", "cavi", "svi", "laplace", "pathfinder", "nuts"])
+@pytest.mark.parametrize("name", ["exact", "em", "map", "cavi", "svi", "laplace", "pathfinder", "nuts", "chees"])
 def test_each_backend_is_one_package(name):
     folder = PKG / "backends" / name
     assert (folder / "__init__.py").is_file() and (folder / "backend.py").is_file()

@@ -167,7 +167,7 @@ def test_distributed_without_a_process_group_says_how_to_start_one(method):
                 ppl.infer(model, {"x": x}, method=method, distributed=True)
 
 
-@pytest.mark.parametrize("method", ["exact", "map", "laplace", "pathfinder", "nuts"])
+@pytest.mark.parametrize("method", ["exact", "map", "laplace", "pathfinder", "nuts", "chees"])
 def test_methods_that_do_not_run_distributed_name_those_that_do(method):
     x = dw.datasets()["normal"]
     model = dw.fixed_mixture if method == "exact" else dw.normal_gamma

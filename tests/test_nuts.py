@@ -19,7 +19,7 @@ from scipy import special
 
 import ppl
 import ppl.distributions as dist
-from ppl.backends.nuts.diagnostics import chain_diagnostics, chain_trust
+from ppl.backends.common.chains import chain_diagnostics, chain_trust
 
 QUIET = dict(progress=False)
 # Pyro's jit_compile calls torch.jit.trace, which torch 2.13 marks deprecated

@@ -407,7 +407,7 @@ def test_memory_budget_is_settable(coin_posts):
 # ---------------------------------------------------------------- seeds reproduce everything
 
 
-SEEDED = ["svi", "laplace", "pathfinder", "cavi", "nuts"]
+SEEDED = ["svi", "laplace", "pathfinder", "cavi", "nuts", "chees"]
 
 
 @pytest.fixture(scope="module")

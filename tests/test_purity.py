@@ -67,6 +67,7 @@ RUNS = [
     ("laplace", normal_mean, X_REAL, {}),
     ("pathfinder", normal_mean, X_REAL, {"num_paths": 2}),
     ("nuts", normal_mean, X_REAL, {"num_chains": 2, "warmup_steps": 30, "num_samples": 30}),
+    ("chees", normal_mean, X_REAL, {"num_chains": 4, "warmup_steps": 30, "num_samples": 30}),
 ]
 
 

@@ -4,7 +4,7 @@ reasons (sentences a user can act on), the numbers behind them, and what to try 
 Goodfellow et al. 2016, §19.1 (the ELBO's gap to log p(v) is KL(q‖p)) and §19.4.4 (judging
 an approximation needs an estimate of log p(v)); the thresholds are those of the papers
 each diagnostic comes from: :mod:`ppl.trust.psis` (Pareto k̂ and the importance ESS, used
-through :mod:`ppl.backends.common.importance`) and :mod:`ppl.backends.nuts.diagnostics`
+through :mod:`ppl.backends.common.importance`) and :mod:`ppl.backends.common.chains`
 (R-hat, bulk / tail ESS and divergences of chains).  Each backend builds its verdict in its
 own ``assess`` (e.g. :mod:`ppl.backends.cavi.assess`)."""
 

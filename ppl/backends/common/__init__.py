@@ -9,7 +9,11 @@
   values (what point estimators optimise);
 * ``pointopt``: optimisers for point estimates over blocks of tensors;
 * ``potential``: the log density in unconstrained space with the discrete latents summed
-  out (Laplace, Pathfinder, NUTS, and importance weights);
+  out (Laplace, Pathfinder, NUTS, ChEES, and importance weights), also at many points in
+  one run;
+* ``chains``: R-hat, ESS, E-BFMI and the verdict of a sampler's chains, and when a sampler
+  applies (NUTS, ChEES);
+* ``jit``: a ``torch.jit`` trace of a log density, kept only where it matches the model;
 * ``importance``: importance weights of an approximation against the potential, Pareto
   smoothing, PSIS resampling and their trust verdict;
 * ``quadratic``: the structural test of a log joint that is a quadratic form in given

@@ -195,6 +195,7 @@ class Potential:
         self.transforms = None
         self.mpn = max([-p.dim for p in graph.plates.values()], default=0)
         self._vector_ok = None
+        self._vmap_ok = None
         self._batch_transforms = None
         if self.discrete:
             if analysis is None:
@@ -358,7 +359,55 @@ class Potential:
                              f"{str(failed).splitlines()[0] if str(failed) else failed!r}")
         return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
 
+    def log_density_rows(self, zs: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_density` of each row of ``zs`` ``(S, D)``, shape ``(S,)``, differentiable
+        (gradients flow to ``zs``): one vectorised run of the model where it evaluates a
+        batch of points (:meth:`vectorizes`), else ``torch.func.vmap`` of :meth:`log_density`
+        where that matches it at a few rows, else row by row; NaN where the density is not
+        defined or the model raises there (a caller treats it as -inf)."""
+        try:
+            if self.vectorizes(zs):
+                return self._run_particles(zs)
+            if self._vmaps(zs):
+                return torch.func.vmap(self.log_density)(zs).double()
+        except (ValueError, RuntimeError):
+            if torch.jit.is_tracing():
+                raise  # a batched run that cannot be traced is not traced (the caller runs it eagerly)
+            # else a point where the model raises (a scale overflowing to inf): find it row by row
+        return torch.stack([self._row(z) for z in zs])
+
+    def _row(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_density` at ``z``; NaN (with a zero gradient) where the model raises."""
+        try:
+            return self.log_density(z).double()
+        except (ValueError, RuntimeError):
+            return (z * 0).sum().double() + math.nan
+
+    def _vmaps(self, zs) -> bool:
+        """Whether ``torch.func.vmap`` of :meth:`log_density` gives the row-by-row values
+        at a few rows (a model that does not broadcast over a particles plate, e.g.
+        ``X @ w``, often vmaps; one with Python control flow on values does not)."""
+        if self._vmap_ok is None:
+            self._vmap_ok = False
+            if zs.shape[0] >= 2:
+                probe = zs[: min(4, zs.shape[0])].detach()
+                try:
+                    with torch.no_grad():
+                        one = torch.stack([self.log_density(r).double() for r in probe])
+                        many = torch.func.vmap(self.log_density)(probe).double()
+                    finite = torch.isfinite(one)
+                    self._vmap_ok = bool(finite.any()) and torch.allclose(many[finite], one[finite], rtol=1e-9,
+                                                                         atol=1e-9)
+                except Exception:  # noqa: BLE001 - any failure under vmap means: row by row
+                    self._vmap_ok = False
+        return self._vmap_ok
+
     # ------------------------------------------------------------ vectorised
+    def vectorizes(self, zs) -> bool:
+        """Whether the model evaluates the rows of ``zs`` ``(S, D)`` in one run (see
+        :meth:`_vectorizes`)."""
+        return self._vectorizes(zs)
+
     def _vectorizes(self, zs) -> bool:
         """Whether the model evaluates a batch of draws in one run (under a particles plate
         left of its own plates, as Pyro's ``vectorized_importance_weights``): tried once

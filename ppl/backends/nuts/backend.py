@@ -10,7 +10,7 @@ enumeration), so they are not sampled.  Chains run in parallel processes where p
 (:mod:`ppl.backends.nuts.sampler`); their draws are checked with the rank-normalised R-hat
 and bulk / tail ESS of Vehtari et al. (2021, Bayesian Analysis 16) and the count of
 divergent transitions (Betancourt 2017, arXiv:1701.02434) — see
-:mod:`ppl.backends.nuts.diagnostics`.  The reference sampler when nothing exact exists:
+:mod:`ppl.backends.common.chains`.  The reference sampler when nothing exact exists:
 accurate in the limit, and the slowest method here.
 """
 
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import time
 
-from ...analysis.report import format_bytes
-from ...errors import UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend, list_names
 from ..common.importance import discrete_sites
-from ..common.potential import Potential, enumeration_problem
+from ..common.potential import Potential
 from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
-from .diagnostics import chain_diagnostics, chain_trust
+from ..common.chains import chain_diagnostics, chain_trust, sampler_applicability
 from .sampler import INIT_STRATEGIES, ChainSettings, preserved_state, run_chains
 
 __all__ = ["NUTSBackend"]
@@ -72,18 +70,10 @@ class NUTSBackend(Backend):
         (:func:`~ppl.backends.common.potential.enumeration_problem`: plates declared, the
         largest table within the memory budget); otherwise it names the sites and the
         reason (``UnsupportedModelError``)."""
-        cont = list(analysis.continuous)
-        if not cont:
-            what = "no continuous latent to sample: use method='exact'" if analysis.discrete else \
-                "no latent variables to sample"
-            return Applicability(False, what, UnsupportedModelError)
-        why = enumeration_problem(analysis)
-        if why:
-            return Applicability(False, why, UnsupportedModelError)
-        reason = f"NUTS chains over {len(cont)} continuous latent(s) ({list_names(cont)})"
-        if analysis.discrete:
-            reason += (f"; {len(analysis.discrete)} discrete latent(s) summed out exactly (largest table "
-                       f"{format_bytes(analysis.clique_bytes)})")
+        verdict = sampler_applicability(analysis, "NUTS chains")
+        if not verdict.ok:
+            return verdict
+        reason = verdict.reason
         params = list(analysis.graph.params())
         if params:
             reason += f"; ppl.param(s) {list_names(params)} held at their current values"
@@ -114,7 +104,7 @@ class NUTSBackend(Backend):
     def assess(self, posterior, graph, analysis):
         """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain
         (Vehtari et al. 2021) and no divergent transition (Betancourt 2017); see
-        :func:`~ppl.backends.nuts.diagnostics.chain_trust`."""
+        :func:`~ppl.backends.common.chains.chain_trust`."""
         return chain_trust(posterior.diagnostics)
 
     # ------------------------------------------------------------------------- run

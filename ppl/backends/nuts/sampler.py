@@ -20,7 +20,6 @@ import contextlib
 import random
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from ...errors import ModelError, PPLError
+from ..common.jit import JIT_ERRORS, checked_trace
 from ..common.params import store_restore, store_snapshot
 from ..common.processes import map_jobs
 
@@ -42,8 +42,6 @@ INIT_STRATEGIES = ("uniform", "median", "mean", "sample")
 #: ``full_mass=None`` adapts a dense mass matrix up to this many unconstrained dimensions.
 DENSE_MAX_DIM = 50
 
-#: Errors a JIT trace of the potential may raise; the run then goes on without JIT.
-_JIT_ERRORS = (RuntimeError, TypeError, ValueError, NotImplementedError, AssertionError, AttributeError)
 
 
 @dataclass
@@ -162,43 +160,14 @@ def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:
 
 def _potential_fn(potential, jit, z0, notes: list, gen):
     """``(potential_fn, jitted)``: the negated log density of ``{"z": ...}``; with ``jit``
-    (True, or None: wherever it checks out) traced by ``torch.jit.trace`` and kept only if
-    the traced function gives the eager value and gradient at three points (a model whose
-    Python control flow depends on latent values would otherwise be traced wrongly)."""
-    def fn(params):
-        return -potential.log_density(params["z"])
-
-    if jit is False:
-        return fn, False
-    why = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(lambda z: -potential.log_density(z), (z0.clone().requires_grad_(True),),
-                                     check_trace=False)
-        points = [z0] + [z0 + torch.randn(z0.shape, generator=gen, dtype=torch.float64).to(z0.dtype)
-                         for _ in range(2)]
-        for z in points:
-            a, ga = _value_and_grad(lambda x: -potential.log_density(x), z)
-            b, gb = _value_and_grad(traced, z)
-            if not (torch.allclose(a, b, rtol=1e-9, atol=1e-9) and torch.allclose(ga, gb, rtol=1e-7, atol=1e-9)):
-                why = "the traced potential differs from the model's at a test point"
-                break
-    except _JIT_ERRORS as e:
-        why = f"tracing the potential failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})"
-    if why is not None:
-        if jit is True:
-            notes.append(f"jit_compile=True: {why}; ran without JIT")
-        return fn, False
-    return (lambda params: traced(params["z"])), True
-
-
-def _value_and_grad(f, z):
-    z = z.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        v = f(z)
-        (g,) = torch.autograd.grad(v, z)
-    return v.detach(), g.detach()
+    (True, or None: wherever it checks out) traced and kept only if the traced function
+    gives the eager value and gradient at three points
+    (:func:`~ppl.backends.common.jit.checked_trace`)."""
+    points = [z0] + [z0 + torch.randn(z0.shape, generator=gen, dtype=torch.float64).to(z0.dtype) for _ in range(2)]
+    f, jitted, why = checked_trace(lambda z: -potential.log_density(z), points, jit)
+    if why is not None and jit is True:
+        notes.append(f"jit_compile=True: {why}; ran without JIT")
+    return (lambda params: f(params["z"])), jitted
 
 
 def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: str) -> dict:
@@ -224,7 +193,7 @@ def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: s
         mcmc.run()
     except PPLError:
         raise
-    except _JIT_ERRORS as e:
+    except JIT_ERRORS as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else e!r}") from e
     draws = potential.constrain(mcmc.get_samples()["z"].detach())

@@ -21,21 +21,50 @@ import warnings
 import numpy as np
 import torch
 
+from ...analysis.report import format_bytes
+from ...errors import UnsupportedModelError
 from ...peers import import_arviz
 from ...trust import RELIABLE, UNRELIABLE, Trust
+from ..base import Applicability, list_names
+from .potential import enumeration_problem
 
-__all__ = ["RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "chain_diagnostics", "chain_trust"]
+__all__ = ["sampler_applicability", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
 
 #: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
 RHAT_MAX = 1.01
 #: Bulk and tail ESS below this many per chain are too few (Vehtari et al. 2021, §4).
 ESS_PER_CHAIN = 100
 
+#: Below this energy Bayesian fraction of missing information, HMC explores the energy levels badly
+#: (Betancourt 2016, arXiv:1604.00695, §6; Stan's warning threshold).
+BFMI_MIN = 0.3
+
 #: At or above this Pareto k̂ of a site's draws their variance does not exist, so their sd does not settle
 #: (a tail of shape k has 1/k finite moments; Vehtari et al. 2024, §3).
 TAIL_KHAT_MAX = 0.5
 
 _CITE = "Vehtari et al. 2021"
+
+
+def sampler_applicability(analysis, chains: str) -> Applicability:
+    """Whether a sampler of the continuous latents applies (NUTS, ChEES): at least one
+    continuous latent, and the discrete latents, if any, summable exactly by the
+    potential's variable elimination (:func:`~ppl.backends.common.potential.enumeration_problem`);
+    the reason starts with ``chains`` (e.g. ``"NUTS chains"``) and names the sites, or says
+    what is missing (``UnsupportedModelError``)."""
+    cont = list(analysis.continuous)
+    if not cont:
+        what = "no continuous latent to sample: use method='exact'" if analysis.discrete else \
+            "no latent variables to sample"
+        return Applicability(False, what, UnsupportedModelError)
+    why = enumeration_problem(analysis)
+    if why:
+        return Applicability(False, why, UnsupportedModelError)
+    reason = f"{chains} over {len(cont)} continuous latent(s) ({list_names(cont)})"
+    if analysis.discrete:
+        reason += (f"; {len(analysis.discrete)} discrete latent(s) summed out exactly (largest table "
+                   f"{format_bytes(analysis.clique_bytes)})")
+    return Applicability(True, reason)
 
 
 def _extreme(dataset, key: str, worst) -> float:
@@ -131,7 +160,7 @@ def _rhat_reason(diag: dict) -> str | None:
     return None
 
 
-def _ess_reasons(diag: dict, need: float) -> list:
+def _ess_reasons(diag: dict, need: float, rule: str) -> list:
     failing = []
     for key, what, use in (("ess_bulk", "bulk ESS", "means and medians"),
                            ("ess_tail", "tail ESS", "quantiles and intervals")):
@@ -142,7 +171,7 @@ def _ess_reasons(diag: dict, need: float) -> list:
         return []
     more = max(_longer(diag, e, need) for _, _, e, _ in failing)
     return [f"{what} of '{site}' {'could not be computed' if math.isnan(e) else f'is {e:.0f}'} < {need:.0f} "
-            f"({ESS_PER_CHAIN} per chain, {_CITE}): too few effective draws for {use}; raise num_samples={more}"
+            f"({rule}, {_CITE}): too few effective draws for {use}; raise num_samples={more}"
             for what, site, e, use in failing]
 
 
@@ -155,6 +184,37 @@ def _divergence_reason(diag: dict) -> str | None:
     return (f"{n} divergent transition(s) after warmup (Betancourt 2017): the sampler could not follow the "
             f"posterior's curvature somewhere, so the draws can be biased; use target_accept_prob={higher} "
             "or reparameterise the model (e.g. a non-centred hierarchy)")
+
+
+def e_bfmi(energy: torch.Tensor) -> torch.Tensor:
+    """The energy Bayesian fraction of missing information of each chain (Betancourt 2016,
+    "Diagnosing suboptimal cotangent disintegrations in Hamiltonian Monte Carlo",
+    arXiv:1604.00695, eq. 7 estimate): ``Σ_n (E_n - E_{n-1})² / Σ_n (E_n - Ē)²``.
+
+    Parameters
+    ----------
+    energy : torch.Tensor, shape (C, S)
+        The Hamiltonian at the start of each HMC iteration (after the momentum draw), per
+        chain, after warmup.
+
+    Returns
+    -------
+    torch.Tensor, shape (C,)
+        NaN for a chain whose energy is constant.
+    """
+    e = energy.double()
+    num = (e[:, 1:] - e[:, :-1]).pow(2).sum(-1)
+    den = (e - e.mean(-1, keepdim=True)).pow(2).sum(-1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, math.nan))
+
+
+def _bfmi_reason(diag: dict) -> str | None:
+    values = [float(v) for v in diag.get("e_bfmi", []) if not math.isnan(float(v))]
+    if not values or min(values) >= BFMI_MIN:
+        return None
+    return (f"E-BFMI {min(values):.2f} < {BFMI_MIN} in some chain (Betancourt 2016): the momentum draws cannot move "
+            "the chains across the posterior's energy levels (typical of heavy tails and funnels), so the draws "
+            "can miss part of it; reparameterise the model (e.g. a non-centred hierarchy) or use method='nuts'")
 
 
 def _tail_reason(diag: dict) -> str | None:
@@ -171,12 +231,13 @@ def _tail_reason(diag: dict) -> str | None:
             "with lighter tails")
 
 
-def chain_trust(diag: dict) -> Trust:
+def chain_trust(diag: dict, ess_total: float | None = None) -> Trust:
     """The verdict of a sampler's chains from :func:`chain_diagnostics` plus run facts.
 
     ``"reliable"`` only when there are at least two chains, R-hat < 1.01 for every
-    element of every site, bulk and tail ESS >= 100 per chain (Vehtari et al. 2021, §4),
-    no divergent transition (Betancourt 2017, §6.2) and no site whose draws' Pareto k̂ is
+    element of every site, bulk and tail ESS >= 100 per chain (Vehtari et al. 2021, §4;
+    or ``ess_total``), no divergent transition (Betancourt 2017, §6.2), E-BFMI >= 0.3 in
+    every chain where it is given (Betancourt 2016) and no site whose draws' Pareto k̂ is
     at least :data:`TAIL_KHAT_MAX` (Vehtari et al. 2024, §3); otherwise ``"unreliable"`` with one
     reason per failed check, naming the worst site, its number and what to change.
 
@@ -185,7 +246,11 @@ def chain_trust(diag: dict) -> Trust:
     diag : dict
         :func:`chain_diagnostics`' keys plus ``num_chains``, ``num_samples`` (per chain),
         ``warmup_steps``, ``divergences`` (post-warmup, all chains) and
-        ``target_accept_prob``.
+        ``target_accept_prob``; optionally ``e_bfmi`` (per chain, see :func:`e_bfmi`).
+    ess_total : float, optional
+        The bulk and tail ESS every site needs over all chains; default 100 per chain.
+        Samplers of many short chains pass Vehtari et al.'s total of 400 (§4: "ESS > 400",
+        100 per chain with their four chains).
 
     Returns
     -------
@@ -195,20 +260,24 @@ def chain_trust(diag: dict) -> Trust:
         computed).
     """
     chains = int(diag["num_chains"])
-    need = float(ESS_PER_CHAIN * chains)
+    need = float(ess_total) if ess_total is not None else float(ESS_PER_CHAIN * chains)
+    rule = f"{ESS_PER_CHAIN} per chain" if ess_total is None else f"{need:.0f} over all {chains} chains"
     numbers = {"rhat": diag["max_rhat"], "ess_bulk": diag["min_ess_bulk"], "ess_tail": diag["min_ess_tail"],
                "divergences": int(diag.get("divergences", 0)), "num_chains": chains,
                "num_samples": int(diag["num_samples"])}
     if "max_tail_khat" in diag:
         numbers["tail_khat"] = diag["max_tail_khat"]
+    if diag.get("e_bfmi"):
+        numbers["e_bfmi"] = float(min(diag["e_bfmi"]))
     reasons = []
     if chains < 2:
         reasons.append("one chain: convergence cannot be checked, since R-hat compares chains started apart "
                        f"({_CITE}); use num_chains >= 2 (4 is usual)")
     else:
         reasons.append(_rhat_reason(diag))
-    reasons += _ess_reasons(diag, need)
+    reasons += _ess_reasons(diag, need, rule)
     reasons.append(_divergence_reason(diag))
+    reasons.append(_bfmi_reason(diag))
     reasons.append(_tail_reason(diag))
     reasons = [r for r in reasons if r]
     if reasons:

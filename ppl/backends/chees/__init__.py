@@ -1,0 +1,5 @@
+"""``method="chees"``: ChEES-HMC, many chains in lockstep (see :mod:`.backend`)."""
+
+from .backend import CheesBackend
+
+__all__ = ["CheesBackend"]

@@ -1,0 +1,328 @@
+"""ChEES-HMC: many Hamiltonian Monte Carlo chains in lockstep, one batched gradient per step.
+
+Hoffman, Radul & Sountsov (2021), "An Adaptive-MCMC Scheme for Setting Trajectory Lengths
+in Hamiltonian Monte Carlo", AISTATS (Algorithm 1).  Every chain takes the same number of
+leapfrog steps (Neal 2011, "MCMC using Hamiltonian dynamics", §5.2.3.3) with the same step
+size and diagonal mass matrix, so one evaluation of the model on a ``(C, D)`` batch of
+points gives every chain's gradient: on a small model the batch costs about what one point
+does, and C chains run for the price of one.  The trajectory length is jittered by the
+Halton sequence and adapted during warmup to maximise the ChEES criterion; the step size
+by dual averaging of the harmonic-mean acceptance probability; the diagonal mass matrix
+from the chains' positions and gradients (:mod:`ppl.backends.chees.adapt`).  A transition is a plain
+Metropolis-corrected HMC step (Neal 2011, Fig. 2), so the draws are exact in the limit
+for any fixed settings.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ...errors import ModelError
+from ..common.jit import checked_trace
+from .adapt import DualAveraging, LogAdam, VarianceWindow, chees_gradient, halton
+
+__all__ = ["CheesSettings", "CheesResult", "run_lockstep"]
+
+#: An energy error above this (nats) marks a divergent transition (Stan's and Pyro's threshold).
+DIVERGENCE_ENERGY = 1000.0
+
+#: Fractions of warmup at whose ends the mass matrix is re-estimated from the window since the last one.
+MASS_UPDATES = (0.15, 0.3, 0.5, 0.75)
+
+
+@dataclass
+class CheesSettings:
+    """What the lockstep chains run with (validated options of the backend).
+
+    Attributes
+    ----------
+    num_chains, num_samples, warmup_steps : int
+        Chains; draws kept per chain; adaptation iterations (discarded).
+    target_accept_prob : float
+        Dual averaging's target for the harmonic mean of the chains' acceptance probabilities.
+    max_leapfrog : int
+        At most this many leapfrog steps per iteration.
+    jit_compile : bool or None
+        Trace the batched log density (None: where it checks out).
+    init : str
+        ``"uniform"`` (in (-2, 2) per unconstrained coordinate), ``"median"`` or
+        ``"sample"`` (the prior median plus a standard normal draw).
+    seed : int or None
+    progress : bool or None
+        A tqdm bar over the iterations (None: only when stderr is a terminal).
+    """
+
+    num_chains: int
+    num_samples: int
+    warmup_steps: int
+    target_accept_prob: float
+    max_leapfrog: int
+    jit_compile: bool | None
+    init: str
+    seed: int | None
+    progress: bool | None
+
+
+@dataclass
+class CheesResult:
+    """Draws and facts of :func:`run_lockstep`.
+
+    Attributes
+    ----------
+    z : torch.Tensor, shape (C, S, D)
+        Unconstrained draws after warmup.
+    accept_prob : torch.Tensor, shape (C, S)
+        Metropolis acceptance probability of each iteration.
+    diverged : torch.Tensor, shape (C, S), bool
+        Divergent transitions (energy error above 1000 nats, or not finite).
+    energy : torch.Tensor, shape (C, S)
+        The Hamiltonian after each momentum draw (for E-BFMI).
+    step_size, trajectory_length : float
+        Adapted leapfrog step and (maximum) trajectory length, unconstrained units.
+    inverse_mass : torch.Tensor, shape (D,)
+        The adapted diagonal inverse mass matrix (the pooled posterior variances).
+    leapfrog_steps : list[int]
+        Leapfrog steps of each sampling iteration (every chain takes the same).
+    grad_evals : int
+        Batched gradient evaluations, warmup included (each covers all C chains).
+    warmup_divergences : int
+    jit_compile, vectorized : bool
+        Whether the log density was traced; whether it ran on all chains in one model run.
+    seconds : float
+    notes : list[str]
+    """
+
+    z: torch.Tensor
+    accept_prob: torch.Tensor
+    diverged: torch.Tensor
+    energy: torch.Tensor
+    step_size: float
+    trajectory_length: float
+    inverse_mass: torch.Tensor
+    leapfrog_steps: list = field(default_factory=list)
+    grad_evals: int = 0
+    warmup_divergences: int = 0
+    jit_compile: bool = False
+    vectorized: bool = False
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+
+class _Gradient:
+    """Value and gradient of the log density at ``C`` points ``(C, D)`` in one call."""
+
+    def __init__(self, potential, z0: torch.Tensor, jit, gen, notes: list):
+        self.potential = potential
+        self.vectorized = potential.vectorizes(z0)
+        noise = torch.randn(z0.shape, generator=gen, dtype=torch.float64).to(z0)
+        self.f, self.jitted, why = checked_trace(potential.log_density_rows, [z0, z0 + noise], jit)
+        if why is not None and jit is True:
+            notes.append(f"jit_compile=True: {why}; ran without JIT")
+        self.evals = 0
+
+    def __call__(self, z: torch.Tensor):
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            lp = self.f(z)
+            (g,) = torch.autograd.grad(lp.sum(), z)
+        self.evals += 1
+        lp = lp.detach()
+        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp), g.detach()
+
+
+def _normal(gen, shape, like):
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(like)
+
+
+def _starts(potential, s: CheesSettings, gen) -> torch.Tensor:
+    """Starting points ``(C, D)``: each chain redrawn (up to 100 times) until its log density is finite."""
+    c, d = s.num_chains, potential.dim
+    median = potential.median.to(torch.float64).cpu()
+
+    def draw(n):
+        if s.init == "uniform":
+            return torch.rand((n, d), generator=gen, dtype=torch.float64) * 4 - 2
+        if s.init == "sample":
+            return median + torch.randn((n, d), generator=gen, dtype=torch.float64)
+        return median.expand(n, d).clone()
+
+    z = draw(c).to(potential.median)
+    for _ in range(100):
+        with torch.no_grad():
+            bad = ~torch.isfinite(potential.log_density_rows(z))
+        if not bool(bad.any()):
+            return z
+        z[bad] = draw(int(bad.sum())).to(z)
+    raise ModelError(f"no starting point with a finite log density in 100 tries (init='{s.init}'); try another "
+                     "init ('median', 'sample', 'uniform') or check the model")
+
+
+def _transition(grad, state, eps: float, inv_mass, steps: int, gen):
+    """One lockstep HMC iteration from ``state = (z, log p, ∇ log p)``: returns the new
+    state, the acceptance probabilities ``(C,)``, divergences ``(C,)``, the initial
+    energies ``(C,)`` and the proposals' ``(z, p)``."""
+    z, lp, g = state
+    p = _normal(gen, z.shape, z) / inv_mass.sqrt()
+    h0 = -lp + 0.5 * (inv_mass * p * p).sum(-1)
+    z1, p1 = z, p + 0.5 * eps * g
+    lost = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    for i in range(steps):
+        z1 = z1 + eps * inv_mass * p1
+        lost |= ~torch.isfinite(z1).all(-1)
+        z1 = torch.where(lost[:, None], z, z1)   # a chain whose trajectory left the numbers waits at its start
+        lp1, g1 = grad(z1)
+        lost |= ~torch.isfinite(g1).all(-1) | ~torch.isfinite(lp1)
+        p1 = p1 + (eps if i + 1 < steps else 0.5 * eps) * torch.where(lost[:, None], torch.zeros_like(g1), g1)
+    h1 = -lp1 + 0.5 * (inv_mass * p1 * p1).sum(-1)
+    delta = h1 - h0
+    finite = torch.isfinite(delta) & ~lost
+    log_alpha = torch.where(finite, (-delta).clamp(max=0.0), torch.full_like(delta, -math.inf))
+    diverged = ~finite | (delta > DIVERGENCE_ENERGY)
+    u = torch.rand(z.shape[0], generator=gen, dtype=torch.float64).to(log_alpha)
+    take = (u.log() < log_alpha) & ~diverged
+    new = (torch.where(take[:, None], z1, z), torch.where(take, lp1, lp), torch.where(take[:, None], g1, g))
+    return new, log_alpha.exp(), diverged, h0, (z1, p1)
+
+
+def _harmonic_mean(alpha: torch.Tensor) -> float:
+    if bool((alpha <= 0).any()):
+        return 0.0
+    return float(alpha.numel() / (1.0 / alpha).sum())
+
+
+def _initial_step(grad, state, inv_mass, eps: float, gen) -> float:
+    """Hoffman & Gelman's (2014, Algorithm 4) heuristic: double or halve ``eps`` until one
+    leapfrog step's mean acceptance probability crosses 1/2."""
+    up = None
+    for _ in range(60):
+        _, alpha, _, _, _ = _transition(grad, state, eps, inv_mass, 1, gen)
+        a = float(alpha.mean())
+        if up is None:
+            up = a > 0.5
+        if up != (a > 0.5):
+            return eps
+        eps = eps * 2.0 if up else eps / 2.0
+    return eps
+
+
+def _steps(eps: float, length: float, jitter: float, cap: int) -> int:
+    return int(min(max(math.ceil(jitter * length / eps), 1), cap))
+
+
+class _Adaptation:
+    """Warmup's state: step size, trajectory length, mass matrix and their schedules."""
+
+    def __init__(self, grad, state, s: CheesSettings, gen):
+        self.s, self.gen, self.grad = s, gen, grad
+        start = VarianceWindow(state[0].shape[1], state[0].dtype, state[0].device)
+        start.add(state[0], state[2])   # the starting points already tell each coordinate's scale
+        self.inv_mass = start.variance()
+        self.eps = 1.0
+        self._restart(state)
+        w = s.warmup_steps
+        self.updates = sorted({int(w * f) for f in MASS_UPDATES if 0 < int(w * f) < w})
+        self.log_lengths: list = []
+
+    def _restart(self, state) -> None:
+        """After a new mass matrix: a new initial step size, dual averaging afresh, and the
+        trajectory back to one leapfrog step, below ChEES' first maximum (the criterion is
+        periodic in T for near-Gaussian targets, so a T grown under the old metric could
+        sit in one of its later, flatter maxima)."""
+        self.eps = _initial_step(self.grad, state, self.inv_mass, self.eps, self.gen)
+        self.dual = DualAveraging(self.eps, self.s.target_accept_prob)
+        self.length = self.eps
+        self.adam = LogAdam(self.length)
+        self.window = VarianceWindow(state[0].shape[1], state[0].dtype, state[0].device)
+        self.log_lengths = []
+
+    def step(self, t: int, state):
+        """Warmup iteration ``t`` (0-based): one transition, then every adaptation; returns
+        the new state and its divergences."""
+        h = halton(t + 1)
+        new, alpha, diverged, _, (z1, p1) = _transition(self.grad, state, self.eps, self.inv_mass,
+                                                        _steps(self.eps, self.length, h, self.s.max_leapfrog),
+                                                        self.gen)
+        sd = self.inv_mass.sqrt()
+        alpha = torch.where(diverged, torch.zeros_like(alpha), alpha)
+        g = chees_gradient(state[0] / sd, z1 / sd, p1 * sd, alpha, h)
+        self.eps = self.dual.update(_harmonic_mean(alpha))
+        self.length = self.adam.update(g * self.length, self.eps, self.eps * self.s.max_leapfrog)
+        self.log_lengths.append(math.log(self.length))
+        self.window.add(new[0], new[2])
+        if t + 1 in self.updates:
+            self.inv_mass = self.window.variance()
+            self._restart(new)
+        return new, diverged
+
+    def final(self):
+        """``(step size, trajectory length)`` for sampling: the dual average, and the mean
+        log length since the last mass-matrix update."""
+        eps = self.dual.final
+        tail = self.log_lengths[len(self.log_lengths) // 2:] or [math.log(self.length)]
+        return eps, max(eps, math.exp(sum(tail) / len(tail)))
+
+
+def run_lockstep(potential, s: CheesSettings) -> CheesResult:
+    """Run ``s.num_chains`` ChEES-HMC chains in lockstep on ``potential``.
+
+    Parameters
+    ----------
+    potential : Potential
+        The model's log density in unconstrained space (``D`` coordinates).
+    s : CheesSettings
+
+    Returns
+    -------
+    CheesResult
+        ``z`` ``(C, S, D)`` unconstrained draws and the run's facts.
+
+    Raises
+    ------
+    ModelError
+        When no starting point has a finite density.
+    """
+    start = time.perf_counter()
+    seed = int(s.seed) if s.seed is not None else int(torch.randint(2**62, ()))
+    gen = torch.Generator().manual_seed(seed % 2**63)
+    notes: list = []
+    z = _starts(potential, s, gen)
+    grad = _Gradient(potential, z, s.jit_compile, gen, notes)
+    state = (z,) + grad(z)
+    bar = _progress(s)
+    adapt = _Adaptation(grad, state, s, gen)
+    warm_div = 0
+    for t in range(s.warmup_steps):
+        state, diverged = adapt.step(t, state)
+        warm_div += int(diverged.sum())
+        bar.update(1)
+    eps, length = adapt.final()
+    zs, alphas, divs, energies, steps = [], [], [], [], []
+    for i in range(s.num_samples):
+        n = _steps(eps, length, halton(s.warmup_steps + i + 1), s.max_leapfrog)
+        state, alpha, diverged, h0, _ = _transition(grad, state, eps, adapt.inv_mass, n, gen)
+        zs.append(state[0])
+        alphas.append(alpha)
+        divs.append(diverged)
+        energies.append(h0)
+        steps.append(n)
+        bar.update(1)
+    bar.close()
+    if length >= eps * s.max_leapfrog:
+        notes.append(f"the trajectory length reached max_leapfrog={s.max_leapfrog} steps of the adapted step size")
+    return CheesResult(z=torch.stack(zs, 1), accept_prob=torch.stack(alphas, 1), diverged=torch.stack(divs, 1),
+                       energy=torch.stack(energies, 1), step_size=eps, trajectory_length=length,
+                       inverse_mass=adapt.inv_mass, leapfrog_steps=steps, grad_evals=grad.evals,
+                       warmup_divergences=warm_div, jit_compile=grad.jitted, vectorized=grad.vectorized,
+                       seconds=time.perf_counter() - start, notes=notes)
+
+
+def _progress(s: CheesSettings):
+    from tqdm.auto import tqdm
+
+    show = s.progress if s.progress is not None else sys.stderr.isatty()
+    return tqdm(total=s.warmup_steps + s.num_samples, desc="ChEES-HMC", disable=not show, leave=False)
