@@ -179,7 +179,7 @@ def funnel():
 def test_neals_funnel_is_not_called_reliable():
     # Neal (2003): the scale of x varies by orders of magnitude with v, so no one step size
     # and diagonal mass serve the whole posterior; the sampler must say so
-    post = _run(funnel, {}, seed=0, warmup_steps=150, num_samples=150, max_leapfrog=128)
+    post = _run(funnel, {}, seed=0, num_chains=8, warmup_steps=100, num_samples=100, max_leapfrog=64)
     assert post.trust.verdict == "unreliable", post.trust.reasons
     assert post.trust.next_method == "nuts"
     assert post.trust.reasons
