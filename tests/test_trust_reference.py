@@ -107,6 +107,14 @@ def test_no_reliable_verdict_is_wrong(name, method):
         assert post.trust.reasons
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _available(FAST + ["eight_schools", "garch"]))
+def test_chees_reliable_verdicts_are_right(name):
+    """The lockstep sampler on the reference models without discrete latents (auto gives
+    those with discrete latents to NUTS): reliable only when right."""
+    test_no_reliable_verdict_is_wrong(name, "chees")
+
+
 def test_the_reference_file_covers_the_fast_models():
     assert set(FAST) <= set(REF), f"missing references: {set(FAST) - set(REF)}; run tests/make_reference_posteriors.py"
 
