@@ -94,6 +94,7 @@ def test_a_gaussian_posterior_passes_the_tail_probe():
         assert float(post.mean("m")) == pytest.approx(float(y.sum()) / 5, abs=0.05)
 
 
+@pytest.mark.slow  # 35 s; the tail k-hat itself: test_draws_tail_khat_reads_known_tail_shapes
 def test_nuts_on_a_cauchy_says_the_sd_does_not_settle():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

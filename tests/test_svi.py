@@ -118,6 +118,7 @@ def test_gamma_poisson_posterior():
     assert log_z - post.elbo < 0.1
 
 
+@pytest.mark.slow  # 27 s
 def test_mean_field_underestimates_marginal_sd_and_full_rank_does_not():
     # y = X w + noise with strongly correlated columns: p(w | y) = N(m, S), S = (XᵀX + I)^-1.
     # The mean-field optimum has variances 1 / Λ_ii (Λ = S^-1), smaller than S_ii

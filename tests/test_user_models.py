@@ -279,7 +279,8 @@ def test_discrete_hmm_log_density_equals_a_forward_algorithm():
         assert float(potential.log_density(z)) == pytest.approx(float(want + log_jacobian), rel=1e-10)
 
 
-@pytest.mark.parametrize("method, options, tol", [("laplace", {"seed": 0}, 0.3), ("nuts", NUTS_SHORT, 0.35)])
+@pytest.mark.parametrize("method, options, tol", [("laplace", {"seed": 0}, 0.3),
+                                                  pytest.param("nuts", NUTS_SHORT, 0.35, marks=pytest.mark.slow)])
 def test_discrete_hmm_posterior_matches_quadrature(method, options, tol):
     y = _hmm_data()
     post = _infer(discrete_hmm, {"y": y}, method, **options)
