@@ -23,17 +23,10 @@ from ppl.backends.common.chains import chain_diagnostics, chain_trust
 
 QUIET = dict(progress=False)
 # Pyro's jit_compile calls torch.jit.trace, which torch 2.13 marks deprecated
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: NUTS works on tiny tensors, and on a shared 2-core machine two
-    OpenMP threads made a mixture's chain ~5x slower (thread contention, not work)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: NUTS works on tiny tensors, and on a shared 2-core machine two OpenMP
+# threads made a mixture's chain ~5x slower (thread contention, not work)
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def nuts(model, data, **kw):

@@ -20,16 +20,13 @@ import ppl.distributions as dist
 from ppl.distributions import constraints
 from ppl.models.mixtures import bayesian_gmm, bgmm_priors
 
+from distributed_worker import normal_gamma  # noqa: E402 - the tests folder is on sys.path
+
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches: one torch thread (many threads on a shared 2-core machine are ~30x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small batches: one torch thread (many threads on a shared 2-core machine are ~30x slower here)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @ppl.model
@@ -41,14 +38,6 @@ def gmm(x, K=3):
     with ppl.plate("data", N):
         z = ppl.sample("z", dist.Categorical(w))
         ppl.sample("obs", dist.MultivariateNormal(loc[z], covariance_matrix=cov[z]), obs=x)
-
-
-@ppl.model
-def normal_gamma(x):
-    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F64), 3.0))
-    tau = ppl.sample("tau", dist.Gamma(torch.tensor(2.0, dtype=F64), 1.0))
-    with ppl.plate("data", len(x)):
-        ppl.sample("x", dist.Normal(mu, tau ** -0.5), obs=x)
 
 
 def _mixture(n_per, seed=0):
