@@ -21,7 +21,7 @@ from .backends.registry import methods_taking, ranked_backends
 from .errors import (DataError, NumericalError, OptionError, PPLError, TrustWarning, UnknownOptionError,
                      UnsupportedModelError)
 
-__all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "escalate"]
+__all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "static_skips", "escalate"]
 
 #: Options of ``method="auto"`` itself (not passed to the backends).
 AUTO_OPTIONS = option_table(
@@ -65,16 +65,19 @@ def auto_route(analysis) -> dict:
     ranked = ranked_backends()
     order = list(ranked)
     verdicts = {n: analysis.backends[n] for n in order if n in analysis.backends}
-    chosen = next((n for n in order if n in verdicts and verdicts[n][0]), None)
+    steps = plan(analysis)
+    chosen = steps[0] if steps else next((n for n in order if n in verdicts and verdicts[n][0]), None)
     if chosen is None:
         reasons = "; ".join(f"{n}: {w}" for n, (_, w) in verdicts.items())
         raise UnsupportedModelError(f"no registered method applies to model '{analysis.graph.model.name}' ({reasons})")
-    passed = {}
+    passed, skipped = {}, static_skips(analysis)
     for n in order:
         if n == chosen or n not in verdicts:
             continue
         ok, why = verdicts[n]
-        if ok:
+        if n in skipped:
+            passed[n] = f"applies, but auto passes it over: {skipped[n]}"
+        elif ok:
             note = getattr(ranked[n], "rank_note", "")
             passed[n] = f"applies, but ranks below {chosen}{f' ({note})' if note else ''}: {why}"
         else:
@@ -87,16 +90,31 @@ def auto_route(analysis) -> dict:
     except (AttributeError, KeyError, TypeError):  # a duck-typed backend without deciding_fact
         reason = f"the first registered method that applies, in rank order: {verdicts[chosen][1]}"
     return {"method": chosen, "reason": reason, "passed_over": passed, "order": order,
-            "plan": plan(analysis), "auto": True}
+            "plan": steps, "auto": True}
 
 
 def plan(analysis) -> list:
-    """The methods auto tries, in rank order: those that apply, point estimates only when
-    nothing else does."""
+    """The methods auto tries, in rank order: those that apply and that auto does not pass
+    over for the model alone (:func:`static_skips`), point estimates only when nothing else
+    does."""
     ranked = ranked_backends()
-    ok = [n for n, b in ranked.items() if analysis.backends.get(n, (False, ""))[0]]
+    skipped = static_skips(analysis)
+    ok = [n for n, b in ranked.items() if analysis.backends.get(n, (False, ""))[0] and n not in skipped]
     main = [n for n in ok if _rank(ranked[n]) < LAST_RESORT_RANK]
     return main or ok
+
+
+def static_skips(analysis) -> dict:
+    """``{method: reason}`` for the methods that apply but that auto passes over whatever
+    earlier attempts showed: the backend's ``auto_skip`` with its default options and no
+    attempts (e.g. ChEES for a model with discrete latents)."""
+    out = {}
+    for name, backend in ranked_backends().items():
+        if analysis.backends.get(name, (False, ""))[0] and hasattr(backend, "auto_skip"):
+            why = backend.auto_skip(analysis, {}, [])
+            if why:
+                out[name] = why
+    return out
 
 
 def _split_options(options: dict, candidates: list) -> tuple:

@@ -197,6 +197,10 @@ def test_auto_leaves_discrete_latents_to_nuts():
     assert analysis.backends["chees"][0]
     why = get_backend("chees").auto_skip(analysis, {}, [])
     assert why and "NUTS" in why
+    # the plan printed by ppl.analyze agrees with what auto runs: chees is not in it, and the
+    # report says why it is passed over
+    assert "chees" not in analysis.auto["plan"] and "nuts" in analysis.auto["plan"]
+    assert "auto passes over chees: its discrete latents" in str(analysis)
 
 
 # ------------------------------------------------------------------ auto on eight schools

@@ -162,6 +162,9 @@ class Analysis:
                 rest = [m for m in self.auto.get("plan", []) if m != self.auto["method"]]
                 if rest:
                     lines.append(f"  and, if its answer is unreliable, try in turn: {', '.join(rest)}")
+                lines += [f"  auto passes over {n}: {w.split(': ', 1)[1]}"
+                          for n, w in self.auto.get("passed_over", {}).items()
+                          if w.startswith("applies, but auto passes it over: ")]
             else:
                 lines.append("  auto would choose: nothing, no registered method applies")
         return "\n".join(lines)
