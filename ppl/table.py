@@ -1,15 +1,28 @@
 """A small printable table (rows of dicts) shared by ``compare`` and ``Posterior.summary``.
 
-Prints as aligned text, displays as HTML in a notebook (``_repr_html_``), converts to a
-pandas DataFrame when pandas is installed.
+Prints as aligned plain text drawn by `rich <https://rich.readthedocs.io>`_ (no colour, no
+markup, ASCII rules: the same in a terminal, a log file or a doctest), displays as HTML in a
+notebook (``_repr_html_``), converts to a pandas DataFrame when pandas is installed.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import math
 
-__all__ = ["Table", "format_value", "html_table"]
+from rich.box import Box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+__all__ = ["Table", "format_value", "html_table", "text_table", "PLAIN_BOX"]
+
+#: The box of the text tables: rich's ``SIMPLE_HEAD`` in ASCII (a dashed rule under each
+#: header, columns three spaces apart, no other lines).
+PLAIN_BOX = Box("    \n    \n -  \n    \n    \n -  \n    \n    \n", ascii=True)
+_PLACEHOLDERS = ("-", "")
 
 
 class Table:
@@ -66,17 +79,10 @@ class Table:
     to_dataframe = to_pandas
 
     def __str__(self):
-        cells = [[format_value(r.get(c)) for c in self.columns] for r in self.rows]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
-        out = []
-        if self.title:
-            out.append(self.title)
-        out.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip())
-        out.append("  ".join("-" * w for w in widths))
-        for row in cells:
-            out.append("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)).rstrip())
-        out.extend(self.notes)
-        return "\n".join(out)
+        """The table as plain text (:func:`text_table`): the title, the header, one line per
+        row, the notes."""
+        return text_table(self.columns, [[format_value(r.get(c)) for c in self.columns] for r in self.rows],
+                          title=self.title, notes=self.notes)
 
     __repr__ = __str__
 
@@ -125,6 +131,52 @@ def html_table(columns, cells, *, title=None, notes=(), row_classes=None) -> str
     for note in notes:
         out.append(f'<p style="margin:0.2em 0;font-size:90%">{esc(str(note))}</p>')
     out.append("</div>")
+    return "\n".join(out)
+
+
+def text_table(columns, cells, *, title=None, notes=()) -> str:
+    """A plain-text table of text cells, drawn by rich with :data:`PLAIN_BOX`.
+
+    A column whose cells are all numbers (or ``"-"``) is right-aligned, header included;
+    in other columns numbers are right-aligned and text left-aligned. Cell text is printed
+    as given: no markup, no emoji codes, no colour, never wrapped or cut; trailing spaces
+    are stripped.
+
+    Parameters
+    ----------
+    columns : list[str]
+        Header cells.
+    cells : list[list[str]]
+        One list of cell texts per row, in ``columns`` order.
+    title : str, optional
+        A line above the table.
+    notes : sequence of str
+        Lines under the table.
+
+    Returns
+    -------
+    str
+        The lines joined by newlines (no final newline).
+    """
+    out = [str(title)] if title else []
+    if columns:
+        rows = [[str(v) for v in row] for row in cells]
+        table = RichTable(box=PLAIN_BOX, show_edge=False, pad_edge=False, header_style=None)
+        widths = []
+        for i, name in enumerate(columns):
+            texts = [row[i] for row in rows]
+            numeric = any(_numeric(v) for v in texts) and all(_numeric(v) or v in _PLACEHOLDERS for v in texts)
+            table.add_column(Text(str(name)), justify="right" if numeric else "left", no_wrap=True)
+            widths.append(max([cell_len(str(name))] + [cell_len(v) for v in texts]))
+        for row in rows:
+            table.add_row(*[Text(v, justify="right" if _numeric(v) else None) for v in row])
+        buf = io.StringIO()  # wide enough never to wrap; never Jupyter's display (it would bypass buf)
+        console = Console(file=buf, width=sum(widths) + 3 * len(widths) + 8, color_system=None, force_terminal=False,
+                          force_jupyter=False, legacy_windows=False, markup=False, emoji=False, highlight=False,
+                          soft_wrap=False)
+        console.print(table)
+        out.extend(line.rstrip() for line in buf.getvalue().splitlines())
+    out.extend(str(n) for n in notes)
     return "\n".join(out)
 
 

@@ -34,6 +34,31 @@ def test_table_html_escapes_and_keeps_every_cell():
     assert out.count("<tr") == 3 and ">1.5000<" in out and ">-<" in out
 
 
+def test_table_prints_plain_text_through_rich(monkeypatch):
+    """str(Table): rich's table with ASCII rules, numbers right-aligned and text left, cell
+    text verbatim (no markup, no emoji codes), never wrapped or cut, and the same in Jupyter
+    (rich must not send it to the notebook's display)."""
+    import rich.console
+
+    status = "not run: [bold]x[/bold] :smile: " + "why " * 40
+    t = Table([{"method": "exact", "log_evidence": -9.5474, "seconds": 12345, "trust": "exact", "status": "ok"},
+               {"method": "cavi(seed=0)", "log_evidence": None, "seconds": 0.25, "trust": "reliable",
+                "status": status}], title="ppl.compare on model 'm'", notes=["in nats"])
+    text = str(t)
+    assert text.splitlines() == [
+        "ppl.compare on model 'm'",
+        "method         log_evidence   seconds   trust      status",
+        "------------- -------------- --------- ---------- " + "-" * (len(status) + 1),
+        "exact               -9.5474    12,345   exact      ok",
+        "cavi(seed=0)              -    0.2500   reliable   " + status.rstrip(),
+        "in nats",
+    ]
+    assert text.isascii() and "\x1b" not in text
+    monkeypatch.setattr(rich.console, "_is_jupyter", lambda: True)
+    assert str(t) == text
+    assert str(Table([], columns=[], title="empty", notes=["n"])) == "empty\nn"
+
+
 def test_analysis_html_shows_the_deciding_numbers():
     a = ppl.analyze(sprinkler, DATA)
     out = a._repr_html_()

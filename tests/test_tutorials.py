@@ -66,6 +66,11 @@ def test_docs_site_builds(tmp_path):
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "Run inference with the backend named" in api          # ppl.infer's docstring
     assert "BackendNotFoundError" in api and "Posterior" in api
+    # the docstrings' Sphinx roles are links or code (docs/griffe_sphinx_roles.py), never raw text
+    import re
+    raw = re.findall(r":(?:py:)?[a-z]+:(?:`|<code>)[^<`]{0,40}", api)
+    assert not raw, raw[:10]
+    assert '<a class="autorefs autorefs-internal"' in api and 'href="#ppl.errors.TrustWarning"><code>TrustWarning</code></a>' in api
     for page in (tmp_path / "site").rglob("*.html"):
         text = page.read_text()
         assert "cdnjs" not in text and "cdn.jsdelivr" not in text, page
