@@ -53,7 +53,7 @@ from ...ops.contract import LogFactor
 from ...ops.sigma import RULES, NormalWishartRule
 from ...ops.shapes import broadcast_shapes
 from ..common.distributed import NO_SHARD
-from ..common.potential import start_value
+from ..common.unconstrained import start_value
 from .discrete import MeanFieldTables
 
 __all__ = ["FAMILIES", "MAX_COMBINATIONS", "Block", "find_blocks", "ConjugateModel", "conjugate_problem"]

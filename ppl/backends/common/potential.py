@@ -26,12 +26,12 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 
 from ...analysis.report import format_bytes
-from ...compiler.observations import CheckObservations
 from ...errors import ModelError
 from .runtime import place
+from .supports import dependent_supports
+from .unconstrained import Unconstrained, conditioned_model, start_value
 
-__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value",
-           "dependent_supports"]
+__all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value"]
 
 
 def enumeration_problem(analysis) -> str | None:
@@ -54,47 +54,6 @@ def enumeration_problem(analysis) -> str | None:
                 f"(treewidth <= {analysis.treewidth}), over the {format_bytes(analysis.memory_budget)} budget; "
                 f"{hint}")
     return None
-
-
-def conditioned_model(graph, observations):
-    """The user's model conditioned on ``observations``; ``obs=`` values the model takes as
-    Python numbers become tensors of the site's dtype, as in the compiled trace (the data
-    were validated at compile time)."""
-    cast = CheckObservations(graph.model, observations, validate=False, sites=graph.sites)
-    return cast(poutine.condition(graph.model.fn, data=observations) if observations else graph.model.fn)
-
-
-class Unconstrained(Messenger):
-    """At each continuous latent named in ``z``, take the value ``biject_to(fn.support)(z)``
-    (the support of the distribution the model builds there, at this run) and add
-    ``log |det ∂h/∂z|`` to :attr:`log_jacobian`; discrete latents named in ``fixed`` take
-    those values."""
-
-    def __init__(self, z: dict, fixed: dict | None = None, particles: int | None = None):
-        super().__init__()
-        self.z, self.fixed = z, dict(fixed or {})
-        self.particles = particles
-        self.log_jacobian = 0.0
-        self.values: dict = {}
-        self.supports: dict = {}
-
-    def _pyro_sample(self, msg):
-        name = msg["name"]
-        if msg["is_observed"]:
-            return
-        if name in self.z:
-            self.supports[name] = msg["fn"].support
-            t = biject_to(msg["fn"].support)
-            h = t(self.z[name])
-            ld = t.log_abs_det_jacobian(self.z[name], h)
-            if self.particles is None:
-                self.log_jacobian = self.log_jacobian + ld.sum()
-            else:  # one value per particle (the leading dim)
-                self.log_jacobian = self.log_jacobian + ld.reshape(self.particles, -1).sum(-1)
-            msg["value"], msg["done"] = h, True
-            self.values[name] = h
-        elif name in self.fixed:
-            msg["value"], msg["done"] = self.fixed[name], True
 
 
 #: Draws whose exact discrete conditionals are averaged by :meth:`Potential.discrete_marginals`.
@@ -338,7 +297,9 @@ class Potential:
         import time
 
         if self._vectorizes(zs):
-            return self._batched(zs, max_seconds, min_count)
+            return self._batched(zs, max_seconds, min_count, self._run_particles)
+        if self._vmaps(zs):
+            return self._batched(zs, max_seconds, min_count, self._run_vmap)
         out = torch.empty(zs.shape[0], dtype=torch.float64)
         start = time.perf_counter()
         n = zs.shape[0]
@@ -428,18 +389,27 @@ class Potential:
                     self._vector_ok = False
         return self._vector_ok
 
-    def _batched(self, zs, max_seconds, min_count, chunk: int = 256) -> torch.Tensor:
+    def _batched(self, zs, max_seconds, min_count, run, chunk: int = 256) -> torch.Tensor:
+        """``run`` (a batched evaluation of rows) over chunks of ``zs``; a chunk where the
+        model raises at some row is evaluated row by row (NaN there)."""
         import time
 
         start, parts = time.perf_counter(), []
         with torch.no_grad():
             for i in range(0, zs.shape[0], chunk):
-                parts.append(self._run_particles(zs[i:i + chunk]))
+                try:
+                    parts.append(run(zs[i:i + chunk]).double())
+                except (ValueError, RuntimeError):
+                    parts.append(torch.stack([self._row(z) for z in zs[i:i + chunk]]))
                 done = i + chunk
                 if max_seconds is not None and done >= min_count and time.perf_counter() - start > max_seconds:
                     break
         out = torch.cat(parts)
         return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)
+
+    def _run_vmap(self, zs: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_density` of the rows of ``zs`` by ``torch.func.vmap``; shape ``(S,)``."""
+        return torch.func.vmap(self.log_density)(zs)
 
     def _run_particles(self, zs: torch.Tensor) -> torch.Tensor:
         """``log density`` of ``S`` rows by one run of the model inside a plate of size S at
@@ -524,38 +494,6 @@ class _Inverse(Messenger):
             msg["value"], msg["done"] = self.fixed[name], True
 
 
-def dependent_supports(graph) -> list:
-    """The continuous latents whose support depends on the values of other latents
-    (``Uniform(0, 1 - a)``): the model is run at its starting point and at a shifted point
-    in unconstrained space, and the sites whose support bounds differ are returned (in
-    trace order).  A model that cannot be run so gives ``[]`` (the backends' own runs
-    report it).  Computed once per graph."""
-    return graph.memo("potential", "dependent_supports", lambda: _dependent_supports(graph))
-
-
-def _dependent_supports(graph) -> list:
-    cpu, dtype = torch.device("cpu"), torch.float64
-    try:
-        kwargs = {k: place(v, cpu, dtype) for k, v in graph.bound.kwargs.items()}
-        model = conditioned_model(graph, {k: place(v, cpu, dtype) for k, v in graph.bound.observations.items()})
-        sites = list(graph.continuous_latent())
-        fixed = {s: place(graph.sites[s].value, cpu, dtype) for s in graph.discrete_latent()}
-        z = {}
-        for s in sites:
-            u = biject_to(graph.sites[s].fn.support).inv(start_value(graph.sites[s], cpu, dtype))
-            u = u.detach().as_subclass(torch.Tensor)
-            z[s] = torch.where(torch.isfinite(u), u, torch.zeros_like(u))
-        supports = []
-        for shift in (0.0, 0.7):
-            handler = Unconstrained({s: v + shift for s, v in z.items()}, fixed)
-            with torch.no_grad(), pyro.validation_enabled(False):
-                poutine.trace(handler(model)).get_trace(**kwargs)
-            supports.append(handler.supports)
-    except (RuntimeError, ValueError, TypeError, ModelError):
-        return []
-    return [s for s in sites if _support_key(supports[0].get(s)) != _support_key(supports[1].get(s))]
-
-
 def _per_particle(lp: torch.Tensor, n: int, mpn: int) -> torch.Tensor:
     """A site's log density summed over everything but the particle dim ``-(mpn + 1)``,
     shape ``(n,)`` (a term that does not depend on the particles is shared by all)."""
@@ -563,31 +501,3 @@ def _per_particle(lp: torch.Tensor, n: int, mpn: int) -> torch.Tensor:
     if lp.dim() < mpn + 1 or lp.shape[lp.dim() - mpn - 1] != n:
         return lp.sum().expand(n)
     return lp.movedim(lp.dim() - mpn - 1, 0).reshape(n, -1).sum(-1)
-
-
-def _support_key(support) -> tuple:
-    """What identifies a support constraint: its type and its bounds' values."""
-    if support is None:
-        return ()
-    bounds = []
-    for attr in ("lower_bound", "upper_bound"):
-        b = getattr(support, attr, None)
-        if isinstance(b, torch.Tensor):
-            bounds.append(tuple(b.detach().reshape(-1).tolist()))
-        elif b is not None:
-            bounds.append(float(b))
-    base = getattr(support, "base_constraint", None)
-    return (type(support).__name__, tuple(bounds), _support_key(base) if base is not None else ())
-
-
-def start_value(record, device, dtype) -> torch.Tensor:
-    """A site's prior mean where finite and inside its support, else its compiled value
-    (a detached plain tensor in ``dtype`` on ``device``; no model run)."""
-    v = record.value
-    try:
-        mean = record.fn.mean.expand(v.shape)
-        if bool(torch.isfinite(mean).all()) and bool(record.fn.support.check(mean).all()):
-            v = mean
-    except (NotImplementedError, RuntimeError, AttributeError, ValueError):
-        pass
-    return v.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone()

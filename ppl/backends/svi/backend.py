@@ -45,7 +45,8 @@ from .bounds import estimate_bounds
 from .fit import SVIFit
 from .guides import GUIDES, guide_marginal_fn
 from .losses import LOSSES, OPTIMIZERS, check_loss, make_loss, make_optimizer
-from ..common.potential import dependent_supports, enumeration_problem
+from ..common.potential import enumeration_problem
+from ..common.supports import dependent_supports
 from .problem import build_problem
 from .warmstart import apply_warm_start
 from .sampling import discrete_marginals, joint_sampler
