@@ -25,6 +25,7 @@ from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
 from .errors import DataError, PPLError, UnsupportedModelError
+from .rng import seeded_globals
 from .trust import UNRELIABLE, Trust
 
 __all__ = ["compile", "analyze", "infer", "compare", "methods", "Comparison", "auto_route", "auto_order"]
@@ -94,11 +95,12 @@ def _graph_for_backend(graph, name: str, shape, compiled: dict):
     return compiled["graph"], compiled["analysis"]
 
 
-def _shape_options(heuristic, memory_budget, dtype) -> tuple:
-    """The analysis-shaping options, checked (``OptionError`` naming a bad one)."""
+def _shape_options(heuristic, memory_budget, dtype, method: str = "analyze") -> tuple:
+    """The analysis-shaping options, checked (``OptionError`` naming a bad one and
+    ``method``, the method the caller asked for)."""
     given = {"heuristic": heuristic, "memory_budget": memory_budget, "dtype": dtype}
     given = {k: v for k, v in given.items() if v is not None}
-    checked = validate_options("analyze", {k: COMMON[k] for k in given}, given, fill=False)
+    checked = validate_options(method, {k: COMMON[k] for k in given}, given, fill=False)
     return (checked.get("heuristic", "min_fill"), checked.get("memory_budget"), checked.get("dtype", torch.float64))
 
 
@@ -273,7 +275,8 @@ def infer(model, data=None, method: str = "auto", **options):
     DataError, ModelError
         As :func:`ppl.compile`.
     """
-    shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"))
+    shape = _shape_options(options.get("heuristic"), options.get("memory_budget"), options.get("dtype"),
+                           method if isinstance(method, str) else "analyze")
     if method != "auto":
         get_backend(method)  # an unknown name fails before the analysis
     if (callable(options.get("stream")) and not isinstance(model, FactorGraph) and method != "auto"
@@ -362,13 +365,17 @@ def _run_scoped(graph, analysis, shape, method, options):
         hint = f"; methods that apply: {others}" if others else "; no registered method applies"
         raise verdict.error(f"method '{method}' does not apply to model '{graph.model.name}': {verdict.reason}{hint}",
                             **(verdict.details or {}))
-    posterior = backend.run(graph, analysis, **options)
-    if getattr(posterior, "seed", None) is None and options.get("seed") is not None:
-        posterior.seed = int(options["seed"])  # the default seed of sample(): seeded runs draw alike
-    if getattr(posterior, "memory_budget", None) is None:
-        posterior.memory_budget = analysis.memory_budget  # the budget of sample() / to_arviz()
-    posterior.diagnostics["routing"] = {"method": method, "reason": verdict.reason, "passed_over": {}, "auto": False}
-    _assess(backend, method, posterior, graph, analysis)
+    device = options.get("device")
+    # seeded: the global RNGs too, for random numbers the model draws itself (torch.rand, np.random)
+    with seeded_globals(options.get("seed"), [device] if getattr(device, "type", None) == "cuda" else []):
+        posterior = backend.run(graph, analysis, **options)
+        if getattr(posterior, "seed", None) is None and options.get("seed") is not None:
+            posterior.seed = int(options["seed"])  # the default seed of sample(): seeded runs draw alike
+        if getattr(posterior, "memory_budget", None) is None:
+            posterior.memory_budget = analysis.memory_budget  # the budget of sample() / to_arviz()
+        posterior.diagnostics["routing"] = {"method": method, "reason": verdict.reason, "passed_over": {},
+                                            "auto": False}
+        _assess(backend, method, posterior, graph, analysis)  # PSIS and other checks run the model too
     return posterior
 
 
@@ -431,16 +438,25 @@ def compare(model, data=None, methods=None, *, reference=None, **options) -> Com
     ------
     BackendNotFoundError
         If a method name is not registered (before anything runs).
-    TypeError
-        A malformed ``methods`` entry, or an option a backend does not take.
+    UnknownOptionError (an OptionError and a TypeError)
+        An option a backend does not take.
     OptionError (a ValueError)
-        ``reference`` that names no row.
+        ``methods`` that is empty or not a list (one name is taken as a list of it), a
+        malformed entry of it, ``reference`` that names no row, or a bad value of an option
+        every method checks alike (``seed``, ``dtype``, ``device``, ``memory_budget``,
+        ``heuristic``, ``progress``), before any method runs.
     DataError, ModelError
         As :func:`ppl.compile`.
     """
+    shared = {k: v for k, v in options.items() if k in _SHARED_OPTIONS and v is not None}
+    validate_options("compare", {k: COMMON[k] for k in shared}, shared, fill=False)  # a bad seed fails every row
     graph = _graph(model, data)
     with param_scope(graph):
         return _compare(graph, methods, reference, options)
+
+
+#: Options every backend checks alike: ``compare`` refuses a bad value once, before any row runs.
+_SHARED_OPTIONS = ("dtype", "device", "seed", "progress", "memory_budget", "heuristic")
 
 
 def _compare(graph, methods, reference, options) -> Comparison:

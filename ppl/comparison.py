@@ -286,7 +286,8 @@ def _label(entry):
             and isinstance(entry[1], dict):
         opts = ", ".join(f"{k}={_option_text(v)}" for k, v in entry[1].items())
         return f"{entry[0]}({opts})" if opts else entry[0], entry[0], dict(entry[1])
-    raise TypeError(f"compare: each method must be a name or a (name, options) pair, got {entry!r}")
+    raise OptionError(f"compare: each method must be a name or a (name, options) pair (a str and a dict), got "
+                      f"{entry!r:.80}")
 
 
 def _iterations(post):
@@ -425,13 +426,19 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
     ------
     BackendNotFoundError
         Unknown method name (before anything runs).
-    TypeError
-        A malformed entry of ``methods`` or an option a backend does not take.
+    UnknownOptionError (an OptionError and a TypeError)
+        An option a backend does not take.
     OptionError (a ValueError)
-        ``reference`` that names no row.
+        ``methods`` that is empty or not a list, a malformed entry of it, or ``reference``
+        that names no row.
     """
     from .backends.registry import get_backend
 
+    if isinstance(methods, str):  # one name, not its letters
+        methods = [methods]
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise OptionError(f"compare: methods must be a non-empty list of names or (name, options) pairs, "
+                          f"'all' or None, got {methods!r:.80}")
     entries, seen = [], {}
     for m in methods:
         label, name, opts = _label(m)

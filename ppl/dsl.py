@@ -31,7 +31,8 @@ from pyro.ops.indexing import Vindex
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, OptionError
+from .rng import kept_global_rngs
 
 __all__ = [
     "model",
@@ -308,14 +309,16 @@ def as_model(obj) -> Model:
 
     Raises
     ------
-    TypeError
-        If ``obj`` is not callable.
+    OptionError
+        If ``obj`` is not callable (as ``ppl.prior_predictive`` and ``ppl.load`` refuse a
+        ``model`` argument that is not one).
     """
     if isinstance(obj, Model):
         return obj
     if callable(obj):
         return Model(obj)
-    raise TypeError(f"expected a ppl.model or a callable model function, got {type(obj).__name__}")
+    raise OptionError(f"model must be a ppl.model or a callable model function, got {type(obj).__name__} "
+                      f"({obj!r:.60})")
 
 
 # ------------------------------------------------------------- module dtypes
@@ -428,7 +431,9 @@ def _cast_tree(value, dtype):
 def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:
     """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
 
-    The run uses a forked RNG and an isolated param store context is *not* created:
+    The run uses forked RNGs (torch's, numpy's and Python's ``random`` global states are
+    restored afterwards, also when the model draws from them itself) and an isolated param
+    store context is *not* created:
     ``ppl.param`` sites read/initialise Pyro's global param store, as in Pyro.
 
     Parameters
@@ -452,7 +457,7 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
     fn = _FeasibleImproper()(fn)   # outermost: only sites no other handler gave a value
     fn = _SiteProgress(model.name)(fn)  # a count of the sites on a terminal, for runs over PROGRESS_DELAY s
     try:
-        with torch.random.fork_rng(), torch.set_grad_enabled(grad):
+        with kept_global_rngs(), torch.set_grad_enabled(grad):  # a model's own np.random / random draws too
             return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
     except (DataError, ModelError) as e:
         # Pyro appends its trace-shape table to errors raised inside a model; ours say enough
@@ -469,6 +474,10 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
                 "a plate's name must differ from every site's and from other plates')"
             ) from None
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+    except ZeroDivisionError as e:
+        why = "a ppl.plate has size 0, and a plate needs at least one copy (is the data it is sized from empty?)" \
+            if "size cannot be zero" in str(e) else f"{type(e).__name__}: {e}"
+        raise ModelError(f"model '{model.name}' raised while being traced: {why}") from e
     except Exception as e:
         raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
 

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["kept_global_rngs"]
+__all__ = ["kept_global_rngs", "seeded_globals"]
 
 
 @contextlib.contextmanager
@@ -29,3 +29,26 @@ def kept_global_rngs(devices=()):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def seeded_globals(seed=None, devices=()):
+    """With a ``seed``: seed torch's, numpy's and Python's global RNGs (as
+    ``pyro.set_rng_seed``) inside the block and restore the caller's states on exit, so that
+    random numbers a model draws from the global streams itself (``torch.rand``,
+    ``np.random`` inside the model) are the same in every run with that seed.  With
+    ``seed=None`` the block runs as it is.
+
+    Parameters
+    ----------
+    seed : int or None
+    devices : sequence of CUDA devices or indices
+        CUDA RNGs to seed and restore too."""
+    if seed is None:
+        yield
+        return
+    with kept_global_rngs(devices):
+        random.seed(int(seed))
+        np.random.seed(int(seed))
+        torch.manual_seed(int(seed))
+        yield

@@ -217,12 +217,15 @@ class NoneValue(Constraint):
 
 
 class Dtype(Constraint):
-    """A floating ``torch.dtype`` (``torch.float32``, ``torch.float64``); a string is
-    refused in Python (the command line reads ``float32`` / ``float64``)."""
+    """A floating ``torch.dtype``: ``torch.float32`` or ``torch.float64`` (half precision is
+    refused); a string is refused in Python (the command line reads ``float32`` / ``float64``)."""
 
     def convert(self, value):
-        if isinstance(value, torch.dtype) and value.is_floating_point:
+        if value in (torch.float32, torch.float64):
             return value
+        if isinstance(value, torch.dtype) and value.is_floating_point:  # float16, bfloat16: sums of log
+            # densities overflow past 65504 (impossible evidence where there is none), no Cholesky
+            raise TypeError(f"{value} is too coarse for log densities and has no Cholesky factorisation in torch")
         if isinstance(value, str):
             raise TypeError(f"a string; pass torch.{value.strip().removeprefix('torch.')}")
         raise TypeError("not a floating torch.dtype")

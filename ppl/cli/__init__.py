@@ -105,6 +105,9 @@ def _seed(args):
     if args.seed is not None:
         import pyro
 
+        if not 0 <= args.seed <= 2**32 - 1:  # numpy's range, as the seed option of ppl.infer
+            raise UsageError(f"--seed {args.seed}: the seed must be an integer in [0, 2**32 - 1]")
+
         pyro.set_rng_seed(args.seed)
 
 

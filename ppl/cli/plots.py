@@ -29,11 +29,15 @@ def check_directory(directory) -> str:
     Raises
     ------
     UsageError
-        If ``directory`` exists and is not a directory.
+        If ``directory`` exists and is not a directory, or cannot be created.
     """
     directory = os.fspath(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"--plot {directory}: exists and is not a directory")
+    try:  # created now, so that a directory that cannot be made fails before any work is done
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--plot {directory}: cannot create the directory ({e.strerror or e})") from None
     return directory
 
 

@@ -32,6 +32,9 @@ def to_tensor(key: str, value) -> torch.Tensor:
         ``key`` and the first bad index).
     """
     if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.is_meta:
+            what = "a meta tensor (it holds no values)" if value.is_meta else f"a {value.layout} tensor"
+            raise DataError(f"data['{key}'] is {what}; expected a dense tensor of numbers (e.g. x.to_dense())")
         t = value.detach().clone()
     else:
         try:
@@ -44,7 +47,7 @@ def to_tensor(key: str, value) -> torch.Tensor:
                 f"data['{key}'] holds missing values (None or pandas NA; first at flat index {first}); expected "
                 "numbers. Drop or impute missing values, or model them with obs_mask= in ppl.sample"
             )
-        if arr.dtype == object or arr.dtype.kind in "USV":
+        if arr.dtype == object or arr.dtype.kind in "USVMm":  # strings, bytes, records, dates, durations
             raise DataError(
                 f"data['{key}']: expected numbers (array, list or tensor), got values of dtype {arr.dtype}"
             )

@@ -12,20 +12,23 @@ linear in the number of sites.
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
 import torch
 from pyro.poutine.util import site_is_subsample
 
 from ..dsl import BoundData, Model, is_deterministic, is_factor, trace_model
 from ..errors import DataError, ModelError
+from ..rng import kept_global_rngs
 from . import families
 from .handlers import CheckObservations, TrackProvenance
 from .handlers.check_observations_messenger import structure_change_message
-from .parameters import check_parameters
+from .parameters import CheckParameters, check_parameters
 from .internals import no_torch_function
 from .provenance import provenance_of, strip
 from .zeros import exact_log_prob
@@ -96,7 +99,8 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         # small degrees of freedom is numerically singular, which does not matter here
         warnings.filterwarnings("ignore", message="Singular sample detected", category=UserWarning)
         versions = _data_versions(bound)
-        trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations))
+        trace = trace_model(model, bound, TrackProvenance(), CheckObservations(model, bound.observations),
+                            CheckParameters())
         _check_versions(model, versions)
         records: list[SiteRecord] = []
         for name, site in trace.nodes.items():
@@ -190,9 +194,12 @@ def check_structure(model: Model, bound: BoundData, records: list[SiteRecord]) -
     """
     first = [r.name for r in records if r.kind != "param"]
     try:
-        with torch.random.fork_rng(), pyro.validation_enabled(False), warnings.catch_warnings():
+        with kept_global_rngs(), pyro.validation_enabled(False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.default_generator.manual_seed(int(torch.randint(0, 2**62, ())))  # CPU only: CUDA seeds queue lazily
+            other = int(torch.randint(0, 2**32 - 1, ()))  # another stream for torch, numpy and random alike
+            torch.default_generator.manual_seed(other)  # CPU only: CUDA seeds queue lazily
+            np.random.seed(other)
+            random.seed(other)
             trace = trace_model(model, bound)
     except Exception:  # noqa: BLE001 - see the docstring
         return

@@ -23,15 +23,16 @@ import torch
 from ..errors import DataError, UnsupportedModelError
 from ..table import Table
 
-from .checks import check_count, check_level, check_memory, check_seed, default_budget, isolated_rng, numel
+from .checks import check_budget, check_count, check_level, check_memory, check_seed, isolated_rng, numel
 from .lazy import LazyDiagnostics
 from .networks import NetworkWeights
+from .sitecheck import SiteQueries
 from .quantiles import marginal_mean, marginal_quantile, marginal_variance, table_quantile
 
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
 
 
-class Posterior(NetworkWeights):
+class Posterior(SiteQueries, NetworkWeights):
     """Base class of inference results.
 
     Attributes
@@ -98,7 +99,7 @@ class Posterior(NetworkWeights):
         budget = getattr(self, "memory_budget", None)
         if budget is None:
             budget = self.diagnostics.get("memory_budget")
-        return default_budget() if budget is None else int(budget)
+        return check_budget(budget)
 
     @property
     def model(self):

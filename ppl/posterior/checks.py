@@ -22,7 +22,7 @@ import torch
 from ..errors import IntractableError, OptionError
 from ..rng import kept_global_rngs
 
-__all__ = ["FIXED_SEED", "check_level", "check_count", "check_seed", "default_budget", "check_memory",
+__all__ = ["FIXED_SEED", "check_level", "check_count", "check_seed", "check_budget", "default_budget", "check_memory",
            "isolated_rng", "numel"]
 
 #: Seed of the draws behind moments and quantiles that have no closed form (a fixed seed, so
@@ -89,6 +89,24 @@ def default_budget() -> int:
     from ..analysis.report import DEFAULT_MEMORY_BUDGET
 
     return int(DEFAULT_MEMORY_BUDGET)
+
+
+def check_budget(budget) -> int:
+    """A Posterior's memory budget in bytes: ``budget`` if it is a positive number of bytes
+    (an int, or a whole float such as ``2**31`` or ``1e9``), :func:`default_budget` if ``None``.
+
+    Raises
+    ------
+    OptionError
+        Naming ``memory_budget``, the value and what is accepted (as the ``memory_budget``
+        option of ``ppl.infer``)."""
+    if budget is None:
+        return default_budget()
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not math.isfinite(budget) \
+            or budget <= 0 or budget != int(budget):
+        raise OptionError(f"post.memory_budget must be a positive number of bytes (e.g. 2**31) or None, "
+                          f"got {_show(budget)}")
+    return int(budget)
 
 
 def check_memory(count: int, item_bytes: int, budget: int | None, *, what: str, unit: str = "draws",

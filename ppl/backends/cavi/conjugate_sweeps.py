@@ -15,7 +15,7 @@ from ...errors import NumericalError, OptionError
 from ...posterior import FactorPosterior
 from ..common.discrete import batch_layout
 from ..common.params import current_params, param_constraint, store_params
-from ..common.pointopt import maximise, param_block
+from ..common.pointopt import maximise_params, param_block
 from ..common.runtime import run_context
 from .conjugate import ConjugateModel, find_blocks
 from .discrete import MeanFieldTables, damped
@@ -191,7 +191,7 @@ class ConjugateSweeps:
             return mf.expected_log_joint(state["d"], mf.layout(cm.factor_tables(state["c"], names=cm.varying)))
 
         with torch.enable_grad():
-            maximise(objective, pblocks, optimizer="lbfgs", max_iter=100, tol=1e-10)
+            maximise_params(objective, pblocks, method="cavi", optimizer="lbfgs", max_iter=100, tol=1e-10)
         cm.theta = {b.name: b.value().detach() for b in pblocks}
         self.cache.clear()                                   # the kept tables were at the old θ
 

@@ -20,7 +20,7 @@ from ...ops.contract import LogFactor
 from ..common.discrete import batch_layout
 from ..common.distributed import NO_SHARD
 from ..common.params import current_params, param_constraint, store_params
-from ..common.pointopt import maximise, param_block
+from ..common.pointopt import maximise_params, param_block
 from ..common.runtime import seeded_generator
 from .loop import coordinate_ascent
 
@@ -165,7 +165,7 @@ class ParamStep:
         def objective(vals):
             return mf.expected_log_joint(fixed_q, mf.layout(self.tables(vals)))
 
-        maximise(objective, blocks, optimizer="lbfgs", max_iter=100, tol=1e-9)
+        maximise_params(objective, blocks, method="cavi", optimizer="lbfgs", max_iter=100, tol=1e-9)
         self.values = {b.name: b.value() for b in blocks}
         with torch.no_grad():
             mf.factors = mf.layout(self.tables(self.values))

@@ -21,6 +21,7 @@ from ...compiler.families import family_name
 from ...compiler.observations import CheckObservations
 from ...ops.proximal import soft_threshold
 from ...errors import OptionError
+from .initcheck import checked_init_values
 from .runtime import place
 
 __all__ = ["LogJoint", "SubstituteParams", "L1Term", "INIT_STRATEGIES"]
@@ -168,13 +169,8 @@ class LogJoint:
         """
         given = {}
         if isinstance(init, dict):
-            given = {k: place(torch.as_tensor(v), self.device, self.dtype) for k, v in init.items()}
-            for k, v in given.items():
-                if k not in sites:
-                    raise OptionError(f"init names '{k}', which is not a continuous latent site; those are {list(sites)}")
-                expected = tuple(self.graph.sites[k].value.shape)
-                if tuple(v.shape) != expected:
-                    raise OptionError(f"init['{k}'] has shape {tuple(v.shape)}; the site expects {expected}")
+            given = checked_init_values(self.graph, init, sites)
+            given = {k: place(v, self.device, self.dtype) for k, v in given.items()}
             strategy = INIT_STRATEGIES["mean"]()
         elif isinstance(init, str) and init in INIT_STRATEGIES:
             strategy = INIT_STRATEGIES[init]()
@@ -184,7 +180,14 @@ class LogJoint:
         if params:
             fn = SubstituteParams(params)(fn)
         with torch.no_grad():
-            tr = poutine.trace(init_strategies.InitMessenger(strategy)(fn)).get_trace(**self.kwargs)
+            try:
+                tr = poutine.trace(init_strategies.InitMessenger(strategy)(fn)).get_trace(**self.kwargs)
+            except (ValueError, RuntimeError) as e:
+                if not given:
+                    raise
+                raise OptionError(f"init: the model fails at the starting values of {sorted(given)} "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0].rstrip(':')}); start them "
+                                  "inside the region where the model's distributions are valid") from None
         out = {}
         for s in sites:
             site = tr.nodes[s]

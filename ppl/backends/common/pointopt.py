@@ -27,7 +27,8 @@ from ...constraints import has_projection, project
 from ...ops.proximal import DivergedError, ProxResult, fista
 from ...ops.quadratic import shared_quadratic
 
-__all__ = ["Block", "latent_block", "param_block", "maximise", "Maximum", "DivergedError", "OPTIMIZERS"]
+__all__ = ["Block", "latent_block", "param_block", "maximise", "maximise_params", "Maximum", "DivergedError",
+           "OPTIMIZERS"]
 
 #: ``optimizer=`` names for smooth problems.
 OPTIMIZERS = ("lbfgs", "adam")
@@ -297,3 +298,33 @@ def _grads(negative, blocks) -> list:
     with torch.enable_grad():
         loss = negative(leaves)
         return list(torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True))
+
+
+def maximise_params(objective, blocks, *, method: str, **kwargs) -> "Maximum":
+    """:func:`maximise` over ``ppl.param`` blocks for a backend's M-step (variational EM:
+    ``method="cavi"`` with ``learn_params=True``): a :class:`DivergedError` (the objective
+    unbounded or undefined along the params, e.g. a scale param going to 0 at one data
+    point) becomes a :class:`~ppl.errors.NumericalError` naming the params.
+
+    Parameters
+    ----------
+    objective, blocks, **kwargs
+        As :func:`maximise`.
+    method : str
+        The backend, for the message.
+
+    Raises
+    ------
+    NumericalError
+        Naming the params and what to change."""
+    from ...errors import NumericalError
+
+    try:
+        return maximise(objective, blocks, **kwargs)
+    except DivergedError:
+        names = [b.name for b in blocks]
+        raise NumericalError(
+            f"method '{method}' with learn_params=True: the objective of the M-step over the ppl.param(s) {names} "
+            "is unbounded or undefined: their maximum-likelihood value does not exist here (e.g. a scale going to 0 "
+            "where one data point sits on a mean); give them priors (make them sample sites), keep them fixed, or "
+            "add data") from None

@@ -197,12 +197,21 @@ def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: s
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else e!r}") from e
     draws = potential.constrain(mcmc.get_samples()["z"].detach())
-    facts = mcmc.diagnostics()
+    facts = _sampler_facts(mcmc)
     return {"draws": {k: v.cpu().numpy() for k, v in draws.items()},
             "divergences": len(facts.get("divergences", {}).get("chain 0", [])),
             "acceptance_rate": float(facts.get("acceptance rate", {}).get("chain 0", float("nan"))),
             "step_size": float(mcmc.kernel.step_size), "jitted": jitted, "notes": notes,
             "seconds": time.perf_counter() - start}
+
+
+def _sampler_facts(mcmc) -> dict:
+    """The kernel's own facts of a one-chain Pyro ``MCMC`` run (``"divergences"``,
+    ``"acceptance rate"``, keyed ``"chain 0"``), as ``mcmc.diagnostics()`` gives them, but
+    also for runs of fewer than 4 draws, where Pyro's split R-hat inside ``diagnostics()``
+    fails an ``assert`` (R-hat and ESS are computed later, by ArviZ, over every chain)."""
+    kernel_facts = getattr(mcmc, "_diagnostics", None) or [{}]
+    return {name: {"chain 0": value} for name, value in kernel_facts[0].items()}
 
 
 def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResult:

@@ -76,7 +76,7 @@ def importance_log_weights(model, guide, kwargs, *, num_particles, max_plate_nes
             for _ in range(math.ceil(num_particles / chunk)):
                 lw, _, _ = vectorized_importance_weights(model, guide, num_samples=chunk,
                                                          max_plate_nesting=max_plate_nesting, **kwargs)
-                out.append(lw.reshape(-1).double())
+                out.append(torch.as_tensor(lw, dtype=torch.float64).reshape(-1).expand(chunk))  # 0.0: no sites
         except (RuntimeError, ValueError, AssertionError, NotImplementedError):
             out = [_one_log_weight(model, guide, kwargs) for _ in range(num_particles)]
             return torch.stack(out)

@@ -74,7 +74,8 @@ def svi_step(svi, kwargs, step: int, lr) -> float:
     Raises
     ------
     NumericalError
-        A NaN/inf loss or a NaN raised inside the step (diverged parameters).
+        A NaN/inf loss, a NaN raised inside the step, or after step 0 a distribution
+        parameter pushed out of its support (diverged parameters).
     ModelError
         Any other failure of the model or guide during the step."""
     try:
@@ -83,8 +84,10 @@ def svi_step(svi, kwargs, step: int, lr) -> float:
         raise
     except (ValueError, RuntimeError) as e:
         message = str(e)
-        if "nan" in message.lower() or "inf" in message.lower():
-            raise NumericalError(f"SVI step {step}: {type(e).__name__}: {message.splitlines()[0]}{_where(svi, kwargs)}"
+        diverged = step > 0 and "to satisfy the constraint" in message  # a parameter pushed out of its support
+        if diverged or "nan" in message.lower() or "inf" in message.lower():
+            first = message.splitlines()[0].rstrip(":")
+            raise NumericalError(f"SVI step {step}: {type(e).__name__}: {first}{_where(svi, kwargs)}"
                                  f"; parameters may have diverged: lower lr (now {lr}) or use float64") from e
         raise ModelError(f"SVI step {step} failed: {type(e).__name__}: {message}") from e
     if isinstance(value, tuple):  # ReweightedWakeSleep: (wake-theta loss, phi loss)

@@ -10,6 +10,7 @@ from pyro import poutine
 
 from ...compiler.observations import CheckObservations
 from ...errors import OptionError, UnsupportedModelError
+from ..common.initcheck import checked_init_values
 from ..common.potential import enumeration_problem
 from ..common.runtime import place
 from .guides import build_guide, check_guide
@@ -106,7 +107,7 @@ def build_problem(graph, analysis, o, loss: str, dtype, restart: int = 0) -> SVI
         problem = enumeration_problem(analysis) if enumerated else None
         if problem:
             raise UnsupportedModelError(problem)
-        init = o.init
+        init = checked_init_values(graph, o.init, continuous) if isinstance(o.init, dict) else o.init
         if isinstance(init, str) and init == "laplace":
             name = o.guide if isinstance(o.guide, str) else "custom"
             warm, why = (laplace_start(graph, analysis, name, device, dtype, o.subsample_size is not None, restart)

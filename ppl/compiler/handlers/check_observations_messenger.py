@@ -103,6 +103,9 @@ class CheckObservations(Messenger):
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError):
                 raise DataError(f"observed site '{name}': cannot read its value {value!r} as numbers") from None
+        if value.is_complex():  # a cast to a real dtype would drop the imaginary part silently
+            raise DataError(f"observed site '{name}': its value is complex ({value.dtype}); expected real numbers "
+                            f"for its {family} distribution (pass x.real or x.abs() if that is what you mean)")
         if family in _INDEX_FAMILIES:
             if value.is_floating_point() and bool(torch.isfinite(value).all()) and bool((value == value.round()).all()):
                 value = value.long()  # integral floats index tables in model code
