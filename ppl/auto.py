@@ -21,7 +21,7 @@ from .backends.registry import methods_taking, ranked_backends
 from .errors import (DataError, NumericalError, OptionError, PPLError, TrustWarning, UnknownOptionError,
                      UnsupportedModelError)
 
-__all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "static_skips", "escalate"]
+__all__ = ["AUTO_OPTIONS", "LAST_RESORT_RANK", "auto_route", "plan", "static_skips", "option_refusals", "escalate"]
 
 #: Options of ``method="auto"`` itself (not passed to the backends).
 AUTO_OPTIONS = option_table(
@@ -164,6 +164,7 @@ def escalate(graph, analysis, options: dict, run_method):
     route = auto_route(analysis)
     candidates = route["plan"]
     own, rest = _split_options(options, candidates)
+    refused = option_refusals(candidates, rest)
     ranked = ranked_backends()
     start, attempts, last, last_error = time.perf_counter(), [], None, None
     for name in candidates:
@@ -177,7 +178,7 @@ def escalate(graph, analysis, options: dict, run_method):
                 attempts.append({"method": name, "options": extra, "seconds": 0.0, "verdict": None,
                                  "left_because": f"not tried: the time budget ({own['time_budget']:g} s) is spent"})
                 continue
-            skip = _over_budget(backend, name, extra, given, attempts, spent, own["time_budget"])
+            skip = refused.get(name) or _over_budget(backend, name, extra, given, attempts, spent, own["time_budget"])
             if not skip and hasattr(backend, "auto_skip"):
                 skip = backend.auto_skip(analysis, extra, attempts)
             if skip:
@@ -202,7 +203,8 @@ def escalate(graph, analysis, options: dict, run_method):
             trust = post.trust
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
                       "verdict": trust.verdict, "left_because": None, "psis_khat": trust.numbers.get("psis_khat"),
-                      "gaussian_approximation": getattr(backend, "gaussian_approximation", False)}
+                      "gaussian_approximation": getattr(backend, "gaussian_approximation", False),
+                      "ignored_options": sorted(k for k in rest if k not in declared)}  # the method does not take them
             attempts.append(record)
             last = post
             if trust.ok or not own["escalate"]:
@@ -219,6 +221,34 @@ def escalate(graph, analysis, options: dict, run_method):
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post
+
+
+def option_refusals(candidates: list, given: dict) -> dict:
+    """``{method: why}`` for the candidates that take an option the user gave but refuse its
+    value (``init={"mu": 1.0}`` is a dict of starting values for SVI but not one of
+    Laplace's start names): auto passes over them.
+
+    Raises
+    ------
+    OptionError
+        When every candidate that takes an option refuses its value: the user's value is
+        wrong for auto as a whole, and auto must not answer as if it had not been given.
+    """
+    ranked, out = ranked_backends(), {}
+    for key, value in given.items():
+        takers = [n for n in candidates if key in getattr(ranked[n], "options", {})]
+        errors = {}
+        for n in takers:
+            try:
+                validate_options(n, ranked[n].options, {key: value}, fill=False)
+            except OptionError as e:
+                errors[n] = str(e)
+        if takers and len(errors) == len(takers):
+            raise OptionError(f"option {key}={value!r:.80} of method 'auto' is accepted by none of the methods that "
+                              f"take it ({', '.join(takers)}): " + "; ".join(f"{n}: {w}" for n, w in errors.items()))
+        for n, why in errors.items():
+            out.setdefault(n, f"it refuses the option given: {why}")
+    return out
 
 
 def _over_budget(backend, name, extra, given, attempts, spent, budget) -> str | None:

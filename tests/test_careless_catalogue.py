@@ -439,3 +439,20 @@ def test_variational_em_whose_params_run_away_is_a_numerical_error():
     _raises(lambda: ppl.infer(collapse, {"x": torch.tensor(0.3, dtype=F)}, method="cavi", learn_params=True,
                               max_iter=3),
             ppl.NumericalError, "learn_params=True", "['s', 'loc']", "unbounded or undefined")
+
+
+# ------------------------------------------------------------------ auto and the user's options
+def test_auto_refuses_an_option_value_that_every_method_taking_it_refuses():
+    with pytest.raises(ppl.OptionError, match=r"init=\[1.0\] of method 'auto' is accepted by none"):
+        ppl.infer(gauss, {"x": X}, init=[1.0], seed=0)
+
+
+def test_auto_passes_over_a_method_that_refuses_the_value_and_says_what_it_ignored():
+    post = ppl.infer(positive, {"x": X}, init={"s": 0.5}, seed=0, time_budget=60)
+    attempts = post.diagnostics["routing"]["attempts"]
+    laplace = next(a for a in attempts if a["method"] == "laplace")
+    assert laplace["left_because"].startswith("not tried: it refuses the option given") and laplace["seconds"] == 0
+    returned = attempts[-1]
+    assert returned["method"] == post.method and returned["verdict"] is not None
+    if post.method not in ("svi", "chees", "nuts", "cavi"):  # methods that take no init say they ignored it
+        assert returned["ignored_options"] == ["init"]
