@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import re
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -473,16 +475,40 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
                 f"model '{model.name}': {first}; every sample site needs a unique name (plates count as sites: "
                 "a plate's name must differ from every site's and from other plates')"
             ) from None
-        raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+        raise ModelError(f"model '{model.name}' raised while being traced{_where(model, e)}: {_text(e)}") from e
     except ZeroDivisionError as e:
         why = "a ppl.plate has size 0, and a plate needs at least one copy (is the data it is sized from empty?)" \
             if "size cannot be zero" in str(e) else f"{type(e).__name__}: {e}"
         raise ModelError(f"model '{model.name}' raised while being traced: {why}") from e
     except Exception as e:
-        raise ModelError(f"model '{model.name}' raised while being traced: {type(e).__name__}: {e}") from e
+        raise ModelError(f"model '{model.name}' raised while being traced{_where(model, e)}: {_text(e)}") from e
 
 
 _TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")
+
+
+def _text(e: BaseException) -> str:
+    """``Type: message`` of an exception raised in a model, without the trace-shape table
+    Pyro appends."""
+    return f"{type(e).__name__}: {_TRACE_TABLE.split(str(e), maxsplit=1)[0].rstrip()}"
+
+
+def _where(model: Model, e: BaseException) -> str:
+    """`` at file.py:line (`code`)`` of the innermost frame of the model's own source file in
+    ``e``'s traceback (the line of the user's code that raised, e.g. a torch distribution
+    refusing a covariance before any ``pyro.sample`` names the site); ``""`` when none or
+    when the model was not read from a file."""
+    code = getattr(inspect.unwrap(getattr(model, "fn", None) or (lambda: None)), "__code__", None)
+    if code is None:
+        return ""
+    if code.co_filename.startswith("<"):  # typed at a prompt or exec'd from a string: no file to point at
+        return ""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == code.co_filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    line = f" (`{f.line.strip()[:80]}`)" if f.line else ""
+    return f" at {os.path.basename(f.filename)}:{f.lineno}{line}"
 
 
 class _SiteProgress(Messenger):

@@ -456,3 +456,15 @@ def test_auto_passes_over_a_method_that_refuses_the_value_and_says_what_it_ignor
     assert returned["method"] == post.method and returned["verdict"] is not None
     if post.method not in ("svi", "chees", "nuts", "cavi"):  # methods that take no init say they ignored it
         assert returned["ignored_options"] == ["init"]
+
+
+def test_an_error_raised_by_the_models_own_code_names_its_line():
+    @ppl.model
+    def bad_cov(x):
+        mu = ppl.sample("mu", dist.Normal(torch.zeros(2, dtype=F), 1.0).to_event(1))
+        cov = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F)  # not positive definite
+        ppl.sample("x", dist.MultivariateNormal(mu, cov), obs=x)
+
+    with pytest.raises(ppl.ModelError, match=r"raised while being traced at test_careless_catalogue\.py:\d+ "
+                                             r"\(`ppl\.sample\(\"x\", dist\.MultivariateNormal\(mu, cov\)"):
+        ppl.infer(bad_cov, {"x": torch.zeros(2, dtype=F)}, method="laplace")

@@ -45,7 +45,8 @@ def _run(body, ns) -> list:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                exec(compile(ast.Module([node], []), str(PAGE), "exec"), ns)
+                # as typed at a prompt: no source file (an error's source line would be the page's)
+                exec(compile(ast.Module([node], []), f"<{PAGE.name}>", "exec"), ns)
         except Exception as e:  # noqa: BLE001 - the documented errors are what is compared
             first = str(e).splitlines()[0] if str(e) else ""
             raised.append(f"{type(e).__name__}: {first}")
