@@ -1,5 +1,5 @@
 """Whether a MAP exists is decided from the log joint along rays toward the support's
-edges (``ppl.backends.map.existence``), not from how far an iterate travelled.
+edges (``ppl.backends.common.existence``), not from how far an iterate travelled.
 
 References: densities whose behaviour at the edge is known in closed form — a Gamma(a)
 density grows like h^(a-1) at 0 (unbounded for a < 1), a Bernoulli likelihood on all-ones
@@ -17,7 +17,7 @@ from torch.distributions import constraints
 
 import ppl
 import ppl.distributions as dist
-from ppl.backends.map.existence import PROBE_STEPS, _grows
+from ppl.backends.common.existence import PROBE_STEPS, _grows
 
 F64 = torch.float64
 

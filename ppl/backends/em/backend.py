@@ -38,6 +38,7 @@ from ..base import Applicability, Backend
 from ..common.discrete import DiscretePlan
 from ..common.distributed import NO_SHARD, data_shard
 from ..common.elimination import discrete_applicability, table_posterior
+from ..common.existence import FAR_FREE, unbounded_params, unbounded_reason
 from ..common.params import current_params, store_params
 from ..common.streaming import stream_trust
 from ..options import (COMMON, STREAM, Boolean, InstanceOf, Integer, MappingOf, NoneValue, OneOf, Option, Real,
@@ -152,6 +153,8 @@ class EMBackend(Backend):
         restarts = d.get("restarts") or []
         if len(restarts) > 1:
             numbers["restart_spread"] = max(restarts) - min(restarts)
+        if d.get("unbounded"):
+            return Trust(UNRELIABLE, list(d["unbounded"]), numbers)
         if not posterior.converged:
             return Trust(UNRELIABLE, ["EM stopped at max_iter before the log-likelihood converged: the params are "
                                       "not at a maximum yet; raise max_iter"], numbers, next_method="em")
@@ -221,6 +224,7 @@ class EMBackend(Backend):
                        "device": str(o.device)}
         if map_names:
             diagnostics["map_latents"] = list(map_names)
+        diagnostics["unbounded"] = _unbounded(fit, params, o.reg_covar)
         value = shard.total(log_z)
         return shard.annotate(table_posterior(
             self.name, graph, final, probs, seed=o.seed, map=o.map, elbo=value, log_evidence=value, params=params,
@@ -343,6 +347,40 @@ class EMFit(IterativeFit):
 
 
 # ---------------------------------------------------------------------- helpers
+def _unbounded(fit, params: dict, reg_covar: float) -> list:
+    """Why the learned params are no maximum-likelihood estimate (empty when they may be
+    one): a Normal scale or a covariance at the M-step's floor (``reg_covar``), or a
+    transformed param run far toward its support edge, where the log-likelihood keeps
+    increasing along a ray toward the edge (:func:`~ppl.backends.common.existence.unbounded_params`:
+    a component collapsed on a data point, Bishop 2006, PRML §9.2.1).  The floor only
+    chooses what to probe; the probe of the log-likelihood decides."""
+    space, elements = fit.pt.space, {}
+    for u in fit.updates:
+        v = params[u.param].detach()
+        if u.role == "normal_scale" and reg_covar > 0 and bool((v * v <= 2 * reg_covar).any()):
+            elements[u.param] = torch.nonzero((v * v <= 2 * reg_covar).reshape(-1)).reshape(-1).tolist()
+        elif u.role == "mvn_cov" and reg_covar > 0:
+            cov = v @ v.transpose(-1, -2) if u.uses[0][1] == "scale_tril" else v
+            cov = torch.linalg.inv(cov) if u.uses[0][1] == "precision_matrix" else cov
+            if bool((torch.linalg.eigvalsh(cov) <= 2 * reg_covar).any()):
+                elements[u.param] = None
+    for n in fit.gradient:
+        c = space.constraints.get(n)
+        if c is not None and n not in elements:
+            free = torch.distributions.transform_to(c).inv(params[n].detach()).reshape(-1)
+            far = torch.nonzero(free.abs() > FAR_FREE).reshape(-1).tolist()
+            if far:
+                elements[n] = far
+    if not elements:
+        return []
+
+    def objective(values):
+        return float(fit.e_step(space.flat({**params, **values}))["total"])
+
+    edges = unbounded_params(objective, params, dict(space.constraints), elements)
+    return [unbounded_reason(edges, "em")] if edges else []
+
+
 def _map_analysis(analysis, names):
     """The analysis of the model with ``names`` made params (memoised on the new graph)."""
     mgraph = map_model(analysis.graph, names)

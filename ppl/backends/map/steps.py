@@ -16,7 +16,7 @@ from ...errors import ConvergenceWarning, DataError, NumericalError
 from ..common.discrete import DiscretePlan, discrete_plan
 from ..common.params import param_constraint, store_params
 from ..common.pointopt import DivergedError, latent_block, maximise, param_block
-from .existence import unbounded_edges
+from ..common.existence import unbounded_edges
 
 __all__ = ["discrete_step", "latent_step", "param_step", "kkt_residuals", "proximal_terms", "check_existence"]
 
@@ -114,7 +114,7 @@ def _info(what, res) -> dict:
 def _guarded(fn, objective, blocks, inner, graph, what):
     """Run :func:`maximise`; when it diverged, or left a transformed value far out toward
     the edge of its support, decide from the log joint along rays toward those edges
-    (:func:`~ppl.backends.map.existence.unbounded_edges`) whether a maximum exists: raise
+    (:func:`~ppl.backends.common.existence.unbounded_edges`) whether a maximum exists: raise
     NumericalError naming the site where the log joint grows without bound; accept a
     bounded edge (the maximum is the supremum there, e.g. a probability of 1)."""
     try:

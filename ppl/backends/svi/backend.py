@@ -31,6 +31,7 @@ from ...compiler.families import enumerate_values
 from ...posterior import GuidePosterior
 from ..base import Applicability, Backend
 from ..common.distributed import PlateScale, data_shard
+from ..common.existence import elbo_param_edges
 from ..common.modules import ModuleWeights, is_module_param
 from ..common.params import param_scope, params_in_dtype, store_restore, store_snapshot
 from ..common.routing import not_ok
@@ -131,10 +132,9 @@ class SVIBackend(Backend):
         return Applicability(True, f"guide over {n_cont} continuous latent(s) (stochastic ELBO gradients)")
 
     def validate_options(self, options: dict, fill: bool = True) -> dict:
-        """As :meth:`Backend.validate_options`, except that ``dtype`` is left out when it
-        was not given: :meth:`run` fills its default (float64) itself and must know whether
-        the dtype was chosen (a model with float32 tensors of its own, e.g. an nn.Module's
-        weights, then runs in torch's default dtype instead)."""
+        """As :meth:`Backend.validate_options`, but ``dtype`` is left out when not given: :meth:`run`
+        fills float64 itself and must know whether it was chosen (a model with float32 tensors of
+        its own, e.g. an nn.Module's weights, then runs in torch's default dtype)."""
         out = super().validate_options(options, fill=fill)
         if "dtype" not in options:
             out.pop("dtype", None)
@@ -191,6 +191,8 @@ class SVIBackend(Backend):
         if d.get("guide") == "delta":
             return Trust(UNRELIABLE, ["a point-mass guide is a MAP estimate: no posterior uncertainty"], numbers,
                          next_method="laplace")
+        if d.get("unbounded"):  # no maximum exists: converged or not, say why (ppl.backends.common.existence)
+            return Trust(UNRELIABLE, list(d["unbounded"]), numbers)
         if not posterior.converged:
             return Trust(UNRELIABLE, [f"the optimisation did not reach its stationary phase in {d['num_steps']} steps "
                                       f"({d.get('drift', 'the guide is still moving')}); raise num_steps"], numbers,
@@ -350,7 +352,8 @@ class SVIBackend(Backend):
             "psis_khat": bounds.khat, "psis_reading": _psis_reading(bounds.khat, p.kind, local),
             "iterate_rhat": fit.last_rhat, "gradient_t": fit.last_t, "gradient_t_bound": fit.t_bound,
             "drift": None if result.converged else fit.drift(),
-            "local_latents": local,
+            "local_latents": local, "unbounded": [] if o.distributed else elbo_param_edges(
+                p.enum_model, p.guide, p.kwargs, graph.params(), p.mpn, bool(p.enumerated)),
             "subsample_size": p.batcher.size if p.batcher else None,
             "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
             "init": p.extra.get("init"), "notes": list(notes),
@@ -372,11 +375,9 @@ class SVIBackend(Backend):
 
 
 def _in_run(fn, device, dtype, graph, params):
-    """``fn`` run under the run's default device and dtype, in a private param store holding
-    the run's learned ``ppl.param`` values, the networks (``pyro.module``) running with their
-    learned weights: posterior draws run the model and the guide again after
-    :meth:`SVIBackend.run` returned, the tensors the model creates must have the dtype of the
-    fitted guide, and Pyro's global param store and the user's networks must not change."""
+    """``fn`` under the run's device and dtype, in a private param store with the learned
+    ``ppl.param`` values and network weights: draws after :meth:`SVIBackend.run` returned run
+    the model in the guide's dtype and leave Pyro's param store and the user's networks as they are."""
     def wrapped(*args, **kwargs):
         with param_scope(graph, {k: v for k, v in params.items() if k in graph.params() or is_module_param(k)}), \
                 run_context(device, dtype):
