@@ -166,3 +166,9 @@ def test_svi_small_scale_with_a_maximum_stays_reliable():
     assert post.trust.verdict == "reliable" and not trust
     assert post.diagnostics["unbounded"] == []
     assert float(post.params["s"]) == pytest.approx(float(x.std(unbiased=False)), rel=0.02)
+
+
+def test_svi_mixture_on_one_data_point_is_a_typed_error_not_pyros_key_error():
+    # Pyro's TraceEnum_ELBO.compute_marginals loses a plate of size 1 (KeyError inside pyro.ops.rings)
+    with pytest.raises(ppl.UnsupportedModelError, match=r"compute_marginals failed on \['z'\].*method='em'"):
+        ppl.infer(mixture, {"x": torch.tensor([0.3], dtype=F64)}, method="svi", num_steps=50, seed=0)

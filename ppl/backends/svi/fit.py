@@ -1,7 +1,5 @@
-"""SVI's optimisation loop as hooks of the iterative template
-(:func:`ppl.backends.template.run_iterations`): one Pyro ``SVI.step`` per iteration, on a
-minibatch when ``subsample_size`` is set, and a stopping rule that accounts for the noise
-of the ELBO estimates."""
+"""SVI's optimisation loop as hooks of :func:`ppl.backends.template.run_iterations`: one Pyro ``SVI.step``
+per iteration (on a minibatch with ``subsample_size``), stopped by a rule that accounts for the ELBO's noise."""
 
 from __future__ import annotations
 

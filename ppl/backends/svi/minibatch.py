@@ -1,14 +1,11 @@
 """Data subsampling for stochastic-gradient methods (``subsample_size=`` of ``method="svi"``).
 
-Each step draws B of a plate's N indices without replacement, slices the data along that
-plate, runs the model on the slice and scales every log density inside the plate by N / B.
-The ELBO estimate and its gradient stay unbiased for the full data (Hoffman et al. 2013,
-stochastic variational inference, §2.4), as with Pyro's ``plate(..., subsample_size=B)``.
-
-What is sliced: observed sites inside the plate, along the plate's dim of their value; and
-model arguments whose first dim has the plate's full size N, along that dim.  The model
-must take the plate's size from its data (``ppl.plate("data", len(x))``), which is checked
-on the first step.
+Each step draws B of a plate's N indices without replacement, slices the data along that plate, runs the
+model on the slice and scales every log density inside the plate by N / B: the ELBO estimate and its
+gradient stay unbiased (Hoffman et al. 2013, SVI, §2.4), as with Pyro's ``plate(..., subsample_size=B)``.
+Sliced: observed sites inside the plate, along the plate's dim; model arguments whose first dim has the
+plate's size N.  The model must take the plate's size from its data (``ppl.plate("data", len(x))``),
+checked on the first step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Draws and marginals of a fitted SVI guide: joint draws (guided sites from q,
-enumerated discrete sites from their exact conditionals p(z | h, v) by Pyro's
-``infer_discrete``) and the enumerated sites' marginals (``TraceEnum_ELBO.compute_marginals``
-averaged over guide draws: a Rao-Blackwellised estimate)."""
+"""Draws of a fitted SVI guide (guided sites from q, enumerated ones from p(z | h, v) by Pyro's ``infer_discrete``)
+and the enumerated sites' marginals (``TraceEnum_ELBO.compute_marginals`` averaged over guide draws)."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from ...compiler.families import enumerate_values
+from ...errors import UnsupportedModelError
 
 __all__ = ["DISCRETE_MARGINAL_DRAWS", "discrete_marginals", "probs_of", "joint_sampler"]
 
@@ -22,9 +21,9 @@ DISCRETE_MARGINAL_DRAWS = 16
 
 
 def discrete_marginals(graph, model, guide, kwargs, enumerated, mpn, deterministic, device) -> dict:
-    """p(z | v) of each enumerated site, ``batch_shape + (K,)``: TraceEnum_ELBO's exact
-    conditional marginals p(z | h, v), averaged over guide draws h (one draw when nothing is
-    guided)."""
+    """p(z | v) of each enumerated site, ``batch_shape + (K,)``: TraceEnum_ELBO's exact conditional
+    marginals p(z | h, v), averaged over guide draws h (one when nothing is guided); raises
+    UnsupportedModelError where Pyro cannot compute them."""
     if not enumerated:
         return {}
     elbo = TraceEnum_ELBO(max_plate_nesting=mpn)
@@ -32,7 +31,12 @@ def discrete_marginals(graph, model, guide, kwargs, enumerated, mpn, determinist
     total: dict = {}
     with torch.no_grad():
         for _ in range(draws):
-            for name, d in elbo.compute_marginals(model, guide, **kwargs).items():
+            try:
+                marginals = elbo.compute_marginals(model, guide, **kwargs)
+            except KeyError as e:  # pyro.ops.rings.broadcast loses a plate of size 1 (Pyro 1.9)
+                raise UnsupportedModelError(f"svi: Pyro's compute_marginals failed on {sorted(enumerated)} (KeyError "
+                                            f"{e}: a plate of size 1?); use method='em', 'exact' or 'laplace'") from None
+            for name, d in marginals.items():
                 if name in enumerated:
                     var = graph.variables[name]
                     values = enumerate_values(graph.sites[name].fn)
