@@ -78,10 +78,10 @@ class Comparison(Table):
     graph : FactorGraph
         The compiled model every method ran on.
 
-    ``print(comparison)`` draws the table with `rich` when it is installed and standard
-    output is a terminal, as plain aligned text otherwise (piped or captured output stays
-    one row per line; :meth:`to_string` picks either); ``rich.print(comparison)`` gives
-    the styled table.  Columns empty in every row are left out of the printout (a note
+    ``print(comparison)`` draws the table with `rich`'s box characters when standard output
+    is a terminal, as plain aligned text otherwise (piped or captured output stays one row
+    per line; :meth:`to_string` picks either); ``rich.print(comparison)`` gives the styled
+    table.  Columns empty in every row are left out of the printout (a note
     names them) but not of :meth:`to_pandas`; a status too long for the table is printed
     as a numbered footnote.
     """
@@ -114,14 +114,12 @@ class Comparison(Table):
         return columns, rows, notes
 
     def to_string(self, style: str = "auto") -> str:
-        """The printout: ``style="rich"`` (a box-drawn table, needs the ``rich`` package),
-        ``"plain"`` (aligned text, one row per line: stable to parse) or ``"auto"`` (rich
-        when it is installed and standard output is a terminal, else plain).
+        """The printout: ``style="rich"`` (a box-drawn table), ``"plain"`` (aligned text, one
+        row per line: stable to parse) or ``"auto"`` (rich when standard output is a
+        terminal, else plain).
 
         Raises
         ------
-        ImportError
-            ``style="rich"`` without rich installed.
         OptionError (a ValueError)
             An unknown ``style``.
         """
@@ -131,10 +129,7 @@ class Comparison(Table):
         if style == "auto" and not _stdout_is_terminal():
             style = "plain"
         if style != "plain":
-            if _has_rich():
-                return self._rich_string(columns, rows, notes)
-            if style == "rich":
-                raise ImportError("style='rich' needs rich: pip install rich")
+            return self._rich_string(columns, rows, notes)
         plain = Table([{c: cells[c] for c in columns} for cells in rows], columns=columns, title=self.title,
                       notes=notes)
         return str(plain)
@@ -161,8 +156,8 @@ class Comparison(Table):
         from rich.console import Console
 
         buf = io.StringIO()
-        console = Console(file=buf, width=1000, color_system=None, force_terminal=False, legacy_windows=False,
-                          soft_wrap=False, emoji=False, markup=False, highlight=False)
+        console = Console(file=buf, width=1000, color_system=None, force_terminal=False, force_jupyter=False,
+                          legacy_windows=False, soft_wrap=False, emoji=False, markup=False, highlight=False)
         console.print(self._rich_table(columns, rows, styled=False))
         lines = [line.rstrip() for line in buf.getvalue().splitlines()]
         width = max([len(line) for line in lines] + [80])
@@ -247,12 +242,6 @@ class Comparison(Table):
         if path_prefix is None:
             return comparison_figures(self.posteriors, **kw)
         return write_plots(self.posteriors, path_prefix, **kw)
-
-
-def _has_rich() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("rich") is not None
 
 
 def _stdout_is_terminal() -> bool:

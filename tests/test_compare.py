@@ -229,7 +229,6 @@ def test_compare_prints_pandas_and_hides_empty_columns():
     assert "columns empty in every row" in plain and "max_mean_error" in plain
     assert "│" not in plain
     assert str(table) == plain  # captured stdout is no terminal: plain text
-    pytest.importorskip("rich")
     fancy = table.to_string("rich")
     assert "╭" in fancy and "kl_gap" in fancy and "exact" in fancy
     df = table.to_pandas()
@@ -242,19 +241,13 @@ def test_compare_prints_pandas_and_hides_empty_columns():
     assert twice.column("method") == ["exact", "exact #2"] and set(twice.posteriors) == {"exact", "exact #2"}
 
 
-def test_compare_printing_without_rich_or_on_a_terminal(monkeypatch):
+def test_compare_printing_on_a_terminal_is_rich_and_captured_is_plain(monkeypatch):
     import ppl.comparison as comparison
 
     table = ppl.compare(discrete, DISCRETE_DATA, methods=["exact"])
+    assert str(table) == table.to_string("plain")  # captured stdout is no terminal
     monkeypatch.setattr(comparison, "_stdout_is_terminal", lambda: True)
-    monkeypatch.setattr(comparison, "_has_rich", lambda: False)
-    assert str(table) == table.to_string("plain")  # rich is optional
-    with pytest.raises(ImportError, match="rich"):
-        table.to_string("rich")
-    monkeypatch.undo()
-    pytest.importorskip("rich")
-    monkeypatch.setattr(comparison, "_stdout_is_terminal", lambda: True)
-    assert str(table) == table.to_string("rich")
+    assert str(table) == table.to_string("rich") and "╭" in str(table)
 
 
 def test_compare_long_status_becomes_a_footnote():
