@@ -24,7 +24,7 @@ from . import prepared
 from .comparison import Comparison, run_comparison
 from .compiler import FactorGraph
 from .compiler import compile as _compile
-from .errors import DataError, PPLError, UnsupportedModelError
+from .errors import DataError, PPLError, UnknownOptionError, UnsupportedModelError
 from .rng import seeded_globals
 from .trust import UNRELIABLE, Trust
 
@@ -146,7 +146,7 @@ def _analysis(graph, heuristic="min_fill", memory_budget=None, dtype=torch.float
 
 
 def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int | None = None,
-            dtype=torch.float64) -> Analysis:
+            dtype=torch.float64, **unknown) -> Analysis:
     """Analyse a model bound to data: variables, moral graph, elimination order,
     treewidth, largest clique and its memory, chains, and for every registered backend
     whether it applies and why.
@@ -177,7 +177,12 @@ def analyze(model, data=None, *, heuristic: str = "min_fill", memory_budget: int
     OptionError
         For an unknown heuristic, a memory budget that is not a positive number of bytes,
         or a dtype that is not a floating ``torch.dtype``.
+    UnknownOptionError (an OptionError and a TypeError)
+        For any other keyword (a method's option belongs to :func:`ppl.infer`).
     """
+    if unknown:
+        raise UnknownOptionError(f"ppl.analyze got option(s) {sorted(unknown)}; it takes heuristic, memory_budget "
+                                 "and dtype (a method's options go to ppl.infer)")
     graph = _prepared_graph(model, data, "auto", {})  # the analysis is of the structure: reusable
     with param_scope(graph):
         return _analysis(graph, heuristic, memory_budget, dtype)

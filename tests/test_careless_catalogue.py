@@ -468,3 +468,8 @@ def test_an_error_raised_by_the_models_own_code_names_its_line():
     with pytest.raises(ppl.ModelError, match=r"raised while being traced at test_careless_catalogue\.py:\d+ "
                                              r"\(`ppl\.sample\(\"x\", dist\.MultivariateNormal\(mu, cov\)"):
         ppl.infer(bad_cov, {"x": torch.zeros(2, dtype=F)}, method="laplace")
+
+
+def test_analyze_with_a_methods_option_is_an_unknown_option_error():
+    with pytest.raises(ppl.UnknownOptionError, match=r"ppl.analyze got option\(s\) \['num_steps'\]"):
+        ppl.analyze(gauss, {"x": X}, num_steps=10)
