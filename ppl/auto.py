@@ -167,6 +167,7 @@ def escalate(graph, analysis, options: dict, run_method):
     refused = option_refusals(candidates, rest)
     ranked = ranked_backends()
     start, attempts, last, last_error = time.perf_counter(), [], None, None
+    unfit = None  # the first run projected past the budget: later (costlier) methods do not fit either
     for name in candidates:
         backend = ranked[name]
         declared = getattr(backend, "options", {})
@@ -179,6 +180,11 @@ def escalate(graph, analysis, options: dict, run_method):
                                  "left_because": f"not tried: the time budget ({own['time_budget']:g} s) is spent"})
                 continue
             skip = refused.get(name) or _over_budget(backend, name, extra, given, attempts, spent, own["time_budget"])
+            if skip and not refused.get(name) and unfit is None:
+                unfit = name
+            elif not skip and unfit is not None and unfit != name:
+                skip = (f"a {unfit} run did not fit the time budget ({own['time_budget']:g} s), and {name} ranks "
+                        "after it (it costs more); raise time_budget to allow it")
             if not skip and hasattr(backend, "auto_skip"):
                 skip = backend.auto_skip(analysis, extra, attempts)
             if skip:
@@ -204,7 +210,8 @@ def escalate(graph, analysis, options: dict, run_method):
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
                       "verdict": trust.verdict, "left_because": None, "psis_khat": trust.numbers.get("psis_khat"),
                       "gaussian_approximation": getattr(backend, "gaussian_approximation", False),
-                      "ignored_options": sorted(k for k in rest if k not in declared)}  # the method does not take them
+                      "ignored_options": sorted(k for k in rest if k not in declared),  # the method does not take them
+                      "divergences": trust.numbers.get("divergences")}  # a sampler's: decides a longer run's use
             attempts.append(record)
             last = post
             if trust.ok or not own["escalate"]:

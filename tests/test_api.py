@@ -491,3 +491,47 @@ def test_auto_skips_a_variant_projected_past_the_time_budget():
     # the user's own options win over the variant's in both runs: equal cost, 35 s, fits
     assert _over_budget(Sampler(), "nuts", long, {"num_samples": 10, "warmup_steps": 10}, attempts, 45.0,
                         120.0) is None
+
+
+def test_auto_skips_costlier_methods_once_a_run_did_not_fit_the_time_budget(monkeypatch):
+    import time as _time
+    import warnings as _warnings
+
+    import ppl.auto as auto
+    from ppl.trust import UNRELIABLE, Trust
+
+    class Fake:
+        options: dict = {}
+
+        def __init__(self, name):
+            self.name = name
+
+        def auto_variants(self, analysis):
+            return [{"iters": 1}, {"iters": 10}]
+
+        def auto_cost(self, options):
+            return float(options.get("iters", 1))
+
+    class Post:
+        def __init__(self, name):
+            self.method, self.diagnostics = name, {}
+            self.trust = Trust(UNRELIABLE, ["chains disagree"], {"divergences": 0})
+
+    ran = []
+
+    def run_method(name, options):
+        ran.append((name, options["iters"]))
+        _time.sleep(0.3)
+        return Post(name)
+
+    fakes = {"cheap": Fake("cheap"), "costly": Fake("costly")}
+    monkeypatch.setattr(auto, "ranked_backends", lambda: fakes)
+    monkeypatch.setattr(auto, "auto_route", lambda a: {"method": "cheap", "reason": "-", "plan": ["cheap", "costly"]})
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        post = auto.escalate(None, None, {"time_budget": 1.0}, run_method)
+    # cheap's 10x variant is projected to ~3 s > 1 s: skipped; costly ranks after it, so it is skipped too
+    assert ran == [("cheap", 1)]
+    left = [a["left_because"] for a in post.diagnostics["routing"]["attempts"]]
+    assert "past the time budget" in left[1]
+    assert all("a cheap run did not fit the time budget" in why for why in left[2:]) and len(left) == 4

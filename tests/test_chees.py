@@ -203,6 +203,20 @@ def test_auto_leaves_discrete_latents_to_nuts():
     assert "auto passes over chees: its discrete latents" in str(analysis)
 
 
+def test_auto_runs_the_longer_chees_only_after_chains_that_disagreed_without_diverging():
+    from ppl.backends.chees.backend import LONGER
+
+    analysis = ppl.analyze(normal_mean, {"x": _t([0.1, 0.4])})
+    chees = get_backend("chees")
+    short, longer = chees.auto_variants(analysis)
+    assert longer == {**short, **LONGER} and chees.auto_skip(analysis, short, []) is None
+    slow = [{"method": "chees", "options": short, "verdict": "unreliable", "divergences": 0}]
+    diverged = [{**slow[0], "divergences": 3}]
+    assert chees.auto_skip(analysis, longer, slow) is None
+    assert "divergent" in chees.auto_skip(analysis, longer, diverged)
+    assert "no result" in chees.auto_skip(analysis, longer, [{**slow[0], "verdict": None}])
+
+
 # ------------------------------------------------------------------ auto on eight schools
 def test_auto_escalates_to_chees_on_eight_schools_and_matches_the_reference():
     import sys

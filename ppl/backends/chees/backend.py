@@ -27,10 +27,14 @@ from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
 from .sampler import CheesSettings, run_lockstep
 
-__all__ = ["CheesBackend", "ESS_TOTAL"]
+__all__ = ["CheesBackend", "ESS_TOTAL", "LONGER"]
 
 #: Bulk and tail ESS every site needs over all chains (Vehtari et al. 2021, §4).
 ESS_TOTAL = 400
+
+#: auto's second ChEES run, after one whose chains disagreed without diverging: twice the
+#: defaults' iterations (300 + 400), the extra warmup for the step size and mass matrix.
+LONGER = {"warmup_steps": 600, "num_samples": 800}
 
 
 class CheesBackend(Backend):
@@ -69,18 +73,29 @@ class CheesBackend(Backend):
     def auto_skip(self, analysis, options: dict, attempts: list) -> str | None:
         """Under ``method="auto"``, models with discrete latents are left to NUTS: their
         potential sums the latents out point by point, so chains in lockstep cost C times
-        one chain's gradient and gain nothing over NUTS' chains in parallel processes."""
+        one chain's gradient and gain nothing over NUTS' chains in parallel processes.  The
+        longer run (:meth:`auto_variants`) follows only a run whose chains disagreed (R-hat,
+        ESS) without a divergent transition: divergences mark a region HMC at the adapted
+        step cannot enter (a funnel's neck), which a longer run does not cure (Betancourt
+        2017, §6.2), so NUTS is next."""
         if analysis.discrete:
             return ("its discrete latents are summed out point by point, so lockstep chains gain nothing over "
                     "NUTS")
+        if options.get("warmup_steps") == LONGER["warmup_steps"]:
+            last = next((a for a in reversed(attempts) if a["method"] == self.name and a.get("verdict")), None)
+            if last is None or last.get("divergences"):
+                return ("the shorter run had divergent transitions, which a longer run does not cure" if last else
+                        "the shorter run gave no result to improve on")
         return None
 
     def auto_variants(self, analysis) -> list:
         """Under ``method="auto"``: the defaults with at most 128 leapfrog steps per
         iteration, so a posterior that would need longer trajectories at its adapted step
-        (a funnel's neck) costs little before NUTS takes over; a capped trajectory is still
-        a valid HMC step, and the chains' diagnostics judge the mixing."""
-        return [{"max_leapfrog": 128}]
+        (a funnel's neck) costs little before NUTS takes over (a capped trajectory is still
+        a valid HMC step, and the chains' diagnostics judge the mixing); then, where the
+        chains disagreed without diverging (:meth:`auto_skip`), a run twice as long
+        (:data:`LONGER`: a slowly mixing scale in a hierarchical model)."""
+        return [{"max_leapfrog": 128}, {"max_leapfrog": 128, **LONGER}]
 
     def auto_cost(self, options: dict) -> float:
         """Iterations of a run, ``warmup_steps + num_samples`` (the chains run together)."""
