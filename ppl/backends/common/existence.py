@@ -24,13 +24,14 @@ import math
 
 import pyro
 import torch
+from torch.distributions import transform_to
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from .pointopt import DivergedError, maximise, param_block
 
-__all__ = ["Edge", "unbounded_edges", "PROBE_STEPS", "unbounded_params", "unbounded_reason", "profile_edges",
-           "elbo_param_edges", "FAR_FREE", "PROFILE_STEPS"]
+__all__ = ["SHRUNK", "shrunk_elements", "Edge", "unbounded_edges", "PROBE_STEPS", "unbounded_params",
+           "unbounded_reason", "profile_edges", "elbo_param_edges", "FAR_FREE", "PROFILE_STEPS"]
 
 #: Free-space steps of the probe (doubling).
 PROBE_STEPS = (0.0, 8.0, 16.0, 32.0)
@@ -184,7 +185,8 @@ def unbounded_reason(edges: list, method: str) -> str:
             f"scale (make '{e.name}' a latent, e.g. InverseGamma or HalfNormal), add data, or use fewer components")
 
 
-def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 30) -> list:
+def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 30,
+                  elements: dict | None = None) -> list:
     """The lower support edges of positive (``greater_than``) params toward which the
     *profile* of ``objective`` grows without bound: along each element's ray toward the
     edge (:data:`PROFILE_STEPS` in free units) every other param is re-fitted (L-BFGS,
@@ -201,6 +203,9 @@ def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 
         As :func:`unbounded_params`.
     refit_iter : int
         L-BFGS iterations of each re-fit.
+    elements : dict, optional
+        Name -> the flat element indices to probe (default: every element, up to
+        :data:`MAX_ELEMENTS`); each probe costs two re-fits or more.
 
     Returns
     -------
@@ -211,7 +216,8 @@ def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 
         if type(c).__name__ not in ("_GreaterThan", "_GreaterThanEq"):
             continue
         block = param_block(name, values[name], c)
-        for k in range(min(block.free.numel(), MAX_ELEMENTS)):
+        chosen = range(block.free.numel()) if elements is None else elements.get(name, [])
+        for k in list(chosen)[:MAX_ELEMENTS]:
             f, others = [], {n: v for n, v in values.items() if n != name}
             for t in PROFILE_STEPS:
                 free = block.free.clone().reshape(-1)
@@ -235,9 +241,45 @@ def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 
     return found
 
 
-def elbo_param_edges(model, guide, kwargs: dict, names: list, max_plate_nesting: int, enumerated: bool = False,
+def shrunk_elements(value: torch.Tensor, init: torch.Tensor) -> list:
+    """Flat indices of a positive param's elements worth probing for an unbounded
+    likelihood: shrunk by more than ``e^SHRUNK`` from their declared initial value, or
+    below ``1/20`` of the param's median element (one component collapsed while the others
+    did not).  A scale that stayed near its start or its siblings has a maximum nearby."""
+    v = value.detach().double().reshape(-1)
+    i = init.detach().double().expand_as(value).reshape(-1) if init is not None else v
+    with torch.no_grad():
+        shrunk = (torch.log(i.clamp_min(1e-300)) - torch.log(v.clamp_min(1e-300)) > SHRUNK) | (v < v.median() / 20)
+    return torch.nonzero(shrunk).reshape(-1).tolist()
+
+
+#: Nats of log-scale a positive param must lose from its initial value before SVI probes it.
+SHRUNK = 3.0
+
+
+def _pushed_to_edge(objective, values: dict, cons: dict, positive: list) -> dict:
+    """Name -> flat indices of positive params whose free (log-scale) value the objective's
+    gradient still pushes toward 0 by more than :data:`PUSH` nats per unit at the fit (an
+    SVI run stopped on its way to the edge); ``{}`` where the gradient cannot be taken."""
+    free = {n: transform_to(cons[n]).inv(values[n]).detach().clone().requires_grad_(True) for n in positive}
+    try:
+        with torch.enable_grad():
+            value = objective({**values, **{n: transform_to(cons[n])(f) for n, f in free.items()}})
+            grads = torch.autograd.grad(value, list(free.values()), allow_unused=True)
+    except (ValueError, RuntimeError):
+        return {}
+    return {n: torch.nonzero(g.reshape(-1) < -PUSH).reshape(-1).tolist() for n, g in zip(free, grads)
+            if g is not None}
+
+
+#: The ELBO's gradient in a scale's log (nats per unit) below which the fit is still shrinking it.
+PUSH = 0.5
+
+
+def elbo_param_edges(model, guide, kwargs: dict, graph, max_plate_nesting: int, enumerated: bool = False,
                      seed: int = 0) -> list:
-    """:func:`profile_edges` for SVI's learned ``ppl.param`` ``names``: the objective is
+    """:func:`profile_edges` for SVI's learned ``ppl.param`` of ``graph`` whose scales shrank
+    (:func:`shrunk_elements`): the objective is
     the ELBO with the guide held at its fit (one draw, the same at every point:
     common random numbers, so the ELBO is a deterministic function of the params; exact
     when nothing is guided), the params substituted into the model.  If its profile grows
@@ -250,8 +292,9 @@ def elbo_param_edges(model, guide, kwargs: dict, names: list, max_plate_nesting:
         :func:`unbounded_reason` of the edges found, else empty."""
     store = pyro.get_param_store()
     cons = store.get_state()["constraints"]
-    values = {n: store[n].detach().clone() for n in names if n in cons}
-    if not any(type(c).__name__ in ("_GreaterThan", "_GreaterThanEq") for n, c in cons.items() if n in values):
+    values = {n: store[n].detach().clone() for n in graph.params() if n in cons}
+    positive = [n for n in values if type(cons[n]).__name__ in ("_GreaterThan", "_GreaterThanEq")]
+    if not positive:
         return []
     elbo = (TraceEnum_ELBO if enumerated else Trace_ELBO)(max_plate_nesting=max_plate_nesting)
 
@@ -260,5 +303,11 @@ def elbo_param_edges(model, guide, kwargs: dict, names: list, max_plate_nesting:
             pyro.set_rng_seed(seed)
             return -elbo.differentiable_loss(poutine.substitute(model, data=vals), guide, **kwargs)
 
-    edges = profile_edges(objective, values, {n: cons[n] for n in values})
+    pushed = _pushed_to_edge(objective, values, cons, positive)
+    elements = {n: sorted(set(shrunk_elements(values[n], graph.sites[n].value)) | set(pushed.get(n, [])))
+                for n in positive}
+    if not any(elements.values()):
+        return []
+
+    edges = profile_edges(objective, values, {n: cons[n] for n in values}, elements=elements)
     return [unbounded_reason(edges, "svi")] if edges else []

@@ -353,7 +353,7 @@ class SVIBackend(Backend):
             "iterate_rhat": fit.last_rhat, "gradient_t": fit.last_t, "gradient_t_bound": fit.t_bound,
             "drift": None if result.converged else fit.drift(),
             "local_latents": local, "unbounded": [] if o.distributed else elbo_param_edges(
-                p.enum_model, p.guide, p.kwargs, graph.params(), p.mpn, bool(p.enumerated)),
+                p.enum_model, p.guide, p.kwargs, graph, p.mpn, bool(p.enumerated)),
             "subsample_size": p.batcher.size if p.batcher else None,
             "subsample_plate": p.batcher.plate if p.batcher else None, "device": str(o.device), "dtype": str(dtype),
             "init": p.extra.get("init"), "notes": list(notes),
