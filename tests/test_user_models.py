@@ -377,7 +377,8 @@ def test_ordered_potential_is_the_density_in_log_differences(kind):
 # differences leaves a tail toward ties that they miss (the mean of mu_3 is 0.5 sd off),
 # hence their wider tolerance
 @pytest.mark.parametrize("method, options, tol", [
-    ("laplace", {"seed": 0}, 0.6), ("pathfinder", {"seed": 0}, 0.6), ("nuts", NUTS_SHORT, 0.35)])
+    ("laplace", {"seed": 0}, 0.6), ("pathfinder", {"seed": 0}, 0.6),
+    pytest.param("nuts", NUTS_SHORT, 0.35, marks=pytest.mark.slow)])  # 10-20 s each; NUTS is checked elsewhere
 @pytest.mark.parametrize("kind", ["flat", "normal"])
 def test_ordered_priors_match_quadrature(kind, method, options, tol):
     model = ordered_flat if kind == "flat" else ordered_normal
