@@ -65,12 +65,13 @@ def auto_route(analysis) -> dict:
     ranked = ranked_backends()
     order = list(ranked)
     verdicts = {n: analysis.backends[n] for n in order if n in analysis.backends}
-    steps = plan(analysis)
+    skipped = static_skips(analysis)
+    steps = plan(analysis, skipped)
     chosen = steps[0] if steps else next((n for n in order if n in verdicts and verdicts[n][0]), None)
     if chosen is None:
         reasons = "; ".join(f"{n}: {w}" for n, (_, w) in verdicts.items())
         raise UnsupportedModelError(f"no registered method applies to model '{analysis.graph.model.name}' ({reasons})")
-    passed, skipped = {}, static_skips(analysis)
+    passed = {}
     for n in order:
         if n == chosen or n not in verdicts:
             continue
@@ -93,12 +94,12 @@ def auto_route(analysis) -> dict:
             "plan": steps, "auto": True}
 
 
-def plan(analysis) -> list:
+def plan(analysis, skipped: dict | None = None) -> list:
     """The methods auto tries, in rank order: those that apply and that auto does not pass
     over for the model alone (:func:`static_skips`), point estimates only when nothing else
     does."""
     ranked = ranked_backends()
-    skipped = static_skips(analysis)
+    skipped = static_skips(analysis) if skipped is None else skipped
     ok = [n for n, b in ranked.items() if analysis.backends.get(n, (False, ""))[0] and n not in skipped]
     main = [n for n in ok if _rank(ranked[n]) < LAST_RESORT_RANK]
     return main or ok

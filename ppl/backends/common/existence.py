@@ -213,7 +213,7 @@ def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 
     """
     found = []
     for name, c in constraints.items():
-        if type(c).__name__ not in ("_GreaterThan", "_GreaterThanEq"):
+        if not _lower_bounded(c):
             continue
         block = param_block(name, values[name], c)
         chosen = range(block.free.numel()) if elements is None else elements.get(name, [])
@@ -239,6 +239,12 @@ def profile_edges(objective, values: dict, constraints: dict, refit_iter: int = 
             if growth is not None:
                 found.append(Edge(name, k, -1, float(fixed.reshape(-1)[k]), growth))
     return found
+
+
+def _lower_bounded(constraint) -> bool:
+    """Whether a param's constraint is a lower bound alone (``positive``, ``greater_than``):
+    the scales whose edge the profile probes."""
+    return type(constraint).__name__ in ("_GreaterThan", "_GreaterThanEq")
 
 
 def shrunk_elements(value: torch.Tensor, init: torch.Tensor) -> list:
@@ -293,7 +299,7 @@ def elbo_param_edges(model, guide, kwargs: dict, graph, max_plate_nesting: int, 
     store = pyro.get_param_store()
     cons = store.get_state()["constraints"]
     values = {n: store[n].detach().clone() for n in graph.params() if n in cons}
-    positive = [n for n in values if type(cons[n]).__name__ in ("_GreaterThan", "_GreaterThanEq")]
+    positive = [n for n in values if _lower_bounded(cons[n])]
     if not positive:
         return []
     elbo = (TraceEnum_ELBO if enumerated else Trace_ELBO)(max_plate_nesting=max_plate_nesting)
