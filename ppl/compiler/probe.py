@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from . import derivation
 from .internals import no_torch_function
+from .mutation import mutated_tensor
 
 __all__ = ["Probe", "plain", "positions_of", "scale_of", "track_scales", "escaped_params"]
 
@@ -91,6 +93,10 @@ class Probe(torch.Tensor):
         if not probes or name in ("__get__", "__set__", "size", "dim", "numel", "__len__"):
             return out
         deps = frozenset().union(*(p.ppl_deps for p in probes))
+        target = mutated_tensor(name, args, kwargs)
+        if target is not None:
+            _written(target, deps)
+            return out
         if any(p.ppl_scale is not None for p in probes):
             # a scaled gather stays one through copies and views (a distribution's constructor
             # expands its arguments), the same op applied to its factor; any other op makes it
@@ -109,7 +115,7 @@ class Probe(torch.Tensor):
                         res = Probe.wrap(out, positions, deps)
                         res.ppl_scale = factor
                         return res
-            return _wrap_out(out, None, deps, name, args, kwargs, probes)
+            return _wrap_out(out, _derived(func, name, args, kwargs, out, probes), deps, name, args, kwargs, probes)
         if _track[0] and name in _MULS and len(probes) == 1 and probes[0].ppl_positions is not None \
                 and len(args) == 2 and not kwargs and isinstance(out, torch.Tensor):
             other = args[1] if args[0] is probes[0] else args[0]
@@ -123,12 +129,38 @@ class Probe(torch.Tensor):
                 res.ppl_scale = factor
                 return res
         positions = _positions(name, func, args, kwargs, probes, out)
+        if positions is None:
+            positions = _derived(func, name, args, kwargs, out, probes)
         if name == "broadcast_tensors":  # each output is its own input broadcast: constants stay constants
             inputs = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
             pos = positions if isinstance(positions, (tuple, list)) else [None] * len(out)
             return type(out)(_wrap_out(o, q, inp.ppl_deps, name, args, kwargs, [inp]) if isinstance(inp, Probe)
                              else o for o, q, inp in zip(out, pos, inputs))
         return _wrap_out(out, positions, deps, name, args, kwargs, probes)
+
+
+def _derived(func, name, args, kwargs, out, probes):
+    """New positions for ``out`` when a :func:`~ppl.compiler.derivation.record_derived`
+    recorder is active and can replay the op (:meth:`Derivation.add
+    <ppl.compiler.derivation.Derivation.add>`), else None."""
+    rec = derivation.recorder()
+    if rec is None or name in _ESCAPES or not isinstance(out, torch.Tensor):
+        return None
+    return rec.add(func, args, kwargs, out, probes, positions_of, scale_of)
+
+
+def _written(target: torch.Tensor, deps: frozenset) -> None:
+    """An in-place write of θ-dependent values into ``target`` (``locs[1] = mu + gap``):
+    ``target`` (and any view of it) is no longer what the probe run saw when it was made,
+    so the params involved are treated as escaped (their factors are re-evaluated by model
+    runs) and ``target`` becomes a general function of them."""
+    _escaped.update(deps)
+    if not isinstance(target, Probe):
+        target.__class__ = Probe
+        target.ppl_rowop = target.ppl_scale = None
+    target.ppl_positions = None
+    target.ppl_deps = frozenset(target.ppl_deps) | deps
+    target.ppl_rowop = target.ppl_scale = None
 
 
 def _find(items) -> list:

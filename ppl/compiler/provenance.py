@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .internals import no_torch_function
+from .mutation import mutated_tensor
 
 __all__ = ["Tracked", "provenance_of", "strip"]
 
@@ -49,6 +50,13 @@ class Tracked(torch.Tensor):
             provenance = _scan(kwargs.values(), provenance)
         if not provenance:
             return result
+        target = mutated_tensor(getattr(func, "__name__", ""), args, kwargs)
+        if target is not None:  # ``x[i] = tracked``: x now holds the value, so it carries its sites
+            if type(target) is Tracked:
+                target._provenance = target._provenance | provenance
+            else:
+                target.__class__ = Tracked
+                target._provenance = provenance
         return _track(result, provenance)
 
     def __repr__(self):  # pragma: no cover - debugging aid
