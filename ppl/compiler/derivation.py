@@ -101,6 +101,47 @@ class Derivation:
         self.size += out.numel()
         return positions
 
+    def prune(self, used: list) -> torch.Tensor:
+        """Drop the ops whose outputs no factor needs (a constructor's row sums...).
+
+        Parameters
+        ----------
+        used : list[torch.LongTensor]
+            Positions the factors gather.
+
+        Returns
+        -------
+        torch.LongTensor, shape (old size,)
+            New position of each old one (-1 for dropped ones); θ's own keep theirs.
+        """
+        needed = torch.zeros(self.size, dtype=torch.bool)
+        for pos in used:
+            needed[pos.reshape(-1).cpu()] = True
+        keep = [False] * len(self.ops)
+        first = 1 if self.base else 0
+        for i in range(len(self.ops) - 1, -1, -1):
+            start, n = self._starts[first + i], self._lengths[first + i]
+            if bool(needed[start:start + n].any()):
+                keep[i] = True
+                for r in _refs(self.ops[i]):
+                    needed[r.positions.reshape(-1).cpu()] = True
+        mapping = torch.full((self.size,), -1, dtype=torch.long)
+        mapping[:self.base] = torch.arange(self.base)
+        ops, old_starts, old_lengths = self.ops, self._starts[first:], self._lengths[first:]
+        self.ops, self._starts, self._lengths, self.size = [], self._starts[:first], self._lengths[:first], self.base
+        for op, start, n, kept in zip(ops, old_starts, old_lengths, keep):
+            if not kept:
+                continue
+            mapping[start:start + n] = torch.arange(self.size, self.size + n)
+            func, targs, tkwargs = op
+            remap = {id(r): _Ref(mapping.to(r.positions.device)[r.positions], r.scale, self._starts)
+                     for r in _refs(op)}
+            self.ops.append((func, _retemplate(targs, remap), {k: _retemplate(v, remap) for k, v in tkwargs.items()}))
+            self._starts.append(self.size)
+            self._lengths.append(n)
+            self.size += n
+        return mapping
+
     def extend(self, flat: torch.Tensor) -> torch.Tensor:
         """``[θ, d_1(θ), d_2(θ), ...]`` for θ's flat vector ``flat`` ``(base,)``, shape
         ``(size,)``, differentiable in ``flat``."""
@@ -145,6 +186,24 @@ def _has_subclass(items) -> bool:
         if isinstance(x, dict) and _has_subclass(x.values()):
             return True
     return False
+
+
+def _refs(op) -> list:
+    """The references among an op's arguments."""
+    _, targs, tkwargs = op
+    out = []
+    for a in list(targs) + list(tkwargs.values()):
+        items = a if isinstance(a, (list, tuple)) else (a,)
+        out.extend(x for x in items if isinstance(x, _Ref))
+    return out
+
+
+def _retemplate(a, remap):
+    if isinstance(a, _Ref):
+        return remap[id(a)]
+    if isinstance(a, (list, tuple)):
+        return type(a)(remap[id(x)] if isinstance(x, _Ref) else x for x in a)
+    return a
 
 
 def _template(a, refs):

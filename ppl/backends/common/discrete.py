@@ -218,22 +218,30 @@ class DiscretePlan:
         return self.with_tables([tables[n] for n in self.factors], self._chain_stacks(tables))
 
     def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
-        """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``."""
+        """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``: one
+        stacked ``index_add`` per kind, so a long chain costs a few ops, not one per step."""
         length, k = len(chain.vars) - 1, chain.cardinality
         batch = tuple(self.graph.plates[p].size for p in cplates)
-        pair = torch.zeros(batch + (length, k, k), dtype=self.dtype, device=self.device)
-        unary = torch.zeros(batch + (length, k), dtype=self.dtype, device=self.device)
+        slots: dict = {"unary": [], "pair": []}
+        stacks: dict = {"unary": [], "pair": []}
         for f in parts:
             table = f.table
             extra = tuple(i for i, p in enumerate(f.plates) if p not in chain.plates)
             if extra:  # product over plate copies that only touch this chain variable
                 table = table.sum(dim=extra)
             kind, slot = chain_slot(chain, f.vars)
-            if kind == "unary":
-                unary[..., slot, :] += table
-            else:
-                pair[..., slot, :, :] += table.transpose(-1, -2) if kind == "pairT" else table
-        return pair + unary.unsqueeze(-2)
+            if kind == "pairT":
+                kind, table = "pair", table.transpose(-1, -2)
+            slots[kind].append(slot % length)
+            stacks[kind].append(table.expand(batch + ((k,) if kind == "unary" else (k, k))))
+        out = {}
+        for kind, tail in (("unary", (k,)), ("pair", (k, k))):
+            zero = torch.zeros(batch + (length,) + tail, dtype=self.dtype, device=self.device)
+            if slots[kind]:
+                index = torch.tensor(slots[kind], dtype=torch.long, device=self.device)
+                zero = zero.index_add(len(batch), index, torch.stack(stacks[kind], len(batch)).to(self.dtype))
+            out[kind] = zero
+        return out["pair"] + out["unary"].unsqueeze(-2)
 
     # ---------------------------------------------------------------- queries
     def _factor_list(self):

@@ -75,7 +75,8 @@ class _EnumeratedTables:
         dims = enumeration_dims(graph, analysis.moral)
         self.params = params
         self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), lambda: ParametricTables(
-            graph, dims, graph.plate_order, {**start, **params}, dtype=dtype, device=device, latents=cont))
+            graph, dims, graph.plate_order, {**start, **params}, dtype=dtype, device=device, latents=cont,
+            derive=True))
 
         def plan():
             with torch.no_grad():

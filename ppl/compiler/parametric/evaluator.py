@@ -7,9 +7,12 @@ import contextlib
 
 import torch
 from pyro import poutine
+from torch.distributions import biject_to
+from torch.distributions.constraints import real
 
 from ...ops.shapes import broadcast_shapes
 from ..chunked import chunked_log_prob
+from ..derivation import Derivation, record_derived
 from ..handlers import SubstituteLatents, SubstituteParams
 from ..internals import no_torch_function
 from ..probe import Probe, escaped_params, plain, track_scales
@@ -40,6 +43,12 @@ class ParametricTables:
         values are substituted into the model (:class:`~ppl.compiler.handlers.SubstituteLatents`), so tables are
         functions of latent values (CAVI's sigma points).  A latent's own factor (its value
         varies with θ) is always slow.
+    derive : bool
+        Record the functions of θ the model computes before selecting from them
+        (:mod:`ppl.compiler.derivation`), so factors such as ``Normal(locs[z], 1)`` with
+        ``locs = stack([mu0, mu0 + gap])`` are fast; the group tables then take the
+        extended vector (:meth:`flat`), so callers that read gathers as θ elements (EM's
+        closed forms) leave this off.
 
     Attributes
     ----------
@@ -58,7 +67,8 @@ class ParametricTables:
         installs some.
     """
 
-    def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None, latents=()):
+    def __init__(self, graph, dims, plate_order, values, dtype=torch.float64, device=None, latents=(),
+                 derive=False):
         self.graph = graph
         self.latents = frozenset(latents)
         self.dims = dims
@@ -74,8 +84,12 @@ class ParametricTables:
             offset += v.numel()
         sub = SubstituteParams({k: v for k, v in probe_values.items() if k not in self.latents})
         subl = SubstituteLatents({k: v for k, v in probe_values.items() if k in self.latents})
-        with track_scales() if self.latents else contextlib.nullcontext():
+        self.derivation = Derivation(offset) if derive else None
+        with track_scales() if self.latents else contextlib.nullcontext(), \
+                record_derived(self.derivation) if derive else contextlib.nullcontext():
             trace = enumerated_trace(graph, dims, dtype, sub, subl, log_prob=False)
+        if self.derivation is not None and not self.derivation.ops:
+            self.derivation = None
         self.space = ParamSpace.build(values, sub.constraints)
         escaped = escaped_params(reset=True)
         param_names = set(values)
@@ -92,6 +106,8 @@ class ParametricTables:
             self.templates[name] = build_template(
                 name, site, layout, deps, escaped, dtype=self.dtype, latent=name in self.latents,
                 cardinality=graph.variables[name].cardinality if name in dims else None)
+        if self.derivation is not None:
+            self._prune_derivation()
         # constant tables, groups of fast ones, the slow rest
         self.constant = {}
         buckets: dict = {}
@@ -105,6 +121,8 @@ class ParametricTables:
                 self.slow.append(name)
         self.groups = [self._stack(ts) for ts in buckets.values()]
         self._verify(values)
+        supports = {k: graph.sites[k].fn.support for k in self.latents if k in graph.sites}
+        self._verify_elsewhere(values, {**sub.constraints, **supports})
         self.layouts = {n: (t.plates, t.vars) for n, t in self.templates.items()}
         self.direct = {}
         for name in self.latents:  # a slow latent factor whose distribution depends on no θ: fn.log_prob(value)
@@ -113,6 +131,17 @@ class ParametricTables:
                 if direct is not None:
                     self.direct[name] = direct
         self._sites = None  # the probe trace is not kept
+
+    def _prune_derivation(self) -> None:
+        """Keep the recorded functions of θ that fast factors gather from, renumbered
+        (:meth:`Derivation.prune <ppl.compiler.derivation.Derivation.prune>`)."""
+        fast = [t for t in self.templates.values() if t.slow is None]
+        used = [x for t in fast for k, x in t.slots.values() if k == "gather"]
+        mapping = self.derivation.prune(used)
+        for t in fast:
+            t.slots = {s: (k, mapping.to(x.device)[x] if k == "gather" else x) for s, (k, x) in t.slots.items()}
+        if not self.derivation.ops:
+            self.derivation = None
 
     def _traced(self, name) -> torch.Tensor:
         """The table of factor ``name`` from the probe run's own distribution (plain values)."""
@@ -170,7 +199,7 @@ class ParametricTables:
         """Rebuilt tables must equal the traced ones at the probe θ (checked on the first,
         middle and last member of each group); a group that does not (an unusual wrapper,
         a constructor that transforms its arguments) is demoted to slow."""
-        flat = self.space.flat(values)
+        flat = self.flat(values)
         keep = []
         for g in self.groups:
             n = len(g.members)
@@ -189,6 +218,36 @@ class ParametricTables:
                     self.slow.append(m)
         self.groups = keep
 
+    def _verify_elsewhere(self, values, constraints) -> None:
+        """The fast tables must also equal a model run's at a second θ (each value moved
+        inside its support by a fixed step that differs element by element): equality at
+        the probe θ alone cannot tell a function of θ from a constant that happens to
+        match there (a normalisation the probe point already satisfies, a value the probe
+        could not follow).  Groups that differ are demoted to slow.  Where the model
+        cannot be run at the moved θ (a support that depends on another value), a
+        smaller step is tried, then the check is skipped."""
+        if not self.groups:
+            return
+        names = [m for g in self.groups for m in g.members]
+        for step in (0.3, 0.03):
+            moved = _moved(values, constraints, step)
+            try:
+                with torch.no_grad():
+                    fast = self.group_tables(self.flat(moved))
+                    ref = self._run(moved, names, grad=False)
+            except Exception:  # noqa: BLE001 - the model refuses this θ: try closer, else skip
+                continue
+            keep = []
+            for g, stacked in zip(self.groups, fast):
+                if all(_same(stacked[i], ref[m]) for i, m in enumerate(g.members)):
+                    keep.append(g)
+                    continue
+                for m in g.members:
+                    self.templates[m].slow = "its rebuilt table did not follow a change of θ"
+                    self.slow.append(m)
+            self.groups = keep
+            return
+
     # ---------------------------------------------------------------- use
     def tables(self, values: dict, grad: bool = False) -> dict:
         """Every factor's log table at θ = ``values``.
@@ -199,13 +258,20 @@ class ParametricTables:
             Factor name -> table (its layout's full shape).  Group members are views of
             one stacked tensor per group (see :meth:`group_tables`).
         """
-        flat = self.space.flat(values)
+        flat = self.flat(values)
         out = dict(self.constant)
         for g, stacked in zip(self.groups, self.group_tables(flat)):
             for i, n in enumerate(g.members):
                 out[n] = stacked[i]
         out.update(self.slow_tables(values, grad=grad))
         return out
+
+    def flat(self, values: dict) -> torch.Tensor:
+        """The vector the groups gather from: θ's flat vector (:class:`ParamSpace`), and
+        with ``derive`` the recorded functions of it after (:meth:`Derivation.extend
+        <ppl.compiler.derivation.Derivation.extend>`)."""
+        flat = self.space.flat(values)
+        return flat if self.derivation is None else self.derivation.extend(flat)
 
     def group_tables(self, flat: torch.Tensor) -> list:
         """Per group, the stacked tables ``(G,) + sizes``."""
@@ -218,18 +284,43 @@ class ParametricTables:
         if not slow:
             return {}
         run = [n for n in slow if n not in self.direct]
-        out = {}
-        if run:
-            sub = poutine.substitute(data={k: v for k, v in values.items() if k not in self.latents})
-            subl = SubstituteLatents({k: v for k, v in values.items() if k in self.latents})
-            tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
-                                       messengers=(sub, subl), names=run, grad=grad, validate=False)
-            out = {n: f.table for n, f in tables.items()}
+        out = self._run(values, run, grad) if run else {}
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             for n in slow:
                 if n in self.direct:
                     out[n] = self.direct[n](values)
         return out
+
+
+    def _run(self, values: dict, names: list, grad: bool) -> dict:
+        """Tables of factors ``names`` by one model run with θ = ``values`` substituted."""
+        sub = poutine.substitute(data={k: v for k, v in values.items() if k not in self.latents})
+        subl = SubstituteLatents({k: v for k, v in values.items() if k in self.latents})
+        tables = log_factor_tables(self.graph, self.dims, self.plate_order, dtype=self.dtype, device=self.device,
+                                   messengers=(sub, subl), names=names, grad=grad, validate=False)
+        return {n: f.table for n, f in tables.items()}
+
+
+def _moved(values: dict, constraints: dict, step: float) -> dict:
+    """``values`` each moved by about ``step`` in its unconstrained space (element ``i``
+    of the whole θ by ``step * cos(1.7 i + 0.4)``), mapped back into its support
+    (``constraints``: name -> Constraint, real when absent); a value that cannot be moved
+    (integer, on its support's edge) is kept."""
+    out, offset = {}, 0
+    for k, v in values.items():
+        n = v.numel()
+        if v.is_floating_point() and n:
+            try:
+                t = biject_to(constraints.get(k) or real)
+                u = t.inv(v)
+                i = torch.arange(offset, offset + u.numel(), dtype=u.dtype, device=u.device).reshape(u.shape)
+                w = t(u + step * torch.cos(1.7 * i + 0.4))
+                v = w if w.shape == v.shape and bool(torch.isfinite(w).all()) else v
+            except (NotImplementedError, ValueError, RuntimeError, TypeError):
+                pass
+        out[k] = v
+        offset += n
+    return out
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

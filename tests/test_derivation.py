@@ -1,0 +1,104 @@
+"""Functions of θ that a model computes before selecting from them
+(``locs = stack([loc0, loc0 + gap])``, a transition matrix built from ``p_stay``) are
+recorded once and replayed (:mod:`ppl.compiler.derivation`), so a model with discrete
+latents summed out needs no model run per log-density evaluation.
+
+References that cannot share the replay's bug: a forward algorithm written here with
+torch.distributions (for the HMM), and the model run itself at other θ."""
+
+import math
+
+import pytest
+import torch
+import pyro.distributions as dist
+
+import ppl
+from ppl.backends.common.potential import Potential
+
+F = torch.float64
+
+
+@ppl.model
+def hmm(y):
+    p_stay = ppl.sample("p_stay", dist.Beta(torch.full((2,), 5.0, dtype=F), 2.0).to_event(1))
+    loc0 = ppl.sample("loc0", dist.Normal(torch.tensor(0.0, dtype=F), 5.0))
+    gap = ppl.sample("gap", dist.HalfNormal(torch.tensor(5.0, dtype=F)))
+    locs = torch.stack([loc0, loc0 + gap])
+    trans = torch.stack([torch.stack([p_stay[0], 1 - p_stay[0]]), torch.stack([1 - p_stay[1], p_stay[1]])])
+    z = 0
+    for t in ppl.markov(range(len(y))):
+        z = ppl.sample(f"z_{t}", dist.Categorical(trans[z] if t else torch.full((2,), 0.5, dtype=F)))
+        ppl.sample(f"y_{t}", dist.Normal(locs[z], 1.0), obs=y[t])
+
+
+def _forward(y, p_stay, loc0, gap):
+    """log p(y, p_stay, loc0, gap) by the forward algorithm (Rabiner 1989, eq. 19-21)."""
+    trans = torch.stack([torch.stack([p_stay[0], 1 - p_stay[0]]), torch.stack([1 - p_stay[1], p_stay[1]])])
+    locs = torch.stack([loc0, loc0 + gap])
+    alpha = torch.log(torch.full((2,), 0.5, dtype=F)) + dist.Normal(locs, 1.0).log_prob(y[0])
+    for t in range(1, len(y)):
+        alpha = torch.logsumexp(alpha[:, None] + trans.log(), 0) + dist.Normal(locs, 1.0).log_prob(y[t])
+    prior = (dist.Beta(torch.full((2,), 5.0, dtype=F), 2.0).log_prob(p_stay).sum()
+             + dist.Normal(torch.tensor(0.0, dtype=F), 5.0).log_prob(loc0)
+             + dist.HalfNormal(torch.tensor(5.0, dtype=F)).log_prob(gap))
+    return torch.logsumexp(alpha, 0) + prior
+
+
+@pytest.fixture(scope="module")
+def potential():
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(40, generator=g, dtype=F) + 3.0 * (torch.rand(40, generator=g, dtype=F) < 0.4)
+    a = ppl.analyze(hmm, {"y": y})
+    return y, Potential(a.graph, torch.device("cpu"), F, a)
+
+
+def test_hmm_factors_are_replayed_not_rerun(potential):
+    _, pot = potential
+    pt = pot.enumerated.pt
+    assert set(pt.slow) <= {"p_stay", "loc0", "gap"}  # only the priors' own factors ...
+    assert set(pt.slow) <= set(pt.direct)  # ... and those without a model run
+    assert pt.derivation is not None and len(pt.derivation.ops) <= 5  # unused row sums pruned
+
+
+@pytest.mark.parametrize("point", [(0.8, 0.7, -1.0, 2.5), (0.55, 0.95, 1.5, 0.3), (0.99, 0.2, 0.0, 6.0)])
+def test_enumerated_density_matches_a_forward_pass(potential, point):
+    y, pot = potential
+    p0, p1, loc0, gap = point
+    values = {"p_stay": torch.tensor([p0, p1], dtype=F), "loc0": torch.tensor(loc0, dtype=F),
+              "gap": torch.tensor(gap, dtype=F)}
+    got = pot.enumerated(values)
+    want = _forward(y, values["p_stay"], values["loc0"], values["gap"])
+    assert float(got) == pytest.approx(float(want), rel=1e-10, abs=1e-9)
+
+
+def test_gradient_through_the_replay_matches_autograd_of_the_forward_pass(potential):
+    y, pot = potential
+    vals = {"p_stay": torch.tensor([0.7, 0.85], dtype=F, requires_grad=True),
+            "loc0": torch.tensor(0.3, dtype=F, requires_grad=True), "gap": torch.tensor(2.0, dtype=F, requires_grad=True)}
+    with torch.enable_grad():
+        got = torch.autograd.grad(pot.enumerated(vals), list(vals.values()))
+        want = torch.autograd.grad(_forward(y, *vals.values()), list(vals.values()))
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+@ppl.model
+def normalised(x):
+    # theta sums to 1 at its prior mean (the probe point), so a rebuilt table that gathers
+    # theta where the model uses theta / theta.sum() agrees there and nowhere else
+    theta = ppl.sample("theta", dist.Gamma(torch.full((2,), 0.5, dtype=F), 1.0).to_event(1))
+    w = theta / theta.sum(-1, keepdim=True)
+    with ppl.plate("data", len(x)):
+        z = ppl.sample("z", dist.Categorical(torch.tensor([0.5, 0.5], dtype=F)))
+        ppl.sample("x", dist.Normal(w[z], 0.5), obs=x)
+
+
+def test_a_table_that_only_agrees_at_the_probe_point_is_rerun():
+    x = torch.tensor([0.2, 2.9, 1.1, -0.4, 2.2], dtype=F)
+    a = ppl.analyze(normalised, {"x": x})
+    pot = Potential(a.graph, torch.device("cpu"), F, a)
+    theta = torch.tensor([0.3, 2.0], dtype=F)
+    w = theta / theta.sum()
+    comp = dist.Normal(w, 0.5).log_prob(x[:, None]) + math.log(0.5)
+    want = torch.logsumexp(comp, -1).sum() + dist.Gamma(torch.full((2,), 0.5, dtype=F), 1.0).log_prob(theta).sum()
+    assert float(pot.enumerated({"theta": theta})) == pytest.approx(float(want), rel=1e-10)
