@@ -102,3 +102,73 @@ def test_a_table_that_only_agrees_at_the_probe_point_is_rerun():
     comp = dist.Normal(w, 0.5).log_prob(x[:, None]) + math.log(0.5)
     want = torch.logsumexp(comp, -1).sum() + dist.Gamma(torch.full((2,), 0.5, dtype=F), 1.0).log_prob(theta).sum()
     assert float(pot.enumerated({"theta": theta})) == pytest.approx(float(want), rel=1e-10)
+
+
+# ------------------------------------------------------------------ continuous models: summed tables
+@ppl.model
+def varying_intercepts(county, floor, y, J):
+    mu_a = ppl.sample("mu_a", dist.Normal(torch.tensor(0.0, dtype=F), 10.0))
+    sigma_a = ppl.sample("sigma_a", dist.HalfCauchy(torch.tensor(5.0, dtype=F)))
+    b = ppl.sample("b", dist.Normal(torch.tensor(0.0, dtype=F), 10.0))
+    sigma_y = ppl.sample("sigma_y", dist.HalfCauchy(torch.tensor(5.0, dtype=F)))
+    with ppl.plate("counties", J):
+        a = ppl.sample("a", dist.Normal(mu_a, sigma_a))
+    with ppl.plate("data", len(y)):
+        ppl.sample("y", dist.Normal(a[county] + b * floor, sigma_y), obs=y)
+
+
+@pytest.fixture(scope="module")
+def intercepts():
+    g = torch.Generator().manual_seed(5)
+    county = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 5, 5, 5, 6, 7, 7])
+    floor = (torch.rand(len(county), generator=g) < 0.3).to(F)
+    y = 1.5 + 0.3 * torch.randn(8, generator=g, dtype=F)[county] - 0.6 * floor \
+        + 0.7 * torch.randn(len(county), generator=g, dtype=F)
+    data = {"county": county, "floor": floor, "y": y, "J": 8}
+    return data, Potential(ppl.analyze(varying_intercepts, data).graph, torch.device("cpu"), F)
+
+
+def _intercepts_density(data, z):
+    """log p(h(z), v) + log|det ∂h/∂z| written out (z = [mu_a, log sigma_a, b, log sigma_y, a])."""
+    mu_a, ls_a, b, ls_y, a = z[0], z[1], z[2], z[3], z[4:]
+    t = lambda v: torch.tensor(v, dtype=F)  # noqa: E731
+    lp = (dist.Normal(t(0.0), 10.0).log_prob(mu_a) + dist.HalfCauchy(t(5.0)).log_prob(ls_a.exp()) + ls_a
+          + dist.Normal(t(0.0), 10.0).log_prob(b) + dist.HalfCauchy(t(5.0)).log_prob(ls_y.exp()) + ls_y
+          + dist.Normal(mu_a, ls_a.exp()).log_prob(a).sum())
+    return lp + dist.Normal(a[data["county"]] + b * data["floor"], ls_y.exp()).log_prob(data["y"]).sum()
+
+
+def test_continuous_density_runs_from_tables(intercepts):
+    data, pot = intercepts
+    assert pot.tabled is not None and set(pot.tabled.pt.slow) <= set(pot.tabled.pt.direct)
+    assert pot.sites == ["mu_a", "sigma_a", "b", "sigma_y", "a"]
+    g = torch.Generator().manual_seed(0)
+    zs = torch.randn(6, pot.dim, generator=g, dtype=F)
+    for z in zs:
+        value, grad = pot.log_density_and_grad(z)
+        zr = z.clone().requires_grad_(True)
+        with torch.enable_grad():
+            want = _intercepts_density(data, zr)
+            (want_grad,) = torch.autograd.grad(want, zr)
+        assert float(value) == pytest.approx(float(want), rel=1e-10)
+        assert torch.allclose(grad, want_grad, rtol=1e-8, atol=1e-10)
+    rows = pot.log_density_rows(zs)  # vmapped over the rows
+    assert torch.allclose(rows, torch.stack([_intercepts_density(data, z) for z in zs]), rtol=1e-10)
+
+
+@ppl.model
+def with_factor(x):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), 1.0))
+    ppl.factor("soft", -0.5 * mu ** 2)  # a Unit factor: no table to rebuild, the model is run
+    with ppl.plate("data", len(x)):
+        ppl.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def test_a_factor_the_tables_cannot_rebuild_keeps_the_model_run():
+    x = torch.tensor([0.5, 1.5, 1.0], dtype=F)
+    pot = Potential(ppl.analyze(with_factor, {"x": x}).graph, torch.device("cpu"), F)
+    assert pot.tabled is None
+    mu = torch.tensor(0.7, dtype=F)
+    want = dist.Normal(torch.tensor(0.0, dtype=F), 1.0).log_prob(mu) - 0.5 * mu ** 2 \
+        + dist.Normal(mu, 1.0).log_prob(x).sum()
+    assert float(pot.log_density(mu.reshape(1))) == pytest.approx(float(want), rel=1e-12)

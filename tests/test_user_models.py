@@ -326,7 +326,7 @@ def flat_mean(y):
 
 ORDERED_PRIORS = {
     "flat": lambda x: x[:, 1:].sum(-1),                           # the Jacobian |dmu/dx| of a flat prior in mu
-    "normal": lambda x: torch.distributions.Normal(0.0, 3.0).log_prob(x).sum(-1),
+    "normal": lambda x: torch.distributions.Normal(torch.tensor(0.0, dtype=F64), 3.0).log_prob(x).sum(-1),
 }
 
 

@@ -26,7 +26,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import biject_to
 
 from ...analysis.report import format_bytes
-from ...errors import ModelError
+from ...errors import ModelError, PPLError
 from .runtime import place
 from .supports import dependent_supports
 from .unconstrained import Unconstrained, conditioned_model, start_value
@@ -99,6 +99,36 @@ class _EnumeratedTables:
         return {} if marg is None else {v: marg[v] for v in marg}
 
 
+class _SummedTables:
+    """``log p(h, v)`` of a model without discrete latents as the sum of its factor log
+    tables at the continuous values (:class:`ParametricTables`, functions of θ recorded
+    and replayed): no model run, so no Pyro handlers per evaluation, and it vmaps.  Built
+    only where every factor is fast or a prior's own direct table (:meth:`build` is None
+    otherwise)."""
+
+    def __init__(self, pt, params: dict):
+        self.pt, self.params = pt, params
+
+    @staticmethod
+    def build(graph, start: dict, params: dict, dtype, device):
+        from ...compiler.parametric import ParametricTables
+
+        def make():
+            try:
+                pt = ParametricTables(graph, {}, graph.plate_order, {**start, **params}, dtype=dtype, device=device,
+                                      latents=list(start), derive=True)
+            except (PPLError, RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError, KeyError,
+                    IndexError):
+                return None  # the model-run density is the reference; it stays in use
+            return pt if set(pt.slow) <= set(pt.direct) else None
+        pt = graph.memo("potential", ("summed", dtype, str(device), tuple(start)), make)
+        return None if pt is None else _SummedTables(pt, params)
+
+    def __call__(self, values: dict) -> torch.Tensor:
+        tables = self.pt.tables({**values, **self.params}, grad=torch.is_grad_enabled())
+        return sum(t.sum() for t in tables.values())
+
+
 class Potential:
     """``log p(h, v) + log|det ∂h/∂z|`` as a function of the unconstrained flat vector
     ``z`` (discrete latents summed out), see the module docstring.
@@ -157,13 +187,17 @@ class Potential:
         self._vector_ok = None
         self._vmap_ok = None
         self._batch_transforms = None
+        self.tabled = None
+        params = {p: place(graph.sites[p].value, device, dtype).detach() for p in graph.params()}
+        params.update({p: store[p].detach().to(dtype=dtype, device=device) for p in graph.params() if p in store})
         if self.discrete:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
-            params = {p: place(graph.sites[p].value, device, dtype).detach() for p in graph.params()}
-            params.update({p: store[p].detach().to(dtype=dtype, device=device) for p in graph.params() if p in store})
-            self.enumerated = _EnumeratedTables(graph, analysis, start, params, dtype, device)
+            self.enumerated = self.tabled = _EnumeratedTables(graph, analysis, start, params, dtype, device)
             self.transforms = self._static_transforms()
+        elif self.sites and not dependent_supports(graph):
+            self.tabled = _SummedTables.build(graph, start, params, dtype, device)
+            self.transforms = None if self.tabled is None else self._static_transforms()
         try:
             with torch.no_grad():
                 self.log_density(self.median)
@@ -259,13 +293,13 @@ class Potential:
     # ----------------------------------------------------------------- density
     def _evaluate(self, z: torch.Tensor):
         """``(log p(h(z), v), log |det ∂h/∂z|)`` at ``z`` ``(D,)``."""
-        if self.enumerated is not None and self.transforms is not None:
+        if self.tabled is not None and self.transforms is not None:
             values, log_jacobian = {}, 0.0
             for s, u in self.unflat(z).items():
                 t = self.transforms[s]
                 values[s] = t(u)
                 log_jacobian = log_jacobian + t.log_abs_det_jacobian(u, values[s]).sum()
-            return self.enumerated(values), log_jacobian
+            return self.tabled(values), log_jacobian
         trace, handler = self._run(z)
         if self.enumerated is not None:
             return self.enumerated(handler.values), handler.log_jacobian
