@@ -172,3 +172,31 @@ def test_a_factor_the_tables_cannot_rebuild_keeps_the_model_run():
     want = dist.Normal(torch.tensor(0.0, dtype=F), 1.0).log_prob(mu) - 0.5 * mu ** 2 \
         + dist.Normal(mu, 1.0).log_prob(x).sum()
     assert float(pot.log_density(mu.reshape(1))) == pytest.approx(float(want), rel=1e-12)
+
+
+@ppl.model
+def volatility(r):
+    omega = ppl.sample("omega", dist.LogNormal(torch.tensor(-2.0, dtype=F), 1.0))
+    beta = ppl.sample("beta", dist.Beta(torch.tensor(2.0, dtype=F), 2.0))
+    torch.exp(-omega)  # computed and never used: recorded, then pruned before the stack below
+    var = [r.var()]
+    for t in range(1, len(r)):
+        var.append(omega + 0.1 * r[t - 1] ** 2 + beta * var[-1])
+    with ppl.plate("time", len(r)):
+        ppl.sample("r", dist.Normal(torch.tensor(0.0, dtype=F), torch.stack(var).sqrt()), obs=r)
+
+
+def test_a_recursion_stacked_with_a_constant_replays_after_pruning():
+    g = torch.Generator().manual_seed(2)
+    r = 0.5 * torch.randn(30, generator=g, dtype=F)
+    pot = Potential(ppl.analyze(volatility, {"r": r}).graph, torch.device("cpu"), F)
+    assert pot.tabled is not None
+    omega, beta = torch.tensor(0.07, dtype=F), torch.tensor(0.6, dtype=F)
+    var = [r.var()]
+    for t in range(1, len(r)):
+        var.append(omega + 0.1 * r[t - 1] ** 2 + beta * var[-1])
+    want = dist.LogNormal(torch.tensor(-2.0, dtype=F), 1.0).log_prob(omega) \
+        + dist.Beta(torch.tensor(2.0, dtype=F), 2.0).log_prob(beta) \
+        + dist.Normal(torch.tensor(0.0, dtype=F), torch.stack(var).sqrt()).log_prob(r).sum()
+    got = pot.tabled({"omega": omega, "beta": beta})
+    assert float(got) == pytest.approx(float(want), rel=1e-11)

@@ -136,7 +136,8 @@ class Derivation:
             func, targs, tkwargs = op
             remap = {id(r): _Ref(mapping.to(r.positions.device)[r.positions], r.scale, self._starts)
                      for r in _refs(op)}
-            self.ops.append((func, _retemplate(targs, remap), {k: _retemplate(v, remap) for k, v in tkwargs.items()}))
+            self.ops.append((func, tuple(_retemplate(a, remap) for a in targs),
+                             {k: _retemplate(v, remap) for k, v in tkwargs.items()}))
             self._starts.append(self.size)
             self._lengths.append(n)
             self.size += n
