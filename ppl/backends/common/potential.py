@@ -74,9 +74,14 @@ class _EnumeratedTables:
         cont = list(start)
         dims = enumeration_dims(graph, analysis.moral)
         self.params = params
-        self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), lambda: ParametricTables(
-            graph, dims, graph.plate_order, {**start, **params}, dtype=dtype, device=device, latents=cont,
-            derive=True))
+        def tables():
+            try:
+                return ParametricTables(graph, dims, graph.plate_order, {**start, **params}, dtype=dtype,
+                                        device=device, latents=cont, derive=True)
+            except (RuntimeError, ValueError, TypeError, IndexError):  # a recorded op that cannot be replayed
+                return ParametricTables(graph, dims, graph.plate_order, {**start, **params}, dtype=dtype,
+                                        device=device, latents=cont)
+        self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), tables)
 
         def plan():
             with torch.no_grad():
