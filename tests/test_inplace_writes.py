@@ -89,3 +89,24 @@ def test_laplace_follows_an_in_place_write(data):
     for k in ("mu0", "gap"):
         assert float(post.mean(k)) == pytest.approx(float(ref.mean(k)), abs=1e-3), k
     assert post.trust.verdict == ref.trust.verdict
+
+
+BUFFER = torch.zeros(2, dtype=F)  # a module-level tensor the model below writes into
+
+
+@ppl.model
+def _writes_a_global(x):
+    mu0 = ppl.sample("mu0", dist.Normal(torch.tensor(0.0, dtype=F), 10.0))
+    BUFFER[0] = mu0
+    BUFFER[1] = mu0 + 1.0
+    with ppl.plate("data", len(x)):
+        z = ppl.sample("z", dist.Categorical(torch.tensor([0.5, 0.5], dtype=F)))
+        ppl.sample("x", dist.Normal(BUFFER[z], 1.0), obs=x)
+
+
+def test_a_written_tensor_gets_its_class_back(data):
+    a = ppl.analyze(_writes_a_global, data)  # the traced run (Tracked)
+    from ppl.backends.common.potential import Potential
+    with torch.no_grad():
+        Potential(a.graph, torch.device("cpu"), F, a)  # the probe run (Probe)
+    assert type(BUFFER) is torch.Tensor  # not left a Tracked or Probe for later runs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["mutated_tensor"]
+__all__ = ["mutated_tensor", "adopt", "restoring_classes"]
 
 # dunder in-place operators (``a += b`` ...) and the setitem of ``a[i] = b``
 _INPLACE_DUNDERS = frozenset({
@@ -46,3 +46,29 @@ def mutated_tensor(name: str, args: tuple, kwargs: dict):
     if inplace and args and isinstance(args[0], torch.Tensor):
         return args[0]
     return None
+
+
+_adopted: list = []
+
+
+def adopt(target: torch.Tensor, cls: type) -> None:
+    """Make ``target`` an instance of the tensor subclass ``cls`` in place (its Python
+    object is the one the model holds), remembering its class for
+    :class:`restoring_classes`."""
+    _adopted.append((target, type(target)))
+    target.__class__ = cls
+
+
+class restoring_classes:
+    """Context manager: tensors adopted inside it (:func:`adopt`) get their own class
+    back on exit."""
+
+    def __enter__(self):
+        self._mark = len(_adopted)
+        return self
+
+    def __exit__(self, *exc):
+        while len(_adopted) > self._mark:
+            target, cls = _adopted.pop()
+            target.__class__ = cls
+        return False

@@ -23,7 +23,7 @@ import torch
 
 from . import derivation
 from .internals import no_torch_function
-from .mutation import mutated_tensor
+from .mutation import adopt, mutated_tensor
 
 __all__ = ["Probe", "plain", "positions_of", "scale_of", "track_scales", "escaped_params"]
 
@@ -156,8 +156,7 @@ def _written(target: torch.Tensor, deps: frozenset) -> None:
     runs) and ``target`` becomes a general function of them."""
     _escaped.update(deps)
     if not isinstance(target, Probe):
-        target.__class__ = Probe
-        target.ppl_rowop = target.ppl_scale = None
+        adopt(target, Probe)
     target.ppl_positions = None
     target.ppl_deps = frozenset(target.ppl_deps) | deps
     target.ppl_rowop = target.ppl_scale = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .internals import no_torch_function
-from .mutation import mutated_tensor
+from .mutation import adopt, mutated_tensor
 
 __all__ = ["Tracked", "provenance_of", "strip"]
 
@@ -55,7 +55,7 @@ class Tracked(torch.Tensor):
             if type(target) is Tracked:
                 target._provenance = target._provenance | provenance
             else:
-                target.__class__ = Tracked
+                adopt(target, Tracked)
                 target._provenance = provenance
         return _track(result, provenance)
 

@@ -30,6 +30,7 @@ from .handlers import CheckObservations, TrackProvenance
 from .handlers.check_observations_messenger import structure_change_message
 from .parameters import CheckParameters, check_parameters
 from .internals import no_torch_function
+from .mutation import restoring_classes
 from .provenance import provenance_of, strip
 from .zeros import exact_log_prob
 
@@ -94,7 +95,9 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
         If an observed value does not fit its site (the message names the site, the
         expected and the actual).
     """
-    with pyro.validation_enabled(False), warnings.catch_warnings():  # the scopes' log_prob calls below too
+    # restoring_classes: a tensor the model wrote a site's value into became Tracked for
+    # this run (and the scopes below); it is a plain tensor again afterwards
+    with pyro.validation_enabled(False), warnings.catch_warnings(), restoring_classes():  # the scopes' log_prob too
         # the latents' prior draws only trace the structure: torch's Wishart warns when a draw at
         # small degrees of freedom is numerically singular, which does not matter here
         warnings.filterwarnings("ignore", message="Singular sample detected", category=UserWarning)

@@ -13,6 +13,7 @@ from torch.distributions.constraints import real
 from ...ops.shapes import broadcast_shapes
 from ..chunked import chunked_log_prob
 from ..derivation import Derivation, record_derived
+from ..mutation import restoring_classes
 from ..handlers import SubstituteLatents, SubstituteParams
 from ..internals import no_torch_function
 from ..probe import Probe, escaped_params, plain, track_scales
@@ -85,7 +86,7 @@ class ParametricTables:
         sub = SubstituteParams({k: v for k, v in probe_values.items() if k not in self.latents})
         subl = SubstituteLatents({k: v for k, v in probe_values.items() if k in self.latents})
         self.derivation = Derivation(offset) if derive else None
-        with track_scales() if self.latents else contextlib.nullcontext(), \
+        with track_scales() if self.latents else contextlib.nullcontext(), restoring_classes(), \
                 record_derived(self.derivation) if derive else contextlib.nullcontext():
             trace = enumerated_trace(graph, dims, dtype, sub, subl, log_prob=False)
         if self.derivation is not None and not self.derivation.ops:
