@@ -200,3 +200,41 @@ def test_a_recursion_stacked_with_a_constant_replays_after_pruning():
         + dist.Normal(torch.tensor(0.0, dtype=F), torch.stack(var).sqrt()).log_prob(r).sum()
     got = pot.tabled({"omega": omega, "beta": beta})
     assert float(got) == pytest.approx(float(want), rel=1e-11)
+
+
+# ------------------------------------------------------------------ a shared latent scale in a loop
+@ppl.model
+def hmm_shared_scale(y):
+    theta = ppl.sample("theta", dist.Dirichlet(torch.ones(3, 3, dtype=F) + 2 * torch.eye(3, dtype=F)).to_event(1))
+    mu = ppl.sample("mu", dist.Normal(torch.tensor([-3.0, 0.0, 3.0], dtype=F), 1.0).to_event(1))
+    sigma = ppl.sample("sigma", dist.HalfNormal(torch.tensor(2.0, dtype=F)))
+    z = 0
+    for t in ppl.markov(range(len(y))):
+        z = ppl.sample(f"z_{t}", dist.Categorical(theta[z] if t else torch.full((3,), 1 / 3, dtype=F)))
+        ppl.sample(f"y_{t}", dist.Normal(mu[z], sigma), obs=y[t])
+
+
+def test_a_shared_latent_scale_does_not_join_the_chain():
+    # a scale shared by every y_t used to collect every z_t in its provenance (an op that
+    # returned its input unioned the sites into it), so each y_t's factor held all z's:
+    # treewidth T - 1 and "intractable" for any HMM with a latent emission scale
+    y = torch.tensor([-3.1, -2.7, 0.2, 0.1, 2.9, 3.3, 3.0, -0.3, -2.8, -3.2], dtype=F)
+    a = ppl.analyze(hmm_shared_scale, {"y": y})
+    assert a.treewidth == 1
+    assert set(a.graph.factors["y_4"].scope) == {"mu", "sigma", "z_4", "y_4"}
+    pot = Potential(a.graph, torch.device("cpu"), F, a)
+    zs = pot.median + 0.3 * torch.randn(3, pot.dim, generator=torch.Generator().manual_seed(0), dtype=F)
+    assert pot._vmaps(zs)  # the chain's log-domain products branch on no value under vmap
+    with torch.no_grad():
+        rows = pot.log_density_rows(zs)
+        one = torch.stack([pot.log_density(z) for z in zs])
+    assert torch.allclose(rows, one, rtol=1e-12)
+    values = pot.constrain(zs[0])
+    theta, mu, sigma = values["theta"], values["mu"], values["sigma"]
+    alpha = torch.log(torch.full((3,), 1 / 3, dtype=F)) + dist.Normal(mu, sigma).log_prob(y[0])
+    for t in range(1, len(y)):
+        alpha = torch.logsumexp(alpha[:, None] + theta.log(), 0) + dist.Normal(mu, sigma).log_prob(y[t])
+    prior = (dist.Dirichlet(torch.ones(3, 3, dtype=F) + 2 * torch.eye(3, dtype=F)).log_prob(theta).sum()
+             + dist.Normal(torch.tensor([-3.0, 0.0, 3.0], dtype=F), 1.0).log_prob(mu).sum()
+             + dist.HalfNormal(torch.tensor(2.0, dtype=F)).log_prob(sigma))
+    assert float(pot.enumerated(values)) == pytest.approx(float(torch.logsumexp(alpha, 0) + prior), rel=1e-10)

@@ -77,8 +77,12 @@ def _scan(items, provenance: frozenset) -> frozenset:
 def _track(result, provenance: frozenset):
     if isinstance(result, torch.Tensor):
         if type(result) is Tracked:
-            result._provenance = result._provenance | provenance
-            return result
+            # an op that returned one of its inputs (broadcast_tensors of tensors already of
+            # the broadcast shape, .to(its own dtype)): a new view carries the union, the input
+            # keeps its own sites (unioning in place gave a shared scale every z_t of a loop)
+            if provenance <= result._provenance:
+                return result
+            return Tracked.wrap(strip(result), result._provenance | provenance)
         return Tracked.wrap(result, provenance)
     if isinstance(result, tuple) and hasattr(type(result), "n_fields"):
         # torch.return_types (max, sort, ...): a struct sequence whose fields (.values,

@@ -74,7 +74,9 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     intermediate).  Shifting rows of ``a`` and columns of ``b`` separately can
     underflow when their maxima sit at different ``j`` (values more than ~745 nats
     apart); entries whose product came out 0 are recomputed exactly in the log domain,
-    so the result is right over the whole float64 range.  For ``"max"`` it broadcasts.
+    so the result is right over the whole float64 range (under ``torch.func.vmap``,
+    which cannot branch on values, every entry is computed in the log domain, an
+    ``I·J·K`` intermediate).  For ``"max"`` it broadcasts.
 
     Parameters
     ----------
@@ -94,7 +96,11 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     prod = torch.matmul((a - sa).exp(), (b - sb).exp())
     out = safe_log(prod) + sa + sb
     zero = prod == 0
-    if bool(zero.any()):  # true zeros or underflow: recompute those entries exactly
+    try:
+        underflow = bool(zero.any())
+    except RuntimeError:  # under torch.func.vmap (no data-dependent branch): every entry in the log domain
+        return safe_logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), -2)
+    if underflow:  # true zeros or underflow: recompute those entries exactly
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
         a_e = a.expand(batch + a.shape[-2:])
         b_e = b.expand(batch + b.shape[-2:])
