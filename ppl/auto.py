@@ -147,7 +147,8 @@ def escalate(graph, analysis, options: dict, run_method):
     analysis : Analysis
     options : dict
         The user's options: auto's own (:data:`AUTO_OPTIONS`) and any backend's (each
-        backend gets those it declares).
+        backend gets those it declares).  A backend that declares ``max_seconds`` and was
+        not given it gets what is left of ``time_budget`` (seconds).
     run_method : callable(name, options) -> Posterior
         Runs one backend and attaches its trust verdict (``ppl.api``'s single-method path).
 
@@ -193,10 +194,13 @@ def escalate(graph, analysis, options: dict, run_method):
                                  "left_because": f"not tried: {skip}"})
                 continue
             t0 = time.perf_counter()
+            chosen = {**given, **{k: v for k, v in extra.items() if k not in given}}
+            if own["time_budget"] is not None and "max_seconds" in declared and "max_seconds" not in chosen:
+                chosen["max_seconds"] = max(own["time_budget"] - spent, 1.0)  # a sampler stops at the budget
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", TrustWarning)
-                    post = run_method(name, {**given, **{k: v for k, v in extra.items() if k not in given}})
+                    post = run_method(name, chosen)
             except Exception as e:  # noqa: BLE001 - one method's failure must not stop auto trying the next
                 if isinstance(e, DataError) and e.log_evidence == -math.inf:
                     raise  # impossible evidence: no other method can give a number

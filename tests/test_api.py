@@ -535,3 +535,37 @@ def test_auto_skips_costlier_methods_once_a_run_did_not_fit_the_time_budget(monk
     left = [a["left_because"] for a in post.diagnostics["routing"]["attempts"]]
     assert "past the time budget" in left[1]
     assert all("a cheap run did not fit the time budget" in why for why in left[2:]) and len(left) == 4
+
+
+def test_auto_gives_a_sampler_what_is_left_of_the_time_budget(monkeypatch):
+    import warnings as _warnings
+
+    import ppl.auto as auto
+    from ppl.trust import UNRELIABLE, Trust
+
+    class Fake:
+        def __init__(self, name, options):
+            self.name, self.options = name, options
+
+        def auto_cost(self, options):
+            return 1.0
+
+    class Post:
+        def __init__(self, name):
+            self.method, self.diagnostics = name, {}
+            self.trust = Trust(UNRELIABLE, ["no"], {})
+
+    got = {}
+
+    def run_method(name, options):
+        got[name] = dict(options)
+        return Post(name)
+
+    fakes = {"plain": Fake("plain", {}), "sampler": Fake("sampler", {"max_seconds": None})}
+    monkeypatch.setattr(auto, "ranked_backends", lambda: fakes)
+    monkeypatch.setattr(auto, "auto_route", lambda a: {"method": "plain", "reason": "-", "plan": ["plain", "sampler"]})
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        auto.escalate(None, None, {"time_budget": 50.0}, run_method)
+    assert "max_seconds" not in got["plain"]             # only a method that takes the option gets it
+    assert 45.0 < got["sampler"]["max_seconds"] <= 50.0  # the budget less what the first method spent

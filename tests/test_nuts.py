@@ -322,3 +322,21 @@ def test_default_run_is_reliable_on_the_gamma_poisson_rate():
     assert post.draws("rate").shape == (4, 1000)
     assert abs(float(post.mean("rate")) - a / b) < mcse_bound(post.draws("rate"))
     assert float(special.gammaincc(a, b * float(post.quantile("rate", 0.5)))) == pytest.approx(0.5, abs=0.03)
+
+
+# ------------------------------------------------------------------ the time limit
+def test_a_run_cut_at_max_seconds_keeps_its_draws_and_is_unreliable():
+    post = nuts(normal_mean, {"x": X_NN}, num_chains=2, warmup_steps=50, num_samples=200_000, seed=3,
+                max_seconds=4.0, parallel=False, jit_compile=False)
+    draws = post.draws("mu")
+    assert draws.shape[0] == 2 and 4 <= draws.shape[1] < 200_000  # both chains cut to the same length
+    assert post.trust.verdict == "unreliable" and "time limit" in post.trust.reasons[0]
+    assert "max_seconds=4" in post.diagnostics["stopped"]
+    mean, sd = normal_mean_exact()
+    assert abs(float(post.mean("mu")) - mean) < 6 * sd / math.sqrt(draws.shape[1])  # the draws kept are draws
+
+
+def test_a_run_cut_in_its_warmup_is_a_numerical_error():
+    with pytest.raises(ppl.errors.NumericalError, match="time limit .* in its warmup"):
+        nuts(normal_mean, {"x": X_NN}, num_chains=2, warmup_steps=100_000, num_samples=10, seed=3,
+             max_seconds=1.0, parallel=False, jit_compile=False)

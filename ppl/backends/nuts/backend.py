@@ -55,6 +55,9 @@ class NUTSBackend(Backend):
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
                "'sample' of the prior"),
+        Option("max_seconds", Real(0.0, low_open=True) | NoneValue(), None,
+               "wall-clock limit of the run: chains still running then stop with the draws they have (the "
+               "verdict is then unreliable); None: no limit (method='auto' passes what is left of time_budget)"),
         COMMON["seed"].but(doc="chain c is seeded seed + c (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
@@ -105,7 +108,13 @@ class NUTSBackend(Backend):
         """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain
         (Vehtari et al. 2021) and no divergent transition (Betancourt 2017); see
         :func:`~ppl.backends.common.chains.chain_trust`."""
-        return chain_trust(posterior.diagnostics)
+        trust = chain_trust(posterior.diagnostics)
+        stopped = posterior.diagnostics.get("stopped")
+        if stopped:  # the kernel's facts (divergences) cover only what ran: never reliable
+            why = f"{stopped}: a run cut short is not trusted (raise max_seconds, or time_budget under method='auto')"
+            trust = type(trust)("unreliable", [why] + ([] if trust.ok else list(trust.reasons)), trust.numbers,
+                                next_method=None)
+        return trust
 
     # ------------------------------------------------------------------------- run
     def run(self, graph, analysis, **options):
@@ -137,7 +146,7 @@ class NUTSBackend(Backend):
                           target_accept_prob=o.target_accept_prob, max_tree_depth=o.max_tree_depth,
                           full_mass=o.full_mass,
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
-                          parallel=o.parallel)
+                          parallel=o.parallel, max_seconds=o.max_seconds)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
             chains = run_chains(potential, s, graph.model.name)
@@ -154,7 +163,7 @@ class NUTSBackend(Backend):
             seconds=seconds, seconds_per_chain=list(chains.seconds), parallel=chains.parallel,
             steps_per_second=(s.warmup_steps + s.num_samples) * s.num_chains / seconds if seconds > 0 else None,
             jit_compile=chains.jit_compile, notes=list(chains.notes), enumerated=list(analysis.discrete),
-            device=str(o.device))
+            device=str(o.device), stopped=chains.stopped)
         return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics,
                               **discrete_sites(potential, draws))

@@ -27,10 +27,10 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from ...errors import ModelError, PPLError
+from ...errors import ModelError, NumericalError, PPLError
 from ..common.jit import JIT_ERRORS, checked_trace
 from ..common.params import store_restore, store_snapshot
-from ..common.processes import map_jobs
+from ..common.processes import fork_problem, map_jobs, usable_cores
 
 __all__ = ["INIT_STRATEGIES", "ChainSettings", "ChainsResult", "preserved_state", "run_chains"]
 
@@ -71,6 +71,9 @@ class ChainSettings:
         Pyro's progress bar (None: only when stderr is a terminal).
     parallel : bool
         Run chains in forked worker processes, one per core, where that is possible.
+    max_seconds : float or None
+        Wall-clock limit of the whole run: a chain still running then stops and keeps the
+        draws it has (all chains are cut to the shortest); None: no limit.
     """
 
     num_samples: int
@@ -84,6 +87,7 @@ class ChainSettings:
     seed: int | None
     progress: bool | None
     parallel: bool = True
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -110,6 +114,8 @@ class ChainsResult:
         Whether the chains ran with a JIT-compiled potential.
     notes : list[str]
         What happened that the user should know (a JIT trace that failed).
+    stopped : str or None
+        Why the chains stopped before their schedule's end (``max_seconds``), else None.
     """
 
     draws: dict
@@ -122,6 +128,11 @@ class ChainsResult:
     full_mass: bool = False
     parallel: bool = False
     wall_seconds: float = 0.0
+    stopped: str | None = None
+
+
+class _TimeUp(Exception):
+    """Raised inside Pyro's sampling loop when a chain passes its deadline."""
 
 
 @contextlib.contextmanager
@@ -170,11 +181,13 @@ def _potential_fn(potential, jit, z0, notes: list, gen):
     return (lambda params: f(params["z"])), jitted
 
 
-def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: str) -> dict:
+def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: str,
+               seconds: float | None = None) -> dict:
     """Run chain ``chain`` (its own generator and Pyro's global RNGs seeded
     ``base_seed + chain``: ``seed + chain``, or a draw of the global RNG plus ``chain``) and return its record: constrained draws as numpy ``(S,) + shape``
     per site, divergences, acceptance rate, step size, seconds, JIT use and notes."""
     start = time.perf_counter()
+    deadline = None if seconds is None else time.monotonic() + seconds
     gen = torch.Generator().manual_seed((base_seed + chain) % 2**63)
     pyro.set_rng_seed((base_seed + chain) % 2**32)
     show = s.progress if s.progress is not None else sys.stderr.isatty()
@@ -187,18 +200,31 @@ def _one_chain(potential, s: ChainSettings, chain: int, base_seed: int, label: s
     dense = s.full_mass if s.full_mass is not None else potential.dim <= DENSE_MAX_DIM
     kernel = NUTS(potential_fn=fn, target_accept_prob=s.target_accept_prob, max_tree_depth=s.max_tree_depth,
                   full_mass=bool(dense))
+    kept, at_stop = [], []
+
+    def hook(kernel, params, stage, i):  # keeps the draws so far, so a chain cut by the deadline has them
+        if stage.startswith("Sample"):
+            kept.append(params["z"].detach().clone())
+        if deadline is not None and time.monotonic() > deadline:
+            at_stop.append(kernel.diagnostics())
+            raise _TimeUp
+
     mcmc = MCMC(kernel, num_samples=s.num_samples, warmup_steps=s.warmup_steps, num_chains=1,
-                initial_params={"z": z0}, disable_progbar=not show)
+                initial_params={"z": z0}, disable_progbar=not show, hook_fn=hook)
     try:
         mcmc.run()
+    except _TimeUp:
+        pass
     except PPLError:
         raise
     except JIT_ERRORS as e:
         raise ModelError(f"NUTS could not run model '{label}' (chain {chain}): {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else e!r}") from e
-    draws = potential.constrain(mcmc.get_samples()["z"].detach())
-    facts = _sampler_facts(mcmc)
-    return {"draws": {k: v.cpu().numpy() for k, v in draws.items()},
+    z = torch.stack(kept) if kept else z0.new_zeros((0,) + tuple(z0.shape))
+    draws = potential.constrain(z) if kept else {}
+    facts = {k: {"chain 0": v} for k, v in at_stop[0].items()} if at_stop else _sampler_facts(mcmc)
+    return {"draws": {k: v.cpu().numpy() for k, v in draws.items()}, "kept": len(kept),
+            "stopped_in_warmup": bool(at_stop) and not kept,
             "divergences": len(facts.get("divergences", {}).get("chain 0", [])),
             "acceptance_rate": float(facts.get("acceptance rate", {}).get("chain 0", float("nan"))),
             "step_size": float(mcmc.kernel.step_size), "jitted": jitted, "notes": notes,
@@ -244,8 +270,15 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
     base = int(s.seed) if s.seed is not None else int(torch.randint(2**31, ()))
     start = time.perf_counter()
 
+    # each chain gets its share of max_seconds: all of it when every chain runs at once, a
+    # 1/C share when they run in turn (a deadline for the whole run would starve the last ones)
+    concurrent = 1
+    if s.parallel and fork_problem(potential.device, s.num_chains) is None:
+        concurrent = min(s.num_chains, usable_cores())
+    share = None if s.max_seconds is None else s.max_seconds * concurrent / s.num_chains
+
     def job(chain):
-        return _one_chain(potential, s, chain, base, label)
+        return _one_chain(potential, s, chain, base, label, share)
 
     chains = list(range(s.num_chains))
     if s.parallel:
@@ -261,6 +294,16 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
         result.seconds.append(r["seconds"])
         result.notes.extend(n for n in r["notes"] if n not in result.notes)
     result.jit_compile = all(r["jitted"] for r in records)
-    result.draws = {k: torch.stack([torch.as_tensor(r["draws"][k]) for r in records], dim=0).to(potential.device)
-                    for k in records[0]["draws"]}
+    n = min(r["kept"] for r in records)
+    if n < s.num_samples:
+        if n < 4:
+            where = "its warmup" if any(r["stopped_in_warmup"] for r in records) else f"{n} draws per chain"
+            raise NumericalError(f"NUTS on model '{label}' reached its time limit (max_seconds={s.max_seconds:g}) "
+                                 f"in {where}, too few draws to judge (at least 4 per chain); raise max_seconds "
+                                 "(under method='auto': time_budget) or use fewer warmup_steps")
+        result.stopped = (f"the chains stopped at the time limit (max_seconds={s.max_seconds:g}) after {n} of "
+                          f"{s.num_samples} draws each")
+        result.notes.append(result.stopped)
+    result.draws = {k: torch.stack([torch.as_tensor(r["draws"][k][:n]) for r in records], dim=0)
+                    .to(potential.device) for k in records[0]["draws"]}
     return result
