@@ -368,3 +368,22 @@ def test_line_search_meets_the_strong_wolfe_conditions_on_rosenbrock():
         a, f, g = wolfe_line_search(obj, z, f0, g0, -g0, step)
         assert f <= f0 + 1e-4 * a * float(g0 @ -g0)
         assert abs(float(g @ -g0)) <= 0.9 * abs(float(g0 @ -g0))
+
+
+def test_a_point_the_model_refuses_is_a_floating_point_error_of_the_mode_search():
+    """L-BFGS (Laplace's and MAP's mode search) that steps where the model raises (a value
+    outside its support) retries with shorter steps, then reports the model's refusal as
+    FloatingPointError, which Laplace turns into its typed NumericalError; never a raw
+    ValueError."""
+    from ppl.backends.common.mode import find_mode
+
+    class Refusing:
+        dim = 1
+
+        def log_density(self, z):
+            if float(z.detach().abs().max()) > 0.5:
+                raise ValueError("Expected value argument to be within the support")
+            return -((z - 3.0) ** 2).sum()  # the mode (3) lies where the model refuses
+
+    with pytest.raises(FloatingPointError, match="no density at a point the optimiser tried"):
+        find_mode(Refusing(), torch.zeros(1, dtype=torch.float64))

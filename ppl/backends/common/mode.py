@@ -63,22 +63,36 @@ def negative_hessian(potential, z: torch.Tensor) -> torch.Tensor:
 
 
 def _lbfgs(potential, z0, max_iter, counter):
-    z = z0.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([z], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-14)
+    """L-BFGS with a strong Wolfe line search from ``z0``; where it steps to a point with
+    no density (non-finite, or the model refuses the value: an ordered vector whose
+    increments overflowed), it is run again from ``z0`` with steps a tenth as long, then
+    the failure is raised (FloatingPointError)."""
+    failure = None
+    for lr in (1.0, 0.1):
+        z = z0.detach().clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([z], lr=lr, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-12, tolerance_change=1e-14)
 
-    def closure():
-        opt.zero_grad()
-        counter[0] += 1
-        value = -potential.log_density(z)
-        if not torch.isfinite(value):
-            raise FloatingPointError("non-finite log density")
-        value.backward()
-        return value
+        def closure():
+            opt.zero_grad()
+            counter[0] += 1
+            try:
+                value = -potential.log_density(z)
+            except (ValueError, RuntimeError) as e:
+                raise FloatingPointError(f"the model has no density at a point the optimiser tried: {e}") from e
+            if not torch.isfinite(value):
+                raise FloatingPointError("non-finite log density")
+            value.backward()
+            return value
 
-    with torch.enable_grad():
-        opt.step(closure)
-    return z.detach(), int(opt.state[z].get("n_iter", 0))
+        try:
+            with torch.enable_grad():
+                opt.step(closure)
+        except FloatingPointError as e:
+            failure = e
+            continue
+        return z.detach(), int(opt.state[z].get("n_iter", 0))
+    raise failure
 
 
 def find_mode(potential, z0: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-8, newton_steps: int = 20) -> Mode:
