@@ -236,3 +236,17 @@ def test_auto_escalates_to_chees_on_eight_schools_and_matches_the_reference():
         m, s = float(post.mean(site)), float(post.variance(site)) ** 0.5
         assert abs(m - ref[site]["mean"][0]) / ref[site]["sd"][0] < 0.1
         assert 0.9 < s / ref[site]["sd"][0] < 1.1
+
+
+def test_a_run_cut_at_max_seconds_keeps_its_draws_and_is_unreliable():
+    x = _t([1.0, 2.5, 0.5, 1.8])
+    post = _run(normal_mean, {"x": x}, seed=0, warmup_steps=50, num_samples=1_000_000, max_seconds=3.0)
+    draws = post.draws("mu")
+    assert draws.shape[0] == 16 and 4 <= draws.shape[1] < 1_000_000
+    assert post.trust.verdict == "unreliable" and "time limit" in post.trust.reasons[0]
+    assert "max_seconds=3" in post.diagnostics["stopped"]
+
+
+def test_a_run_cut_in_its_warmup_is_a_numerical_error():
+    with pytest.raises(ppl.errors.NumericalError, match="time limit .* in its warmup"):
+        _run(normal_mean, {"x": _t([1.0, 2.5])}, seed=0, warmup_steps=10_000_000, max_seconds=1.0)

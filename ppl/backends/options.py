@@ -549,6 +549,9 @@ COMMON = option_table(
     Option("memory_budget", Bytes() | NoneValue(), None,
            "bytes the largest exact table may take (None: 2 GiB)"),
     Option("heuristic", OneOf("min_fill", "min_degree"), "min_fill", "elimination-order heuristic"),
+    Option("max_seconds", Real(0.0, low_open=True) | NoneValue(), None,
+           "wall-clock limit of a sampler's run: chains still running then stop with the draws they have (the "
+           "verdict is then unreliable); None: no limit (method='auto' passes what is left of time_budget)"),
     Option("marginals", Boolean(), True, "compute every latent's marginal"),
     Option("map", Boolean(), True, "compute the joint MAP assignment (max-product)"),
     Option("distributed", Boolean() | InstanceOf(str, "a plate name"), False,

@@ -19,7 +19,7 @@ import time
 from ...errors import ModelError, PPLError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend
-from ..common.chains import chain_diagnostics, chain_trust, e_bfmi, sampler_applicability
+from ..common.chains import chain_diagnostics, chain_trust, cut_short, e_bfmi, sampler_applicability
 from ..common.importance import discrete_sites
 from ..common.jit import JIT_ERRORS
 from ..common.potential import Potential
@@ -59,6 +59,7 @@ class CheesBackend(Backend):
         Option("init", OneOf("uniform", "median", "sample"), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median' of the prior, or "
                "'sample' (the median plus a standard normal draw)"),
+        COMMON["max_seconds"],
         COMMON["seed"].but(doc="seeds every draw of the run (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
@@ -111,7 +112,7 @@ class CheesBackend(Backend):
         trust = chain_trust(posterior.diagnostics, ess_total=ESS_TOTAL)
         if not trust.ok:
             trust.next_method = "nuts"   # per-chain step sizes and path lengths, a dense mass matrix
-        return trust
+        return cut_short(trust, posterior.diagnostics.get("stopped"))
 
     def run(self, graph, analysis, **options):
         """Run ``num_chains`` ChEES-HMC chains in lockstep with ``options`` (see :attr:`options`).
@@ -139,7 +140,8 @@ class CheesBackend(Backend):
         start = time.perf_counter()
         s = CheesSettings(num_chains=o.num_chains, num_samples=o.num_samples, warmup_steps=o.warmup_steps,
                           target_accept_prob=o.target_accept_prob, max_leapfrog=o.max_leapfrog,
-                          jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress)
+                          jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
+                          max_seconds=o.max_seconds)
         with run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
             try:
@@ -164,6 +166,7 @@ class CheesBackend(Backend):
             trajectory_length=r.trajectory_length, mean_leapfrog=sum(r.leapfrog_steps) / max(len(r.leapfrog_steps), 1),
             grad_evals=r.grad_evals, warmup_divergences=r.warmup_divergences, jit_compile=r.jit_compile,
             vectorized=r.vectorized, seconds=r.seconds, notes=list(r.notes), enumerated=list(analysis.discrete),
+            stopped=r.stopped,
             device=str(o.device))
         return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics,

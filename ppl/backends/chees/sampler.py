@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...errors import ModelError
+from ...errors import ModelError, NumericalError
 from ..common.jit import checked_trace
 from .adapt import DualAveraging, LogAdam, VarianceWindow, chees_gradient, halton
 
@@ -55,6 +55,9 @@ class CheesSettings:
     seed : int or None
     progress : bool or None
         A tqdm bar over the iterations (None: only when stderr is a terminal).
+    max_seconds : float or None
+        Wall-clock limit: past it the chains stop with the draws they have (at least 4; in
+        the warmup a NumericalError); None: no limit.
     """
 
     num_chains: int
@@ -66,6 +69,7 @@ class CheesSettings:
     init: str
     seed: int | None
     progress: bool | None
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -95,6 +99,8 @@ class CheesResult:
         Whether the log density was traced; whether it ran on all chains in one model run.
     seconds : float
     notes : list[str]
+    stopped : str or None
+        Why the draws end before ``num_samples`` (``max_seconds``), else None.
     """
 
     z: torch.Tensor
@@ -111,6 +117,7 @@ class CheesResult:
     vectorized: bool = False
     seconds: float = 0.0
     notes: list = field(default_factory=list)
+    stopped: str | None = None
 
 
 class _Gradient:
@@ -296,13 +303,25 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     bar = _progress(s)
     adapt = _Adaptation(grad, state, s, gen)
     warm_div = 0
+    deadline = None if s.max_seconds is None else time.monotonic() + s.max_seconds
     for t in range(s.warmup_steps):
+        if deadline is not None and time.monotonic() > deadline:
+            bar.close()
+            raise NumericalError(f"ChEES-HMC reached its time limit (max_seconds={s.max_seconds:g}) in its warmup "
+                                 f"({t} of {s.warmup_steps} steps): no draws to judge; raise max_seconds (under "
+                                 "method='auto': time_budget) or use fewer warmup_steps")
         state, diverged = adapt.step(t, state)
         warm_div += int(diverged.sum())
         bar.update(1)
     eps, length = adapt.final()
     zs, alphas, divs, energies, steps = [], [], [], [], []
+    stopped = None
     for i in range(s.num_samples):
+        if deadline is not None and i >= 4 and time.monotonic() > deadline:
+            stopped = (f"the chains stopped at the time limit (max_seconds={s.max_seconds:g}) after {i} of "
+                       f"{s.num_samples} draws each")
+            notes.append(stopped)
+            break
         n = _steps(eps, length, halton(s.warmup_steps + i + 1), s.max_leapfrog)
         state, alpha, diverged, h0, _ = _transition(grad, state, eps, adapt.inv_mass, n, gen)
         zs.append(state[0])
@@ -318,7 +337,7 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
                        energy=torch.stack(energies, 1), step_size=eps, trajectory_length=length,
                        inverse_mass=adapt.inv_mass, leapfrog_steps=steps, grad_evals=grad.evals,
                        warmup_divergences=warm_div, jit_compile=grad.jitted, vectorized=grad.vectorized,
-                       seconds=time.perf_counter() - start, notes=notes)
+                       seconds=time.perf_counter() - start, notes=notes, stopped=stopped)
 
 
 def _progress(s: CheesSettings):

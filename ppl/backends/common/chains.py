@@ -28,7 +28,7 @@ from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, list_names
 from .potential import enumeration_problem
 
-__all__ = ["sampler_applicability", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
+__all__ = ["sampler_applicability", "cut_short", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
 
 #: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
 RHAT_MAX = 1.01
@@ -44,6 +44,18 @@ BFMI_MIN = 0.3
 TAIL_KHAT_MAX = 0.5
 
 _CITE = "Vehtari et al. 2021"
+
+
+def cut_short(trust: Trust, stopped: str | None) -> Trust:
+    """``trust`` of a run that ``stopped`` at its time limit (``max_seconds``; None: it
+    ran its schedule): unreliable whatever the diagnostics say, since the chains are
+    shorter than asked and a sampler's own facts (divergences) cover only what ran; the
+    failed diagnostics' reasons are kept after the time limit's."""
+    if not stopped:
+        return trust
+    why = f"{stopped}: a run cut short is not trusted (raise max_seconds, or time_budget under method='auto')"
+    return Trust(UNRELIABLE, [why] + ([] if trust.ok else list(trust.reasons)), trust.numbers,
+                 next_method=None if trust.ok else trust.next_method)
 
 
 def sampler_applicability(analysis, chains: str) -> Applicability:

@@ -25,7 +25,7 @@ from ..common.potential import Potential
 from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
-from ..common.chains import chain_diagnostics, chain_trust, sampler_applicability
+from ..common.chains import chain_diagnostics, chain_trust, cut_short, sampler_applicability
 from .sampler import INIT_STRATEGIES, ChainSettings, preserved_state, run_chains
 
 __all__ = ["NUTSBackend"]
@@ -55,9 +55,7 @@ class NUTSBackend(Backend):
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
                "'sample' of the prior"),
-        Option("max_seconds", Real(0.0, low_open=True) | NoneValue(), None,
-               "wall-clock limit of the run: chains still running then stop with the draws they have (the "
-               "verdict is then unreliable); None: no limit (method='auto' passes what is left of time_budget)"),
+        COMMON["max_seconds"],
         COMMON["seed"].but(doc="chain c is seeded seed + c (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
@@ -108,13 +106,7 @@ class NUTSBackend(Backend):
         """``"reliable"`` when >= 2 chains, R-hat < 1.01, bulk and tail ESS >= 100 per chain
         (Vehtari et al. 2021) and no divergent transition (Betancourt 2017); see
         :func:`~ppl.backends.common.chains.chain_trust`."""
-        trust = chain_trust(posterior.diagnostics)
-        stopped = posterior.diagnostics.get("stopped")
-        if stopped:  # the kernel's facts (divergences) cover only what ran: never reliable
-            why = f"{stopped}: a run cut short is not trusted (raise max_seconds, or time_budget under method='auto')"
-            trust = type(trust)("unreliable", [why] + ([] if trust.ok else list(trust.reasons)), trust.numbers,
-                                next_method=None)
-        return trust
+        return cut_short(chain_trust(posterior.diagnostics), posterior.diagnostics.get("stopped"))
 
     # ------------------------------------------------------------------------- run
     def run(self, graph, analysis, **options):
