@@ -82,7 +82,7 @@ class Comparison(Table):
     is a terminal, as plain aligned text otherwise (piped or captured output stays one row
     per line; :meth:`to_string` picks either); ``rich.print(comparison)`` gives the styled
     table.  Columns empty in every row are left out of the printout (a note
-    names them) but not of :meth:`to_pandas`; a status too long for the table is printed
+    names them) but not of :meth:`~Comparison.to_pandas`; a status too long for the table is printed
     as a numbered footnote.
     """
 

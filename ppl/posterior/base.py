@@ -46,7 +46,7 @@ class Posterior(SiteQueries, NetworkWeights):
         Exact ``log p(observed)`` in nats, or ``None`` when the backend cannot give it.
     params : dict[str, torch.Tensor]
         Learned ``ppl.param`` values and ``pyro.module`` weights (``"name$$$p"`` keys;
-        :meth:`load_module_weights` writes them into the networks); empty when nothing is learned.
+        :meth:`~Posterior.load_module_weights` writes them into the networks); empty when nothing is learned.
     history : list[float]
         Objective per iteration (empty for one-shot backends).
     converged : bool or None

@@ -43,7 +43,7 @@ class GuidePosterior(DiscreteTables, Posterior):
         The fitted guide, kept as :attr:`guide` (usable with Pyro, e.g. ``Predictive``);
         ``None`` on a loaded posterior.  Called directly it runs its ``pyro.module``
         networks with their current weights (ppl's call left them as it found them): call
-        :meth:`load_module_weights` first to run it with the learned ones.
+        :meth:`~ppl.posterior.base.Posterior.load_module_weights` first to run it with the learned ones.
 
     Notes
     -----

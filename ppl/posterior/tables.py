@@ -168,7 +168,7 @@ class MeanFieldPosterior(TablePosterior):
 
     def _sampler(self, n, sample_seed=None):
         """``n`` independent draws of every factor (:func:`sample_tables`); :meth:`sample`
-        passes the run's seed (:attr:`seed`) when called without one."""
+        passes the run's seed (:attr:`~ppl.posterior.base.Posterior.seed`) when called without one."""
         return sample_tables(self._marginals, self._supports, n, sample_seed)
 
     def map(self) -> dict:

@@ -97,7 +97,7 @@ class _Quadratic:
         return torch.cholesky_solve(r.unsqueeze(-1), self.chols[k]).squeeze(-1)
 
     def block_covariances(self) -> list:
-        """``Λ_BB⁻¹`` of every block, in the order of :attr:`blocks` (q's covariances)."""
+        """``Λ_BB⁻¹`` of every block, in the order of ``blocks`` (q's covariances)."""
         return [torch.cholesky_inverse(chol) for chol in self.chols]
 
     def exact(self):

@@ -5,12 +5,12 @@ A :class:`DiscretePlan` holds the log-factor tables (one enumerated run of the m
 long chains pre-stacked for the parallel scan, and the elimination order of the
 analysis.  It answers:
 
-* :meth:`log_partition` — ``log Σ_h p(h, v)`` (the log evidence) and, by one reverse
+* :meth:`~DiscretePlan.log_partition` — ``log Σ_h p(h, v)`` (the log evidence) and, by one reverse
   sweep (:func:`ppl.ops.scaled.scaled_gradients`), every latent's marginal:
   ∂ log Z / ∂ log φ_f(x_f) = p(x_f | v), the adjoint trick (Darwiche 2003; Pyro's
   ``compute_marginals``); barren latents are left out of that pass and propagated
   forward;
-* :meth:`argmax` — the joint MAP assignment and ``max_h log p(h, v)`` (max-product with
+* :meth:`~DiscretePlan.argmax` — the joint MAP assignment and ``max_h log p(h, v)`` (max-product with
   backtracking: the same engine, the other semiring);
 * :meth:`sample` — exact joint posterior samples (backward sampling).
 """

@@ -6,7 +6,7 @@ The user's model is run unchanged under Pyro handlers: ``condition`` fixes the l
 and the log density is ``Σ_sites scale · mask · log_prob`` as Pyro's
 ``Trace.log_prob_sum`` computes it.  Terms of chosen sites can be left out: the MAP
 backend leaves out Laplace priors, whose ``|h - μ| / b`` term it handles by its prox
-(:func:`laplace_terms`).
+(:meth:`LogJoint.l1_terms`).
 """
 
 from __future__ import annotations

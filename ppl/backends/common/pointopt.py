@@ -77,7 +77,7 @@ def _identity(x):
 
 def latent_block(name: str, value: torch.Tensor, support, l1=None, event_numel: int = 1) -> Block:
     """The block of a latent site with current ``value``; ``l1`` an
-    :class:`~ppl.backends.logjoint.L1Term` for a Laplace prior."""
+    :class:`~ppl.backends.common.logjoint.L1Term` for a Laplace prior."""
     if l1 is not None:
         return Block(name, value.detach().clone(), _identity, prox=l1.prox, penalty=l1.penalty,
                      row=event_numel, l1=l1)

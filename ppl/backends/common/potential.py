@@ -62,7 +62,7 @@ DISCRETE_MARGINAL_DRAWS = 200
 
 class _EnumeratedTables:
     """``log p(h_c, v)`` with the discrete latents summed out: factor tables at the
-    continuous values by :class:`ParametricTables` (continuous latents as arguments), log Z
+    continuous values by :class:`~ppl.compiler.parametric.ParametricTables` (continuous latents as arguments), log Z
     by the exact backend's plan."""
 
     def __init__(self, graph, analysis, start: dict, params: dict, dtype, device):
@@ -106,7 +106,7 @@ class _EnumeratedTables:
 
 class _SummedTables:
     """``log p(h, v)`` of a model without discrete latents as the sum of its factor log
-    tables at the continuous values (:class:`ParametricTables`, functions of θ recorded
+    tables at the continuous values (:class:`~ppl.compiler.parametric.ParametricTables`, functions of θ recorded
     and replayed): no model run, so no Pyro handlers per evaluation, and it vmaps.  Built
     only where every factor is fast or a prior's own direct table (:meth:`build` is None
     otherwise)."""

@@ -1,7 +1,7 @@
 """Online EM over a stream of minibatches (Cappé & Moulines 2009, "On-line
 expectation-maximization algorithm for latent data models", JRSS-B 71(3), §2.2, eq. 7-8).
 
-For minibatch ``B_k`` at θ_k: the exact E-step of the batch (:meth:`EMFit.e_step`), its
+For minibatch ``B_k`` at θ_k: the exact E-step of the batch (:meth:`EMFit.e_step <ppl.backends.em.backend.EMFit.e_step>`), its
 expected sufficient statistics scaled to the global size N, the stochastic-approximation
 step ``s ← (1 − γ_k) s + γ_k ŝ_{B_k}`` (inside the closed forms' ``shard.sum_dict``, here a
 :class:`~ppl.backends.common.streaming.StreamHook`), then θ_{k+1} = θ̄(s), the closed-form
@@ -25,7 +25,7 @@ __all__ = ["OnlineEM", "run_online_em"]
 
 class OnlineEM(StreamProblem):
     """EM's hooks for :func:`~ppl.backends.common.streaming.run_stream`; the global state is
-    θ as one flat vector (the layout of the first batch's :class:`ParamSpace`)."""
+    θ as one flat vector (the layout of the first batch's :class:`~ppl.compiler.parametric.space.ParamSpace`)."""
 
     first_step_full = True  # s starts as the first batch's statistics (no arbitrary s_0)
     fixed_point_check = True  # converged only where one batch EM step from θ barely moves it
@@ -35,7 +35,7 @@ class OnlineEM(StreamProblem):
         self.space = None
 
     def build(self, graph, analysis, hook):
-        """An :class:`EMFit` of the batch graph with ``hook`` as its shard.
+        """An :class:`~ppl.backends.em.backend.EMFit` of the batch graph with ``hook`` as its shard.
 
         Raises
         ------
