@@ -72,8 +72,7 @@ class Derivation:
     def __init__(self, base: int):
         self.base = self.size = int(base)
         self.ops = []
-        self._starts = [0] if base else []
-        self._lengths = [self.base] if base else []
+        self._starts = [0]  # segment starts: θ's own (possibly empty), then each op's output
 
     def add(self, func, args, kwargs, out, probes, positions_of, scale_of):
         """Record ``out = func(*args, **kwargs)``; return the LongTensor of new positions
@@ -92,14 +91,16 @@ class Derivation:
             if pos is None or pos.numel() == 0:
                 return None
             refs[id(p)] = _Ref(pos.reshape(p.shape), scale_of(p), self._starts)
-        targs = tuple(_template(a, refs) for a in args)
-        tkwargs = {k: _template(v, refs) for k, v in (kwargs or {}).items()}
         positions = torch.arange(self.size, self.size + out.numel(), device=out.device).reshape(out.shape)
-        self.ops.append((func, targs, tkwargs))
-        self._starts.append(self.size)
-        self._lengths.append(out.numel())
-        self.size += out.numel()
+        self._append(func, args, kwargs or {}, refs, out.numel())
         return positions
+
+    def _append(self, func, args, kwargs, table: dict, n: int) -> None:
+        """Record an op whose inputs ``table`` (id -> :class:`_Ref`) replaces, with an
+        output of ``n`` elements."""
+        self.ops.append((func, tuple(_by_id(a, table) for a in args), {k: _by_id(v, table) for k, v in kwargs.items()}))
+        self._starts.append(self.size)
+        self.size += n
 
     def prune(self, used: list) -> torch.Tensor:
         """Drop the ops whose outputs no factor needs (a constructor's row sums...).
@@ -117,30 +118,23 @@ class Derivation:
         needed = torch.zeros(self.size, dtype=torch.bool)
         for pos in used:
             needed[pos.reshape(-1).cpu()] = True
+        spans = list(zip(self._starts[1:], self._starts[2:] + [self.size]))  # each op's output
         keep = [False] * len(self.ops)
-        first = 1 if self.base else 0
         for i in range(len(self.ops) - 1, -1, -1):
-            start, n = self._starts[first + i], self._lengths[first + i]
-            if bool(needed[start:start + n].any()):
+            start, end = spans[i]
+            if bool(needed[start:end].any()):
                 keep[i] = True
                 for r in _refs(self.ops[i]):
                     needed[r.positions.reshape(-1).cpu()] = True
         mapping = torch.full((self.size,), -1, dtype=torch.long)
         mapping[:self.base] = torch.arange(self.base)
-        ops, old_starts, old_lengths = self.ops, self._starts[first:], self._lengths[first:]
-        self.ops, self._starts, self._lengths, self.size = [], self._starts[:first], self._lengths[:first], self.base
-        for op, start, n, kept in zip(ops, old_starts, old_lengths, keep):
-            if not kept:
-                continue
-            mapping[start:start + n] = torch.arange(self.size, self.size + n)
-            func, targs, tkwargs = op
-            remap = {id(r): _Ref(mapping.to(r.positions.device)[r.positions], r.scale, self._starts)
-                     for r in _refs(op)}
-            self.ops.append((func, tuple(_retemplate(a, remap) for a in targs),
-                             {k: _retemplate(v, remap) for k, v in tkwargs.items()}))
-            self._starts.append(self.size)
-            self._lengths.append(n)
-            self.size += n
+        ops, self.ops, self._starts, self.size = self.ops, [], [0], self.base
+        for (func, targs, tkwargs), (start, end), kept in zip(ops, spans, keep):
+            if kept:
+                mapping[start:end] = torch.arange(self.size, self.size + end - start)
+                table = {id(r): _Ref(mapping.to(r.positions.device)[r.positions], r.scale, self._starts)
+                         for r in _refs((func, targs, tkwargs))}
+                self._append(func, targs, tkwargs, table, end - start)
         return mapping
 
     def extend(self, flat: torch.Tensor) -> torch.Tensor:
@@ -148,7 +142,7 @@ class Derivation:
         ``(size,)``, differentiable in ``flat``."""
         if not self.ops:
             return flat
-        segments = [flat] if self.base else []
+        segments = [flat]
         cache = {}
 
         def full():
@@ -199,19 +193,12 @@ def _refs(op) -> list:
     return out
 
 
-def _retemplate(a, remap):
-    if isinstance(a, _Ref):
-        return remap[id(a)]
+def _by_id(a, table: dict):
+    """``a`` (or each item of a list/tuple ``a``) replaced by ``table[id(...)]`` where present."""
+    if id(a) in table:
+        return table[id(a)]
     if isinstance(a, (list, tuple)):
-        return type(a)(remap[id(x)] if isinstance(x, _Ref) else x for x in a)
-    return a
-
-
-def _template(a, refs):
-    if id(a) in refs:
-        return refs[id(a)]
-    if isinstance(a, (list, tuple)):
-        return type(a)(refs.get(id(x), x) for x in a)
+        return type(a)(table.get(id(x), x) for x in a)
     return a
 
 
