@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...errors import ModelError, NumericalError
+from ...errors import ModelError
+from ..common.chains import MIN_DRAWS, stopped_note, time_limit_error
 from ..common.jit import checked_trace
 from .adapt import DualAveraging, LogAdam, VarianceWindow, chees_gradient, halton
 
@@ -307,9 +308,7 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     for t in range(s.warmup_steps):
         if deadline is not None and time.monotonic() > deadline:
             bar.close()
-            raise NumericalError(f"ChEES-HMC reached its time limit (max_seconds={s.max_seconds:g}) in its warmup "
-                                 f"({t} of {s.warmup_steps} steps): no draws to judge; raise max_seconds (under "
-                                 "method='auto': time_budget) or use fewer warmup_steps")
+            raise time_limit_error("ChEES-HMC", s.max_seconds, f"its warmup ({t} of {s.warmup_steps} steps)")
         state, diverged = adapt.step(t, state)
         warm_div += int(diverged.sum())
         bar.update(1)
@@ -317,9 +316,8 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     zs, alphas, divs, energies, steps = [], [], [], [], []
     stopped = None
     for i in range(s.num_samples):
-        if deadline is not None and i >= 4 and time.monotonic() > deadline:
-            stopped = (f"the chains stopped at the time limit (max_seconds={s.max_seconds:g}) after {i} of "
-                       f"{s.num_samples} draws each")
+        if deadline is not None and i >= MIN_DRAWS and time.monotonic() > deadline:
+            stopped = stopped_note(s.max_seconds, i, s.num_samples)
             notes.append(stopped)
             break
         n = _steps(eps, length, halton(s.warmup_steps + i + 1), s.max_leapfrog)

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from ...analysis.report import format_bytes
-from ...errors import UnsupportedModelError
+from ...errors import NumericalError, UnsupportedModelError
 from ...peers import import_arviz
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, list_names
 from .potential import enumeration_problem
 
-__all__ = ["sampler_applicability", "cut_short", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
+__all__ = ["sampler_applicability", "cut_short", "MIN_DRAWS", "stopped_note", "time_limit_error", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
 
 #: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
 RHAT_MAX = 1.01
@@ -44,6 +44,24 @@ BFMI_MIN = 0.3
 TAIL_KHAT_MAX = 0.5
 
 _CITE = "Vehtari et al. 2021"
+
+
+#: Draws per chain below which a run cut at its time limit is an error, not a result.
+MIN_DRAWS = 4
+
+
+def stopped_note(max_seconds: float, kept: int, asked: int) -> str:
+    """The note of a sampler whose chains stopped at ``max_seconds`` (seconds) with ``kept``
+    of ``asked`` draws each (``diagnostics["stopped"]``; :func:`cut_short` reads it)."""
+    return f"the chains stopped at the time limit (max_seconds={max_seconds:g}) after {kept} of {asked} draws each"
+
+
+def time_limit_error(who: str, max_seconds: float, where: str) -> NumericalError:
+    """The error of a sampler (``who``) that reached ``max_seconds`` ``where`` (its
+    warmup, or after fewer than :data:`MIN_DRAWS` draws): nothing to judge."""
+    return NumericalError(f"{who} reached its time limit (max_seconds={max_seconds:g}) in {where}, too few draws to "
+                          f"judge (at least {MIN_DRAWS} per chain); raise max_seconds (under method='auto': "
+                          "time_budget) or use fewer warmup_steps")
 
 
 def cut_short(trust: Trust, stopped: str | None) -> Trust:

@@ -27,7 +27,8 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from ...errors import ModelError, NumericalError, PPLError
+from ...errors import ModelError, PPLError
+from ..common.chains import MIN_DRAWS, stopped_note, time_limit_error
 from ..common.jit import JIT_ERRORS, checked_trace
 from ..common.params import store_restore, store_snapshot
 from ..common.processes import fork_problem, map_jobs, usable_cores
@@ -296,13 +297,10 @@ def run_chains(potential, s: ChainSettings, label: str = "model") -> ChainsResul
     result.jit_compile = all(r["jitted"] for r in records)
     n = min(r["kept"] for r in records)
     if n < s.num_samples:
-        if n < 4:
+        if n < MIN_DRAWS:
             where = "its warmup" if any(r["stopped_in_warmup"] for r in records) else f"{n} draws per chain"
-            raise NumericalError(f"NUTS on model '{label}' reached its time limit (max_seconds={s.max_seconds:g}) "
-                                 f"in {where}, too few draws to judge (at least 4 per chain); raise max_seconds "
-                                 "(under method='auto': time_budget) or use fewer warmup_steps")
-        result.stopped = (f"the chains stopped at the time limit (max_seconds={s.max_seconds:g}) after {n} of "
-                          f"{s.num_samples} draws each")
+            raise time_limit_error(f"NUTS on model '{label}'", s.max_seconds, where)
+        result.stopped = stopped_note(s.max_seconds, n, s.num_samples)
         result.notes.append(result.stopped)
     result.draws = {k: torch.stack([torch.as_tensor(r["draws"][k][:n]) for r in records], dim=0)
                     .to(potential.device) for k in records[0]["draws"]}
