@@ -28,7 +28,8 @@ from ...trust import RELIABLE, UNRELIABLE, Trust
 from ..base import Applicability, list_names
 from .potential import enumeration_problem
 
-__all__ = ["sampler_applicability", "cut_short", "MIN_DRAWS", "stopped_note", "time_limit_error", "RHAT_MAX", "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
+__all__ = ["sampler_applicability", "cut_short", "MIN_DRAWS", "stopped_note", "time_limit_error", "RHAT_MAX",
+           "ESS_PER_CHAIN", "TAIL_KHAT_MAX", "BFMI_MIN", "chain_diagnostics", "chain_trust", "e_bfmi"]
 
 #: R-hat at or above this means the chains have not mixed (Vehtari et al. 2021, §4).
 RHAT_MAX = 1.01

@@ -60,13 +60,33 @@ def enumeration_problem(analysis) -> str | None:
 DISCRETE_MARGINAL_DRAWS = 200
 
 
+#: What building recorded tables may raise on a model whose computations they cannot
+#: follow; the caller then keeps a path with model runs (the reference).
+_RECORDING_ERRORS = (PPLError, RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError, KeyError,
+                     IndexError)
+
+
+def _recorded_tables(graph, dims: dict, values: dict, latents: list, dtype, device, derive: bool = True):
+    """:class:`~ppl.compiler.parametric.ParametricTables` of ``graph`` at ``values`` with the
+    continuous ``latents`` as arguments and (``derive``) the functions of them the model
+    computes recorded; None where recording fails."""
+    from ...compiler.parametric import ParametricTables
+
+    try:
+        return ParametricTables(graph, dims, graph.plate_order, values, dtype=dtype, device=device, latents=latents,
+                                derive=derive)
+    except _RECORDING_ERRORS:
+        if not derive:
+            raise
+        return None
+
+
 class _EnumeratedTables:
     """``log p(h_c, v)`` with the discrete latents summed out: factor tables at the
     continuous values by :class:`~ppl.compiler.parametric.ParametricTables` (continuous latents as arguments), log Z
     by the exact backend's plan."""
 
     def __init__(self, graph, analysis, start: dict, params: dict, dtype, device):
-        from ...compiler.parametric import ParametricTables
         from ...compiler.tables import enumeration_dims
         from ...ops.contract import LogFactor
         from .discrete import DiscretePlan
@@ -74,14 +94,10 @@ class _EnumeratedTables:
         cont = list(start)
         dims = enumeration_dims(graph, analysis.moral)
         self.params = params
-        def tables():
-            try:
-                return ParametricTables(graph, dims, graph.plate_order, {**start, **params}, dtype=dtype,
-                                        device=device, latents=cont, derive=True)
-            except (RuntimeError, ValueError, TypeError, IndexError):  # a recorded op that cannot be replayed
-                return ParametricTables(graph, dims, graph.plate_order, {**start, **params}, dtype=dtype,
-                                        device=device, latents=cont)
-        self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), tables)
+        values = {**start, **params}
+        self.pt = graph.memo("potential", ("tables", dtype, str(device), tuple(cont)), lambda: (
+            _recorded_tables(graph, dims, values, cont, dtype, device)   # else model runs for the computed ones
+            or _recorded_tables(graph, dims, values, cont, dtype, device, derive=False)))
 
         def plan():
             with torch.no_grad():
@@ -116,16 +132,9 @@ class _SummedTables:
 
     @staticmethod
     def build(graph, start: dict, params: dict, dtype, device):
-        from ...compiler.parametric import ParametricTables
-
         def make():
-            try:
-                pt = ParametricTables(graph, {}, graph.plate_order, {**start, **params}, dtype=dtype, device=device,
-                                      latents=list(start), derive=True)
-            except (PPLError, RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError, KeyError,
-                    IndexError):
-                return None  # the model-run density is the reference; it stays in use
-            return pt if set(pt.slow) <= set(pt.direct) else None
+            pt = _recorded_tables(graph, {}, {**start, **params}, list(start), dtype, device)
+            return pt if pt is not None and set(pt.slow) <= set(pt.direct) else None  # else the model run
         pt = graph.memo("potential", ("summed", dtype, str(device), tuple(start)), make)
         return None if pt is None else _SummedTables(pt, params)
 
@@ -186,7 +195,6 @@ class Potential:
         self.sizes = [int(math.prod(self.shapes[s])) for s in self.sites]
         self.dim = sum(self.sizes)
         self.median = self._start(start)
-        self.enumerated = None
         self.transforms = None
         self.mpn = max([-p.dim for p in graph.plates.values()], default=0)
         self._vector_ok = None
@@ -198,7 +206,7 @@ class Potential:
         if self.discrete:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
-            self.enumerated = self.tabled = _EnumeratedTables(graph, analysis, start, params, dtype, device)
+            self.tabled = _EnumeratedTables(graph, analysis, start, params, dtype, device)
             self.transforms = self._static_transforms()
         elif self.sites and not dependent_supports(graph):
             self.tabled = _SummedTables.build(graph, start, params, dtype, device)
@@ -209,6 +217,12 @@ class Potential:
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"model '{graph.model.name}' cannot be evaluated at its starting point: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+
+    @property
+    def enumerated(self):
+        """The summed-out density's tables (:class:`_EnumeratedTables`) when the model has
+        discrete latents, else None."""
+        return self.tabled if self.discrete else None
 
     def _static_transforms(self):
         """Site -> its transform when no support depends on another latent
