@@ -89,8 +89,6 @@ class ParametricTables:
         with track_scales() if self.latents else contextlib.nullcontext(), restoring_classes(), \
                 record_derived(self.derivation) if derive else contextlib.nullcontext():
             trace = enumerated_trace(graph, dims, dtype, sub, subl, log_prob=False)
-        if self.derivation is not None and not self.derivation.ops:
-            self.derivation = None
         self.space = ParamSpace.build(values, sub.constraints)
         escaped = escaped_params(reset=True)
         param_names = set(values)
@@ -214,10 +212,14 @@ class ParametricTables:
             if ok:
                 keep.append(g)
             else:
-                for m in g.members:
-                    self.templates[m].slow = "rebuilding its distribution did not reproduce the traced table"
-                    self.slow.append(m)
+                self._demote(g, "rebuilding its distribution did not reproduce the traced table")
         self.groups = keep
+
+    def _demote(self, group, why: str) -> None:
+        """Make every member of ``group`` a slow factor (re-evaluated by model runs), saying ``why``."""
+        for m in group.members:
+            self.templates[m].slow = why
+            self.slow.append(m)
 
     def _verify_elsewhere(self, values, constraints) -> None:
         """The fast tables must also equal a model run's at a second θ (each value moved
@@ -242,10 +244,8 @@ class ParametricTables:
             for g, stacked in zip(self.groups, fast):
                 if all(_same(stacked[i], ref[m]) for i, m in enumerate(g.members)):
                     keep.append(g)
-                    continue
-                for m in g.members:
-                    self.templates[m].slow = "its rebuilt table did not follow a change of θ"
-                    self.slow.append(m)
+                else:
+                    self._demote(g, "its rebuilt table did not follow a change of θ")
             self.groups = keep
             return
 
