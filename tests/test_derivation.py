@@ -230,3 +230,34 @@ def test_a_shared_latent_scale_does_not_join_the_chain():
              + dist.Normal(torch.tensor([-3.0, 0.0, 3.0], dtype=F), 1.0).log_prob(mu).sum()
              + dist.HalfNormal(torch.tensor(2.0, dtype=F)).log_prob(sigma))
     assert float(pot.enumerated(values)) == pytest.approx(float(torch.logsumexp(alpha, 0) + prior), rel=1e-10)
+
+
+def test_recorded_tables_that_cannot_be_checked_at_a_second_point_are_not_used(monkeypatch):
+    # the second-point check needs a model run at a moved θ; where the model refuses it
+    # (a support that depends on another latent), tables that gather recorded functions
+    # of θ were checked at the probe point only: they go back to model runs
+    from ppl.compiler.parametric import evaluator
+
+    real_run, real_moved = evaluator.ParametricTables._run, evaluator._moved
+
+    class Moved(dict):
+        pass
+
+    def run(self, values, names, grad):
+        if isinstance(values, Moved):  # only the check's runs at a moved θ are refused
+            raise ValueError("the model refuses this θ")
+        return real_run(self, values, names, grad)
+
+    monkeypatch.setattr(evaluator.ParametricTables, "_run", run)
+    monkeypatch.setattr(evaluator, "_moved", lambda *a: Moved(real_moved(*a)))
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(12, generator=g, dtype=F) + 3.0 * (torch.rand(12, generator=g, dtype=F) < 0.4)
+    a = ppl.analyze(hmm, {"y": y})
+    pot = Potential(a.graph, torch.device("cpu"), F, a)
+    pt = pot.enumerated.pt
+    assert {f"y_{t}" for t in range(12)} <= set(pt.slow)  # Normal(locs[z], 1): locs is recorded
+    assert "rebuilt" not in pt.templates["y_3"].slow and "second" in pt.templates["y_3"].slow
+    values = {"p_stay": torch.tensor([0.8, 0.6], dtype=F), "loc0": torch.tensor(0.2, dtype=F),
+              "gap": torch.tensor(2.5, dtype=F)}
+    want = _forward(y, values["p_stay"], values["loc0"], values["gap"])
+    assert float(pot.enumerated(values)) == pytest.approx(float(want), rel=1e-10)

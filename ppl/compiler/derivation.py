@@ -13,6 +13,11 @@ selections from it (``locs[z]``) are plain gathers again, of the extended vector
 replaying the recorded ops in order (differentiably), which is a handful of small tensor
 ops where a model run is a full Python pass through every site.
 
+This is a trace of the model's tensor program under a nonstandard interpretation
+(Wingate, Stuhlmüller, Goodman 2011, "Lightweight implementations of probabilistic
+programming languages via transformational compilation", AISTATS), as
+:mod:`ppl.compiler.provenance` does for sites, replayed like a recorded tape.
+
 Only ops whose every θ-dependent input is a gather of the extended vector are
 recorded; anything else (a value that left torch, an in-place write, a probe nested in
 a structure torch does not take) stays unrecorded and its factors are re-evaluated by

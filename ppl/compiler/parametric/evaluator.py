@@ -228,7 +228,9 @@ class ParametricTables:
         match there (a normalisation the probe point already satisfies, a value the probe
         could not follow).  Groups that differ are demoted to slow.  Where the model
         cannot be run at the moved θ (a support that depends on another value), a
-        smaller step is tried, then the check is skipped."""
+        smaller step is tried; where it cannot be run there either, the groups that
+        gather recorded functions of θ (:mod:`ppl.compiler.derivation`: checked at the
+        probe point only) are demoted, the plain gathers kept."""
         if not self.groups:
             return
         names = [m for g in self.groups for m in g.members]
@@ -248,6 +250,14 @@ class ParametricTables:
                     self._demote(g, "its rebuilt table did not follow a change of θ")
             self.groups = keep
             return
+        if self.derivation is not None:
+            keep = []
+            for g in self.groups:
+                if any(k == "gather" and bool((x >= self.space.size).any()) for k, x in g.slots.values()):
+                    self._demote(g, "it gathers a recorded function of θ that could not be checked at a second θ")
+                else:
+                    keep.append(g)
+            self.groups = keep
 
     # ---------------------------------------------------------------- use
     def tables(self, values: dict, grad: bool = False) -> dict:
