@@ -20,6 +20,7 @@ import torch
 
 import ppl
 from ppl.backends.chees.adapt import DualAveraging, VarianceWindow, chees_gradient, halton
+from ppl.backends.chees.metric import Metric, dense_estimate
 from ppl.backends.registry import get_backend
 
 F = torch.float64
@@ -95,6 +96,46 @@ def test_mass_matrix_from_positions_and_gradients_is_the_variance_of_a_gaussian(
     assert torch.allclose(plain.variance(), ((n / (n + 5.0)) * v + (5.0 / (n + 5.0)) * v.mean()).exp(), rtol=1e-10)
 
 
+def _covariance(d, rho, scales):
+    corr = torch.full((d, d), rho, dtype=F) + (1 - rho) * torch.eye(d, dtype=F)
+    return corr * scales[:, None] * scales[None, :]
+
+
+def test_dense_estimate_recovers_a_gaussian_covariance_from_draws_that_have_not_reached_it():
+    # target N(0, S): the gradient at x is -S^-1 x, so Cov(grad) = S^-1 A S^-1 for draws of any
+    # covariance A, and the geometric mean of A and Cov(grad)^-1 is S itself (Seyboldt et al. 2023):
+    # standard normal draws (not the target's) give the target's covariance, up to sampling noise
+    scales = _t([1.0, 3.0, 0.5, 2.0])
+    cov = _covariance(4, 0.9, scales)
+    x = torch.randn(200_000, 4, generator=torch.Generator().manual_seed(3), dtype=F)
+    window = VarianceWindow(4, F, torch.device("cpu"), dense=True)
+    for rows in x.split(1000):
+        window.add(rows, -rows @ torch.linalg.inv(cov))
+    metric = window.metric()
+    assert metric.dense
+    est = metric.factor @ metric.factor.T
+    rel = (est - cov) / (scales[:, None] * scales[None, :])
+    assert rel.abs().max() < 0.01, est
+    grad = -x[:30] @ torch.linalg.inv(cov)
+    assert dense_estimate(x[:30], grad, torch.ones(4, dtype=F)) is None     # under 10 rows per coordinate
+
+
+def test_metric_maps_between_the_chains_coordinates_and_the_models():
+    g = torch.Generator().manual_seed(4)
+    lower = torch.tril(torch.randn(3, 3, generator=g, dtype=F)) + 3 * torch.eye(3, dtype=F)
+    z = torch.randn(5, 3, generator=g, dtype=F)
+    for m in (Metric(_t([2.0, 0.5, 7.0])), Metric(lower)):
+        assert torch.allclose(m.to_z(m.to_x(z)), z, atol=1e-12)
+        full = m.factor if m.dense else torch.diag(m.factor)
+        assert torch.allclose(m.inverse_mass(), (full @ full.T).diagonal())
+        # the chain rule for z = x L^T: d f / d x = (d f / d z) L
+        x = m.to_x(z).requires_grad_(True)
+        (gx,) = torch.autograd.grad((m.to_z(x) ** 3).sum(), x)
+        assert torch.allclose(m.grad_x(3 * m.to_z(x).detach() ** 2), gx)
+    both = Metric(_t([2.0, 0.5, 7.0])).compose(Metric(lower))
+    assert torch.allclose(both.to_z(z), (z @ lower.T) * _t([2.0, 0.5, 7.0]))
+
+
 def test_chees_gradient_is_positive_before_a_quarter_period_and_negative_after():
     # standard normal target, exact Hamiltonian flow: z(t) = z cos t + p sin t, p(t) = p cos t - z sin t;
     # ChEES(t) = 1/4 E[(|z(t)|^2 - |z|^2)^2] is largest at t = pi/2 (Hoffman et al. 2021, §3)
@@ -150,6 +191,32 @@ def test_regression_whose_coefficients_differ_by_seven_orders_of_magnitude():
     mean = cov @ (X.T @ y / 0.25)
     assert post.trust.verdict == "reliable", post.trust.reasons
     _within_mc_error(post, "w", mean, cov.diagonal().sqrt())
+
+
+@ppl.model
+def correlated(y):
+    # y_i ~ N(a + b t_i, 1) with t_i in the hundreds: a and b correlate at about -0.999
+    a = ppl.sample("a", dist.Normal(_t(0.0), 100.0))
+    b = ppl.sample("b", dist.Normal(_t(0.0), 100.0))
+    t = torch.arange(len(y), dtype=F) + 300.0
+    with ppl.plate("d", len(y)):
+        ppl.sample("y", dist.Normal(a + b * t, 1.0), obs=y)
+
+
+def test_a_dense_metric_samples_a_correlated_posterior_in_fewer_gradients():
+    y = 2.0 + 0.1 * (torch.arange(20, dtype=F) + 300.0) + torch.randn(20, generator=torch.Generator().manual_seed(6),
+                                                                       dtype=F)
+    t = torch.arange(20, dtype=F) + 300.0
+    X = torch.stack([torch.ones(20, dtype=F), t], 1)
+    cov = torch.linalg.inv(X.T @ X + torch.eye(2, dtype=F) / 1e4)
+    mean = cov @ (X.T @ y)
+    dense = _run(correlated, {"y": y}, seed=1, metric="auto")
+    diag = _run(correlated, {"y": y}, seed=1, metric="diag")
+    assert dense.diagnostics["dense_metric"] and not diag.diagnostics["dense_metric"]
+    assert dense.trust.verdict == "reliable", dense.trust.reasons
+    _within_mc_error(dense, "a", mean[0], cov[0, 0].sqrt())
+    _within_mc_error(dense, "b", mean[1], cov[1, 1].sqrt())
+    assert dense.diagnostics["grad_evals"] < 0.5 * diag.diagnostics["grad_evals"]
 
 
 # ------------------------------------------------------------------ seeds and verdicts

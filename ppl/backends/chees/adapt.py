@@ -1,4 +1,4 @@
-"""The adaptation state of ChEES-HMC: step size, trajectory length, diagonal mass matrix.
+"""The adaptation state of ChEES-HMC: step size, trajectory length, mass matrix.
 
 * Step size: Nesterov dual averaging of the acceptance statistic (Hoffman & Gelman 2014,
   JMLR 15, §3.2.1, eq. 6 with γ = 0.05, t0 = 10, κ = 0.75), applied to the *harmonic
@@ -10,7 +10,8 @@
   (van der Corput) sequence.
 * Mass matrix: from the chains' positions and gradients over windows of warmup,
   ``sqrt(var(z) / var(∇ log p))`` per coordinate (:class:`VarianceWindow`), first from
-  the chains' starting points.
+  the chains' starting points; dense where the window is long enough
+  (:mod:`ppl.backends.chees.metric`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .metric import Metric, dense_estimate
 
 __all__ = ["DualAveraging", "LogAdam", "halton", "VarianceWindow", "chees_gradient"]
 
@@ -110,9 +113,10 @@ class VarianceWindow:
     Where the gradients do not vary it falls back to ``var(z)``.
     """
 
-    def __init__(self, dim: int, dtype, device):
+    def __init__(self, dim: int, dtype, device, dense: bool = False):
         self.z = _Welford(dim, dtype, device)
         self.g = _Welford(dim, dtype, device)
+        self.rows: list | None = [] if dense else None
 
     @property
     def n(self) -> int:
@@ -125,6 +129,8 @@ class VarianceWindow:
         if grad is not None:
             ok &= torch.isfinite(grad).all(-1)
             self.g.add(grad[ok])
+            if self.rows is not None:
+                self.rows.append((z[ok], grad[ok]))
         self.z.add(z[ok])
 
     def variance(self) -> torch.Tensor:
@@ -140,6 +146,17 @@ class VarianceWindow:
         log = torch.where(good, est.log(), est[good].log().mean())
         w = self.n / (self.n + 5.0)
         return (w * log + (1 - w) * log.mean()).exp()
+
+    def metric(self) -> Metric:
+        """The window's metric (:class:`~ppl.backends.chees.metric.Metric`): dense where the
+        window kept its rows (``dense=True``) and :func:`~ppl.backends.chees.metric.dense_estimate`
+        gives one, else the diagonal of :meth:`variance`."""
+        var = self.variance()
+        if self.rows:
+            chol = dense_estimate(torch.cat([r[0] for r in self.rows]), torch.cat([r[1] for r in self.rows]), var)
+            if chol is not None:
+                return Metric(chol)
+        return Metric(var.sqrt())
 
 
 class _Welford:

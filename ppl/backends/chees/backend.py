@@ -59,6 +59,9 @@ class CheesBackend(Backend):
         Option("init", OneOf("uniform", "median", "sample"), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median' of the prior, or "
                "'sample' (the median plus a standard normal draw)"),
+        Option("metric", OneOf("auto", "diag", "dense"), "auto",
+               "the mass matrix adapted in warmup: 'diag', 'dense' (from the draws and their gradients, Seyboldt et "
+               "al. 2023) or 'auto' (dense up to 100 unconstrained coordinates)"),
         COMMON["max_seconds"],
         COMMON["seed"].but(doc="seeds every draw of the run (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
@@ -126,7 +129,7 @@ class CheesBackend(Backend):
             ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``tail_khat``,
             ``divergences``, ``divergences_per_chain``, ``acceptance_rate`` per chain)
             plus ``e_bfmi`` (per chain), ``step_size``, ``trajectory_length``,
-            ``mean_leapfrog`` (steps per iteration after warmup), ``grad_evals`` (batched
+            ``dense_metric``, ``mean_leapfrog`` (steps per iteration after warmup), ``grad_evals`` (batched
             gradient evaluations), ``warmup_divergences``, ``jit_compile``, ``vectorized``
             (all chains in one model run), ``seconds``, ``notes``, ``enumerated``.
 
@@ -141,7 +144,7 @@ class CheesBackend(Backend):
         s = CheesSettings(num_chains=o.num_chains, num_samples=o.num_samples, warmup_steps=o.warmup_steps,
                           target_accept_prob=o.target_accept_prob, max_leapfrog=o.max_leapfrog,
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
-                          max_seconds=o.max_seconds)
+                          max_seconds=o.max_seconds, metric=o.metric)
         with run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
             try:
@@ -163,7 +166,8 @@ class CheesBackend(Backend):
             divergences_per_chain=[int(x) for x in r.diverged.sum(1)],
             acceptance_rate=[float(x) for x in r.accept_prob.mean(1)],
             e_bfmi=[float(x) for x in e_bfmi(r.energy)], step_size=r.step_size,
-            trajectory_length=r.trajectory_length, mean_leapfrog=sum(r.leapfrog_steps) / max(len(r.leapfrog_steps), 1),
+            trajectory_length=r.trajectory_length, dense_metric=r.dense_metric,
+            mean_leapfrog=sum(r.leapfrog_steps) / max(len(r.leapfrog_steps), 1),
             grad_evals=r.grad_evals, warmup_divergences=r.warmup_divergences, jit_compile=r.jit_compile,
             vectorized=r.vectorized, seconds=r.seconds, notes=list(r.notes), enumerated=list(analysis.discrete),
             stopped=r.stopped,

@@ -3,12 +3,14 @@
 Hoffman, Radul & Sountsov (2021), "An Adaptive-MCMC Scheme for Setting Trajectory Lengths
 in Hamiltonian Monte Carlo", AISTATS (Algorithm 1).  Every chain takes the same number of
 leapfrog steps (Neal 2011, "MCMC using Hamiltonian dynamics", §5.2.3.3) with the same step
-size and diagonal mass matrix, so one evaluation of the model on a ``(C, D)`` batch of
+size and mass matrix, so one evaluation of the model on a ``(C, D)`` batch of
 points gives every chain's gradient: on a small model the batch costs about what one point
 does, and C chains run for the price of one.  The trajectory length is jittered by the
 Halton sequence and adapted during warmup to maximise the ChEES criterion; the step size
-by dual averaging of the harmonic-mean acceptance probability; the diagonal mass matrix
-from the chains' positions and gradients (:mod:`ppl.backends.chees.adapt`).  A transition is a plain
+by dual averaging of the harmonic-mean acceptance probability; the mass matrix (diagonal,
+or dense on small models) from the chains' positions and gradients
+(:mod:`ppl.backends.chees.adapt`, :mod:`ppl.backends.chees.metric`: the chains move in
+coordinates where it is the identity).  A transition is a plain
 Metropolis-corrected HMC step (Neal 2011, Fig. 2), so the draws are exact in the limit
 for any fixed settings.
 """
@@ -26,6 +28,7 @@ from ...errors import ModelError
 from ..common.chains import MIN_DRAWS, stopped_note, time_limit_error
 from ..common.jit import checked_trace
 from .adapt import DualAveraging, LogAdam, VarianceWindow, chees_gradient, halton
+from .metric import DENSE_MAX_DIM, Metric
 
 __all__ = ["CheesSettings", "CheesResult", "run_lockstep"]
 
@@ -59,6 +62,9 @@ class CheesSettings:
     max_seconds : float or None
         Wall-clock limit: past it the chains stop with the draws they have (at least 4; in
         the warmup a NumericalError); None: no limit.
+    metric : str
+        ``"diag"``, ``"dense"`` (windows long enough for a dense estimate give one) or
+        ``"auto"`` (dense up to :data:`~ppl.backends.chees.metric.DENSE_MAX_DIM` coordinates).
     """
 
     num_chains: int
@@ -71,6 +77,7 @@ class CheesSettings:
     seed: int | None
     progress: bool | None
     max_seconds: float | None = None
+    metric: str = "auto"
 
 
 @dataclass
@@ -90,7 +97,9 @@ class CheesResult:
     step_size, trajectory_length : float
         Adapted leapfrog step and (maximum) trajectory length, unconstrained units.
     inverse_mass : torch.Tensor, shape (D,)
-        The adapted diagonal inverse mass matrix (the pooled posterior variances).
+        The diagonal of the adapted inverse mass matrix (the posterior variances it assumes).
+    dense_metric : bool
+        Whether the adapted metric is dense (:mod:`ppl.backends.chees.metric`).
     leapfrog_steps : list[int]
         Leapfrog steps of each sampling iteration (every chain takes the same).
     grad_evals : int
@@ -111,6 +120,7 @@ class CheesResult:
     step_size: float
     trajectory_length: float
     inverse_mass: torch.Tensor
+    dense_metric: bool = False
     leapfrog_steps: list = field(default_factory=list)
     grad_evals: int = 0
     warmup_divergences: int = 0
@@ -170,23 +180,23 @@ def _starts(potential, s: CheesSettings, gen) -> torch.Tensor:
                      "init ('median', 'sample', 'uniform') or check the model")
 
 
-def _transition(grad, state, eps: float, inv_mass, steps: int, gen):
-    """One lockstep HMC iteration from ``state = (z, log p, ∇ log p)``: returns the new
-    state, the acceptance probabilities ``(C,)``, divergences ``(C,)``, the initial
-    energies ``(C,)`` and the proposals' ``(z, p)``."""
+def _transition(grad, state, eps: float, steps: int, gen):
+    """One lockstep HMC iteration (identity mass, in the metric's coordinates ``x``) from
+    ``state = (x, log p, ∇ log p)``: returns the new state, the acceptance probabilities
+    ``(C,)``, divergences ``(C,)``, the initial energies ``(C,)`` and the proposals' ``(x, p)``."""
     z, lp, g = state
-    p = _normal(gen, z.shape, z) / inv_mass.sqrt()
-    h0 = -lp + 0.5 * (inv_mass * p * p).sum(-1)
+    p = _normal(gen, z.shape, z)
+    h0 = -lp + 0.5 * (p * p).sum(-1)
     z1, p1 = z, p + 0.5 * eps * g
     lost = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
     for i in range(steps):
-        z1 = z1 + eps * inv_mass * p1
+        z1 = z1 + eps * p1
         lost |= ~torch.isfinite(z1).all(-1)
         z1 = torch.where(lost[:, None], z, z1)   # a chain whose trajectory left the numbers waits at its start
         lp1, g1 = grad(z1)
         lost |= ~torch.isfinite(g1).all(-1) | ~torch.isfinite(lp1)
         p1 = p1 + (eps if i + 1 < steps else 0.5 * eps) * torch.where(lost[:, None], torch.zeros_like(g1), g1)
-    h1 = -lp1 + 0.5 * (inv_mass * p1 * p1).sum(-1)
+    h1 = -lp1 + 0.5 * (p1 * p1).sum(-1)
     delta = h1 - h0
     finite = torch.isfinite(delta) & ~lost
     log_alpha = torch.where(finite, (-delta).clamp(max=0.0), torch.full_like(delta, -math.inf))
@@ -203,12 +213,12 @@ def _harmonic_mean(alpha: torch.Tensor) -> float:
     return float(alpha.numel() / (1.0 / alpha).sum())
 
 
-def _initial_step(grad, state, inv_mass, eps: float, gen) -> float:
+def _initial_step(grad, state, eps: float, gen) -> float:
     """Hoffman & Gelman's (2014, Algorithm 4) heuristic: double or halve ``eps`` until one
     leapfrog step's mean acceptance probability crosses 1/2."""
     up = None
     for _ in range(60):
-        _, alpha, _, _, _ = _transition(grad, state, eps, inv_mass, 1, gen)
+        _, alpha, _, _, _ = _transition(grad, state, eps, 1, gen)
         a = float(alpha.mean())
         if up is None:
             up = a > 0.5
@@ -222,49 +232,70 @@ def _steps(eps: float, length: float, jitter: float, cap: int) -> int:
     return int(min(max(math.ceil(jitter * length / eps), 1), cap))
 
 
-class _Adaptation:
-    """Warmup's state: step size, trajectory length, mass matrix and their schedules."""
+class _Preconditioned:
+    """The log density and its gradient in the metric's coordinates ``x`` (``z = x Lᵀ``; the
+    constant log Jacobian is left out), for the current :class:`Metric`."""
 
-    def __init__(self, grad, state, s: CheesSettings, gen):
-        self.s, self.gen, self.grad = s, gen, grad
-        start = VarianceWindow(state[0].shape[1], state[0].dtype, state[0].device)
+    def __init__(self, grad, metric: Metric):
+        self.grad, self.metric = grad, metric
+
+    def __call__(self, x: torch.Tensor):
+        lp, g = self.grad(self.metric.to_z(x))
+        return lp, self.metric.grad_x(g)
+
+
+class _Adaptation:
+    """Warmup's state: step size, trajectory length, metric and their schedules.  The
+    chains' state is kept in the metric's coordinates ``x``."""
+
+    def __init__(self, grad, z: torch.Tensor, s: CheesSettings, gen, dense: bool):
+        self.s, self.gen, self.dense = s, gen, dense
+        self.grad = _Preconditioned(grad, Metric(torch.ones_like(z[0])))
+        state = (z,) + self.grad(z)
+        start = VarianceWindow(z.shape[1], z.dtype, z.device)
         start.add(state[0], state[2])   # the starting points already tell each coordinate's scale
-        self.inv_mass = start.variance()
         self.eps = 1.0
-        self._restart(state)
+        self.state = self._new_metric(state, start.metric())
         w = s.warmup_steps
         self.updates = sorted({int(w * f) for f in MASS_UPDATES if 0 < int(w * f) < w})
-        self.log_lengths: list = []
 
-    def _restart(self, state) -> None:
-        """After a new mass matrix: a new initial step size, dual averaging afresh, and the
-        trajectory back to one leapfrog step, below ChEES' first maximum (the criterion is
-        periodic in T for near-Gaussian targets, so a T grown under the old metric could
-        sit in one of its later, flatter maxima)."""
-        self.eps = _initial_step(self.grad, state, self.inv_mass, self.eps, self.gen)
+    @property
+    def metric(self) -> Metric:
+        return self.grad.metric
+
+    def _new_metric(self, state, inner: Metric):
+        """Compose ``inner`` (estimated in the current ``x``) onto the metric, move the
+        chains' state into the new coordinates, then a new initial step size, dual
+        averaging afresh, and the trajectory back to one leapfrog step, below ChEES' first
+        maximum (the criterion is periodic in T for near-Gaussian targets, so a T grown
+        under the old metric could sit in one of its later, flatter maxima)."""
+        z = self.metric.to_z(state[0])
+        self.grad.metric = self.metric.compose(inner)
+        x = self.metric.to_x(z)
+        state = (x,) + self.grad(x)
+        self.eps = _initial_step(self.grad, state, self.eps, self.gen)
         self.dual = DualAveraging(self.eps, self.s.target_accept_prob)
         self.length = self.eps
         self.adam = LogAdam(self.length)
-        self.window = VarianceWindow(state[0].shape[1], state[0].dtype, state[0].device)
-        self.log_lengths = []
+        self.window = VarianceWindow(x.shape[1], x.dtype, x.device, dense=self.dense)
+        self.log_lengths: list = []
+        return state
 
     def step(self, t: int, state):
         """Warmup iteration ``t`` (0-based): one transition, then every adaptation; returns
         the new state and its divergences."""
         h = halton(t + 1)
-        new, alpha, diverged, _, (z1, p1) = _transition(self.grad, state, self.eps, self.inv_mass,
+        new, alpha, diverged, _, (z1, p1) = _transition(self.grad, state, self.eps,
                                                         _steps(self.eps, self.length, h, self.s.max_leapfrog),
                                                         self.gen)
-        sd = self.inv_mass.sqrt()
         alpha = torch.where(diverged, torch.zeros_like(alpha), alpha)
-        g = chees_gradient(state[0] / sd, z1 / sd, p1 * sd, alpha, h)
+        g = chees_gradient(state[0], z1, p1, alpha, h)
         self.eps = self.dual.update(_harmonic_mean(alpha))
         self.length = self.adam.update(g * self.length, self.eps, self.eps * self.s.max_leapfrog)
         self.log_lengths.append(math.log(self.length))
         self.window.add(new[0], new[2])
         if t + 1 in self.updates:
-            self.inv_mass = self.window.variance()
-            self._restart(new)
+            new = self._new_metric(new, self.window.metric())
         return new, diverged
 
     def final(self):
@@ -300,9 +331,10 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     notes: list = []
     z = _starts(potential, s, gen)
     grad = _Gradient(potential, z, s.jit_compile, gen, notes)
-    state = (z,) + grad(z)
+    dense = s.metric == "dense" or (s.metric == "auto" and potential.dim <= DENSE_MAX_DIM)
+    adapt = _Adaptation(grad, z, s, gen, dense)
+    state = adapt.state
     bar = _progress(s)
-    adapt = _Adaptation(grad, state, s, gen)
     warm_div = 0
     deadline = None if s.max_seconds is None else time.monotonic() + s.max_seconds
     for t in range(s.warmup_steps):
@@ -321,8 +353,8 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
             notes.append(stopped)
             break
         n = _steps(eps, length, halton(s.warmup_steps + i + 1), s.max_leapfrog)
-        state, alpha, diverged, h0, _ = _transition(grad, state, eps, adapt.inv_mass, n, gen)
-        zs.append(state[0])
+        state, alpha, diverged, h0, _ = _transition(adapt.grad, state, eps, n, gen)
+        zs.append(adapt.metric.to_z(state[0]))
         alphas.append(alpha)
         divs.append(diverged)
         energies.append(h0)
@@ -333,7 +365,8 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
         notes.append(f"the trajectory length reached max_leapfrog={s.max_leapfrog} steps of the adapted step size")
     return CheesResult(z=torch.stack(zs, 1), accept_prob=torch.stack(alphas, 1), diverged=torch.stack(divs, 1),
                        energy=torch.stack(energies, 1), step_size=eps, trajectory_length=length,
-                       inverse_mass=adapt.inv_mass, leapfrog_steps=steps, grad_evals=grad.evals,
+                       inverse_mass=adapt.metric.inverse_mass(), dense_metric=adapt.metric.dense,
+                       leapfrog_steps=steps, grad_evals=grad.evals,
                        warmup_divergences=warm_div, jit_compile=grad.jitted, vectorized=grad.vectorized,
                        seconds=time.perf_counter() - start, notes=notes, stopped=stopped)
 
