@@ -30,8 +30,9 @@ from ...compiler.tables import enumeration_dims, log_factor_tables
 from ...ops.contract import ChainFactor, LogFactor, align_table, contract, plan_elimination
 from ...ops.scaled import contract_scaled, scaled_gradients, to_scaled, to_scaled_many
 from ...ops.scan import to_scaled_chain
+from .chainstack import ChainLayout, stack_chain
 
-__all__ = ["DiscretePlan", "Marginals", "batch_layout", "chain_slot", "discrete_plan"]
+__all__ = ["DiscretePlan", "Marginals", "batch_layout", "discrete_plan"]
 
 
 class DiscretePlan:
@@ -65,8 +66,10 @@ class DiscretePlan:
                 chain_members[index[id(hit)]].append(name)
         self.chain_members = chain_members  # per chain, the names of the factors stacked into it
         self.layouts = {name: (f.plates, f.vars) for name, f in tables.items()}
-        for i, ch in enumerate(self.chains):
-            self.chain_tables[i] = self._stack_chain(ch, self.chain_plates[i], chain_parts[i])
+        self.chain_layouts = [ChainLayout.of(ch, tuple(graph.plates[p].size for p in plates), parts)
+                              for ch, plates, parts in zip(self.chains, self.chain_plates, chain_parts)]
+        for i, parts in enumerate(chain_parts):
+            self.chain_tables[i] = self._stack_chain(i, [f.table for f in parts])
         self.order = list(analysis.order)
         self.plan = self._plan(self.factors.values(), self.order)
         self.supports = {v: families.enumerate_values(graph.sites[v].fn) for v in analysis.discrete}
@@ -208,40 +211,21 @@ class DiscretePlan:
         return log_z
 
     def _chain_stacks(self, tables: dict) -> list:
-        """Per chain, its stacked ``plates + (L, K, K)`` log table from factor log tables."""
-        return [self._stack_chain(ch, plates, [LogFactor(tables[n], *self.layouts[n]) for n in members])
-                for ch, plates, members in zip(self.chains, self.chain_plates, self.chain_members)]
+        """Per chain, its stacked ``plates + (L, K, K)`` log table from factor log tables
+        (rows of ParametricTables' group tensors taken together, see ``TableMap.sources``)."""
+        sources = getattr(tables, "sources", None)
+        return [self._stack_chain(c, [tables[n] for n in members],
+                                  None if sources is None else [sources.get(n) for n in members])
+                for c, members in enumerate(self.chain_members)]
 
     def at_tables(self, tables: dict) -> "DiscretePlan":
         """:meth:`with_tables` from factor log tables by name (each in this plan's layout),
         e.g. the tables at one draw of the continuous latents."""
         return self.with_tables([tables[n] for n in self.factors], self._chain_stacks(tables))
 
-    def _stack_chain(self, chain, cplates, parts) -> torch.Tensor:
-        """Sum the unary and pairwise tables of a chain into ``(plates..., L, K, K)``: one
-        stacked ``index_add`` per kind, so a long chain costs a few ops, not one per step."""
-        length, k = len(chain.vars) - 1, chain.cardinality
-        batch = tuple(self.graph.plates[p].size for p in cplates)
-        slots: dict = {"unary": [], "pair": []}
-        stacks: dict = {"unary": [], "pair": []}
-        for f in parts:
-            table = f.table
-            extra = tuple(i for i, p in enumerate(f.plates) if p not in chain.plates)
-            if extra:  # product over plate copies that only touch this chain variable
-                table = table.sum(dim=extra)
-            kind, slot = chain_slot(chain, f.vars)
-            if kind == "pairT":
-                kind, table = "pair", table.transpose(-1, -2)
-            slots[kind].append(slot % length)
-            stacks[kind].append(table.expand(batch + ((k,) if kind == "unary" else (k, k))))
-        out = {}
-        for kind, tail in (("unary", (k,)), ("pair", (k, k))):
-            zero = torch.zeros(batch + (length,) + tail, dtype=self.dtype, device=self.device)
-            if slots[kind]:
-                index = torch.tensor(slots[kind], dtype=torch.long, device=self.device)
-                zero = zero.index_add(len(batch), index, torch.stack(stacks[kind], len(batch)).to(self.dtype))
-            out[kind] = zero
-        return out["pair"] + out["unary"].unsqueeze(-2)
+    def _stack_chain(self, c: int, tables: list, sources: list | None = None) -> torch.Tensor:
+        """Chain ``c``'s stacked ``plates + (L, K, K)`` log table (:func:`~ppl.backends.common.chainstack.stack_chain`)."""
+        return stack_chain(self.chain_layouts[c], tables, sources, dtype=self.dtype, device=self.device)
 
     # ---------------------------------------------------------------- queries
     def _factor_list(self):
@@ -498,18 +482,6 @@ def batch_layout(graph, plates) -> tuple:
     for p in infos:
         shape[width + p.dim] = p.size
     return tuple(shape)
-
-
-def chain_slot(chain, vars_) -> tuple:
-    """Where a factor over chain variables ``vars_`` goes in the chain's stacked
-    ``(L, K, K)`` table: ``("unary", t - 1)`` for a factor on ``x_t`` (added to the step
-    into ``x_t``), ``("pair", i)`` for ``(x_i, x_{i+1})``, ``("pairT", i)`` for
-    ``(x_{i+1}, x_i)`` (transposed)."""
-    pos = chain.position
-    if len(vars_) == 1:
-        return "unary", pos[vars_[0]] - 1
-    i, j = pos[vars_[0]], pos[vars_[1]]
-    return ("pair", i) if j == i + 1 else ("pairT", j)
 
 
 class Marginals(Mapping):

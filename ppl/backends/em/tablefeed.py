@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.discrete import chain_slot
+from ..common.chainstack import chain_slot
 
 __all__ = ["TableFeed"]
 

@@ -23,7 +23,18 @@ from .groups import FactorGroup
 from .space import ParamSpace
 from .templates import build_template
 
-__all__ = ["ParametricTables", "parametric_tables"]
+__all__ = ["ParametricTables", "parametric_tables", "TableMap"]
+
+
+class TableMap(dict):
+    """Factor name -> log table, plus ``sources``: name -> ``(stacked, i)`` for a table that
+    is row ``i`` of a group's stacked tensor ``(G,) + sizes``, so a consumer that needs many
+    rows of one group (a chain's stack, :mod:`ppl.backends.common.chainstack`) takes them in
+    one op."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sources: dict = {}
 
 
 class ParametricTables:
@@ -265,15 +276,15 @@ class ParametricTables:
 
         Returns
         -------
-        dict[str, torch.Tensor]
+        TableMap
             Factor name -> table (its layout's full shape).  Group members are views of
-            one stacked tensor per group (see :meth:`group_tables`).
+            one stacked tensor per group (see :meth:`group_tables`), named in ``sources``.
         """
         flat = self.flat(values)
-        out = dict(self.constant)
+        out = TableMap(self.constant)
         for g, stacked in zip(self.groups, self.group_tables(flat)):
-            for i, n in enumerate(g.members):
-                out[n] = stacked[i]
+            out.update(zip(g.members, stacked.unbind(0)))   # one op (and one backward node) per group
+            out.sources.update((n, (stacked, i)) for i, n in enumerate(g.members))
         out.update(self.slow_tables(values, grad=grad))
         return out
 
