@@ -224,7 +224,8 @@ class DiscretePlan:
         return self.with_tables([tables[n] for n in self.factors], self._chain_stacks(tables))
 
     def _stack_chain(self, c: int, tables: list, sources: list | None = None) -> torch.Tensor:
-        """Chain ``c``'s stacked ``plates + (L, K, K)`` log table (:func:`~ppl.backends.common.chainstack.stack_chain`)."""
+        """Chain ``c``'s stacked ``plates + (L, K, K)`` log table
+        (:func:`~ppl.backends.common.chainstack.stack_chain`)."""
         return stack_chain(self.chain_layouts[c], tables, sources, dtype=self.dtype, device=self.device)
 
     # ---------------------------------------------------------------- queries
