@@ -108,10 +108,10 @@ def test_no_reliable_verdict_is_wrong(name, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _available(FAST + ["eight_schools", "garch"]))
+@pytest.mark.parametrize("name", _available(FAST + SLOW))
 def test_chees_reliable_verdicts_are_right(name):
-    """The lockstep sampler on the reference models without discrete latents (auto gives
-    those with discrete latents to NUTS): reliable only when right."""
+    """The lockstep sampler on every reference model, the mixture and the HMM with their
+    discrete latents summed out included: reliable only when right."""
     test_no_reliable_verdict_is_wrong(name, "chees")
 
 
