@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import networkx as nx
 
 from ..dsl import BoundData, Model, as_model
+from ..rng import seeded_globals
 from . import families
 from .trace import check_structure as _check_structure
 from .trace import trace_with_provenance
@@ -244,12 +245,20 @@ def _fields(obj) -> dict:
     return {k: getattr(obj, k) for k in obj.__dataclass_fields__ if k != "name"}
 
 
+#: The seed of the global random streams while a model is traced for compiling: the latents'
+#: prior draws there (the compiled values, a starting point for sites whose prior has no
+#: finite mean) are the same whatever the caller drew before, so ``ppl.analyze`` followed
+#: by ``ppl.infer`` (which reuses the compiled graph) answers as ``ppl.infer`` alone.
+COMPILE_SEED = 0
+
+
 def compile(model, data=None, *, check_structure: bool = True) -> FactorGraph:
     """Trace ``model`` once with ``data`` and build its :class:`FactorGraph`.
 
     Dependencies are found by provenance tracking (no user annotations): a factor's
-    scope is the set of sites its log density was computed from.  A second, plain run
-    from another random-number stream checks that the model's sites do not change from
+    scope is the set of sites its log density was computed from.  The run draws from the
+    global random streams seeded with :data:`COMPILE_SEED` (the caller's states are
+    restored).  A second, plain run from another random-number stream checks that the model's sites do not change from
     run to run (:func:`ppl.compiler.trace.check_structure`).
 
     Parameters
@@ -280,9 +289,10 @@ def compile(model, data=None, *, check_structure: bool = True) -> FactorGraph:
     """
     model = as_model(model)
     bound = model.bind(data)
-    records = trace_with_provenance(model, bound)
-    if check_structure:
-        _check_structure(model, bound, records)
+    with seeded_globals(COMPILE_SEED):   # the compiled values do not depend on the caller's random state
+        records = trace_with_provenance(model, bound)
+        if check_structure:
+            _check_structure(model, bound, records)
     variables, factors, plates, sites = {}, {}, {}, {}
     for r in records:
         sites[r.name] = r

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from torch.distributions import biject_to
+from torch.distributions import TransformedDistribution, biject_to
 
 from ...compiler.observations import CheckObservations
 
@@ -58,14 +58,39 @@ class Unconstrained(Messenger):
             msg["value"], msg["done"] = self.fixed[name], True
 
 
-def start_value(record, device, dtype) -> torch.Tensor:
-    """A site's prior mean where finite and inside its support, else its compiled value
-    (a detached plain tensor in ``dtype`` on ``device``; no model run)."""
-    v = record.value
+def _center(fn):
+    """A central point of ``fn``: its mean where finite and inside its support; for a
+    TransformedDistribution without a mean (``OrderedTransform`` of a Normal), the base's
+    central point pushed through the transforms (for monotone transforms of a symmetric
+    base, the median); None when neither exists."""
     try:
-        mean = record.fn.mean.expand(v.shape)
-        if bool(torch.isfinite(mean).all()) and bool(record.fn.support.check(mean).all()):
-            v = mean
+        mean = fn.mean
+        if bool(torch.isfinite(mean).all()) and bool(fn.support.check(mean).all()):
+            return mean
     except (NotImplementedError, RuntimeError, AttributeError, ValueError):
         pass
+    if isinstance(fn, TransformedDistribution):
+        c = _center(fn.base_dist)
+        if c is not None:
+            try:
+                for t in fn.transforms:
+                    c = t(c)
+                if bool(torch.isfinite(c).all()) and bool(fn.support.check(c).all()):
+                    return c
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    return None
+
+
+def start_value(record, device, dtype) -> torch.Tensor:
+    """A site's prior mean where finite and inside its support (for a transformed
+    distribution without a mean, its base's mean pushed through the transforms), else its
+    compiled value (a detached plain tensor in ``dtype`` on ``device``; no model run)."""
+    v = record.value
+    c = _center(record.fn)
+    if c is not None:
+        try:
+            v = c.expand(v.shape)
+        except RuntimeError:
+            pass
     return v.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone()
