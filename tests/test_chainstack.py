@@ -115,3 +115,29 @@ def test_emissions_in_a_plate_the_chain_lacks_are_summed_into_the_stack():
     assert torch.allclose(got, ref, rtol=1e-10, atol=1e-8), (float(got), float(ref))
     for a_, b_ in zip(torch.autograd.grad(got, [p, loc]), torch.autograd.grad(ref, [p, loc])):
         assert torch.allclose(a_, b_, rtol=1e-8, atol=1e-8)
+
+
+def test_stack_chain_places_transposed_pairs_and_unaries_from_group_rows():
+    # a chain x_0 .. x_4 (K = 3) whose pairwise tables come in both orders, (x_i, x_{i+1}) and
+    # (x_{i+1}, x_i), as rows of one stacked group tensor, and unary tables on x_1 .. x_4; the
+    # reference is written out entry by entry: out[t, i, j] = pair_t[i, j] + unary_{t+1}[j]
+    from types import SimpleNamespace
+
+    from ppl.backends.common.chainstack import ChainLayout, stack_chain
+
+    k, names = 3, [f"x{t}" for t in range(5)]
+    chain = SimpleNamespace(vars=names, position={v: t for t, v in enumerate(names)}, plates=(), cardinality=k)
+    g = torch.Generator().manual_seed(0)
+    pairs = torch.randn(4, k, k, generator=g, dtype=F)         # pairs[t][i, j]: x_t = i, x_{t+1} = j
+    unary = torch.randn(4, k, generator=g, dtype=F)            # unary[t]: on x_{t+1}
+    stored = torch.stack([pairs[t] if t % 2 == 0 else pairs[t].T for t in range(4)])   # odd steps transposed
+    factors = [SimpleNamespace(plates=(), vars=(names[t], names[t + 1]) if t % 2 == 0 else (names[t + 1], names[t]))
+               for t in range(4)]
+    factors += [SimpleNamespace(plates=(), vars=(names[t + 1],)) for t in range(4)]
+    tables = list(stored) + list(unary)
+    layout = ChainLayout.of(chain, (), factors)
+    sources = [(stored, t) for t in range(4)] + [(unary, t) for t in range(4)]
+    expected = pairs + unary[:, None, :]
+    for src in (None, sources):
+        got = stack_chain(layout, tables, src, dtype=F, device=torch.device("cpu"))
+        assert torch.allclose(got, expected, rtol=0, atol=1e-15), src is None
