@@ -258,8 +258,8 @@ def compile(model, data=None, *, check_structure: bool = True) -> FactorGraph:
     Dependencies are found by provenance tracking (no user annotations): a factor's
     scope is the set of sites its log density was computed from.  The run draws from the
     global random streams seeded with :data:`COMPILE_SEED` (the caller's states are
-    restored).  A second, plain run from another random-number stream checks that the model's sites do not change from
-    run to run (:func:`ppl.compiler.trace.check_structure`).
+    restored).  A second, plain run from another random-number stream checks that the
+    model's sites do not change from run to run (:func:`ppl.compiler.trace.check_structure`).
 
     Parameters
     ----------

@@ -173,9 +173,10 @@ class DrawsPosterior(DiscreteTables, Posterior):
     @property
     def real_chains(self) -> bool:
         """Whether the draws are a sampler's chains (NUTS: ``diagnostics["num_chains"]`` is
-        set), so that :meth:`~ppl.posterior.base.Posterior.to_arviz` keeps them and :meth:`summary` reports ESS and R-hat
-        across them; ``False`` for the independent draws of an approximation (Laplace,
-        Pathfinder), which :meth:`~ppl.posterior.base.Posterior.to_arviz` draws anew as independent chains."""
+        set), so that :meth:`~ppl.posterior.base.Posterior.to_arviz` keeps them and
+        :meth:`summary` reports ESS and R-hat across them; ``False`` for the independent
+        draws of an approximation (Laplace, Pathfinder), which
+        :meth:`~ppl.posterior.base.Posterior.to_arviz` draws anew as independent chains."""
         return self.diagnostics.get("num_chains") is not None
 
     def _chain_draws(self, chains: int, per_chain: int, seed) -> dict:

@@ -15,7 +15,8 @@ class PointPosterior(Posterior):
     MAP inference is variational inference with a Dirac ``q(h) = δ(h - ĥ)``
     (Goodfellow et al. 2016, §19.3, eq. 19.9-19.11): every marginal is a ``Delta``, the
     mean is ĥ, the variance 0 and draws repeat ĥ.  Its ELBO is ``-∞`` (a Dirac has
-    differential entropy ``-∞`` for continuous latents), so :attr:`~ppl.posterior.base.Posterior.elbo` is ``None``; the
+    differential entropy ``-∞`` for continuous latents), so
+    :attr:`~ppl.posterior.base.Posterior.elbo` is ``None``; the
     objective MAP maximises, ``log p(ĥ, v)``, is :attr:`log_joint`.
 
     Attributes

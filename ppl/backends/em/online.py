@@ -1,7 +1,8 @@
 """Online EM over a stream of minibatches (Cappé & Moulines 2009, "On-line
 expectation-maximization algorithm for latent data models", JRSS-B 71(3), §2.2, eq. 7-8).
 
-For minibatch ``B_k`` at θ_k: the exact E-step of the batch (:meth:`EMFit.e_step <ppl.backends.em.backend.EMFit.e_step>`), its
+For minibatch ``B_k`` at θ_k: the exact E-step of the batch
+(:meth:`EMFit.e_step <ppl.backends.em.backend.EMFit.e_step>`), its
 expected sufficient statistics scaled to the global size N, the stochastic-approximation
 step ``s ← (1 − γ_k) s + γ_k ŝ_{B_k}`` (inside the closed forms' ``shard.sum_dict``, here a
 :class:`~ppl.backends.common.streaming.StreamHook`), then θ_{k+1} = θ̄(s), the closed-form
