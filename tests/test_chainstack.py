@@ -62,9 +62,9 @@ def test_the_stacked_chain_matches_a_forward_pass_and_the_factor_by_factor_stack
     values = {k: v.clone().requires_grad_(True) for k, v in _values(seed).items()}
     enumerated = pot.enumerated
     tables = enumerated.pt.tables(values, grad=True)
-    assert tables.sources  # the chain's factors are rows of group tensors
+    assert tables.rows  # the chain's factors are rows of group tensors
     by_groups = enumerated.plan.log_z(tables)
-    by_factor = enumerated.plan.log_z(dict(tables))   # a plain dict: no sources, one op per factor
+    by_factor = enumerated.plan.log_z(dict(tables))   # a plain dict: no group rows, one op per factor
     ref = _forward(y, *(values[k] for k in ("trans", "locs", "scale")))
     assert torch.allclose(by_groups, by_factor, rtol=1e-12, atol=1e-9)
     # the summed-out density holds the priors' factors too (they are not chain members)
@@ -136,8 +136,8 @@ def test_stack_chain_places_transposed_pairs_and_unaries_from_group_rows():
     factors += [SimpleNamespace(plates=(), vars=(names[t + 1],)) for t in range(4)]
     tables = list(stored) + list(unary)
     layout = ChainLayout.of(chain, (), factors)
-    sources = [(stored, t) for t in range(4)] + [(unary, t) for t in range(4)]
+    rows = [(0, t) for t in range(4)] + [(1, t) for t in range(4)]
     expected = pairs + unary[:, None, :]
-    for src in (None, sources):
-        got = stack_chain(layout, tables, src, dtype=F, device=torch.device("cpu"))
+    for src in (None, rows):
+        got = stack_chain(layout, tables, src, [stored, unary], dtype=F, device=torch.device("cpu"))
         assert torch.allclose(got, expected, rtol=0, atol=1e-15), src is None

@@ -67,6 +67,16 @@ def reduce(x: torch.Tensor, dims, semiring: str) -> torch.Tensor:
     raise ValueError(f"semiring must be one of {SEMIRINGS}, got {semiring!r}")
 
 
+def _batched(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a tensor inside ``torch.func.vmap``, where a value cannot decide a
+    branch (``bool()`` of it raises); checked on one element, before any work."""
+    try:
+        bool(x.detach().reshape(-1)[:1].isnan().any())
+    except RuntimeError:
+        return True
+    return False
+
+
 def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     """Semiring matrix product of log matrices: ``out[..., i, k] = ⊕_j a[..., i, j] + b[..., j, k]``.
 
@@ -89,6 +99,8 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     """
     if semiring == "max":
         return (a.unsqueeze(-1) + b.unsqueeze(-3)).amax(dim=-2)
+    if _batched(a) or _batched(b):  # under torch.func.vmap (no data-dependent branch): all in the log domain
+        return safe_logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), -2)
     sa = a.detach().amax(dim=-1, keepdim=True)
     sa = sa.masked_fill(~torch.isfinite(sa), 0.0)
     sb = b.detach().amax(dim=-2, keepdim=True)
@@ -96,11 +108,7 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor, semiring: str) -> torch.Tensor:
     prod = torch.matmul((a - sa).exp(), (b - sb).exp())
     out = safe_log(prod) + sa + sb
     zero = prod == 0
-    try:
-        underflow = bool(zero.any())
-    except RuntimeError:  # under torch.func.vmap (no data-dependent branch): every entry in the log domain
-        return safe_logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), -2)
-    if underflow:  # true zeros or underflow: recompute those entries exactly
+    if bool(zero.any()):  # true zeros or underflow: recompute those entries exactly
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
         a_e = a.expand(batch + a.shape[-2:])
         b_e = b.expand(batch + b.shape[-2:])

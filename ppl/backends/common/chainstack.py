@@ -13,7 +13,7 @@ per step would undo the scan's saving).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,12 +47,16 @@ class ChainLayout:
         step it is added to, whether its table is ``(x_{i+1}, x_i)``, and the plate dims
         of the table that the chain does not have (summed out: the product over plate
         copies that only touch this chain variable).
+    plans : dict
+        :func:`stack_chain`'s grouping of the parts per signature of group rows
+        (computed at its first use: the rows a ParametricTables gives do not change).
     """
 
     batch: tuple
     length: int
     cardinality: int
     parts: list
+    plans: dict = field(default_factory=dict)
 
     @staticmethod
     def of(chain, batch: tuple, factors: list) -> "ChainLayout":
@@ -65,8 +69,31 @@ class ChainLayout:
             parts.append(("pair" if kind == "pairT" else kind, slot % length, kind == "pairT", extra))
         return ChainLayout(tuple(batch), length, chain.cardinality, parts)
 
+    def plan(self, rows: tuple, device) -> tuple:
+        """``(grouped, loose)`` for ``rows`` (per part, ``(group, row)`` or None):
+        ``grouped`` lists ``(kind, transposed, extra, group, index or None, slots)`` for
+        the parts taken from one group tensor together (``index``: the rows to select,
+        None when they are the whole tensor in order), ``loose`` the other parts."""
+        key = (rows, str(device))
+        if key not in self.plans:
+            grouped: dict = {}
+            loose = []
+            for n, (kind, slot, transposed, extra) in enumerate(self.parts):
+                if rows[n] is None:
+                    loose.append(n)
+                    continue
+                g, r = rows[n]
+                entry = grouped.setdefault((kind, transposed, extra, g), ([], []))
+                entry[0].append(r)
+                entry[1].append(slot)
+            self.plans[key] = ([(kind, transposed, extra, g, torch.tensor(picked, dtype=torch.long, device=device),
+                                 torch.tensor(slots, dtype=torch.long, device=device))
+                                for (kind, transposed, extra, g), (picked, slots) in grouped.items()], loose)
+        return self.plans[key]
 
-def stack_chain(layout: ChainLayout, tables: list, sources: list | None = None, *, dtype, device) -> torch.Tensor:
+
+def stack_chain(layout: ChainLayout, tables: list, rows: list | None = None, stacks: list | None = None, *,
+                dtype, device) -> torch.Tensor:
     """Sum a chain's unary and pairwise log tables into ``batch + (L, K, K)``.
 
     Parameters
@@ -74,11 +101,11 @@ def stack_chain(layout: ChainLayout, tables: list, sources: list | None = None, 
     layout : ChainLayout
     tables : list[torch.Tensor]
         Each factor's log table (its layout: plates then variables), in ``layout.parts`` order.
-    sources : list, optional
-        Per factor, ``(stacked, i)`` when its table is row ``i`` of a group tensor
-        ``stacked`` ``(G,) + sizes`` (:attr:`TableMap.sources
-        <ppl.compiler.parametric.evaluator.TableMap>`), else None: rows of one group
-        tensor that go the same way are taken in one ``index_select``.
+    rows, stacks : list, optional
+        Per factor, ``(g, i)`` when its table is row ``i`` of the group tensor
+        ``stacks[g]`` ``(G,) + sizes`` (:class:`TableMap <ppl.compiler.parametric.evaluator.TableMap>`'s
+        ``rows`` and ``stacks``), else None: rows of one group tensor that go the same way
+        are taken in one ``index_select``.
 
     Returns
     -------
@@ -88,34 +115,42 @@ def stack_chain(layout: ChainLayout, tables: list, sources: list | None = None, 
     """
     k, nb = layout.cardinality, len(layout.batch)
     tails = {"unary": (k,), "pair": (k, k)}
+    grouped, loose = layout.plan(tuple(rows) if rows is not None else (None,) * len(layout.parts), device)
     slots: dict = {"unary": [], "pair": []}
-    stacks: dict = {"unary": [], "pair": []}
-    grouped: dict = {}
-    for n, (kind, slot, transposed, extra) in enumerate(layout.parts):
-        src = sources[n] if sources is not None else None
-        if src is not None:
-            entry = grouped.setdefault((kind, transposed, extra, id(src[0])), (src[0], [], []))
-            entry[1].append(src[1])
-            entry[2].append(slot)
-            continue
+    stacked_parts: dict = {"unary": [], "pair": []}
+    loose_slots: dict = {"unary": [], "pair": []}
+    for n in loose:
+        kind, slot, transposed, extra = layout.parts[n]
         table = tables[n].sum(dim=extra) if extra else tables[n]
         table = table.transpose(-1, -2) if transposed else table
-        slots[kind].append(slot)
-        stacks[kind].append(table.expand(layout.batch + tails[kind]).unsqueeze(nb))
-    for (kind, transposed, extra, _), (stacked, rows, where) in grouped.items():
-        if rows != list(range(stacked.shape[0])):
-            stacked = stacked.index_select(0, torch.tensor(rows, dtype=torch.long, device=stacked.device))
+        loose_slots[kind].append(slot)
+        stacked_parts[kind].append(table.expand(layout.batch + tails[kind]).unsqueeze(nb))
+    for kind, where in loose_slots.items():
+        if where:
+            slots[kind].append(torch.tensor(where, dtype=torch.long, device=device))
+    for kind, transposed, extra, g, index, where in grouped:
+        t = stacks[g]
+        if index.numel() != t.shape[0] or not _identity(index):
+            t = t.index_select(0, index.to(t.device))
         if extra:
-            stacked = stacked.sum(dim=tuple(e + 1 for e in extra))
+            t = t.sum(dim=tuple(e + 1 for e in extra))
         if transposed:
-            stacked = stacked.transpose(-1, -2)
-        slots[kind].extend(where)
-        stacks[kind].append(stacked.expand((len(rows),) + layout.batch + tails[kind]).movedim(0, nb))
+            t = t.transpose(-1, -2)
+        slots[kind].append(where)
+        stacked_parts[kind].append(t.expand((index.numel(),) + layout.batch + tails[kind]).movedim(0, nb))
     out = {}
     for kind, tail in tails.items():
         zero = torch.zeros(layout.batch + (layout.length,) + tail, dtype=dtype, device=device)
         if slots[kind]:
-            index = torch.tensor(slots[kind], dtype=torch.long, device=device)
-            zero = zero.index_add(nb, index, torch.cat(stacks[kind], nb).to(dtype))
+            zero = zero.index_add(nb, torch.cat(slots[kind]), torch.cat(stacked_parts[kind], nb).to(dtype))
         out[kind] = zero
     return out["pair"] + out["unary"].unsqueeze(-2)
+
+
+def _identity(index: torch.Tensor) -> bool:
+    """Whether ``index`` is ``0, 1, ..., n-1`` (then no select is needed); cached on the tensor."""
+    cached = getattr(index, "_ppl_identity", None)
+    if cached is None:
+        cached = bool((index == torch.arange(index.numel(), device=index.device)).all())
+        index._ppl_identity = cached
+    return cached

@@ -212,10 +212,11 @@ class DiscretePlan:
 
     def _chain_stacks(self, tables: dict) -> list:
         """Per chain, its stacked ``plates + (L, K, K)`` log table from factor log tables
-        (rows of ParametricTables' group tensors taken together, see ``TableMap.sources``)."""
-        sources = getattr(tables, "sources", None)
+        (rows of ParametricTables' group tensors taken together, see ``TableMap.rows``)."""
+        rows = getattr(tables, "rows", None) or None
+        stacks = tables.stacks if rows else None
         return [self._stack_chain(c, [tables[n] for n in members],
-                                  None if sources is None else [sources.get(n) for n in members])
+                                  None if rows is None else [rows.get(n) for n in members], stacks)
                 for c, members in enumerate(self.chain_members)]
 
     def at_tables(self, tables: dict) -> "DiscretePlan":
@@ -223,10 +224,11 @@ class DiscretePlan:
         e.g. the tables at one draw of the continuous latents."""
         return self.with_tables([tables[n] for n in self.factors], self._chain_stacks(tables))
 
-    def _stack_chain(self, c: int, tables: list, sources: list | None = None) -> torch.Tensor:
+    def _stack_chain(self, c: int, tables: list, rows: list | None = None,
+                     stacks: list | None = None) -> torch.Tensor:
         """Chain ``c``'s stacked ``plates + (L, K, K)`` log table
         (:func:`~ppl.backends.common.chainstack.stack_chain`)."""
-        return stack_chain(self.chain_layouts[c], tables, sources, dtype=self.dtype, device=self.device)
+        return stack_chain(self.chain_layouts[c], tables, rows, stacks, dtype=self.dtype, device=self.device)
 
     # ---------------------------------------------------------------- queries
     def _factor_list(self):

@@ -27,14 +27,15 @@ __all__ = ["ParametricTables", "parametric_tables", "TableMap"]
 
 
 class TableMap(dict):
-    """Factor name -> log table, plus ``sources``: name -> ``(stacked, i)`` for a table that
-    is row ``i`` of a group's stacked tensor ``(G,) + sizes``, so a consumer that needs many
-    rows of one group (a chain's stack, :mod:`ppl.backends.common.chainstack`) takes them in
-    one op."""
+    """Factor name -> log table, plus ``stacks`` (each group's stacked tensor ``(G,) +
+    sizes``) and ``rows``: name -> ``(g, i)`` for a table that is row ``i`` of
+    ``stacks[g]``, so a consumer that needs many rows of one group (a chain's stack,
+    :mod:`ppl.backends.common.chainstack`) takes them in one op."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, stacks: list | None = None, rows: dict | None = None):
         super().__init__(*args)
-        self.sources: dict = {}
+        self.stacks = stacks if stacks is not None else []
+        self.rows = rows if rows is not None else {}
 
 
 class ParametricTables:
@@ -278,13 +279,15 @@ class ParametricTables:
         -------
         TableMap
             Factor name -> table (its layout's full shape).  Group members are views of
-            one stacked tensor per group (see :meth:`group_tables`), named in ``sources``.
+            one stacked tensor per group (see :meth:`group_tables`), named in ``rows``.
         """
-        flat = self.flat(values)
-        out = TableMap(self.constant)
-        for g, stacked in zip(self.groups, self.group_tables(flat)):
+        stacks = self.group_tables(self.flat(values))
+        if getattr(self, "_rows", None) is None or self._rows[0] is not self.groups:   # (groups final after __init__)
+            self._rows = (self.groups, {n: (gi, i) for gi, g in enumerate(self.groups)
+                                        for i, n in enumerate(g.members)})
+        out = TableMap(self.constant, stacks=stacks, rows=self._rows[1])
+        for g, stacked in zip(self.groups, stacks):
             out.update(zip(g.members, stacked.unbind(0)))   # one op (and one backward node) per group
-            out.sources.update((n, (stacked, i)) for i, n in enumerate(g.members))
         out.update(self.slow_tables(values, grad=grad))
         return out
 
