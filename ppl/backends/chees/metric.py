@@ -31,7 +31,9 @@ __all__ = ["Metric", "DENSE_MAX_DIM", "ROWS_PER_DIM", "dense_estimate"]
 
 #: ``metric="auto"`` is dense up to this many unconstrained coordinates (Stan and Pyro's
 #: ``full_mass`` are dense at any size; beyond ~100 the ``D²`` estimate needs more draws
-#: than a warmup window of a few hundred iterations gives).
+#: than a warmup window of a few hundred iterations gives).  NUTS' own limit
+#: (:data:`ppl.backends.nuts.sampler.DENSE_MAX_DIM`, 50) is lower: its one chain's window
+#: has a sixteenth of the rows that ChEES' lockstep chains give.
 DENSE_MAX_DIM = 100
 
 #: A dense window estimate needs this many rows (chains × iterations) per coordinate;
