@@ -257,7 +257,8 @@ def infer(model, data=None, method: str = "auto", **options):
         is a warm start: those ``ppl.param`` sites (and ``pyro.module`` weights, a
         posterior's learned ones or the model's given by ``"name$$$p"`` key) start there
         instead of at the values the model declares (a string ``init`` is the backend's
-        own start strategy).
+        own start strategy); a backend whose ``init`` takes a Posterior (``chees``) also
+        starts its chains from that Posterior's draws.
 
     Returns
     -------
@@ -326,6 +327,8 @@ def _warm_start(graph, options, method) -> dict | None:
 
     init = options.get("init")
     if isinstance(init, Posterior):
+        if method != "auto" and _takes_posterior_init(method, init):
+            return warm_start_values(init, graph)  # and the backend starts its latents from its draws
         return warm_start_values(options.pop("init"), graph)
     if not isinstance(init, Mapping):
         return None  # None, a strategy name, or a bad value the backend's validation names
@@ -339,6 +342,16 @@ def _warm_start(graph, options, method) -> dict | None:
         options.pop("init")
     given = {k: v for k, v in init.items() if k in names}
     return warm_start_values(given, graph) if given else None
+
+
+def _takes_posterior_init(method: str, init) -> bool:
+    """Whether backend ``method``'s own ``init`` option accepts the Posterior ``init`` (a
+    sampler's warm start, :mod:`ppl.backends.common.warmstart`)."""
+    option = getattr(get_backend(method), "options", {}).get("init")
+    try:
+        return option is not None and option.constraint.convert(init) is init
+    except (TypeError, ValueError):
+        return False
 
 
 def _run(graph, analysis, shape, method, options, start=None):

@@ -7,7 +7,11 @@ option sets (``Backend.auto_variants``, e.g. a richer guide).  Every attempt, it
 why it was left is recorded in ``posterior.diagnostics["routing"]``.  When no attempt is
 reliable within ``time_budget`` seconds, the last result is returned with its
 "unreliable" verdict and a :class:`~ppl.errors.TrustWarning`.  Point estimates (rank 90 and
-above) are tried only when nothing else applies.
+above) are tried only when nothing else applies.  A sampler that takes a warm start
+(``Backend.warm_starts``: ChEES) begins from the draws and covariance of the Gaussian
+approximation with the lowest PSIS k̂ that an earlier attempt left unreliable (Zhang et al.
+2022, §5: Pathfinder as MCMC's initialisation); the attempt's record says so
+(``warm_start``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
+
+import torch
 
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
 from .backends.registry import methods_taking, ranked_backends
@@ -170,6 +176,7 @@ def escalate(graph, analysis, options: dict, run_method):
     ranked = ranked_backends()
     start, attempts, last, last_error = time.perf_counter(), [], None, None
     unfit = None  # the first run projected past the budget: later (costlier) methods do not fit either
+    approx = None  # the best Gaussian approximation so far: a warm start for the samplers after it
     for name in candidates:
         backend = ranked[name]
         declared = getattr(backend, "options", {})
@@ -195,6 +202,8 @@ def escalate(graph, analysis, options: dict, run_method):
                 continue
             t0 = time.perf_counter()
             chosen = {**given, **{k: v for k, v in extra.items() if k not in given}}
+            if getattr(backend, "warm_starts", False) and "init" not in given and approx is not None:
+                chosen["init"] = approx   # the chains start in the approximation's region, with its covariance
             if own["time_budget"] is not None and "max_seconds" in declared and "max_seconds" not in chosen:
                 chosen["max_seconds"] = max(own["time_budget"] - spent, 1.0)  # a sampler stops at the budget
             try:
@@ -217,8 +226,12 @@ def escalate(graph, analysis, options: dict, run_method):
                       "gaussian_approximation": getattr(backend, "gaussian_approximation", False),
                       "ignored_options": sorted(k for k in rest if k not in declared),  # the method does not take them
                       "divergences": trust.numbers.get("divergences")}  # a sampler's: decides a longer run's use
+            if "init" in chosen and not isinstance(chosen["init"], str) and "init" not in given:
+                record["warm_start"] = chosen["init"].method
             attempts.append(record)
             last = post
+            if getattr(backend, "gaussian_approximation", False) and _better_start(post, approx):
+                approx = post
             if trust.ok or not own["escalate"]:
                 post = _finish(post, route, attempts, name, trust.ok)
                 post.trust.warn(post.method, stacklevel=4)
@@ -233,6 +246,24 @@ def escalate(graph, analysis, options: dict, run_method):
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post
+
+
+#: A Gaussian approximation warm-starts a sampler only when at least this many of its draws
+#: have a finite log density (16 chains start from distinct ones).
+WARM_MIN_FINITE = 64
+
+
+def _better_start(post, best) -> bool:
+    """Whether ``post`` (a Laplace or Pathfinder result) is a better warm start than
+    ``best``: its draws are in unconstrained space with enough finite densities, and its
+    PSIS k̂ is lower (the approximation closer to the posterior)."""
+    weighted = getattr(post, "weighted_draws", None)
+    if weighted is None or int(torch.isfinite(weighted.log_p).sum()) < WARM_MIN_FINITE:
+        return False
+    khat = post.trust.numbers.get("psis_khat")
+    if khat is None or not math.isfinite(khat):
+        return False
+    return best is None or khat < best.trust.numbers.get("psis_khat", math.inf)
 
 
 def option_refusals(candidates: list, given: dict) -> dict:

@@ -71,6 +71,10 @@ class Backend(ABC):
     gaussian_approximation : bool
         Its answer is one Gaussian in unconstrained space, judged by PSIS (Laplace,
         Pathfinder); auto records its k̂ so later attempts can read it (:meth:`auto_skip`).
+    warm_starts : bool
+        Its ``init`` option takes an earlier Posterior of the model: under
+        ``method="auto"`` it is given the Gaussian approximation with the lowest k̂ that an
+        earlier attempt left unreliable (:mod:`ppl.backends.common.warmstart`).
     reuses_prepared : bool
         It may run on a graph :mod:`ppl.prepared` rebound to new evidence without tracing
         the model again: it reads observed values only through ``graph.bound`` and the
@@ -88,6 +92,7 @@ class Backend(ABC):
     rank_note: str = "backends registered from outside rank after the built-in ones"
     reference_sampler: bool = False
     gaussian_approximation: bool = False
+    warm_starts: bool = False
     reuses_prepared: bool = False
 
     @abstractmethod

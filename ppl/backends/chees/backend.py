@@ -17,14 +17,14 @@ from __future__ import annotations
 import time
 
 from ...errors import ModelError, PPLError
-from ...posterior import DrawsPosterior
+from ...posterior import DrawsPosterior, Posterior
 from ..base import Applicability, Backend
 from ..common.chains import chain_diagnostics, chain_trust, cut_short, e_bfmi, sampler_applicability
 from ..common.importance import discrete_sites
 from ..common.jit import JIT_ERRORS
 from ..common.potential import Potential
 from ..common.runtime import run_context
-from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
+from ..options import COMMON, Boolean, InstanceOf, Integer, NoneValue, OneOf, Option, Real, option_table
 from .sampler import CheesSettings, run_lockstep
 
 __all__ = ["CheesBackend", "ESS_TOTAL", "LONGER"]
@@ -56,9 +56,11 @@ class CheesBackend(Backend):
         Option("jit_compile", Boolean() | NoneValue(), None,
                "trace the batched log density with torch.jit (None: wherever the trace matches the model at two "
                "points; True notes a fallback)"),
-        Option("init", OneOf("uniform", "median", "sample"), "uniform",
-               "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median' of the prior, or "
-               "'sample' (the median plus a standard normal draw)"),
+        Option("init", OneOf("uniform", "median", "sample") | InstanceOf(Posterior, "a Posterior of the model"),
+               "uniform",
+               "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median' of the prior, "
+               "'sample' (the median plus a standard normal draw), or an earlier result of the model (its draws "
+               "start the chains, their covariance is the first metric; auto passes its Laplace or Pathfinder fit)"),
         Option("metric", OneOf("auto", "diag", "dense"), "auto",
                "the mass matrix adapted in warmup: 'diag', 'dense' (from the draws and their gradients, Seyboldt et "
                "al. 2023) or 'auto' (dense up to 100 unconstrained coordinates)"),
@@ -67,6 +69,7 @@ class CheesBackend(Backend):
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
     rank = 70
+    warm_starts = True
     rank_note = "a sampler: many chains at about the cost of one NUTS chain; tried before NUTS"
 
     def check(self, analysis) -> Applicability:
@@ -158,7 +161,8 @@ class CheesBackend(Backend):
         diagnostics = chain_diagnostics(draws)
         diagnostics.update(
             num_chains=c, num_samples=n, warmup_steps=s.warmup_steps, target_accept_prob=s.target_accept_prob,
-            init=s.init, divergences=int(r.diverged.sum()),
+            init=s.init if isinstance(s.init, str) else f"the draws of a {s.init.method} result",
+            divergences=int(r.diverged.sum()),
             divergences_per_chain=[int(x) for x in r.diverged.sum(1)],
             acceptance_rate=[float(x) for x in r.accept_prob.mean(1)],
             e_bfmi=[float(x) for x in e_bfmi(r.energy)], step_size=r.step_size,

@@ -27,6 +27,7 @@ import torch
 from ...errors import ModelError
 from ..common.chains import MIN_DRAWS, stopped_note, time_limit_error
 from ..common.jit import checked_trace
+from ..common.warmstart import warm_start
 from .adapt import DualAveraging, LogAdam, VarianceWindow, chees_gradient, halton
 from .metric import DENSE_MAX_DIM, Metric
 
@@ -53,9 +54,11 @@ class CheesSettings:
         At most this many leapfrog steps per iteration.
     jit_compile : bool or None
         Trace the batched log density (None: where it checks out).
-    init : str
+    init : str or Posterior
         ``"uniform"`` (in (-2, 2) per unconstrained coordinate), ``"median"`` or
-        ``"sample"`` (the prior median plus a standard normal draw).
+        ``"sample"`` (the prior median plus a standard normal draw); or an earlier result
+        of the model, whose draws start the chains and whose covariance is the first
+        metric (:mod:`ppl.backends.common.warmstart`).
     seed : int or None
     progress : bool or None
         A tqdm bar over the iterations (None: only when stderr is a terminal).
@@ -73,7 +76,7 @@ class CheesSettings:
     target_accept_prob: float
     max_leapfrog: int
     jit_compile: bool | None
-    init: str
+    init: object
     seed: int | None
     progress: bool | None
     max_seconds: float | None = None
@@ -248,14 +251,16 @@ class _Adaptation:
     """Warmup's state: step size, trajectory length, metric and their schedules.  The
     chains' state is kept in the metric's coordinates ``x``."""
 
-    def __init__(self, grad, z: torch.Tensor, s: CheesSettings, gen, dense: bool):
+    def __init__(self, grad, z: torch.Tensor, s: CheesSettings, gen, dense: bool, initial: Metric | None = None):
         self.s, self.gen, self.dense = s, gen, dense
         self.grad = _Preconditioned(grad, Metric(torch.ones_like(z[0])))
         state = (z,) + self.grad(z)
-        start = VarianceWindow(z.shape[1], z.dtype, z.device)
-        start.add(state[0], state[2])   # the starting points already tell each coordinate's scale
+        if initial is None:
+            start = VarianceWindow(z.shape[1], z.dtype, z.device)
+            start.add(state[0], state[2])   # the starting points already tell each coordinate's scale
+            initial = start.metric()
         self.eps = 1.0
-        self.state = self._new_metric(state, start.metric())
+        self.state = self._new_metric(state, initial)
         w = s.warmup_steps
         self.updates = sorted({int(w * f) for f in MASS_UPDATES if 0 < int(w * f) < w})
 
@@ -329,10 +334,15 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     seed = int(s.seed) if s.seed is not None else int(torch.randint(2**62, ()))
     gen = torch.Generator().manual_seed(seed % 2**63)
     notes: list = []
-    z = _starts(potential, s, gen)
-    grad = _Gradient(potential, z, s.jit_compile, gen, notes)
     dense = s.metric == "dense" or (s.metric == "auto" and potential.dim <= DENSE_MAX_DIM)
-    adapt = _Adaptation(grad, z, s, gen, dense)
+    initial = None
+    if isinstance(s.init, str):
+        z = _starts(potential, s, gen)
+    else:
+        warm = warm_start(s.init, potential, s.num_chains, gen, dense)
+        z, initial = warm.starts, Metric(warm.factor.to(warm.starts))
+    grad = _Gradient(potential, z, s.jit_compile, gen, notes)
+    adapt = _Adaptation(grad, z, s, gen, dense, initial)
     state = adapt.state
     bar = _progress(s)
     warm_div = 0
