@@ -101,8 +101,8 @@ def _raises(call, error, *phrases):
 DATA = [
     ("datetime64", np.array(["2020-01-01"], dtype="datetime64[D]"), ["data['x']", "datetime64"]),
     ("timedelta64", np.array([1, 2], dtype="timedelta64[s]"), ["data['x']", "timedelta64"]),
-    ("complex numpy", np.array([1 + 2j, 3.0]), ["observed site 'obs'", "complex", "real numbers"]),
-    ("complex torch", torch.tensor([1 + 2j]), ["observed site 'obs'", "complex"]),
+    ("complex numpy", np.array([1 + 2j, 3.0]), ["data['x']", "complex", "real numbers"]),
+    ("complex torch", torch.tensor([1 + 2j]), ["data['x']", "complex"]),
     ("sparse tensor", X.to_sparse(), ["data['x']", "sparse", "to_dense"]),
     ("meta tensor", torch.empty(3, device="meta"), ["data['x']", "meta tensor"]),
     ("object array with None", np.array([1.0, None], dtype=object), ["data['x']", "missing values"]),

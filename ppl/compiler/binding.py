@@ -5,13 +5,17 @@ Every value becomes a new tensor (the user's objects are copied, never modified)
 integers -> int64, booleans -> the default float dtype, floats keep their precision.  A
 value is refused with :class:`~ppl.errors.DataError`, naming its key, when it holds NaN
 or inf, is empty (a dimension of size 0), is a masked array with masked entries (unless
-the model says which value stands for a missing entry of that argument), or is a
-boolean for a site whose states have names that are not booleans.
+the model says which value stands for a missing entry of that argument), is a
+boolean for a site whose states have names that are not booleans, holds uint64 values
+above the int64 maximum (they would wrap), or is a complex model argument.  Extended
+precision (``np.longdouble``) becomes float64 (a warning where a value is rounded),
+float8 tensors float32.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -21,37 +25,34 @@ from ..errors import DataError
 __all__ = ["to_tensor", "convert_argument", "convert_observation", "names_to_indices", "unmask", "check_not_empty"]
 
 
+#: The floating and complex numpy dtypes ``torch.from_numpy`` takes.
+_TORCH_FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.complex64, np.complex128))
+
+
 def to_tensor(key: str, value) -> torch.Tensor:
     """Copy an array-like into a new tensor: integers -> int64, bool -> default float dtype,
-    floating values keep their precision (float64 data stays float64).
+    floating values keep their precision (float64 data stays float64), except extended
+    precision (``np.longdouble`` -> float64, warning where a value is rounded) and float8
+    tensors (-> float32, exactly).
 
     Raises
     ------
     DataError
-        If ``value`` is not numeric or a floating value holds NaN/inf (the message names
-        ``key`` and the first bad index).
+        If ``value`` is not numeric, a floating value holds NaN/inf, uint64 values exceed
+        the int64 maximum, or extended-precision values exceed the float64 range (the
+        message names ``key`` and the first bad index).
     """
     if isinstance(value, torch.Tensor):
         if value.layout != torch.strided or value.is_meta:
             what = "a meta tensor (it holds no values)" if value.is_meta else f"a {value.layout} tensor"
             raise DataError(f"data['{key}'] is {what}; expected a dense tensor of numbers (e.g. x.to_dense())")
         t = value.detach().clone()
+        if t.dtype == torch.uint64:
+            _check_uint64(key, t.cpu().numpy())
+        if t.is_floating_point() and t.dtype.itemsize == 1:  # float8: exact in float32, which has the ops
+            t = t.float()
     else:
-        try:
-            arr = np.array(value)  # always a copy
-        except Exception as e:  # pragma: no cover - numpy accepts nearly everything
-            raise DataError(f"data['{key}']: cannot convert {type(value).__name__} to an array ({e})") from None
-        if arr.dtype == object and any(v is None or type(v).__name__ in ("NAType", "NaTType") for v in arr.flat):
-            first = next(i for i, v in enumerate(arr.flat) if v is None or type(v).__name__ in ("NAType", "NaTType"))
-            raise DataError(
-                f"data['{key}'] holds missing values (None or pandas NA; first at flat index {first}); expected "
-                "numbers. Drop or impute missing values, or model them with obs_mask= in ppl.sample"
-            )
-        if arr.dtype == object or arr.dtype.kind in "USVMm":  # strings, bytes, records, dates, durations
-            raise DataError(
-                f"data['{key}']: expected numbers (array, list or tensor), got values of dtype {arr.dtype}"
-            )
-        t = torch.from_numpy(arr)
+        t = torch.from_numpy(_to_array(key, value))
     if t.dtype == torch.bool:
         t = t.to(torch.get_default_dtype())
     elif not t.is_floating_point() and not t.is_complex() and t.dtype != torch.int64:
@@ -66,12 +67,84 @@ def to_tensor(key: str, value) -> torch.Tensor:
     return t
 
 
+def _to_array(key: str, value) -> np.ndarray:
+    """A numpy copy of a non-tensor value that torch can take (see :func:`to_tensor`)."""
+    try:
+        arr = np.array(value)  # always a copy
+    except Exception as e:  # pragma: no cover - numpy accepts nearly everything
+        raise DataError(f"data['{key}']: cannot convert {type(value).__name__} to an array ({e})") from None
+    if arr.dtype == object and any(v is None or type(v).__name__ in ("NAType", "NaTType") for v in arr.flat):
+        first = next(i for i, v in enumerate(arr.flat) if v is None or type(v).__name__ in ("NAType", "NaTType"))
+        raise DataError(
+            f"data['{key}'] holds missing values (None or pandas NA; first at flat index {first}); expected "
+            "numbers. Drop or impute missing values, or model them with obs_mask= in ppl.sample"
+        )
+    if arr.dtype == object or arr.dtype.kind in "USVMm":  # strings, bytes, records, dates, durations
+        raise DataError(
+            f"data['{key}']: expected numbers (array, list or tensor), got values of dtype {arr.dtype}"
+        )
+    if arr.dtype == np.uint64:
+        _check_uint64(key, arr)
+    if arr.dtype.kind in "fc" and arr.dtype not in _TORCH_FLOATS:  # np.longdouble / np.clongdouble
+        arr = _from_longdouble(key, arr)
+    return arr
+
+
+def _check_uint64(key: str, arr: np.ndarray) -> None:
+    """Refuse unsigned 64-bit values above the int64 maximum, which int64 (ppl's integer
+    dtype) would wrap to negative numbers.
+
+    Raises
+    ------
+    DataError
+        Naming ``key``, the first such value and its index.
+    """
+    big = arr > np.uint64(np.iinfo(np.int64).max)
+    if big.any():
+        where = tuple(int(i) for i in np.argwhere(big)[0])
+        raise DataError(
+            f"data['{key}'] holds uint64 values that overflow int64 (first at index {where}, value {arr[where]} > "
+            f"2**63 - 1), which would wrap to negative numbers; pass them as floats (x.astype(float)) if that is "
+            "what you mean"
+        )
+
+
+def _from_longdouble(key: str, arr: np.ndarray) -> np.ndarray:
+    """Extended precision (``np.longdouble`` / ``np.clongdouble``, which torch cannot hold) ->
+    float64 / complex128, warning where a value changes and refusing one that overflows."""
+    out = arr.astype(np.complex128 if arr.dtype.kind == "c" else np.float64)
+    overflow = np.isfinite(arr) & ~np.isfinite(out)
+    if overflow.any():
+        where = tuple(int(i) for i in np.argwhere(overflow)[0])
+        raise DataError(f"data['{key}'] holds {arr.dtype} values beyond the float64 range (first at index {where}, "
+                        f"value {arr[where]}); expected numbers that fit in float64")
+    if bool(np.any((out != arr) & np.isfinite(arr))):
+        warnings.warn(f"data['{key}']: {arr.dtype} values were rounded to float64 (torch has no extended precision)",
+                      UserWarning, stacklevel=4)
+    return out
+
+
 def convert_argument(key: str, value):
     """Model arguments: arrays become tensors (:func:`to_tensor`); a dict's tensors and
     numpy arrays are copied (the dict is new, its other values are the same objects);
-    scalars, strings, callables pass unchanged."""
+    scalars, strings, callables and other objects (a pandas DataFrame the model indexes by
+    column name) pass unchanged.
+
+    Raises
+    ------
+    DataError
+        If an array or number is complex (a cast to real would drop the imaginary part), or
+        for any reason :func:`to_tensor` gives.
+    """
     if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
-        return to_tensor(key, value)
+        t = to_tensor(key, value)
+        if t.is_complex():
+            raise DataError(f"data['{key}'] is complex ({t.dtype}); expected real numbers "
+                            "(pass x.real or x.abs() if that is what you mean)")
+        return t
+    if isinstance(value, (complex, np.complexfloating)):
+        raise DataError(f"data['{key}'] is complex (value {value!r}); expected a real number "
+                        "(pass x.real or abs(x) if that is what you mean)")
     if isinstance(value, float) and not math.isfinite(value):
         raise DataError(f"data['{key}'] is {value}; expected a finite number")
     if isinstance(value, dict):

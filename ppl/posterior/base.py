@@ -144,9 +144,8 @@ class Posterior(SiteQueries, NetworkWeights):
         Raises
         ------
         OptionError
-            If ``path`` is not a str or ``os.PathLike``.
-        OSError
-            If the file cannot be written.
+            If ``path`` is not a str or ``os.PathLike``, is a directory, or cannot be
+            written (the message names the path and the OS error).
         """
         from .persist import save
 
@@ -501,7 +500,8 @@ class Posterior(SiteQueries, NetworkWeights):
         site : str
             A latent site of this posterior (see :attr:`sites`).
         path : str, os.PathLike or None
-            File to write (``.png`` is the format; parent directories are created);
+            File to write, in the format its extension names (none: ``.png``; a
+            directory: ``<site>.png`` inside it; parent directories are created);
             ``None``: nothing is written, the Figure is returned.
         copies : int
             Plate copies / elements shown (the first ones, row-major).
@@ -513,15 +513,16 @@ class Posterior(SiteQueries, NetworkWeights):
         Returns
         -------
         str or matplotlib.figure.Figure
-            ``path`` when given, else the Figure.
+            The path of the file written when ``path`` is given, else the Figure.
 
         Raises
         ------
         DataError
             If ``site`` is not a latent site of this posterior.
         OptionError
-            If ``num_samples`` is not a positive integer, ``seed`` not a valid seed, or
-            ``path`` neither None, a str nor an os.PathLike.
+            If ``num_samples`` is not a positive integer, ``seed`` not a valid seed,
+            ``path`` neither None, a str nor an os.PathLike, its extension not a format
+            matplotlib writes, or the file cannot be written.
         IntractableError
             If the draws of a continuous site would exceed :attr:`budget`.
         ImportError

@@ -8,9 +8,9 @@ import os
 
 from ..errors import OptionError, UnsupportedModelError
 from .checks import check_count, check_memory, check_seed, numel
-from .plotting import figure, plot_continuous_marginal, plot_table_marginal
+from .plotting import figure, plot_continuous_marginal, plot_table_marginal, safe_name
 
-__all__ = ["ARVIZ_PLOTS", "marginal_figure", "arviz_plot"]
+__all__ = ["ARVIZ_PLOTS", "marginal_figure", "arviz_plot", "write_figure"]
 
 #: ``kind`` of :func:`arviz_plot` -> the ArviZ function that draws it.
 ARVIZ_PLOTS = {"posterior": "plot_posterior", "forest": "plot_forest", "ppc": "plot_ppc"}
@@ -23,8 +23,15 @@ def marginal_figure(post, site: str, path=None, copies: int = 4, num_samples: in
     Returns
     -------
     str or matplotlib.figure.Figure
-        ``path`` (as a str) when given, after writing the PNG; else the Figure (nothing
-        written; Jupyter displays it inline).
+        The path of the file written when ``path`` is given (:func:`write_figure`: inside
+        ``path`` as ``<site>.png`` when it is a directory; ``.png`` added when it has no
+        extension); else the Figure (nothing written; Jupyter displays it inline).
+
+    Raises
+    ------
+    OptionError
+        Also for a ``path`` with an extension matplotlib cannot write, or one that cannot
+        be written (see :func:`write_figure`).
     """
     num_samples = check_count(num_samples, call="plot")
     seed = check_seed(seed, call="plot")
@@ -51,11 +58,38 @@ def marginal_figure(post, site: str, path=None, copies: int = 4, num_samples: in
     fig.tight_layout()
     if path is None:
         return fig
+    return write_figure(fig, path, default_name=safe_name(site), call="plot()")
+
+
+def write_figure(fig, path, *, default_name: str, call: str) -> str:
+    """Write ``fig`` to ``path`` and return the path of the file written: into a directory
+    (an existing one, or a path ending in a separator) as ``<default_name>.png``; a path
+    without an extension gets ``.png`` (matplotlib's default); other extensions pick the
+    format (``.pdf``, ``.svg``...).  Parent directories are created.
+
+    Raises
+    ------
+    OptionError
+        If the extension is not a format matplotlib writes (the message lists them), or
+        the file cannot be written (an ``OSError``: the message names the path).
+    """
     path = os.fspath(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    if os.path.isdir(path) or path.endswith((os.sep, "/")):
+        path = os.path.join(path, f"{default_name}.png")
+    ext = os.path.splitext(path)[1][1:].lower()
+    if not ext:
+        path, ext = path + ".png", "png"
+    formats = fig.canvas.get_supported_filetypes()
+    if ext not in formats:
+        raise OptionError(f"{call}: path {path!r} has the extension '.{ext}', which is not an image format "
+                          f"matplotlib writes; use one of {sorted('.' + f for f in formats)} (e.g. '.png')")
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fig.savefig(path, dpi=100, format=ext)
+    except OSError as e:
+        raise OptionError(f"{call}: cannot write the figure to {path!r}: {type(e).__name__}: {e}") from e
     return path
 
 

@@ -464,18 +464,48 @@ def save(post, path) -> str:
     Raises
     ------
     OptionError
-        If ``path`` is not a str or ``os.PathLike``.
-    OSError
-        If the file cannot be written.
+        If ``path`` is not a str or ``os.PathLike``, is a directory, or cannot be written
+        (any ``OSError``: a parent that is a file, no permission, a full disk; the message
+        names the path).
     """
     from .. import __version__
 
     path = _path(path, "save()")
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    torch.save({"format": FORMAT, "version": VERSION, "ppl_version": __version__, "posterior": post}, path)
+    if os.path.isdir(path):
+        raise OptionError(f"save(): path {path!r} is a directory; expected a file path (e.g. "
+                          f"{os.path.join(path, 'posterior.pt')!r})")
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        with open(path, "wb") as f:  # Python's open: a failure is an OSError (torch's own writer: RuntimeError)
+            torch.save({"format": FORMAT, "version": VERSION, "ppl_version": __version__, "posterior": post}, f)
+    except OSError as e:
+        raise OptionError(f"save(): cannot write {path!r}: {type(e).__name__}: {e}") from e
     return path
+
+
+def _check_map_location(map_location):
+    """``map_location`` as given, checked: None, or a str / torch.device naming a device
+    this machine has.
+
+    Raises
+    ------
+    OptionError
+        Naming ``map_location`` and the value, when it is another type, not a device
+        name (``"gpu"``), or a device that is not available here."""
+    if map_location is None:
+        return None
+    if not isinstance(map_location, (str, torch.device)):
+        raise OptionError(f"ppl.load(): map_location must be None, a str or a torch.device, got "
+                          f"{type(map_location).__name__}")
+    try:
+        torch.empty(0, device=torch.device(map_location))
+    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, AssertionError...: not a usable device)
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise OptionError(f"ppl.load(): map_location={map_location!r} is not a device available here ({why}); "
+                          "expected None, 'cpu', or an available device such as 'cuda' or 'cuda:0'") from None
+    return map_location
 
 
 def load(path, map_location=None, model=None):
@@ -516,7 +546,7 @@ def load(path, map_location=None, model=None):
     ------
     OptionError
         If ``path`` is not a str or ``os.PathLike``, or ``map_location`` not None, a str
-        or a ``torch.device``.
+        or a ``torch.device`` naming a device available here (``"gpu"`` is not a device).
     DataError
         If the file cannot be read, is not a saved ppl posterior (another torch file, a
         pickle of something else, not a torch file at all), or holds a format version
@@ -526,9 +556,7 @@ def load(path, map_location=None, model=None):
         them), or raises when compiled on the saved data.
     """
     path = _path(path, "ppl.load()")
-    if map_location is not None and not isinstance(map_location, (str, torch.device)):
-        raise OptionError(f"ppl.load(): map_location must be None, a str or a torch.device, got "
-                          f"{type(map_location).__name__}")
+    map_location = _check_map_location(map_location)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except PPLError:

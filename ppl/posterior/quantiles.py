@@ -9,7 +9,10 @@ distribution, exact wherever a closed form or an exact inverse exists:
 * discrete tables (``Categorical``, ``Bernoulli``, ``OneHotCategorical`` elementwise, any
   distribution with ``enumerate_support``): the smallest value ``x`` with ``F(x) >= q``
   (:func:`table_quantile`);
-* ``Beta``: ``betaincinv(a, b, q)``; ``Gamma`` (and ``Chi2``): ``gammaincinv(a, q) / rate``;
+* ``Normal``: ``loc + scale · ndtri(q)`` (accurate in both tails; torch's ``icdf`` is not);
+* ``Beta``: ``betaincinv(a, b, q)`` (in the far lower tail, where it fails, bisection on
+  ``log x``; a quantile below the smallest positive double is 0); ``Gamma`` (and ``Chi2``):
+  ``gammaincinv(a, q) / rate`` (under a decreasing transform, ``gammainccinv``);
   ``Dirichlet``: component ``k`` is ``Beta(α_k, α_0 - α_k)``; ``StudentT``:
   ``loc + scale · stdtrit(df, q)``; ``MultivariateNormal`` / ``MultivariateStudentT``:
   component ``i`` is ``Normal`` / ``StudentT`` with scale ``sqrt(Σ_ii)``; ``Wishart``: the
@@ -194,17 +197,62 @@ def _scipy(fn, *args, dtype, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(fn(*np.broadcast_arrays(*arrays))), dtype=dtype, device=device)
 
 
+def _normal_q(loc: torch.Tensor, scale: torch.Tensor, q: float, upper: bool = False) -> torch.Tensor:
+    """``loc + scale · Φ⁻¹(q)`` (``upper``: ``Φ⁻¹(1 - q)``, without forming ``1 - q``), with
+    ``torch.special.ndtri`` in float64: accurate in both tails (``erfinv(2q - 1)``, torch's
+    ``Normal.icdf``, gives ``-inf`` below ``q ≈ 1e-17``)."""
+    z = float(torch.special.ndtri(torch.tensor(q, dtype=torch.float64)))
+    return loc + scale * (-z if upper else z)
+
+
+def _log_bisect_beta(a, b, q: float):
+    """``x`` with ``I_x(a, b) = q`` by bisection on ``log x`` over the positive float64 range,
+    for the far lower tail where ``betaincinv`` gives NaN (e.g. ``Beta(5, 3)`` at ``q = 1e-300``:
+    ``x ≈ 3e-61``); 0 where even the smallest positive double has ``I_x > q`` (underflow)."""
+    import numpy as np
+    from scipy import special
+
+    lo = np.full(np.shape(a), math.log(np.nextafter(0.0, 1.0)))
+    hi = np.zeros(np.shape(a))
+    for _ in range(120):
+        mid = (lo + hi) / 2
+        below = special.betainc(a, b, np.exp(mid)) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    out = np.exp((lo + hi) / 2)
+    return np.where(special.betainc(a, b, np.exp(lo)) > q, 0.0, out)
+
+
 def _beta_q(a: torch.Tensor, b: torch.Tensor, q: float):
     fn = _special("betaincinv")
     if fn is None:
         return None
-    out = _scipy(fn, a, b, q, dtype=a.dtype, device=a.device)
+    import numpy as np
+
+    a64, b64 = np.broadcast_arrays(*(t.detach().cpu().double().numpy() for t in (a, b)))
+    out = np.asarray(fn(a64, b64, q), dtype=np.float64)
+    far = np.isnan(out) & (a64 > 0) & (b64 > 0) & np.isfinite(a64) & np.isfinite(b64) & (0 < q < 1)
+    if far.any():  # betaincinv fails in the far lower tail
+        out[far] = _log_bisect_beta(a64[far], b64[far], q)
+    out = torch.as_tensor(out, dtype=a.dtype, device=a.device)
     return torch.where(b <= 0, torch.ones_like(out), out)  # Beta(a, 0): all mass at 1 (a 1-component Dirichlet)
 
 
-def _gamma_q(conc: torch.Tensor, rate: torch.Tensor, q: float):
-    fn = _special("gammaincinv")
+def _gamma_q(conc: torch.Tensor, rate: torch.Tensor, q: float, upper: bool = False):
+    fn = _special("gammainccinv" if upper else "gammaincinv")
     return None if fn is None else _scipy(fn, conc, q, dtype=conc.dtype, device=conc.device) / rate
+
+
+def _upper(marg, q: float):
+    """The ``x`` with ``P(X > x) = q``: exact in both tails for Normal and Gamma bases (a
+    decreasing transform's quantile), else the ``1 - q``-quantile."""
+    D = torch.distributions
+    if isinstance(marg, D.Normal):
+        return _normal_q(marg.loc, marg.scale, q, upper=True)
+    if isinstance(marg, D.Gamma):
+        return _gamma_q(marg.concentration, marg.rate, q, upper=True)
+    if isinstance(marg, D.Independent):
+        return _upper(marg.base_dist, q)
+    return _exact(marg, 1 - q)
 
 
 def _student_q(df, loc, scale, q: float):
@@ -245,7 +293,7 @@ def _transformed_q(marg, q: float):
     up = _exact(marg.base_dist, q)
     if up is None:
         return None
-    down = up if q == 0.5 else _exact(marg.base_dist, 1 - q)
+    down = up if q == 0.5 else _upper(marg.base_dist, q)
     if down is None:
         return None
     for t in transforms:
@@ -275,6 +323,8 @@ def _exact(marg, q: float):
     if isinstance(marg, D.Categorical):
         p = marg.probs
         return table_quantile(p, torch.arange(p.shape[-1], dtype=p.dtype, device=p.device), q)
+    if isinstance(marg, D.Normal):
+        return _normal_q(marg.loc, marg.scale, q)
     if isinstance(marg, D.Beta):
         return _beta_q(marg.concentration1, marg.concentration0, q)
     if isinstance(marg, D.Gamma):
@@ -286,8 +336,7 @@ def _exact(marg, q: float):
         return _student_q(marg.df, marg.loc, marg.scale, q)
     if isinstance(marg, D.MultivariateNormal):
         cov = marg.covariance_matrix
-        return D.Normal(marg.loc, cov.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt(),
-                        validate_args=False).icdf(torch.tensor(q, dtype=cov.dtype, device=cov.device))
+        return _normal_q(marg.loc, cov.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt(), q)
     if name == "MultivariateStudentT":
         tril = marg.scale_tril
         scale = (tril * tril).sum(-1).sqrt()  # sqrt of diag(L Lᵀ)
