@@ -122,6 +122,8 @@ def psis(log_weights: torch.Tensor) -> PSISResult:
     smoothed = torch.as_tensor(np.asarray(smoothed), dtype=torch.float64)
     smoothed = smoothed - torch.logsumexp(smoothed, 0)
     k = float(np.asarray(k))
+    if math.isnan(k):
+        k = math.inf   # too few draws for the tail fit: nothing shows the weights are tame
     ess = float(1.0 / smoothed.exp().pow(2).sum())
     return PSISResult(smoothed, k, ess, khat_threshold(s), log_mean)
 

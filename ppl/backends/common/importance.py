@@ -20,8 +20,8 @@ import torch
 from ...trust import RELIABLE, UNRELIABLE, Trust
 from ...trust.psis import PSISResult, psis
 
-__all__ = ["WeightedDraws", "weigh", "psis_trust", "draws_by_site", "discrete_sites", "mean_field_weights",
-           "tail_mass", "TAIL_MASS_LIMIT"]
+__all__ = ["WeightedDraws", "weigh", "psis_trust", "MIN_PSIS_DRAWS", "draws_by_site", "discrete_sites",
+           "mean_field_weights", "tail_mass", "TAIL_MASS_LIMIT"]
 
 
 @dataclass
@@ -195,6 +195,11 @@ def discrete_sites(potential, draws: dict) -> dict:
             "families": {n: graph.variables[n].family for n in potential.discrete}}
 
 
+#: Fewest draws on which a PSIS verdict can be "reliable" (with fewer, k̂'s tail fit has
+#: under 10 points and the estimates themselves are a handful of draws).
+MIN_PSIS_DRAWS = 100
+
+
 def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, corrected: bool = True) -> Trust:
     """The verdict of an approximation from its PSIS diagnostics.
 
@@ -223,6 +228,11 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
         numbers["tail_mass"] = w.tail[0]
     if not math.isfinite(w.elbo) and not math.isnan(r.khat) and r.ess < 1.5:
         return Trust(UNRELIABLE, [f"{what} puts its draws where the model has no density"], numbers, next_method)
+    if s < MIN_PSIS_DRAWS:
+        return Trust(UNRELIABLE, [f"{what} was checked on {s} draws: PSIS needs at least {MIN_PSIS_DRAWS} to "
+                                  "estimate k̂ (its tail fit uses min(S/5, 3√S) of them, Vehtari et al. 2024, §3), "
+                                  f"and its means, sds and quantiles come from those {s} draws; raise num_draws"],
+                     numbers, next_method)
     if math.isnan(r.khat):
         return Trust(RELIABLE, [f"{what} matches the posterior: every importance weight p/q is equal"], numbers)
     if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and w.tail is not None and w.tail[0] > TAIL_MASS_LIMIT:

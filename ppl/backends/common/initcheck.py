@@ -30,6 +30,7 @@ def checked_init_values(graph, init: dict, sites) -> dict:
     Returns
     -------
     dict[str, torch.Tensor]
+        Copies: nothing written into them reaches the caller's values.
 
     Raises
     ------
@@ -62,5 +63,5 @@ def checked_init_values(graph, init: dict, sites) -> dict:
                 ok = True  # a support that cannot check this value: the model's own run will tell
             if not ok:
                 raise OptionError(f"init['{k}'] lies outside the support of site '{k}' ({support})")
-        out[k] = t
+        out[k] = t.clone()   # a copy: a guide's parameter initialised from it must not write into the user's tensor
     return out
