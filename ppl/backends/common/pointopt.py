@@ -17,6 +17,7 @@ quadratic, two small matrix products each, with the exact step ``1/λ_max(A)``; 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -239,9 +240,42 @@ class _BlockQuadratic:
         return [self.quad.hessian_product(ds[0])]
 
 
+#: After L-BFGS stops, a Newton step along the gradient (exact curvature ``gᵀHg``) may
+#: predict at most this decrease of the objective (nats) for the result to stand; a larger
+#: one restarts L-BFGS from that step (at most :data:`RESTARTS` times).
+PREDICTED_DECREASE = 1e-9
+RESTARTS = 4
+
+
 def _lbfgs(negative, blocks, max_iter, tol) -> Maximum:
+    """L-BFGS to a max-abs gradient of ``tol``, then the scale check of :func:`_cauchy`:
+    an absolute gradient tolerance is met at once where the data's units make the curvature
+    tiny (data ~1e8: gradient 3e-9 at a start 0.17 posterior sds from the mode, 0.015 nats
+    below it), so the decrease a curvature-scaled step predicts decides."""
     leaves = [b.free.clone().requires_grad_(True) for b in blocks]
     last = [x.detach().clone() for x in leaves]
+    n_iter = 0
+    for restart in range(RESTARTS + 1):
+        n_iter += _lbfgs_run(negative, leaves, last, max_iter, tol)
+        if not all(bool(torch.isfinite(x).all()) for x in leaves):
+            raise DivergedError("the iterate left the finite range", last)
+        step = _cauchy(negative, leaves) if restart < RESTARTS else None
+        if step is None:
+            break
+        with torch.no_grad():
+            for x, v in zip(leaves, step):
+                x.copy_(v)
+    for b, x in zip(blocks, leaves):
+        b.free = x.detach().clone()
+    grads = _grads(negative, blocks)
+    residual = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
+    value = -float(negative([b.free for b in blocks]))
+    # stopped by the line search's tolerance on changes: converged only if the gradient is small too
+    return Maximum(value, n_iter, residual <= tol or (n_iter < max_iter and residual <= 100 * tol), residual, "lbfgs")
+
+
+def _lbfgs_run(negative, leaves, last, max_iter, tol) -> int:
+    """One torch L-BFGS run on ``leaves`` (in place); its iterations."""
     opt = torch.optim.LBFGS(leaves, lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.5) + 10,
                             tolerance_grad=tol, tolerance_change=1e-14, history_size=50,
                             line_search_fn="strong_wolfe")
@@ -260,16 +294,80 @@ def _lbfgs(negative, blocks, max_iter, tol) -> Maximum:
         return loss
 
     opt.step(closure)
-    if not all(bool(torch.isfinite(x).all()) for x in leaves):
-        raise DivergedError("the iterate left the finite range", last)
-    for b, x in zip(blocks, leaves):
-        b.free = x.detach().clone()
-    grads = _grads(negative, blocks)
-    residual = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
-    value = -float(negative([b.free for b in blocks]))
-    n_iter = opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
-    # stopped by the line search's tolerance on changes: converged only if the gradient is small too
-    return Maximum(value, n_iter, residual <= tol or (n_iter < max_iter and residual <= 100 * tol), residual, "lbfgs")
+    return int(opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0))
+
+
+#: Up to this many free coordinates the scale check takes a full Newton step (the exact
+#: Hessian: one backward pass per coordinate); beyond, a Newton step along the gradient.
+NEWTON_MAX_DIM = 64
+
+
+def _cauchy(negative, leaves) -> list | None:
+    """A Newton step from ``leaves`` when it predicts a decrease above
+    :data:`PREDICTED_DECREASE` nats and the objective there is lower; else None (converged
+    at every coordinate's own scale, no positive curvature, or an objective autograd cannot
+    differentiate twice).  Up to :data:`NEWTON_MAX_DIM` coordinates the step is
+    ``H⁻¹g`` (the decrease ``gᵀH⁻¹g / 2``, Boyd & Vandenberghe 2004, §9.5.1: the Newton
+    decrement, invariant to each coordinate's units; where ``H`` is not positive definite,
+    its positive diagonal), beyond it ``(gᵀg / gᵀHg) g`` (one Hessian-vector product;
+    Nocedal & Wright 2006, §4.1, the Cauchy point)."""
+    xs = [x.detach().clone() for x in leaves]
+    sizes = [x.numel() for x in xs]
+    flat0 = torch.cat([x.reshape(-1) for x in xs])
+
+    def f(flat):
+        parts = torch.split(flat, sizes)
+        return negative([p.reshape(x.shape) for p, x in zip(parts, xs)])
+
+    z = flat0.clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            loss = f(z)
+            (g,) = torch.autograd.grad(loss, z, create_graph=True)
+            if not g.requires_grad:
+                return None
+            direction = _newton_direction(g, z) if z.numel() <= NEWTON_MAX_DIM else _gradient_direction(g, z)
+    except RuntimeError:
+        return None
+    if direction is None:
+        return None
+    decrease = 0.5 * float(g.detach() @ direction)
+    if not (decrease > PREDICTED_DECREASE and math.isfinite(decrease)):
+        return None
+    new = (flat0 - direction).detach()
+    with torch.no_grad():
+        if not float(f(new)) < float(loss):
+            return None
+    return [p.reshape(x.shape) for p, x in zip(torch.split(new, sizes), xs)]
+
+
+def _newton_direction(g, z):
+    """``H⁻¹g`` from the exact Hessian of the gradient ``g`` (built with a graph) at ``z``;
+    the positive diagonal's where ``H`` is not positive definite; None without curvature."""
+    rows = [torch.autograd.grad(g[i], z, retain_graph=True, allow_unused=True)[0] for i in range(z.numel())]
+    hess = torch.stack([torch.zeros_like(z) if r is None else r for r in rows]).detach()
+    hess = 0.5 * (hess + hess.T)
+    gd = g.detach()
+    chol, info = torch.linalg.cholesky_ex(hess)
+    if int(info) == 0 and bool(torch.isfinite(chol).all()):
+        return torch.cholesky_solve(gd[:, None], chol)[:, 0]
+    diag = torch.diagonal(hess)
+    if not bool((diag > 0).any()):
+        return None
+    return torch.where(diag > 0, gd / diag.clamp_min(torch.finfo(diag.dtype).tiny), torch.zeros_like(gd))
+
+
+def _gradient_direction(g, z):
+    """``(gᵀg / gᵀHg) g`` (one Hessian-vector product); None without positive curvature."""
+    gg = (g * g).sum()
+    (hg2,) = torch.autograd.grad(gg, z, allow_unused=True)   # 2 H g
+    if hg2 is None:
+        return None
+    gd = g.detach()
+    curv = 0.5 * float(gd @ hg2)
+    if not (curv > 0 and math.isfinite(curv)):
+        return None
+    return (float(gg) / curv) * gd
 
 
 def _adam(negative, blocks, max_iter, tol, lr) -> Maximum:
