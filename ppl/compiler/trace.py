@@ -145,12 +145,32 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
                 scope = tuple(provenance_of(log_prob) | ({name} if kind == "sample" else set()))
                 if kind == "sample" and site["is_observed"] and set(scope) <= {name}:
                     _check_possible(name, fn, raw_value, log_prob, site.get("mask"), model)
+                if kind == "factor":
+                    _check_factor(name, log_prob, scope, model)
             records.append(
                 SiteRecord(name, kind, bool(site["is_observed"]), fn, value, plates, scope, dict(site.get("infer") or {}))
             )
     _order_scopes(records)
     _check_plates(model, records)
     return records
+
+
+def _check_factor(name, log_factor, scope, model) -> None:
+    """A ``ppl.factor`` whose log value is NaN at the traced run: no method can use a NaN
+    log density (MAP's and SVI's distributions refuse it, samplers find no start).
+
+    Raises
+    ------
+    ModelError
+        Naming the site and the latents it depends on."""
+    with no_torch_function():
+        nan = bool(torch.isnan(strip(log_factor)).any()) if isinstance(log_factor, torch.Tensor) else False
+    if nan:
+        given = sorted(scope)
+        at = f"at the traced run's value(s) of {', '.join(given)}" if given else "(it depends on no latent)"
+        raise ModelError(f"ppl.factor site '{name}' of model '{model.name}' is NaN {at}: a log factor must be a "
+                         "number or -inf; write impossible values as -inf (e.g. torch.where(x > 0, x.log(), "
+                         "-torch.inf))")
 
 
 def _check_possible(name, fn, value, log_prob, mask, model) -> None:
