@@ -273,3 +273,17 @@ def test_svi_leaves_the_users_init_tensor_alone(guide):
     start = torch.tensor(2.0, dtype=F)
     quiet_infer(gauss, {"x": X}, method="svi", guide=guide, init={"mu": start}, num_steps=20, seed=0)
     assert start.item() == 2.0
+
+
+@pytest.mark.parametrize("logit, value", [(math.inf, 1.0), (-math.inf, 0.0)])
+def test_a_certain_bernoulli_given_by_an_infinite_logit_is_scored_exactly(logit, value):
+    """torch scores Bernoulli(logits=inf) at 1 as NaN (inf - inf): exact inference called the
+    evidence impossible.  z is certain, so log p(x) is the Normal density at z."""
+    @ppl.model
+    def certain(x):
+        z = ppl.sample("z", dist.Bernoulli(logits=torch.tensor(logit, dtype=F)))
+        ppl.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    post = quiet_infer(certain, {"x": torch.tensor(0.0, dtype=F)}, method="exact")
+    assert post.log_evidence == pytest.approx(stats.norm.logpdf(0.0, loc=value), rel=1e-12)
+    assert float(post.mean("z")) == value

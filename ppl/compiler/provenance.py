@@ -59,8 +59,8 @@ class Tracked(torch.Tensor):
                 target._provenance = provenance
         return _track(result, provenance)
 
-    def __repr__(self):  # pragma: no cover - debugging aid
-        return f"Tracked({strip(self)!r}, provenance={set(self._provenance)})"
+    def __repr__(self):
+        return repr(strip(self))   # users see it in messages (a support's bounds): the plain tensor
 
 
 def _scan(items, provenance: frozenset) -> frozenset:

@@ -6,7 +6,9 @@ logits through ``clamp_probs``, so a probability of exactly 0 scores ``log(eps)`
 impossible under the model would get a finite log evidence.  :func:`exact_log_prob`
 puts ``-inf`` back wherever the value's probability is exactly 0, and is applied to every
 factor table ppl builds (exact inference, EM, MAP, CAVI), so impossible evidence gives
-``log p(v) = -inf`` and the backends' ``DataError`` ("probability zero").
+``log p(v) = -inf`` and the backends' ``DataError`` ("probability zero").  A
+``Bernoulli(logits=±inf)``, for which torch scores the certain value NaN, is scored
+exactly too (0 and -inf).
 """
 
 from __future__ import annotations
@@ -58,10 +60,37 @@ def _zero_mask(fn, value):
     return None
 
 
+def _infinite_logits(fn, value):
+    """The exact log probability of ``value`` under a logits-parameterised Bernoulli with
+    some infinite logit (possibly inside ``Independent`` or Pyro's masked / expanded
+    wrappers), where torch gives NaN (``logits · x - softplus(logits)`` is ``inf - inf`` at
+    the certain value); None for any other ``fn``.  ``log σ(l)`` for 1 and ``log σ(-l)``
+    for 0 are exact at ``l = ±inf`` (0 and -inf)."""
+    if isinstance(fn, Independent):
+        inner = _infinite_logits(fn.base_dist, value)
+        n = fn.reinterpreted_batch_ndims
+        return None if inner is None else (inner.flatten(-n).sum(-1) if n else inner)
+    base = getattr(fn, "base_dist", None)
+    if base is not None and type(fn).__name__ in ("MaskedDistribution", "ExpandedDistribution"):
+        inner = _infinite_logits(base, value)
+        if inner is None or type(fn).__name__ == "ExpandedDistribution":
+            return inner if inner is None else inner.expand(broadcast_shapes(inner.shape, tuple(fn.batch_shape)))
+        mask = getattr(fn, "_mask", None)
+        if isinstance(mask, torch.Tensor) or mask is False:
+            return torch.where(torch.as_tensor(mask, device=inner.device), inner, torch.zeros_like(inner))
+        return inner
+    logits = fn.__dict__.get("logits") if isinstance(fn, Bernoulli) else None
+    if not isinstance(logits, torch.Tensor) or not bool(torch.isinf(logits).any()):
+        return None
+    one = value.to(logits.dtype) == 1
+    return torch.where(one, torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits))
+
+
 def exact_log_prob(fn, value, log_prob: torch.Tensor, mask=None) -> torch.Tensor:
     """``log_prob`` (= ``fn.log_prob(value)``) with ``-inf`` wherever ``value`` has
     probability exactly 0 under a probs-parameterised Bernoulli or Categorical ``fn``
-    (torch's clamping would give ``log(eps)``); other distributions unchanged.
+    (torch's clamping would give ``log(eps)``), and exact where a logits-parameterised
+    Bernoulli has an infinite logit (torch: NaN); other distributions unchanged.
 
     Parameters
     ----------
@@ -79,6 +108,11 @@ def exact_log_prob(fn, value, log_prob: torch.Tensor, mask=None) -> torch.Tensor
         Same shape as ``log_prob``.
     """
     try:
+        exact = _infinite_logits(fn, value)
+        if exact is not None and exact.shape == log_prob.shape:
+            if mask is False:
+                return torch.zeros_like(log_prob)
+            return exact if mask is None else torch.where(mask.bool(), exact, torch.zeros_like(exact))
         zero = _zero_mask(fn, value)
     except (RuntimeError, ValueError, IndexError):
         return log_prob
