@@ -287,3 +287,14 @@ def test_a_certain_bernoulli_given_by_an_infinite_logit_is_scored_exactly(logit,
     post = quiet_infer(certain, {"x": torch.tensor(0.0, dtype=F)}, method="exact")
     assert post.log_evidence == pytest.approx(stats.norm.logpdf(0.0, loc=value), rel=1e-12)
     assert float(post.mean("z")) == value
+
+
+def test_compare_takes_auto_as_a_row():
+    """compare(methods=['auto', ...]) said "no inference method named 'auto' ... (or 'auto')"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = ppl.compare(gauss, {"x": X}, methods=["auto", "laplace"], seed=0)
+    rows = table.to_pandas()
+    assert list(rows.index if rows.index.name == "method" else rows["method"]) == ["auto", "laplace"]
+    exact_mean = float(X.sum()) / (3 + 1 / 100.0)
+    assert float(table.posteriors["auto"].mean("mu")) == pytest.approx(exact_mean, abs=0.02)

@@ -201,7 +201,7 @@ def build_guide(spec, model_fn, hidden, *, has_latents, init="feasible", init_sc
             kwargs["init_scale"] = float(init_scale)
         try:
             return cls(blocked, **kwargs, **options), kind
-        except TypeError as e:
+        except (TypeError, ValueError) as e:   # an unknown keyword; a value the autoguide refuses (rank=0)
             raise OptionError(f"guide_options {options} do not fit {cls.__name__}: {e}") from None
     if callable(spec):
         if options:
