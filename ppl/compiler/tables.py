@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import networkx as nx
@@ -118,7 +119,8 @@ def log_factor_tables(graph, dims: dict, plate_order: tuple, dtype=torch.float64
     trace = enumerated_trace(graph, dims, dtype, *messengers, grad=grad, log_prob=names is None, validate=validate)
     if names is not None:  # only the factors asked for (a data-sized likelihood is not recomputed)
         wanted = set(names)
-        trace.compute_log_prob(site_filter=lambda name, site: name in wanted)
+        with quiet_nan():
+            trace.compute_log_prob(site_filter=lambda name, site: name in wanted)
     tables = {}
     for name in graph.factors if names is None else names:
         site = trace.nodes[name]
@@ -163,6 +165,16 @@ def masked_latent_log_prob(cardinality: int, like: torch.Tensor) -> torch.Tensor
     return torch.full((), -math.log(cardinality), dtype=like.dtype, device=like.device)
 
 
+@contextlib.contextmanager
+def quiet_nan():
+    """Pyro's "Encountered NaN: log_prob_sum at site ..." warnings off: tables are evaluated
+    at points a user never chose (an applicability check's probe, a parameter overflowing
+    ``exp``), and every consumer checks its tables for non-finite entries itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        yield
+
+
 def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, log_prob: bool = True,
                      validate: bool = True):
     """One run of the model with every discrete latent enumerated (see the module
@@ -175,7 +187,8 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
                                 grad=grad)
             if log_prob:
                 precompute_log_probs(trace)  # large observed sites chunk by chunk (bounded temporaries)
-                trace.compute_log_prob()
+                with quiet_nan():
+                    trace.compute_log_prob()
         except ModelError as e:
             if STRUCTURE_CHANGED in str(e):  # says what to do already
                 raise
