@@ -433,9 +433,8 @@ def run_comparison(graph, methods, options, *, infer, reference=None) -> Compari
         label, name, opts = _label(m)
         seen[label] = seen.get(label, 0) + 1
         entries.append((label if seen[label] == 1 else f"{label} #{seen[label]}", name, opts))  # labels stay unique
-    for _, name, _ in entries:
-        if name != "auto":   # a row of auto's own choice is ppl.infer(method="auto")
-            get_backend(name)  # a misspelt name is an error, not a "not run" row
+    for name in [e[1] for e in entries if e[1] != "auto"]:  # an "auto" row is ppl.infer(method="auto")
+        get_backend(name)  # a misspelt name is an error, not a "not run" row
     if reference is not None and reference not in [e[0] for e in entries]:
         raise OptionError(f"compare: reference={reference!r} names no row; rows: {[e[0] for e in entries]}")
     snapshot = store_snapshot()

@@ -268,17 +268,20 @@ def test_auto_samples_summed_out_discrete_latents_with_chees_before_nuts():
     assert "chees" in plan and "nuts" in plan and plan.index("chees") < plan.index("nuts")
 
 
-def test_auto_runs_the_longer_chees_only_after_chains_that_disagreed_without_diverging():
-    from ppl.backends.chees.backend import LONGER
+def test_auto_runs_the_longer_chees_only_after_chains_that_disagreed_with_few_divergences():
+    from ppl.backends.chees.backend import FEW_DIVERGENCES, LONGER
 
     analysis = ppl.analyze(normal_mean, {"x": _t([0.1, 0.4])})
     chees = get_backend("chees")
-    short, longer = chees.auto_variants(analysis)
+    short, centred_nc, longer, longer_nc = chees.auto_variants(analysis)
     assert longer == {**short, **LONGER} and chees.auto_skip(analysis, short, []) is None
+    assert "nothing to non-centre" in chees.auto_skip(analysis, centred_nc, [])   # no hierarchy here
+    assert "nothing to non-centre" in chees.auto_skip(analysis, longer_nc, [])
     slow = [{"method": "chees", "options": short, "verdict": "unreliable", "divergences": 0}]
-    diverged = [{**slow[0], "divergences": 3}]
+    many = int(FEW_DIVERGENCES * 16 * 400) + 1    # the defaults' 16 chains x 400 draws
     assert chees.auto_skip(analysis, longer, slow) is None
-    assert "divergent" in chees.auto_skip(analysis, longer, diverged)
+    assert chees.auto_skip(analysis, longer, [{**slow[0], "divergences": many - 1}]) is None
+    assert "divergent" in chees.auto_skip(analysis, longer, [{**slow[0], "divergences": many}])
     assert "no result" in chees.auto_skip(analysis, longer, [{**slow[0], "verdict": None}])
 
 

@@ -23,18 +23,23 @@ from ..common.chains import chain_diagnostics, chain_trust, cut_short, e_bfmi, s
 from ..common.importance import discrete_sites
 from ..common.jit import JIT_ERRORS
 from ..common.potential import Potential
+from ..common.unconstrained import noncentrable_sites
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, InstanceOf, Integer, NoneValue, OneOf, Option, Real, option_table
 from .sampler import CheesSettings, run_lockstep
 
-__all__ = ["CheesBackend", "ESS_TOTAL", "LONGER"]
+__all__ = ["CheesBackend", "ESS_TOTAL", "LONGER", "FEW_DIVERGENCES"]
 
 #: Bulk and tail ESS every site needs over all chains (Vehtari et al. 2021, §4).
 ESS_TOTAL = 400
 
-#: auto's second ChEES run, after one whose chains disagreed without diverging: twice the
-#: defaults' iterations (300 + 400), the extra warmup for the step size and mass matrix.
-LONGER = {"warmup_steps": 600, "num_samples": 800}
+#: auto's longer ChEES run, after one whose chains disagreed with few divergent transitions:
+#: twice the defaults' iterations (300 + 400), the extra warmup for the step size and mass
+#: matrix, and smaller steps (Stan's advice for a few divergences: a higher target acceptance).
+LONGER = {"warmup_steps": 600, "num_samples": 800, "target_accept_prob": 0.9}
+
+#: The longer run follows a run with at most this fraction of its transitions divergent.
+FEW_DIVERGENCES = 0.005
 
 
 class CheesBackend(Backend):
@@ -64,6 +69,9 @@ class CheesBackend(Backend):
         Option("metric", OneOf("auto", "diag", "dense"), "auto",
                "the mass matrix adapted in warmup: 'diag', 'dense' (from the draws and their gradients, Seyboldt et "
                "al. 2023) or 'auto' (dense up to 100 unconstrained coordinates)"),
+        Option("noncentred", Boolean(), False,
+               "sample each Normal latent whose scale is another latent as loc + scale * z (a non-centred "
+               "hierarchy: the funnel's neck becomes a round Gaussian); the draws are of the model's own sites"),
         COMMON["max_seconds"],
         COMMON["seed"].but(doc="seeds every draw of the run (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
@@ -78,28 +86,43 @@ class CheesBackend(Backend):
         return sampler_applicability(analysis, "lockstep HMC chains")
 
     def auto_skip(self, analysis, options: dict, attempts: list) -> str | None:
-        """Under ``method="auto"`` the longer run (:meth:`auto_variants`) follows only a run
-        whose chains disagreed (R-hat, ESS) without a divergent transition: divergences
-        mark a region HMC at the adapted step cannot enter (a funnel's neck), which a
-        longer run does not cure (Betancourt 2017, §6.2), so NUTS is next.  Models with
-        discrete latents are sampled as the others, on the density with them summed out
-        (right and reliable on the reference mixture and HMM, tests/test_trust_reference.py;
-        Pyro's NUTS took 2 s per iteration on that HMM)."""
-        if options.get("warmup_steps") == LONGER["warmup_steps"]:
-            last = next((a for a in reversed(attempts) if a["method"] == self.name and a.get("verdict")), None)
-            if last is None or last.get("divergences"):
-                return ("the shorter run had divergent transitions, which a longer run does not cure" if last else
-                        "the shorter run gave no result to improve on")
+        """Under ``method="auto"`` (:meth:`auto_variants`): the non-centred runs need a
+        Normal latent whose scale is another latent (:func:`noncentrable_sites`), and where
+        there is one the longer run is the non-centred one.  The longer run follows only a
+        run whose chains disagreed (R-hat, ESS) with at most :data:`FEW_DIVERGENCES` of its
+        transitions divergent: many divergences mark a region HMC cannot enter (a funnel's
+        neck), which a longer run does not cure (Betancourt 2017, §6.2), so NUTS is next.
+        Models with discrete latents are sampled as the others, on the density with them
+        summed out (right and reliable on the reference mixture and HMM,
+        tests/test_trust_reference.py; Pyro's NUTS took 2 s per iteration on that HMM)."""
+        hierarchy = bool(noncentrable_sites(analysis.graph))
+        if options.get("noncentred") and not hierarchy:
+            return "no Normal latent has another latent as its scale: nothing to non-centre"
+        if options.get("warmup_steps") != LONGER["warmup_steps"]:
+            return None
+        if hierarchy and not options.get("noncentred"):
+            return "the longer run is the non-centred one"
+        last = next((a for a in reversed(attempts) if a["method"] == self.name and a.get("verdict")), None)
+        if last is None:
+            return "the shorter run gave no result to improve on"
+        get = lambda k: last["options"].get(k, self.options[k].default)  # noqa: E731
+        if (last.get("divergences") or 0) > FEW_DIVERGENCES * get("num_chains") * get("num_samples"):
+            return (f"the shorter run had {last['divergences']} divergent transitions, which a longer run does not "
+                    "cure")
         return None
 
     def auto_variants(self, analysis) -> list:
         """Under ``method="auto"``: the defaults with at most 128 leapfrog steps per
         iteration, so a posterior that would need longer trajectories at its adapted step
         (a funnel's neck) costs little before NUTS takes over (a capped trajectory is still
-        a valid HMC step, and the chains' diagnostics judge the mixing); then, where the
-        chains disagreed without diverging (:meth:`auto_skip`), a run twice as long
-        (:data:`LONGER`: a slowly mixing scale in a hierarchical model)."""
-        return [{"max_leapfrog": 128}, {"max_leapfrog": 128, **LONGER}]
+        a valid HMC step, and the chains' diagnostics judge the mixing); then the same with
+        the hierarchy non-centred (``noncentred=True``, where a Normal latent has a latent
+        scale: the funnel of a population sd and its group effects, Papaspiliopoulos et al.
+        2007); then, where the chains disagreed with few divergences (:meth:`auto_skip`), a
+        run twice as long with smaller steps (:data:`LONGER`: a slowly mixing scale in a
+        hierarchical model), non-centred where the model has a hierarchy."""
+        cap = {"max_leapfrog": 128}
+        return [cap, {**cap, "noncentred": True}, {**cap, **LONGER}, {**cap, **LONGER, "noncentred": True}]
 
     def auto_cost(self, options: dict) -> float:
         """Iterations of a run, ``warmup_steps + num_samples`` (the chains run together)."""
@@ -145,7 +168,8 @@ class CheesBackend(Backend):
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
                           max_seconds=o.max_seconds, metric=o.metric)
         with run_context(o.device, o.dtype, o.seed):
-            potential = Potential(graph, o.device, o.dtype, analysis)
+            noncentred = noncentrable_sites(graph) if o.noncentred else []
+            potential = Potential(graph, o.device, o.dtype, analysis, noncentred=noncentred)
             try:
                 r = run_lockstep(potential, s)
             except PPLError:
@@ -170,7 +194,7 @@ class CheesBackend(Backend):
             mean_leapfrog=sum(r.leapfrog_steps) / max(len(r.leapfrog_steps), 1),
             grad_evals=r.grad_evals, warmup_divergences=r.warmup_divergences, jit_compile=r.jit_compile,
             vectorized=r.vectorized, seconds=r.seconds, notes=list(r.notes), enumerated=list(analysis.discrete),
-            stopped=r.stopped,
+            stopped=r.stopped, noncentred=noncentred,
             device=str(o.device))
         return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics,

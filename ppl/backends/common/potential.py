@@ -29,7 +29,7 @@ from ...analysis.report import format_bytes
 from ...errors import ModelError, PPLError
 from .runtime import place
 from .supports import dependent_supports
-from .unconstrained import Unconstrained, conditioned_model, start_value
+from .unconstrained import Unconstrained, conditioned_model, site_transform, start_value
 
 __all__ = ["Potential", "enumeration_problem", "conditioned_model", "Unconstrained", "start_value"]
 
@@ -155,6 +155,10 @@ class Potential:
         Floating data and the model's own tensors are in this precision.
     analysis : Analysis, optional
         Needed when the model has discrete latents (their elimination order).
+    noncentred : iterable of str
+        Normal latents parameterised as ``loc + scale · z``
+        (:func:`~ppl.backends.common.unconstrained.noncentrable_sites`): same density, a
+        model run per point.
 
     Attributes
     ----------
@@ -174,8 +178,9 @@ class Potential:
         When the model cannot be evaluated at its starting point.
     """
 
-    def __init__(self, graph, device, dtype, analysis=None):
+    def __init__(self, graph, device, dtype, analysis=None, noncentred=()):
         self.graph, self.device, self.dtype = graph, device, dtype
+        self.noncentred = frozenset(noncentred) & frozenset(graph.continuous_latent())
         self.kwargs = {k: place(v, device, dtype) for k, v in graph.bound.kwargs.items()}
         self.observations = {k: place(v, device, dtype) for k, v in graph.bound.observations.items()}
         store = pyro.get_param_store()
@@ -207,10 +212,12 @@ class Potential:
             if analysis is None:
                 raise ModelError("a log density with discrete latents needs the model's analysis")
             self.tabled = _EnumeratedTables(graph, analysis, start, params, dtype, device)
-            self.transforms = self._static_transforms()
-        elif self.sites and not dependent_supports(graph):
+            self.transforms = None if self.noncentred else self._static_transforms()
+        elif self.sites and not self.noncentred and not dependent_supports(graph):
             self.tabled = _SummedTables.build(graph, start, params, dtype, device)
             self.transforms = None if self.tabled is None else self._static_transforms()
+        if self.noncentred:
+            self._batch_transforms = False   # loc + scale · z depends on other latents: a model run per point
         try:
             with torch.no_grad():
                 self.log_density(self.median)
@@ -242,6 +249,9 @@ class Potential:
     def _start(self, start: dict) -> torch.Tensor:
         z = {}
         for s in self.sites:
+            if s in self.noncentred:   # z = 0: the site at its loc
+                z[s] = torch.zeros(self.shapes[s], dtype=self.dtype, device=self.device)
+                continue
             t = biject_to(self.graph.sites[s].fn.support)
             v = t.inv(start[s]).detach().as_subclass(torch.Tensor)   # compiled supports hold tracked bounds
             z[s] = torch.where(torch.isfinite(v), v, torch.zeros_like(v))
@@ -261,7 +271,7 @@ class Potential:
         return {s: p.reshape(lead + tuple(self.shapes[s])) for s, p in zip(self.sites, parts)}
 
     def _run(self, z: torch.Tensor):
-        handler = Unconstrained(self.unflat(z), self.fixed)
+        handler = Unconstrained(self.unflat(z), self.fixed, noncentred=self.noncentred)
         with pyro.validation_enabled(False):
             trace = poutine.trace(handler(self.model)).get_trace(**self.kwargs)
         return trace, handler
@@ -304,7 +314,7 @@ class Potential:
     def unconstrain(self, values: dict) -> torch.Tensor:
         """The ``z`` of one draw of constrained values (site -> value), supports taken in
         trace order (a dependent support at the values of the latents before it)."""
-        handler = _Inverse(values, self.fixed)
+        handler = _Inverse(values, self.fixed, self.noncentred)
         with torch.no_grad(), pyro.validation_enabled(False):
             poutine.trace(handler(self.model)).get_trace(**self.kwargs)
         return self.flat(handler.z)
@@ -473,7 +483,7 @@ class Potential:
         for s, v in self.unflat(zs).items():
             batch = len(self.graph.variables[s].batch_shape)
             z[s] = v.reshape((n,) + (1,) * (mpn - batch) + tuple(self.shapes[s]))
-        handler = Unconstrained(z, {}, particles=n)
+        handler = Unconstrained(z, {}, particles=n, noncentred=self.noncentred)
         with pyro.validation_enabled(False), pyro.plate("_ppl_particles", n, dim=-(mpn + 1)):
             trace = poutine.trace(handler(self.model)).get_trace(**self.kwargs)
         total = handler.log_jacobian.double() if torch.is_tensor(handler.log_jacobian) else \
@@ -532,9 +542,9 @@ class _Inverse(Messenger):
     """The inverse of :class:`Unconstrained`: records ``z = biject_to(fn.support).inv(h)``
     at each continuous latent given ``values``."""
 
-    def __init__(self, values: dict, fixed: dict):
+    def __init__(self, values: dict, fixed: dict, noncentred: frozenset = frozenset()):
         super().__init__()
-        self.values, self.fixed, self.z = values, fixed, {}
+        self.values, self.fixed, self.z, self.noncentred = values, fixed, {}, noncentred
 
     def _pyro_sample(self, msg):
         name = msg["name"]
@@ -542,7 +552,7 @@ class _Inverse(Messenger):
             return
         if name in self.values:
             h = self.values[name]
-            self.z[name] = biject_to(msg["fn"].support).inv(h)
+            self.z[name] = site_transform(msg["fn"], name in self.noncentred).inv(h)
             msg["value"], msg["done"] = h, True
         elif name in self.fixed:
             msg["value"], msg["done"] = self.fixed[name], True

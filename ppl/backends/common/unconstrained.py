@@ -3,18 +3,92 @@ is ``biject_to(support)(z)`` for the support the model builds at this run, with 
 Jacobian of the transform (the change of variables of Stan's unconstrained parameterisation,
 Carpenter et al. 2017, §"Variable transforms").  Shared by :mod:`.potential` and
 :mod:`.supports`.
+
+A Normal latent whose scale is another latent (a hierarchy's group effects under their
+population sd) may instead be *non-centred*: ``h = loc + scale · z`` with ``z`` standard
+normal a priori (Papaspiliopoulos, Roberts & Sköld 2007, "A general framework for the
+parametrization of hierarchical models", Statist. Sci. 22; Betancourt & Girolami 2015 on
+the funnel it removes).  The posterior is the same; its geometry in ``z`` is not: the
+funnel's neck, where HMC diverges, becomes a round Gaussian when the data say little
+about each group.  :func:`noncentrable_sites` finds them; :class:`Unconstrained` and the
+potential's inverse take ``noncentred`` site names.
 """
 
 from __future__ import annotations
 
+import warnings
+
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from torch.distributions import TransformedDistribution, biject_to
+from torch.distributions import Independent, Normal, TransformedDistribution, biject_to
+from torch.distributions.transforms import AffineTransform
 
 from ...compiler.observations import CheckObservations
+from ...compiler.provenance import provenance_of
 
-__all__ = ["Unconstrained", "conditioned_model", "start_value"]
+__all__ = ["Unconstrained", "conditioned_model", "start_value", "site_transform", "noncentrable_sites"]
+
+
+def _normal_base(fn):
+    """``(Normal, event dims)`` under ``Independent`` and Pyro's masked / expanded wrappers,
+    or ``(None, 0)``."""
+    events = 0
+    while True:
+        if isinstance(fn, Independent):
+            events += fn.reinterpreted_batch_ndims
+            fn = fn.base_dist
+        elif type(fn).__name__ in ("MaskedDistribution", "ExpandedDistribution") and hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        else:
+            break
+    return (fn, events) if isinstance(fn, Normal) else (None, 0)
+
+
+def site_transform(fn, noncentred: bool = False):
+    """The map from unconstrained ``z`` to the site's value: ``biject_to(fn.support)``, or,
+    for a non-centred Normal site, ``loc + scale · z`` (an ``AffineTransform`` at this
+    run's loc and scale; its log Jacobian ``Σ log scale`` turns the Normal's density into
+    a standard normal's)."""
+    if noncentred:
+        base, events = _normal_base(fn)
+        if base is not None:
+            return AffineTransform(base.loc, base.scale, event_dim=events)
+    return biject_to(fn.support)
+
+
+def noncentrable_sites(graph) -> list:
+    """The continuous latents of ``graph`` with a Normal distribution whose scale depends
+    on another continuous latent (a hierarchy's group effects), in trace order.  The
+    candidates are the Normal latents whose distribution depends on another latent (the
+    compiled provenance, which joins loc's and scale's sites when they broadcast); a
+    candidate is kept when its scale differs between two prior runs of the model (seeds 1
+    and 2, the caller's random states restored); a model that raises there gives none."""
+    latents = set(graph.continuous_latent())
+    candidates = [s for s in graph.continuous_latent()
+                  if _normal_base(graph.sites[s].fn)[0] is not None
+                  and (set(provenance_of(_normal_base(graph.sites[s].fn)[0].scale)) & latents) - {s}]
+    if not candidates:
+        return []
+    from ...rng import seeded_globals   # ppl.rng imports the backends' package (a cycle at import time)
+
+    model = conditioned_model(graph, graph.bound.observations)
+    scales = []
+    for seed in (1, 2):
+        try:
+            with seeded_globals(seed), pyro.validation_enabled(False), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trace = poutine.trace(model).get_trace(**graph.bound.kwargs)
+        except Exception:  # noqa: BLE001 - a model that fails at a prior draw: keep the centred form
+            return []
+        scales.append({s: _normal_base(trace.nodes[s]["fn"])[0] for s in candidates if s in trace.nodes})
+    out = []
+    for s in candidates:
+        a, b = scales[0].get(s), scales[1].get(s)
+        if a is not None and b is not None and a.scale.shape == b.scale.shape and not torch.equal(a.scale, b.scale):
+            out.append(s)
+    return out
 
 
 def conditioned_model(graph, observations):
@@ -27,13 +101,16 @@ def conditioned_model(graph, observations):
 
 class Unconstrained(Messenger):
     """At each continuous latent named in ``z``, take the value ``biject_to(fn.support)(z)``
-    (the support of the distribution the model builds there, at this run) and add
+    (the support of the distribution the model builds there, at this run; for a site in
+    ``noncentred``, ``loc + scale · z``: :func:`site_transform`) and add
     ``log |det ∂h/∂z|`` to :attr:`log_jacobian`; discrete latents named in ``fixed`` take
     those values."""
 
-    def __init__(self, z: dict, fixed: dict | None = None, particles: int | None = None):
+    def __init__(self, z: dict, fixed: dict | None = None, particles: int | None = None,
+                 noncentred: frozenset = frozenset()):
         super().__init__()
         self.z, self.fixed = z, dict(fixed or {})
+        self.noncentred = noncentred
         self.particles = particles
         self.log_jacobian = 0.0
         self.values: dict = {}
@@ -45,7 +122,7 @@ class Unconstrained(Messenger):
             return
         if name in self.z:
             self.supports[name] = msg["fn"].support
-            t = biject_to(msg["fn"].support)
+            t = site_transform(msg["fn"], name in self.noncentred)
             h = t(self.z[name])
             ld = t.log_abs_det_jacobian(self.z[name], h)
             if self.particles is None:

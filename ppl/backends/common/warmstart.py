@@ -121,7 +121,7 @@ def _same_latents(posterior, potential) -> bool:
     """Whether ``posterior``'s graph has ``potential``'s continuous latents, in the same
     order and shapes (then its unconstrained draws are in the same coordinates)."""
     graph = getattr(posterior, "graph", None)
-    if graph is None:
+    if graph is None or potential.noncentred:   # non-centred sites: other coordinates than the draws'
         return False
     if graph is potential.graph:
         return True

@@ -1,0 +1,79 @@
+"""Non-centred hierarchies (``noncentred=True`` in ChEES, auto's second ChEES run): a Normal
+latent whose scale is another latent is sampled as ``loc + scale · z``
+(``ppl.backends.common.unconstrained``).  References: the change-of-variables density
+written out with scipy, and eight schools' posterior from the reference file (a long NUTS
+run of the hand-written non-centred model, tests/make_reference_posteriors.py)."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import ppl
+import pyro.distributions as dist
+from ppl.backends.common.potential import Potential
+from ppl.backends.common.unconstrained import noncentrable_sites
+
+F = torch.float64
+FIXTURES = Path(__file__).parent / "fixtures"
+Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=F)
+SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=F)
+
+
+@ppl.model
+def schools_centred(y, sigma):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), 5.0))
+    tau = ppl.sample("tau", dist.HalfCauchy(torch.tensor(5.0, dtype=F)))
+    with ppl.plate("schools", len(y)):
+        theta = ppl.sample("theta", dist.Normal(mu, tau))
+        ppl.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+@ppl.model
+def fixed_scale(y):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), 5.0))
+    with ppl.plate("g", len(y)):
+        theta = ppl.sample("theta", dist.Normal(mu, 2.0))
+        ppl.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+
+def test_the_sites_to_non_centre_are_normals_with_a_latent_scale():
+    assert noncentrable_sites(ppl.compile(schools_centred, {"y": Y, "sigma": SIGMA})) == ["theta"]
+    assert noncentrable_sites(ppl.compile(fixed_scale, {"y": Y})) == []
+
+
+def test_the_non_centred_density_is_the_change_of_variables():
+    """At z = (mu, log tau, u_1..u_8): log N(mu; 0, 5) + log HalfCauchy(tau; 5) + log tau
+    + Σ log N(u; 0, 1) + Σ log N(y; mu + tau u, sigma), written with scipy."""
+    graph = ppl.compile(schools_centred, {"y": Y, "sigma": SIGMA})
+    pot = Potential(graph, torch.device("cpu"), F, ppl.analyze(schools_centred, {"y": Y, "sigma": SIGMA}),
+                    noncentred=["theta"])
+    g = np.random.default_rng(0)
+    for _ in range(3):
+        mu, log_tau, u = g.normal(0, 3), g.normal(1, 1), g.normal(0, 1, 8)
+        z = torch.tensor(np.concatenate([[mu, log_tau], u]), dtype=F)
+        tau = np.exp(log_tau)
+        expected = (stats.norm.logpdf(mu, 0, 5) + stats.halfcauchy.logpdf(tau, scale=5) + log_tau
+                    + stats.norm.logpdf(u).sum() + stats.norm.logpdf(Y.numpy(), mu + tau * u, SIGMA.numpy()).sum())
+        assert float(pot.log_density(z)) == pytest.approx(expected, rel=1e-10)
+        values = pot.constrain(z)
+        assert torch.allclose(values["theta"], torch.tensor(mu + tau * u, dtype=F))
+        assert torch.allclose(pot.unconstrain(values), z)
+
+
+def test_chees_non_centred_on_centred_eight_schools_matches_the_reference():
+    ref = json.loads((FIXTURES / "reference_posteriors.json").read_text())["eight_schools"]["sites"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = ppl.infer(schools_centred, {"y": Y, "sigma": SIGMA}, method="chees", noncentred=True, seed=0)
+    assert post.diagnostics["noncentred"] == ["theta"]
+    assert post.draws("theta").shape[-1] == 8       # the draws are of the model's own site
+    for site in ("mu", "tau"):
+        m, s = float(post.mean(site)), float(post.variance(site)) ** 0.5
+        assert abs(m - ref[site]["mean"][0]) / ref[site]["sd"][0] < 0.1
+        assert 0.9 < s / ref[site]["sd"][0] < 1.1
+    assert post.diagnostics["divergences"] == 0
