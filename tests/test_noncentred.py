@@ -77,3 +77,26 @@ def test_chees_non_centred_on_centred_eight_schools_matches_the_reference():
         assert abs(m - ref[site]["mean"][0]) / ref[site]["sd"][0] < 0.1
         assert 0.9 < s / ref[site]["sd"][0] < 1.1
     assert post.diagnostics["divergences"] == 0
+
+
+@pytest.mark.slow
+def test_nuts_non_centred_on_centred_eight_schools_matches_the_reference():
+    ref = json.loads((FIXTURES / "reference_posteriors.json").read_text())["eight_schools"]["sites"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = ppl.infer(schools_centred, {"y": Y, "sigma": SIGMA}, method="nuts", noncentred=True, seed=0,
+                         num_chains=2, warmup_steps=300, num_samples=500, target_accept_prob=0.9)
+    assert post.diagnostics["noncentred"] == ["theta"]
+    for site in ("mu", "tau"):
+        m, s = float(post.mean(site)), float(post.variance(site)) ** 0.5
+        assert abs(m - ref[site]["mean"][0]) / ref[site]["sd"][0] < 0.15
+        assert 0.85 < s / ref[site]["sd"][0] < 1.15
+
+
+def test_auto_plans_non_centred_runs_only_for_a_hierarchy():
+    from ppl.backends.registry import get_backend
+
+    hier = ppl.analyze(schools_centred, {"y": Y, "sigma": SIGMA})
+    flat = ppl.analyze(fixed_scale, {"y": Y})
+    assert all(v.get("noncentred") for v in get_backend("nuts").auto_variants(hier))
+    assert not any(v.get("noncentred") for v in get_backend("nuts").auto_variants(flat))

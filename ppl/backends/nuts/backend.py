@@ -22,6 +22,7 @@ from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend, list_names
 from ..common.importance import discrete_sites
 from ..common.potential import Potential
+from ..common.unconstrained import noncentrable_sites
 from ..common.routing import not_ok
 from ..common.runtime import run_context
 from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
@@ -55,6 +56,9 @@ class NUTSBackend(Backend):
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
                "'sample' of the prior"),
+        Option("noncentred", Boolean(), False,
+               "sample each Normal latent whose scale is another latent as loc + scale * z (a non-centred "
+               "hierarchy: the funnel's neck becomes a round Gaussian); the draws are of the model's own sites"),
         COMMON["max_seconds"],
         COMMON["seed"].but(doc="chain c is seeded seed + c (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
@@ -92,9 +96,13 @@ class NUTSBackend(Backend):
         """Under ``method="auto"``: first 4 chains of 300 warmup steps and 400 draws at
         ``target_accept_prob=0.9`` (enough for ESS >= 100 per chain on a well-behaved
         posterior; the higher target avoids divergences of hierarchical models); if their
-        diagnostics fail, 4 chains of 1000 + 1000 at 0.95."""
-        return [{"num_samples": 400, "warmup_steps": 300, "target_accept_prob": 0.9},
-                {"num_samples": 1000, "warmup_steps": 1000, "target_accept_prob": 0.95}]
+        diagnostics fail, 4 chains of 1000 + 1000 at 0.95.  Where a Normal latent has
+        another latent as its scale, both runs are non-centred (``noncentred=True``: NUTS
+        runs after ChEES has tried both forms, and the funnel of a centred hierarchy is what
+        defeats a sampler, Betancourt & Girolami 2015)."""
+        nc = {"noncentred": True} if noncentrable_sites(analysis.graph) else {}
+        return [{"num_samples": 400, "warmup_steps": 300, "target_accept_prob": 0.9, **nc},
+                {"num_samples": 1000, "warmup_steps": 1000, "target_accept_prob": 0.95, **nc}]
 
     def auto_cost(self, options: dict) -> float:
         """NUTS iterations of a run: ``num_chains · (warmup_steps + num_samples)`` (declared
@@ -140,7 +148,8 @@ class NUTSBackend(Backend):
                           jit_compile=o.jit_compile, init=o.init, seed=o.seed, progress=o.progress,
                           parallel=o.parallel, max_seconds=o.max_seconds)
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
-            potential = Potential(graph, o.device, o.dtype, analysis)
+            noncentred = noncentrable_sites(graph) if o.noncentred else []
+            potential = Potential(graph, o.device, o.dtype, analysis, noncentred=noncentred)
             chains = run_chains(potential, s, graph.model.name)
         order = [n for n in graph.continuous_latent() if n in chains.draws]
         draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}
@@ -155,7 +164,7 @@ class NUTSBackend(Backend):
             seconds=seconds, seconds_per_chain=list(chains.seconds), parallel=chains.parallel,
             steps_per_second=(s.warmup_steps + s.num_samples) * s.num_chains / seconds if seconds > 0 else None,
             jit_compile=chains.jit_compile, notes=list(chains.notes), enumerated=list(analysis.discrete),
-            device=str(o.device), stopped=chains.stopped)
+            device=str(o.device), stopped=chains.stopped, noncentred=noncentred)
         return DrawsPosterior(self.name, draws=draws, graph=graph, elbo=None, log_evidence=None, converged=None,
                               elapsed=time.perf_counter() - start, diagnostics=diagnostics,
                               **discrete_sites(potential, draws))
