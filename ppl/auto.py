@@ -114,7 +114,8 @@ def plan(analysis, skipped: dict | None = None) -> list:
 def static_skips(analysis) -> dict:
     """``{method: reason}`` for the methods that apply but that auto passes over whatever
     earlier attempts showed: the backend's ``auto_skip`` with its default options and no
-    attempts (e.g. ChEES for a model with discrete latents)."""
+    attempts (no built-in backend declines from the model alone today; one registered from
+    outside may)."""
     out = {}
     for name, backend in ranked_backends().items():
         if analysis.backends.get(name, (False, ""))[0] and hasattr(backend, "auto_skip"):

@@ -151,3 +151,24 @@ def test_auto_on_longley_warm_starts_chees_from_laplace():
     assert np.all(np.abs(got_sd / sd - 1) < 0.1)
     assert abs(float(post.mean("sigma")) - s_mean) / s_sd < 0.1
     assert abs(float(post.variance("sigma")) ** 0.5 / s_sd - 1) < 0.1
+
+
+def test_a_warm_start_in_one_mode_does_not_hide_the_other():
+    """mu enters the likelihood as mu², so the posterior has modes at about ±2.  A one-path
+    Pathfinder fit sits in one of them (and PSIS cannot see the other); ChEES started from it
+    keeps half its chains at uniform(-2, 2) starts, which reach the other mode, so R-hat
+    says the chains disagree instead of a confident one-mode answer."""
+    @ppl.model
+    def square(x):
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 3.0))
+        with ppl.plate("d", len(x)):
+            ppl.sample("x", dist.Normal(mu * mu, 1.0), obs=x)
+
+    x = 4.0 + torch.randn(20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(ppl.errors.TrustWarning):
+        one = ppl.infer(square, {"x": x}, method="pathfinder", seed=3, num_paths=1)
+        post = ppl.infer(square, {"x": x}, method="chees", seed=0, init=one)
+    assert float((one.draws("mu") > 0).double().mean()) in (0.0, 1.0)     # the fit is in one mode
+    signs = (post.draws("mu") > 0).double().mean(1)                          # per chain
+    assert float(signs.min()) < 0.5 < float(signs.max())                      # chains in both modes
+    assert post.trust.verdict == "unreliable" and post.diagnostics["max_rhat"] > 1.1

@@ -65,7 +65,8 @@ class CheesBackend(Backend):
                "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median' of the prior, "
                "'sample' (the median plus a standard normal draw), or an earlier result of the model (its draws "
-               "start the chains, their covariance is the first metric; auto passes its Laplace or Pathfinder fit)"),
+               "start half the chains, the rest uniform; their covariance is the first metric; auto passes its "
+               "Laplace or Pathfinder fit)"),
         Option("metric", OneOf("auto", "diag", "dense"), "auto",
                "the mass matrix adapted in warmup: 'diag', 'dense' (from the draws and their gradients, Seyboldt et "
                "al. 2023) or 'auto' (dense up to 100 unconstrained coordinates)"),

@@ -57,8 +57,8 @@ class CheesSettings:
     init : str or Posterior
         ``"uniform"`` (in (-2, 2) per unconstrained coordinate), ``"median"`` or
         ``"sample"`` (the prior median plus a standard normal draw); or an earlier result
-        of the model, whose draws start the chains and whose covariance is the first
-        metric (:mod:`ppl.backends.common.warmstart`).
+        of the model, whose draws start half the chains (the other half uniform) and whose
+        covariance is the first metric (:mod:`ppl.backends.common.warmstart`).
     seed : int or None
     progress : bool or None
         A tqdm bar over the iterations (None: only when stderr is a terminal).
@@ -341,6 +341,8 @@ def run_lockstep(potential, s: CheesSettings) -> CheesResult:
     else:
         warm = warm_start(s.init, potential, s.num_chains, gen, dense)
         z, initial = warm.starts, Metric(warm.factor.to(warm.starts))
+        own = s.num_chains // 2   # the other half from uniform(-2, 2): dispersed starts keep R-hat's power
+        z[:own] = _starts(potential, CheesSettings(**{**vars(s), "init": "uniform", "num_chains": own}), gen)
     grad = _Gradient(potential, z, s.jit_compile, gen, notes)
     adapt = _Adaptation(grad, z, s, gen, dense, initial)
     state = adapt.state
