@@ -64,13 +64,18 @@ def noncentrable_sites(graph) -> list:
     candidates are the Normal latents whose distribution depends on another latent (the
     compiled provenance, which joins loc's and scale's sites when they broadcast); a
     candidate is kept when its scale differs between two prior runs of the model (seeds 1
-    and 2, the caller's random states restored); a model that raises there gives none."""
+    and 2, the caller's random states restored); a model that raises there gives none.
+    Computed once per graph."""
+    return list(graph.memo("noncentred", "sites", lambda: _noncentrable(graph)))
+
+
+def _noncentrable(graph) -> tuple:
     latents = set(graph.continuous_latent())
     candidates = [s for s in graph.continuous_latent()
                   if _normal_base(graph.sites[s].fn)[0] is not None
                   and (set(provenance_of(_normal_base(graph.sites[s].fn)[0].scale)) & latents) - {s}]
     if not candidates:
-        return []
+        return ()
     from ...rng import seeded_globals   # ppl.rng imports the backends' package (a cycle at import time)
 
     model = conditioned_model(graph, graph.bound.observations)
@@ -81,14 +86,14 @@ def noncentrable_sites(graph) -> list:
                 warnings.simplefilter("ignore")
                 trace = poutine.trace(model).get_trace(**graph.bound.kwargs)
         except Exception:  # noqa: BLE001 - a model that fails at a prior draw: keep the centred form
-            return []
+            return ()
         scales.append({s: _normal_base(trace.nodes[s]["fn"])[0] for s in candidates if s in trace.nodes})
     out = []
     for s in candidates:
         a, b = scales[0].get(s), scales[1].get(s)
         if a is not None and b is not None and a.scale.shape == b.scale.shape and not torch.equal(a.scale, b.scale):
             out.append(s)
-    return out
+    return tuple(out)
 
 
 def conditioned_model(graph, observations):
