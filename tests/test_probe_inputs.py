@@ -298,3 +298,27 @@ def test_compare_takes_auto_as_a_row():
     assert list(rows.index if rows.index.name == "method" else rows["method"]) == ["auto", "laplace"]
     exact_mean = float(X.sum()) / (3 + 1 / 100.0)
     assert float(table.posteriors["auto"].mean("mu")) == pytest.approx(exact_mean, abs=0.02)
+
+
+def test_draws_where_the_model_has_no_density_are_explained():
+    """A factor that is -inf for mu <= 0: Pathfinder's Gaussian puts some draws there, its
+    ELBO is -inf, and the verdict now says why; the resampled draws give the truncated
+    posterior's mean (quadrature)."""
+    from scipy import integrate
+
+    @ppl.model
+    def positive(x):
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), 1.0))
+        ppl.factor("f", torch.where(mu > 0, torch.log(mu.clamp_min(1e-300)), torch.tensor(-math.inf, dtype=F)))
+        with ppl.plate("d", len(x)):
+            ppl.sample("obs", dist.Normal(mu, 1.0), obs=x)
+
+    post = quiet_infer(positive, {"x": X}, method="pathfinder", seed=0)
+    assert post.elbo == -math.inf
+    assert any("fall where the model has no density" in r for r in post.trust.reasons)
+    assert 0 < post.trust.numbers["draws_without_density"] < 1
+    dens = lambda m: m * stats.norm.pdf(m) * np.prod(stats.norm.pdf(X.numpy() - m))  # noqa: E731
+    z = integrate.quad(dens, 0, 20)[0]
+    mean = integrate.quad(lambda m: m * dens(m), 0, 20)[0] / z
+    sd = (integrate.quad(lambda m: m * m * dens(m), 0, 20)[0] / z - mean**2) ** 0.5
+    assert abs(float(post.mean("mu")) - mean) / sd < 0.1

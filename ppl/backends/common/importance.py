@@ -223,11 +223,24 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
     s = w.z.shape[0]
     numbers = {"psis_khat": r.khat, "khat_threshold": r.threshold if corrected else min(0.5, r.threshold),
                "psis_ess": r.ess, "num_draws": s}
-    limit = numbers["khat_threshold"]
     if w.tail is not None:
         numbers["tail_mass"] = w.tail[0]
     if not math.isfinite(w.elbo) and not math.isnan(r.khat) and r.ess < 1.5:
         return Trust(UNRELIABLE, [f"{what} puts its draws where the model has no density"], numbers, next_method)
+    trust = _psis_verdict(w, r, s, numbers, what, next_method, corrected)
+    outside = float((~torch.isfinite(w.log_p)).double().mean())
+    if outside > 0:   # the ELBO is -inf: say why, whatever the verdict
+        numbers["draws_without_density"] = outside
+        trust.reasons.append(f"{outside:.1%} of the draws of {what} fall where the model has no density (log p = "
+                             "-inf, or NaN, read as -inf), so its ELBO is -inf; importance resampling gives them "
+                             "weight 0")
+    return trust
+
+
+def _psis_verdict(w: WeightedDraws, r, s: int, numbers: dict, what: str, next_method, corrected: bool) -> Trust:
+    """:func:`psis_trust`'s verdict from the draws' count, k̂, the importance ESS and the
+    tail probe."""
+    limit = numbers["khat_threshold"]
     if s < MIN_PSIS_DRAWS:
         return Trust(UNRELIABLE, [f"{what} was checked on {s} draws: PSIS needs at least {MIN_PSIS_DRAWS} to "
                                   "estimate k̂ (its tail fit uses min(S/5, 3√S) of them, Vehtari et al. 2024, §3), "
