@@ -41,9 +41,20 @@ def fixed_scale(y):
         ppl.sample("y", dist.Normal(theta, 1.0), obs=y)
 
 
+@ppl.model
+def discrete_scale(y):
+    mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), 1.0))
+    z = ppl.sample("z", dist.Bernoulli(torch.tensor(0.5, dtype=F)))
+    with ppl.plate("g", len(y)):
+        theta = ppl.sample("theta", dist.Normal(mu, torch.tensor([0.5, 2.0], dtype=F)[z.long()]))
+        ppl.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+
 def test_the_sites_to_non_centre_are_normals_with_a_latent_scale():
     assert noncentrable_sites(ppl.compile(schools_centred, {"y": Y, "sigma": SIGMA})) == ["theta"]
     assert noncentrable_sites(ppl.compile(fixed_scale, {"y": Y})) == []
+    # a scale chosen by a summed-out discrete latent stays centred (one value per point, not per state)
+    assert noncentrable_sites(ppl.compile(discrete_scale, {"y": Y[:3]})) == []
 
 
 def test_the_non_centred_density_is_the_change_of_variables():

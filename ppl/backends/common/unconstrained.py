@@ -64,16 +64,19 @@ def noncentrable_sites(graph) -> list:
     candidates are the Normal latents whose distribution depends on another latent (the
     compiled provenance, which joins loc's and scale's sites when they broadcast); a
     candidate is kept when its scale differs between two prior runs of the model (seeds 1
-    and 2, the caller's random states restored); a model that raises there gives none.
-    Computed once per graph."""
+    and 2, the caller's random states restored); a model that raises there gives none.  A
+    site whose distribution depends on a discrete latent is left out.  Computed once per
+    graph."""
     return list(graph.memo("noncentred", "sites", lambda: _noncentrable(graph)))
 
 
 def _noncentrable(graph) -> tuple:
-    latents = set(graph.continuous_latent())
-    candidates = [s for s in graph.continuous_latent()
-                  if _normal_base(graph.sites[s].fn)[0] is not None
-                  and (set(provenance_of(_normal_base(graph.sites[s].fn)[0].scale)) & latents) - {s}]
+    latents, discrete = set(graph.continuous_latent()), set(graph.discrete_latent())
+    sources = {s: set(provenance_of(_normal_base(graph.sites[s].fn)[0].scale))
+               for s in graph.continuous_latent() if _normal_base(graph.sites[s].fn)[0] is not None}
+    # a scale that may depend on a summed-out discrete latent is left centred: the summed
+    # density evaluates each site at one value per point, not one per discrete state
+    candidates = [s for s, src in sources.items() if (src & latents) - {s} and not src & discrete]
     if not candidates:
         return ()
     from ...rng import seeded_globals   # ppl.rng imports the backends' package (a cycle at import time)
