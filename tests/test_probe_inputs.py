@@ -322,3 +322,19 @@ def test_draws_where_the_model_has_no_density_are_explained():
     mean = integrate.quad(lambda m: m * dens(m), 0, 20)[0] / z
     sd = (integrate.quad(lambda m: m * m * dens(m), 0, 20)[0] / z - mean**2) ** 0.5
     assert abs(float(post.mean("mu")) - mean) / sd < 0.1
+
+
+@pytest.mark.parametrize("method, error", [("laplace", ppl.errors.NumericalError), ("chees", ppl.errors.ModelError),
+                                           ("nuts", ppl.errors.ModelError)])
+def test_a_density_that_is_zero_at_the_data_names_the_observed_site(method, error):
+    """Beta(a, 2) gives an observation of exactly 1.0 density 0 whatever a is: the messages
+    said 'non-finite log density' / 'no initial point' without naming the data's site."""
+    @ppl.model
+    def beta_obs(y):
+        a = ppl.sample("a", dist.Gamma(torch.tensor(2.0, dtype=F), 1.0))
+        with ppl.plate("d", len(y)):
+            ppl.sample("y", dist.Beta(a, 2.0), obs=y)
+
+    with pytest.raises(error, match="the log density is not finite at observed site 'y'"):
+        ppl.infer(beta_obs, {"y": torch.tensor([0.3, 1.0], dtype=F)}, method=method, seed=0, **(
+            {"parallel": False} if method == "nuts" else {}))

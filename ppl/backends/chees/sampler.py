@@ -179,7 +179,8 @@ def _starts(potential, s: CheesSettings, gen) -> torch.Tensor:
         if not bool(bad.any()):
             return z
         z[bad] = draw(int(bad.sum())).to(z)
-    raise ModelError(f"no starting point with a finite log density in 100 tries (init='{s.init}'); try another "
+    raise ModelError(f"no starting point with a finite log density in 100 tries (init='{s.init}')"
+                     f"{potential.nonfinite_sites(potential.median)}; try another "
                      "init ('median', 'sample', 'uniform') or check the model")
 
 

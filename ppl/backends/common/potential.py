@@ -319,6 +319,22 @@ class Potential:
             poutine.trace(handler(self.model)).get_trace(**self.kwargs)
         return self.flat(handler.z)
 
+    def nonfinite_sites(self, z: torch.Tensor, where: str = "at the prior median") -> str:
+        """Where the log density is not finite at ``z`` ``(D,)``, for an error message:
+        ``"; at the prior median the log density is not finite at observed site 'y'"``
+        (sample sites, observed first; ``where`` names ``z``), or ``""`` when none is found
+        or the model run itself fails."""
+        try:
+            with torch.no_grad():
+                trace, _ = self._run(z)
+                bad = sorted((not site["is_observed"], name) for name, site in trace.nodes.items()
+                             if site["type"] == "sample" and not name.startswith("_")
+                             and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all()))
+        except (ValueError, RuntimeError):
+            return ""
+        return f"; {where} the log density is not finite at " + ", ".join(
+            f"{'latent' if latent else 'observed'} site '{n}'" for latent, n in bad) if bad else ""
+
     # ----------------------------------------------------------------- density
     def _evaluate(self, z: torch.Tensor):
         """``(log p(h(z), v), log |det ∂h/∂z|)`` at ``z`` ``(D,)``."""

@@ -141,9 +141,11 @@ class LaplaceBackend(Backend):
             except (FloatingPointError, ValueError, RuntimeError) as e:
                 failures.append(f"start {r}: {e}")
         if not modes:
+            where = potential.nonfinite_sites(potential.median)
             raise NumericalError(f"Laplace found no mode of model '{potential.graph.model.name}' with a positive "
-                                 f"definite Hessian ({'; '.join(failures)}): the posterior may be improper or have "
-                                 "no interior mode; try method='pathfinder' or 'nuts'")
+                                 f"definite Hessian ({'; '.join(failures)}{where})"
+                                 ": the posterior may be improper or have no interior mode; try method='pathfinder' "
+                                 "or 'nuts'")
         return modes, failures
 
     def assess(self, posterior, graph, analysis):

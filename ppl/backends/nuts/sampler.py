@@ -166,8 +166,9 @@ def _start(potential, s: ChainSettings, gen: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             if torch.isfinite(potential.log_density(z)):
                 return z
-    raise ModelError(f"NUTS found no initial point with a finite log density in 100 tries (init='{s.init}'); try "
-                     "another init ('median', 'sample', 'uniform') or check the model")
+    raise ModelError(f"NUTS found no initial point with a finite log density in 100 tries (init='{s.init}')"
+                     f"{potential.nonfinite_sites(potential.median)}; try another init "
+                     "('median', 'sample', 'uniform') or check the model and data")
 
 
 def _potential_fn(potential, jit, z0, notes: list, gen):
