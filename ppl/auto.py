@@ -20,9 +20,8 @@ import math
 import time
 import warnings
 
-import torch
-
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
+from .backends.common.warmstart import start_khat
 from .backends.registry import methods_taking, ranked_backends
 from .errors import (DataError, NumericalError, OptionError, PPLError, TrustWarning, UnknownOptionError,
                      UnsupportedModelError)
@@ -231,7 +230,7 @@ def escalate(graph, analysis, options: dict, run_method):
                 record["warm_start"] = chosen["init"].method
             attempts.append(record)
             last = post
-            if getattr(backend, "gaussian_approximation", False) and _better_start(post, approx):
+            if getattr(backend, "gaussian_approximation", False) and start_khat(post) < start_khat(approx):
                 approx = post
             if trust.ok or not own["escalate"]:
                 post = _finish(post, route, attempts, name, trust.ok)
@@ -247,24 +246,6 @@ def escalate(graph, analysis, options: dict, run_method):
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post
-
-
-#: A Gaussian approximation warm-starts a sampler only when at least this many of its draws
-#: have a finite log density (16 chains start from distinct ones).
-WARM_MIN_FINITE = 64
-
-
-def _better_start(post, best) -> bool:
-    """Whether ``post`` (a Laplace or Pathfinder result) is a better warm start than
-    ``best``: its draws are in unconstrained space with enough finite densities, and its
-    PSIS k̂ is lower (the approximation closer to the posterior)."""
-    weighted = getattr(post, "weighted_draws", None)
-    if weighted is None or int(torch.isfinite(weighted.log_p).sum()) < WARM_MIN_FINITE:
-        return False
-    khat = post.trust.numbers.get("psis_khat")
-    if khat is None or not math.isfinite(khat):
-        return False
-    return best is None or khat < best.trust.numbers.get("psis_khat", math.inf)
 
 
 def option_refusals(candidates: list, given: dict) -> dict:

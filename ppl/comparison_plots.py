@@ -13,6 +13,7 @@ import os
 import torch
 
 from .errors import DataError, PPLError
+from .posterior.figures import write_figure
 from .posterior.plotting import figure, safe_name
 
 __all__ = ["write_plots", "comparison_figures", "bound_figure"]
@@ -42,17 +43,15 @@ def write_plots(posteriors, path_prefix, **kw) -> list:
         If matplotlib is not installed.
     DataError
         A site in ``sites`` that no posterior describes.
+    OptionError
+        A file that cannot be written (:func:`~ppl.posterior.figures.write_figure`).
     """
     path_prefix = os.fspath(path_prefix)
     figures = comparison_figures(posteriors, **kw)   # checks the sites before anything is written
-    folder = os.path.dirname(path_prefix)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
     paths = []
     for i, (name, fig) in enumerate(figures.items()):
         path = f"{path_prefix}_bound.png" if i == 0 else f"{path_prefix}_{safe_name(name)}.png"
-        fig.savefig(path, dpi=100)
-        paths.append(path)
+        paths.append(write_figure(fig, path, default_name=safe_name(name), call="plot()"))
     return paths
 
 

@@ -552,6 +552,9 @@ COMMON = option_table(
     Option("max_seconds", Real(0.0, low_open=True) | NoneValue(), None,
            "wall-clock limit of a sampler's run: chains still running then stop with the draws they have (the "
            "verdict is then unreliable); None: no limit (method='auto' passes what is left of time_budget)"),
+    Option("noncentred", Boolean(), False,
+           "sample each Normal latent whose scale is another latent as loc + scale * z (a non-centred "
+           "hierarchy: the funnel's neck becomes a round Gaussian); the draws are of the model's own sites"),
     Option("marginals", Boolean(), True, "compute every latent's marginal"),
     Option("map", Boolean(), True, "compute the joint MAP assignment (max-product)"),
     Option("distributed", Boolean() | InstanceOf(str, "a plate name"), False,

@@ -70,10 +70,7 @@ class CheesBackend(Backend):
         Option("metric", OneOf("auto", "diag", "dense"), "auto",
                "the mass matrix adapted in warmup: 'diag', 'dense' (from the draws and their gradients, Seyboldt et "
                "al. 2023) or 'auto' (dense up to 100 unconstrained coordinates)"),
-        Option("noncentred", Boolean(), False,
-               "sample each Normal latent whose scale is another latent as loc + scale * z (a non-centred "
-               "hierarchy: the funnel's neck becomes a round Gaussian); the draws are of the model's own sites"),
-        COMMON["max_seconds"],
+        COMMON["noncentred"], COMMON["max_seconds"],
         COMMON["seed"].but(doc="seeds every draw of the run (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )

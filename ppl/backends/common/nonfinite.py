@@ -7,7 +7,15 @@ from __future__ import annotations
 import pyro
 import torch
 
-__all__ = ["nonfinite_sites"]
+__all__ = ["nonfinite_sites", "nonfinite_sample_sites"]
+
+
+def nonfinite_sample_sites(trace) -> list:
+    """The sample sites of a Pyro ``trace`` (internal ``_``-named ones left out) whose log
+    density at their value has a NaN or infinite entry, in trace order."""
+    return [name for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not name.startswith("_")
+            and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())]
 
 
 def nonfinite_sites(model, guide, kwargs) -> list:
@@ -28,14 +36,9 @@ def nonfinite_sites(model, guide, kwargs) -> list:
             g = poutine.trace(guide).get_trace(**kwargs)
             m = poutine.trace(poutine.replay(model, trace=g)).get_trace(**kwargs)
             for who, tr in (("guide", g), ("model", m)):
-                for name, site in tr.nodes.items():
-                    if site["type"] == "param":
-                        if torch.is_tensor(site["value"]) and not bool(torch.isfinite(site["value"]).all()):
-                            bad.append(f"param '{name}'")
-                    elif site["type"] == "sample" and not name.startswith("_"):
-                        lp = site["fn"].log_prob(site["value"])
-                        if not bool(torch.isfinite(lp).all()):
-                            bad.append(f"{who} site '{name}'")
+                bad.extend(f"param '{name}'" for name, site in tr.nodes.items() if site["type"] == "param"
+                           and torch.is_tensor(site["value"]) and not bool(torch.isfinite(site["value"]).all()))
+                bad.extend(f"{who} site '{name}'" for name in nonfinite_sample_sites(tr))
     except Exception:  # noqa: BLE001 - a diagnosis only: a failing trace names nothing
         return []
     order = {"model": 0, "param": 1, "guide": 2}

@@ -27,6 +27,7 @@ from torch.distributions import biject_to
 
 from ...analysis.report import format_bytes
 from ...errors import ModelError, PPLError
+from .nonfinite import nonfinite_sample_sites
 from .runtime import place
 from .supports import dependent_supports
 from .unconstrained import Unconstrained, conditioned_model, site_transform, start_value
@@ -327,9 +328,7 @@ class Potential:
         try:
             with torch.no_grad():
                 trace, _ = self._run(z)
-                bad = sorted((not site["is_observed"], name) for name, site in trace.nodes.items()
-                             if site["type"] == "sample" and not name.startswith("_")
-                             and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all()))
+                bad = sorted((not trace.nodes[n]["is_observed"], n) for n in nonfinite_sample_sites(trace))
         except (ValueError, RuntimeError):
             return ""
         return f"; {where} the log density is not finite at " + ", ".join(

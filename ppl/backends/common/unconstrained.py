@@ -22,9 +22,10 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from torch.distributions import Independent, Normal, TransformedDistribution, biject_to
+from torch.distributions import Normal, TransformedDistribution, biject_to
 from torch.distributions.transforms import AffineTransform
 
+from ...compiler.families import base_distribution
 from ...compiler.observations import CheckObservations
 from ...compiler.provenance import provenance_of
 
@@ -32,18 +33,10 @@ __all__ = ["Unconstrained", "conditioned_model", "start_value", "site_transform"
 
 
 def _normal_base(fn):
-    """``(Normal, event dims)`` under ``Independent`` and Pyro's masked / expanded wrappers,
-    or ``(None, 0)``."""
-    events = 0
-    while True:
-        if isinstance(fn, Independent):
-            events += fn.reinterpreted_batch_ndims
-            fn = fn.base_dist
-        elif type(fn).__name__ in ("MaskedDistribution", "ExpandedDistribution") and hasattr(fn, "base_dist"):
-            fn = fn.base_dist
-        else:
-            break
-    return (fn, events) if isinstance(fn, Normal) else (None, 0)
+    """``(Normal, event dims)`` under ``Independent`` and Pyro's masked / expanded wrappers
+    (:func:`~ppl.compiler.families.base_distribution`), or ``(None, 0)``."""
+    base = base_distribution(fn)
+    return (base, len(fn.event_shape) - len(base.event_shape)) if isinstance(base, Normal) else (None, 0)
 
 
 def site_transform(fn, noncentred: bool = False):

@@ -23,17 +23,35 @@ split and R-hat was 1.49; all from the fit, they would have agreed).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ...errors import OptionError, PPLError
 
-__all__ = ["WarmStart", "warm_start", "MIN_DRAWS"]
+__all__ = ["WarmStart", "warm_start", "start_khat", "MIN_DRAWS", "MIN_FINITE"]
 
 #: Draws of the earlier result used, at least (the covariance of ``D`` coordinates needs
 #: more: ``10 D``, capped by what the result holds).
 MIN_DRAWS = 200
+
+
+#: A Gaussian approximation can start a sampler only when at least this many of its draws
+#: have a finite log density (16 chains start from distinct ones).
+MIN_FINITE = 64
+
+
+def start_khat(posterior) -> float:
+    """How well ``posterior`` (a Laplace or Pathfinder result) would start a sampler: its
+    PSIS k̂ (lower: the approximation closer to the posterior), or ``inf`` when it is None,
+    keeps no unconstrained draws, has fewer than :data:`MIN_FINITE` of them with a finite
+    density, or no finite k̂ (``method="auto"`` passes the lowest to ChEES)."""
+    weighted = getattr(posterior, "weighted_draws", None)
+    if weighted is None or int(torch.isfinite(weighted.log_p).sum()) < MIN_FINITE:
+        return math.inf
+    khat = posterior.trust.numbers.get("psis_khat")
+    return khat if khat is not None and math.isfinite(khat) else math.inf
 
 
 @dataclass

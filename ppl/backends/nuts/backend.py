@@ -56,10 +56,7 @@ class NUTSBackend(Backend):
         Option("init", OneOf(*INIT_STRATEGIES), "uniform",
                "where chains start: 'uniform' (in (-2, 2) unconstrained, as Stan), 'median', 'mean' or "
                "'sample' of the prior"),
-        Option("noncentred", Boolean(), False,
-               "sample each Normal latent whose scale is another latent as loc + scale * z (a non-centred "
-               "hierarchy: the funnel's neck becomes a round Gaussian); the draws are of the model's own sites"),
-        COMMON["max_seconds"],
+        COMMON["noncentred"], COMMON["max_seconds"],
         COMMON["seed"].but(doc="chain c is seeded seed + c (None: the global RNG's state)"),
         COMMON["dtype"], COMMON["device"], COMMON["progress"], COMMON["memory_budget"], COMMON["heuristic"],
     )
