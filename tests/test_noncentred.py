@@ -144,3 +144,27 @@ def test_auto_on_the_smoking_meta_analysis_is_right_and_reliable():
         got_sd = np.sqrt(np.atleast_1d(post.variance(site).numpy()))
         assert np.all(np.abs(got - np.array(mean)) / np.array(sd) < 0.15), site
         assert np.all(np.abs(got_sd / np.array(sd) - 1) < 0.1), site
+
+
+def test_finding_the_sites_leaves_global_state_as_it_was():
+    """The two prior runs behind noncentrable_sites must not leave a ppl.param in Pyro's
+    global store nor move the global RNGs (they ran the model with the global store)."""
+    import random
+
+    import pyro
+
+    @ppl.model
+    def with_param(y):
+        s0 = ppl.param("s0_nc", torch.tensor(2.0, dtype=F), constraint=dist.constraints.positive)
+        mu = ppl.sample("mu", dist.Normal(torch.tensor(0.0, dtype=F), s0))
+        tau = ppl.sample("tau", dist.HalfNormal(torch.tensor(1.0, dtype=F)))
+        with ppl.plate("g", len(y)):
+            theta = ppl.sample("theta", dist.Normal(mu, tau))
+            ppl.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    graph = ppl.compile(with_param, {"y": Y[:4]})
+    before = (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    assert noncentrable_sites(graph) == ["theta"]
+    assert "s0_nc" not in pyro.get_param_store()
+    assert torch.equal(before[0], torch.get_rng_state()) and (before[1] == np.random.get_state()[1]).all()
+    assert before[2] == random.getstate()

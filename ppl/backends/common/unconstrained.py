@@ -28,6 +28,7 @@ from torch.distributions.transforms import AffineTransform
 from ...compiler.families import base_distribution
 from ...compiler.observations import CheckObservations
 from ...compiler.provenance import provenance_of
+from .params import param_scope
 
 __all__ = ["Unconstrained", "conditioned_model", "start_value", "site_transform", "noncentrable_sites"]
 
@@ -57,7 +58,8 @@ def noncentrable_sites(graph) -> list:
     candidates are the Normal latents whose distribution depends on another latent (the
     compiled provenance, which joins loc's and scale's sites when they broadcast); a
     candidate is kept when its scale differs between two prior runs of the model (seeds 1
-    and 2, the caller's random states restored); a model that raises there gives none.  A
+    and 2, in a private param store, the caller's random states restored); a model that
+    raises there gives none.  A
     site whose distribution depends on a discrete latent is left out.  Computed once per
     graph."""
     return list(graph.memo("noncentred", "sites", lambda: _noncentrable(graph)))
@@ -78,7 +80,8 @@ def _noncentrable(graph) -> tuple:
     scales = []
     for seed in (1, 2):
         try:
-            with seeded_globals(seed), pyro.validation_enabled(False), warnings.catch_warnings():
+            with seeded_globals(seed), param_scope(graph), pyro.validation_enabled(False), \
+                    warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 trace = poutine.trace(model).get_trace(**graph.bound.kwargs)
         except Exception:  # noqa: BLE001 - a model that fails at a prior draw: keep the centred form
