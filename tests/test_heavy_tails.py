@@ -17,7 +17,7 @@ import torch
 
 import ppl
 import ppl.distributions as dist
-from ppl.backends.common.importance import TAIL_MASS_LIMIT, tail_mass
+from ppl.backends.common.importance import TAIL_MASS_LIMIT, VARIANCE_SHARE_LIMIT, tail_mass
 from ppl.trust.psis import draws_tail_khat
 
 F64 = torch.float64
@@ -58,13 +58,17 @@ class _Line:
 
 def test_tail_mass_of_a_matched_gaussian_is_the_gaussian_share():
     z = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
-    mass, axis, sd = tail_mass(_Line(lambda x: -0.5 * x ** 2), z)
+    mass, axis, sd, spread = tail_mass(_Line(lambda x: -0.5 * x ** 2), z)
     assert mass < 2e-4 and axis == 0 and abs(sd - 1) < 0.05   # 2 Φ(-4) = 6.3e-5 (grid and sd noise aside)
+    # the variance beyond 4 sds: 2 (4 φ(4) + Φ(-4)) = 1.1e-3 of it (less on the probe's grid,
+    # whose first point beyond 4 sds is 4.5)
+    assert 0 < spread < 2.5e-3
 
 
 def test_tail_mass_of_a_cauchy_under_a_unit_gaussian():
     z = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
-    mass, _, sd = tail_mass(_Line(lambda x: -torch.log1p(x ** 2)), z)
+    mass, _, sd, spread = tail_mass(_Line(lambda x: -torch.log1p(x ** 2)), z)
+    assert spread > 0.5 > VARIANCE_SHARE_LIMIT   # a truncated Cauchy's variance lies mostly in its tails
     # the Cauchy's share beyond 4 sd, counted up to 30 sd (the probe's grid); the trapezoid
     # rule gives the cell from 4 to 4.5 sd to the inside, so the share lies between these two
     def share(cut):

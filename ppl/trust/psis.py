@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["PSISResult", "psis", "khat_threshold", "khat_reading", "KHAT_GOOD", "draws_tail_khat"]
+__all__ = ["PSISResult", "psis", "khat_threshold", "khat_reading", "KHAT_GOOD", "draws_tail_khat",
+           "second_moment_khat"]
 
 #: Below this k̂ the proposal itself is a good approximation (Yao et al. 2018, §2.2).
 KHAT_GOOD = 0.5
@@ -176,4 +177,49 @@ def draws_tail_khat(draws: np.ndarray, reff: float = 1.0) -> np.ndarray:
         _, k_up = az.psislw(np.log(np.maximum(upper[ok], tiny)), r)
         _, k_lo = az.psislw(np.log(np.maximum(lower[ok], tiny)), r)
     out[ok] = np.maximum(np.asarray(k_up, dtype=float), np.asarray(k_lo, dtype=float))
+    return out
+
+
+def second_moment_khat(log_weights: torch.Tensor, draws: torch.Tensor, mean: torch.Tensor) -> np.ndarray:
+    """PSIS k̂ of the importance estimate of each coordinate's variance: the Pareto shape of
+    ``h_d · r`` with ``h_d = (θ_d - mean_d)²`` and ``r = p / q`` (Vehtari et al. 2024, §3:
+    the estimate of ``E_p[h]`` for an unbounded ``h`` needs the tail of ``h · r``, not only
+    of ``r``).  A q whose tails are lighter than the posterior's can pass ``k̂(r)`` while
+    ``k̂(h · r)`` shows that its sds are too small; where ``q = p`` (``r`` constant) and
+    ``θ`` is Gaussian, ``h`` is chi-square and ``k̂ ≈ 0``.
+
+    Parameters
+    ----------
+    log_weights : torch.Tensor, shape (S,)
+        ``log p - log q`` of the draws (``-inf`` where p = 0).
+    draws : torch.Tensor, shape (S, D)
+        The draws (unconstrained space).
+    mean : torch.Tensor, shape (D,)
+        The importance estimate of ``E_p[θ]``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (D,)
+        k̂ per coordinate (``nan`` where a coordinate is constant or the weights are
+        not finite anywhere).
+    """
+    lw = log_weights.detach().double().cpu().reshape(-1, 1)
+    z = draws.detach().double().cpu()
+    h = (z - mean.detach().double().cpu().reshape(1, -1)).pow(2)
+    out = np.full(z.shape[1], np.nan)
+    if z.shape[1] == 0 or not bool(torch.isfinite(lw).any()):
+        return out
+    tiny = float(np.finfo(float).tiny)
+    rows = (lw + h.clamp_min(tiny).log()).T                    # (D, S)
+    rows = torch.where(torch.isfinite(rows), rows, torch.full_like(rows, -math.inf))
+    ok = (h.max(0).values > 0).numpy()
+    if not ok.any():
+        return out
+    from ..peers import import_arviz
+
+    az = import_arviz()
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        _, k = az.psislw(rows[torch.as_tensor(ok)].numpy().copy())
+    out[ok] = np.asarray(k, dtype=float)
     return out

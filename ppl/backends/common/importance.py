@@ -14,14 +14,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pyro
 import torch
 
 from ...trust import RELIABLE, UNRELIABLE, Trust
-from ...trust.psis import PSISResult, psis
+from ...trust.psis import PSISResult, psis, second_moment_khat
 
 __all__ = ["WeightedDraws", "weigh", "psis_trust", "MIN_PSIS_DRAWS", "draws_by_site", "discrete_sites",
-           "mean_field_weights", "tail_mass", "TAIL_MASS_LIMIT"]
+           "mean_field_weights", "tail_mass", "TAIL_MASS_LIMIT", "spread_khat",
+           "VARIANCE_SHARE_LIMIT"]
 
 
 @dataclass
@@ -39,9 +41,11 @@ class WeightedDraws:
     result : PSISResult
         The smoothed weights and k̂.
     tail : tuple or None
-        :func:`tail_mass` of the draws: ``(mass, axis, sd)`` of the principal axis of the
-        draws along which the model keeps the most mass beyond 4 sds; ``None`` when not
-        probed.
+        :func:`tail_mass` of the draws: ``(mass, axis, sd, variance_share)``; ``None`` when
+        not probed.
+    spread : tuple or None
+        :func:`spread_khat` of the draws: ``(khat, site, index, ess)`` of the coordinate
+        whose variance estimate is least trustworthy; ``None`` when not computed.
     """
 
     z: torch.Tensor
@@ -49,6 +53,7 @@ class WeightedDraws:
     log_q: torch.Tensor
     result: PSISResult
     tail: tuple | None = None
+    spread: tuple | None = None
 
     @property
     def elbo(self) -> float:
@@ -88,12 +93,60 @@ def weigh(potential, z: torch.Tensor, log_q: torch.Tensor, max_seconds: float | 
     except ValueError as e:
         raise NumericalError(f"importance weights of the approximation: {e}") from None
     tail = tail_mass(potential, z) if z.shape[0] > z.shape[1] + 1 else None
-    return WeightedDraws(z, log_p, log_q.double().cpu(), result, tail)
+    return WeightedDraws(z, log_p, log_q.double().cpu(), result, tail, spread_khat(potential, z, lw, result))
+
+
+#: Most coordinates :func:`spread_khat` fits (about 1.3 ms each for 1000 draws): beyond it,
+#: those whose importance-weighted variance exceeds q's draws' variance the most.
+SPREAD_COORDINATES = 256
+
+
+def spread_khat(potential, z: torch.Tensor, log_weights: torch.Tensor, result: PSISResult) -> tuple | None:
+    """How far the importance estimate of each unconstrained coordinate's variance can be
+    trusted: its PSIS k̂ (:func:`~ppl.trust.psis.second_moment_khat`, the tail of
+    ``(θ - E θ)² · p/q``, Vehtari et al. 2024, §3) and its effective sample size
+    ``(Σ_s w_s h_s)² / Σ_s (w_s h_s)²`` (the importance ESS of the function ``h``, Owen 2013,
+    §9.3), with ``w`` the smoothed weights of draws ``z`` ``(S, D)``.
+
+    Returns
+    -------
+    tuple or None
+        ``(khat, site, index, ess)``: among the coordinates whose k̂ reaches the sample-size
+        threshold, the one with the smallest ESS (else the one with the largest k̂), its site
+        and flat index in the site's unconstrained value; ``None`` without coordinates or
+        finite k̂s.  Of more than :data:`SPREAD_COORDINATES` coordinates, those where the
+        posterior is widest relative to q are fitted.
+    """
+    if z.shape[1] == 0 or z.shape[0] < MIN_PSIS_DRAWS:
+        return None
+    zd = z.detach().double().cpu()
+    mean = result.mean(zd)
+    coords = torch.arange(zd.shape[1])
+    if zd.shape[1] > SPREAD_COORDINATES:   # where p is widest relative to q: the weighted / raw variance
+        ratio = result.mean((zd - mean).pow(2)) / zd.var(0).clamp_min(1e-300)
+        coords = torch.argsort(ratio, descending=True)[:SPREAD_COORDINATES]
+    k = second_moment_khat(log_weights, zd[:, coords], mean[coords])
+    if not np.isfinite(k).any():
+        return None
+    hw = result.weights()[:, None] * (zd[:, coords] - mean[coords]).pow(2)
+    ess = (hw.sum(0).pow(2) / hw.pow(2).sum(0).clamp_min(1e-300)).numpy()
+    heavy = np.isfinite(k) & (k >= result.threshold)
+    best = int(np.argmin(np.where(heavy, ess, np.inf))) if heavy.any() else int(np.nanargmax(k))
+    d = int(coords[best])
+    for site, size in zip(potential.sites, potential.sizes):
+        if d < size:
+            return float(k[best]), site, d, float(ess[best])
+        d -= size
+    return None
 
 
 #: Above this share of the model's mass beyond 4 sds of q along a principal axis, q's draws
 #: (which reach about 4 sds) cannot represent the posterior (a Gaussian leaves 6e-5 there).
 TAIL_MASS_LIMIT = 0.02
+#: Above this share of the variance of the model's density along a principal axis beyond
+#: 4 sds of q (a Gaussian: 0.1 %), a variance estimate with a heavy-tailed k̂ is not
+#: trusted (:func:`psis_trust`): resampled draws cannot show that part of the spread.
+VARIANCE_SHARE_LIMIT = 0.05
 #: The probe's grid along each axis, in sds of q: fine inside ±4, coarse out to ±30.
 _TAIL_GRID = torch.cat([torch.arange(-30.0, -4.5, 1.0), torch.arange(-4.0, 4.01, 0.5), torch.arange(5.0, 30.01, 1.0)])
 
@@ -133,9 +186,11 @@ def tail_mass(potential, z: torch.Tensor, max_axes: int = 32, max_seconds: float
     Returns
     -------
     tuple or None
-        ``(mass, axis, sd)``: the largest share, the axis' rank (0 = largest variance) and
-        its sd (unconstrained units); ``None`` when the model's density is not finite at
-        the draws' mean or the time budget ``max_seconds`` (s) ends before one axis.
+        ``(mass, axis, sd, variance_share)``: the largest share of mass, that axis' rank
+        (0 = largest variance) and its sd (unconstrained units), and the largest share over
+        the axes of the line density's variance (about its own mean) that lies beyond 4
+        sds; ``None`` when the model's density is not finite at the draws' mean or the time
+        budget ``max_seconds`` (s) ends before one axis.
     """
     import time
 
@@ -162,8 +217,11 @@ def tail_mass(potential, z: torch.Tensor, max_axes: int = 32, max_seconds: float
             continue
         mass = (lp - lp.max()).exp() * width
         share = float(mass[beyond].sum() / mass.sum())
+        second = mass * (t - float((mass * t).sum() / mass.sum())) ** 2
+        spread = float(second[beyond].sum() / second.sum())
         if worst is None or share > worst[0]:
-            worst = (share, rank, sd)
+            worst = (share, rank, sd, worst[3] if worst else 0.0)
+        worst = worst[:3] + (max(worst[3], spread),)
         if time.perf_counter() - start > max_seconds:
             break
     return worst
@@ -217,14 +275,18 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
 
     An approximation whose k̂ passes is still unreliable when :func:`tail_mass` of its
     draws (``w.tail``) exceeds :data:`TAIL_MASS_LIMIT`: the model keeps mass beyond the
-    draws' reach, which k̂ cannot see.
+    draws' reach, which k̂ cannot see; or when a coordinate's variance estimate cannot be
+    trusted (:func:`spread_khat`: heavy-tailed k̂ on few effective draws or with much of
+    the spread out of reach).
     """
     r = w.result
     s = w.z.shape[0]
     numbers = {"psis_khat": r.khat, "khat_threshold": r.threshold if corrected else min(0.5, r.threshold),
                "psis_ess": r.ess, "num_draws": s}
     if w.tail is not None:
-        numbers["tail_mass"] = w.tail[0]
+        numbers["tail_mass"], numbers["tail_variance_share"] = w.tail[0], w.tail[3]
+    if w.spread is not None:
+        numbers["psis_khat_variance"], numbers["variance_ess"] = w.spread[0], w.spread[3]
     if not math.isfinite(w.elbo) and not math.isnan(r.khat) and r.ess < 1.5:
         return Trust(UNRELIABLE, [f"{what} puts its draws where the model has no density"], numbers, next_method)
     trust = _psis_verdict(w, r, s, numbers, what, next_method, corrected)
@@ -235,6 +297,19 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
                              "-inf, or NaN, read as -inf), so its ELBO is -inf; importance resampling gives them "
                              "weight 0")
     return trust
+
+
+def _variance_untrusted(w: WeightedDraws, limit: float, s: int) -> bool:
+    """Whether a variance estimate fails: its k̂ (:func:`spread_khat`) reaches ``limit`` and
+    the heavy tail matters, either because the estimate rests on fewer than min(100, S/10)
+    effective draws (the weights' own ESS rule) or because more than
+    :data:`VARIANCE_SHARE_LIMIT` of the model's spread along an axis lies beyond the draws'
+    reach (:func:`tail_mass`).  k̂ alone also flags near-Gaussian posteriors with a slightly
+    heavier tail whose sds the draws estimate well (a Gamma rate from 20 points)."""
+    if w.spread is None or not w.spread[0] >= limit:
+        return False
+    share = w.tail[3] if w.tail is not None else 0.0
+    return w.spread[3] < min(100.0, 0.1 * s) or share > VARIANCE_SHARE_LIMIT
 
 
 def _psis_verdict(w: WeightedDraws, r, s: int, numbers: dict, what: str, next_method, corrected: bool) -> Trust:
@@ -249,12 +324,23 @@ def _psis_verdict(w: WeightedDraws, r, s: int, numbers: dict, what: str, next_me
     if math.isnan(r.khat):
         return Trust(RELIABLE, [f"{what} matches the posterior: every importance weight p/q is equal"], numbers)
     if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and w.tail is not None and w.tail[0] > TAIL_MASS_LIMIT:
-        mass, rank, sd = w.tail
+        mass, rank, sd = w.tail[:3]
         axis = "its widest principal axis" if rank == 0 else f"its principal axis no. {rank + 1} by width"
         return Trust(UNRELIABLE, [f"along {axis} (sd {sd:.3g}, unconstrained units) the model keeps {mass:.0%} of its "
                                   f"mass beyond 4 sds of {what}, where its draws do not reach: the posterior's tails "
                                   f"are heavier than the approximation's, so its means and sds can be far off although "
                                   f"PSIS k̂ = {r.khat:.2f} (k̂ only sees the draws' own tail)"], numbers, next_method)
+    if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and _variance_untrusted(w, limit, s):
+        k, site, index, ess = w.spread
+        where = f"site '{site}'" + (f" (unconstrained coordinate {index})" if w.z.shape[1] > 1 else "")
+        share = w.tail[3] if w.tail is not None else 0.0
+        why = (f"it rests on {ess:.0f} effective draws" if ess < min(100.0, 0.1 * s) else
+               f"{share:.0%} of the model's spread along a principal axis lies beyond 4 sds of the draws")
+        return Trust(UNRELIABLE, [f"the posterior variance of {where} cannot be estimated from {what}'s draws: "
+                                  f"PSIS k̂ of (θ - E θ)² · p/q is {k:.2f} >= {limit:.2f} (Vehtari et al. 2024, §3) "
+                                  f"and {why}, although k̂ of the weights p/q alone is {r.khat:.2f}: the posterior's "
+                                  "tails are heavier than the approximation's, so its sds (and the means that depend "
+                                  "on the tails) can be far off"], numbers, next_method)
     if r.khat < limit and r.ess >= min(100.0, 0.1 * s):
         how = "its PSIS-resampled draws are reliable" if corrected else "q itself is close to the posterior"
         return Trust(RELIABLE, [f"PSIS k̂ = {r.khat:.2f} < {limit:.2f} with importance ESS {r.ess:.0f} of {s}: "
