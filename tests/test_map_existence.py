@@ -109,3 +109,20 @@ def test_restarts_leave_a_stationary_point_that_is_not_the_mode():
     assert m == pytest.approx(root, rel=1e-6)
     assert found.log_joint > stuck.log_joint + 10
     assert found.diagnostics["best_restart"] > 0 and len(found.diagnostics["restarts"]) == 6
+
+
+@ppl.model
+def beta_shape(y):
+    a = ppl.sample("a", dist.Gamma(torch.tensor(2.0, dtype=F64), 1.0))
+    with ppl.plate("n", len(y)):
+        ppl.sample("y", dist.Beta(a, 2.0), obs=y)
+
+
+def test_an_impossible_observation_is_named_not_a_support_edge():
+    """Beta(a, 2) at y = 1 has density (1 - y) = 0 for every a: MAP used to say 'a' runs to
+    the edge of its support; the error names the observation."""
+    with pytest.raises(ppl.NumericalError, match="not finite at the optimiser's start, at observed site 'y'") as e:
+        _map(beta_shape, {"y": torch.tensor([0.2, 0.5, 1.0], dtype=F64)})
+    assert "edge of its support" not in str(e.value)
+    # the possible data still has a mode
+    assert math.isfinite(_map(beta_shape, {"y": torch.tensor([0.2, 0.5, 0.9], dtype=F64)}).log_joint)

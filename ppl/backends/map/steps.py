@@ -16,6 +16,7 @@ from ...errors import ConvergenceWarning, DataError, NumericalError
 from ..common.discrete import DiscretePlan, discrete_plan
 from ..common.params import param_constraint, store_params
 from ..common.pointopt import DivergedError, latent_block, maximise, param_block
+from ..common.nonfinite import nonfinite_sample_sites
 from ..common.existence import unbounded_edges
 
 __all__ = ["discrete_step", "latent_step", "param_step", "kkt_residuals", "proximal_terms", "check_existence"]
@@ -56,7 +57,8 @@ def latent_step(lj, graph, sites, values, disc, params, inner):
     def objective(vals):
         return lj({**disc, **vals}, params, skip=skip)
 
-    res = _guarded(maximise, objective, blocks, inner, graph, what="latent")
+    res = _guarded(maximise, objective, blocks, inner, graph, what="latent",
+                   trace_at=lambda vals: lj.trace({**disc, **vals}, params))
     return {b.name: b.value() for b in blocks}, _info("latents", res)
 
 
@@ -67,7 +69,7 @@ def param_step(lj, graph, names, fixed, params, inner):
     def objective(vals):
         return lj(fixed, vals)
 
-    res = _guarded(maximise, objective, blocks, inner, graph, what="param")
+    res = _guarded(maximise, objective, blocks, inner, graph, what="param", trace_at=lambda vals: lj.trace(fixed, vals))
     return {b.name: b.value() for b in blocks}, _info("params", res)
 
 
@@ -111,17 +113,21 @@ def _info(what, res) -> dict:
             "converged": res.converged, "objective": res.value}
 
 
-def _guarded(fn, objective, blocks, inner, graph, what):
+def _guarded(fn, objective, blocks, inner, graph, what, trace_at=None):
     """Run :func:`maximise`; when it diverged, or left a transformed value far out toward
     the edge of its support, decide from the log joint along rays toward those edges
     (:func:`~ppl.backends.common.existence.unbounded_edges`) whether a maximum exists: raise
     NumericalError naming the site where the log joint grows without bound; accept a
-    bounded edge (the maximum is the supremum there, e.g. a probability of 1)."""
+    bounded edge (the maximum is the supremum there, e.g. a probability of 1).  Where the
+    log joint is not finite at the start, the error names the sites where it is not
+    (``trace_at``: block values -> a trace of the model there), not a support edge."""
+    start = {b.name: b.value().detach().clone() for b in blocks}
     try:
         res = fn(objective, blocks, **inner)
     except DivergedError as e:
         for b, x in zip(blocks, e.blocks):
             b.free = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        _raise_if_nonfinite_at(trace_at, start, graph)
         raise NumericalError(_unbounded(graph, blocks, what, unbounded_edges(objective, blocks))) from None
     far = {b.name: torch.nonzero((b.free.abs() > EDGE_CLIMBING).reshape(-1)).reshape(-1).tolist()
            for b in blocks if b.transformed}
@@ -131,8 +137,29 @@ def _guarded(fn, objective, blocks, inner, graph, what):
         if edges:
             raise NumericalError(_unbounded(graph, blocks, what, edges))
     if not bool(torch.isfinite(torch.tensor(res.value))):
+        _raise_if_nonfinite_at(trace_at, start, graph)
         raise NumericalError(_unbounded(graph, blocks, what, []))
     return res
+
+
+def _raise_if_nonfinite_at(trace_at, values: dict, graph) -> None:
+    """NumericalError naming the sample sites whose log density is not finite at the
+    optimiser's start ``values`` (an observation the model gives probability zero whatever
+    the latents, such as a Beta observation of exactly 1 with ``b > 1``), if there are any."""
+    if trace_at is None:
+        return
+    try:
+        with torch.no_grad():
+            trace = trace_at(values)
+            bad = sorted((not trace.nodes[n]["is_observed"], n) for n in nonfinite_sample_sites(trace))
+    except (ValueError, RuntimeError):
+        return
+    if bad:
+        names = ", ".join(f"{'latent' if latent else 'observed'} site '{n}'" for latent, n in bad)
+        raise NumericalError(f"MAP of model '{graph.model.name}': the log joint is not finite at the optimiser's "
+                             f"start, at {names}: check that every observed value is possible under its "
+                             "distribution (e.g. a Beta observation of exactly 0 or 1, a count above a Binomial's "
+                             "total_count) and that the priors give the start a density")
 
 
 def check_existence(lj, graph, sites, values, disc, params) -> None:
