@@ -110,7 +110,8 @@ def check_budget(budget) -> int:
 
 
 def check_memory(count: int, item_bytes: int, budget: int | None, *, what: str, unit: str = "draws",
-                 detail: str = "", fix: str = "ask for fewer draws") -> None:
+                 detail: str = "", fix: str = "ask for fewer draws",
+                 raise_budget: str = "post.memory_budget = <bytes>") -> None:
     """Refuse, before allocating, ``count`` items of ``item_bytes`` bytes each over ``budget``.
 
     Parameters
@@ -125,6 +126,8 @@ def check_memory(count: int, item_bytes: int, budget: int | None, *, what: str, 
         The call that allocates, e.g. ``"sample(num_samples=10**9)"``.
     unit, detail, fix : str
         Name of the items, what an item holds, what to do instead (for the message).
+    raise_budget : str
+        How to raise the budget where the call is made (for the message).
 
     Raises
     ------
@@ -142,8 +145,8 @@ def check_memory(count: int, item_bytes: int, budget: int | None, *, what: str, 
     detail = f" × {detail}" if detail else ""
     raise IntractableError(
         f"{what} would allocate {format_bytes(total)} ({count:,} {unit}{detail}), over the memory budget of "
-        f"{format_bytes(budget)}; {fix} (at most {fits:,} fit) or raise the budget (post.memory_budget = "
-        "<bytes>)", bytes=total, budget=budget)
+        f"{format_bytes(budget)}; {fix} (at most {fits:,} fit) or raise the budget ({raise_budget})",
+        bytes=total, budget=budget)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from ...errors import ModelError, PPLError
 from ...posterior import DrawsPosterior, Posterior
 from ..base import Applicability, Backend
 from ..common.chains import chain_diagnostics, chain_trust, cut_short, e_bfmi, sampler_applicability
+from ..common.drawbudget import check_draws
 from ..common.importance import discrete_sites
 from ..common.jit import JIT_ERRORS
 from ..common.potential import Potential
@@ -168,6 +169,7 @@ class CheesBackend(Backend):
         with run_context(o.device, o.dtype, o.seed):
             noncentred = noncentrable_sites(graph) if o.noncentred else []
             potential = Potential(graph, o.device, o.dtype, analysis, noncentred=noncentred)
+            check_draws(potential.dim, o, method=self.name, num_chains=o.num_chains, num_samples=o.num_samples)
             try:
                 r = run_lockstep(potential, s)
             except PPLError:

@@ -22,6 +22,7 @@ import torch
 from ...errors import NumericalError, UnsupportedModelError
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend
+from ..common.drawbudget import check_draws
 from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
@@ -108,6 +109,7 @@ class LaplaceBackend(Backend):
         start = time.perf_counter()
         with run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
+            check_draws(potential.dim, o, method=self.name, num_draws=o.num_draws)
             gen = torch.Generator()
             gen.manual_seed(int(o.seed)) if o.seed is not None else gen.seed()
             modes, failures = self._modes(potential, o, gen)

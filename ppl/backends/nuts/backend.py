@@ -20,6 +20,7 @@ import time
 
 from ...posterior import DrawsPosterior
 from ..base import Applicability, Backend, list_names
+from ..common.drawbudget import check_draws
 from ..common.importance import discrete_sites
 from ..common.potential import Potential
 from ..common.unconstrained import noncentrable_sites
@@ -147,6 +148,7 @@ class NUTSBackend(Backend):
         with preserved_state(), run_context(o.device, o.dtype, o.seed):
             noncentred = noncentrable_sites(graph) if o.noncentred else []
             potential = Potential(graph, o.device, o.dtype, analysis, noncentred=noncentred)
+            check_draws(potential.dim, o, method=self.name, num_chains=o.num_chains, num_samples=o.num_samples)
             chains = run_chains(potential, s, graph.model.name)
         order = [n for n in graph.continuous_latent() if n in chains.draws]
         draws = {n: chains.draws[n] for n in order + [n for n in chains.draws if n not in order]}

@@ -34,6 +34,7 @@ from ...posterior import DrawsPosterior
 from ...rng import kept_global_rngs
 from ...trust import UNRELIABLE, Trust
 from ..base import Applicability, Backend
+from ..common.drawbudget import check_draws
 from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
 from ..common.processes import map_jobs
@@ -137,6 +138,8 @@ class PathfinderBackend(Backend):
         settings = PathSettings(o.max_iter, o.history_size, o.tol, o.num_elbo_draws, o.num_draws, o.init_radius)
         with kept_global_rngs([o.device] if o.device.type == "cuda" else []), run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
+            check_draws(potential.dim, o, method=self.name, num_paths=o.num_paths, num_draws=o.num_draws)
+            check_draws(potential.dim, o, method=self.name, num_elbo_draws=o.num_elbo_draws)
             gen = seeded_generator(o.seed, torch.device("cpu"))
             paths = self._paths(potential, settings, o, gen)
             kept = [p for p in paths if p.failure is None]
