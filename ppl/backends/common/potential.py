@@ -448,6 +448,12 @@ class Potential:
         :meth:`_vectorizes`)."""
         return self._vectorizes(zs)
 
+    def batches(self, zs) -> bool:
+        """Whether :meth:`log_density_batch` evaluates rows like ``zs`` ``(S, D)`` in
+        batches (one model run under a particles plate, or ``torch.func.vmap``), not one
+        model run per row."""
+        return self._vectorizes(zs) or self._vmaps(zs)
+
     def _vectorizes(self, zs) -> bool:
         """Whether the model evaluates a batch of draws in one run (under a particles plate
         left of its own plates, as Pyro's ``vectorized_importance_weights``): tried once

@@ -27,9 +27,9 @@ from ..common.importance import discrete_sites, draws_by_site, psis_trust, weigh
 from ..common.potential import Potential, enumeration_problem
 from ..common.routing import not_ok
 from ..common.runtime import run_context
-from ..options import COMMON, Boolean, Integer, OneOf, Option, Real, option_table
+from ..options import COMMON, Boolean, Integer, NoneValue, OneOf, Option, Real, option_table
 from ..common.mode import find_mode
-from .defensive import DEFENSIVE_SHARE, defensive_draws
+from .defensive import BATCHED_DRAWS, DEFENSIVE_SHARE, defensive_draws, draw_count
 
 __all__ = ["LaplaceBackend", "MAX_DIM"]
 
@@ -46,8 +46,10 @@ class LaplaceBackend(Backend):
     options = option_table(
         Option("max_iter", Integer(1), 1000, "L-BFGS iterations to the mode"),
         Option("tol", Real(0.0), 1e-8, "Newton decrement g'H^-1 g (nats) at which the mode is accepted"),
-        Option("num_draws", Integer(2), 4000, "draws of the Gaussian, weighted and resampled (PSIS fits its tail "
-               "to 3√S of them: k̂ from 1000 draws reads benign fits as heavy-tailed)"),
+        Option("num_draws", Integer(2) | NoneValue(), None,
+               "draws of the proposal, weighted and resampled; None: 4000 where the model's density is evaluated in "
+               "batches, 1000 where it takes one model run per draw (PSIS fits its tail to 3√S of them: k̂ from 1000 "
+               "draws is noisier)"),
         Option("importance", Boolean(), True, "PSIS-resample the draws by p/q (else the raw Gaussian)"),
         Option("init", OneOf("median", "uniform"), "median",
                "start of the first run: 'median' is the prior mean (the compiled value where the mean is not "
@@ -109,15 +111,16 @@ class LaplaceBackend(Backend):
         start = time.perf_counter()
         with run_context(o.device, o.dtype, o.seed):
             potential = Potential(graph, o.device, o.dtype, analysis)
-            check_draws(potential.dim, o, method=self.name, num_draws=o.num_draws)
+            check_draws(potential.dim, o, method=self.name, num_draws=o.num_draws or BATCHED_DRAWS)
             gen = torch.Generator()
             gen.manual_seed(int(o.seed)) if o.seed is not None else gen.seed()
             modes, failures = self._modes(potential, o, gen)
             best = max(modes, key=lambda m: m.log_mass)
-            z, log_gauss, log_q = defensive_draws(best.z, best.chol, o.num_draws, gen, o.dtype,
+            count = o.num_draws or draw_count(potential, best.z)
+            z, log_gauss, log_q = defensive_draws(best.z, best.chol, count, gen, o.dtype,
                                                   share=DEFENSIVE_SHARE if o.importance else 0.0)
             weighted = weigh(potential, z, log_q)
-            kept = weighted.resample(o.num_draws, gen) if o.importance else z
+            kept = weighted.resample(count, gen) if o.importance else z
             draws = draws_by_site(potential, kept)
             point = {s: v.detach() for s, v in potential.constrain(best.z).items()}
         diagnostics = {"log_density_at_mode": best.log_density, "newton_decrement": best.decrement,
