@@ -14,7 +14,7 @@ import torch
 
 from .analysis.report import Analysis, analyze_graph
 from .auto import auto_route, escalate
-from .backends.base import Applicability
+from .backends.base import Applicability, applicability
 from .backends.common.modules import keep_module_refs
 from .backends.common.params import param_scope, warm_start_values
 from .backends.common.streaming import first_batch
@@ -120,7 +120,7 @@ def _verdicts(graph, analysis, key) -> dict:
     verdicts = {}
     for name, backend in registered_backends().items():
         try:
-            verdict = backend.check(analysis)
+            verdict = applicability(backend, analysis)
         except PPLError as e:  # one backend's failing check must not block the others
             verdict = Applicability(False, f"its applicability check failed: {type(e).__name__}: {e}", type(e))
         verdicts[name] = verdict
@@ -375,7 +375,7 @@ def _run_scoped(graph, analysis, shape, method, options):
     else:
         options = validate_options(method, declared, options, fill=False)
     verdicts = graph.memo("api", ("verdicts", _analysis_key(*shape), _registry_key()), dict)
-    verdict = verdicts.get(method) or backend.check(analysis)
+    verdict = verdicts.get(method) or applicability(backend, analysis)
     if hasattr(backend, "check_options"):
         verdict = backend.check_options(analysis, verdict, options)
     if not verdict.ok:

@@ -16,12 +16,10 @@ scalars and torch tensors are accepted; the user's objects are copied, never mod
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
 import re
-import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -34,7 +32,12 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from .errors import DataError, ModelError, OptionError
+from .module_dtypes import ModuleBoundary, module_dtype_boundary
+from .paramstore import private_param_store
+
 from .rng import kept_global_rngs
+
+_ModuleBoundary = ModuleBoundary  # the class's old home: models pickled before it moved still load
 
 __all__ = [
     "model",
@@ -117,7 +120,7 @@ class Model:
     def __init__(self, fn: Callable, name: str | None = None, state_names: Mapping[str, list] | None = None):
         if not callable(fn):
             raise TypeError(f"@ppl.model expects a function, got {type(fn).__name__}")
-        if isinstance(fn, _ModuleBoundary):     # another Model's fn
+        if isinstance(fn, ModuleBoundary):     # another Model's fn
             fn = fn.fn
         self.state_names = {k: list(v) for k, v in (state_names or {}).items()}
         self.missing_values: dict = {}
@@ -131,8 +134,10 @@ class Model:
             functools.update_wrapper(self, fn)
             self.name = name or getattr(fn, "__name__", "model")
             signed = fn
+        if _lazy_kind(signed) is not None:
+            raise ModelError(_lazy_message(self.name, _lazy_kind(signed)))
         # every run of the model (by ppl or by Pyro) passes nn.Module boundaries in the module's dtype
-        self.fn = _ModuleBoundary(fn)
+        self.fn = ModuleBoundary(fn)
         try:
             self.signature = inspect.signature(signed)
         except (TypeError, ValueError):  # builtins / C callables
@@ -166,13 +171,16 @@ class Model:
         """Names of the sample sites one prior run of the model visits, in order.
 
         Plates, deterministic sites and ``factor`` sites are excluded (they cannot be observed).
+        The run uses a private Pyro param store, as ``ppl.infer`` does: Pyro's global one,
+        and every ``pyro.module`` network, are left as found.
 
         Raises
         ------
         ModelError
             If the model raises while running (duplicate site names included).
         """
-        trace = trace_model(self, BoundData(kwargs=kwargs))
+        with private_param_store():
+            trace = trace_model(self, BoundData(kwargs=kwargs))
         return [
             name
             for name, site in trace.nodes.items()
@@ -323,112 +331,6 @@ def as_model(obj) -> Model:
                       f"({obj!r:.60})")
 
 
-# ------------------------------------------------------------- module dtypes
-class _ModuleBoundary:
-    """A model function run inside :func:`module_dtype_boundary` (picklable when the function is)."""
-
-    def __init__(self, fn: Callable):
-        self.fn = fn
-        functools.update_wrapper(self, fn, updated=())
-
-    def __call__(self, *args, **kwargs):
-        with module_dtype_boundary():
-            return self.fn(*args, **kwargs)
-
-
-_BOUNDARY_LOCK = threading.Lock()
-_BOUNDARY = {"depth": 0, "handles": (), "pending": {}}
-
-
-@contextlib.contextmanager
-def module_dtype_boundary():
-    """Inside this block, a ``torch.nn.Module`` whose parameters (or buffers) have another
-    floating dtype than its positional floating inputs gets its inputs cast to its own
-    dtype, and its floating outputs cast back to the inputs' dtype.
-
-    A float64 run of a model that calls a float32 network (``pyro.module("decoder",
-    net)``, weights float32) thus computes the network in float32 and everything else in
-    float64; gradients flow through both casts.  A module whose dtype its inputs already
-    have, a module without floating parameters (a ``PyroModule`` whose weights are
-    ``PyroSample`` latents) and code outside modules are untouched, so models without
-    modules run exactly as before.  Every :class:`Model` runs its function inside this
-    block; it nests (the hooks are installed once).
-
-    Yields
-    ------
-    None
-
-    Notes
-    -----
-    Implemented with torch's global module hooks
-    (``torch.nn.modules.module.register_module_forward_pre_hook`` and
-    ``register_module_forward_hook(always_call=True)``), installed while the outermost
-    block is open and removed when it closes.  Only positional inputs are cast (torch's
-    global pre-hooks do not see keyword arguments); a module's dtype is that of its first
-    floating parameter, else buffer.
-    """
-    with _BOUNDARY_LOCK:
-        if _BOUNDARY["depth"] == 0:
-            _BOUNDARY["pending"] = {}
-            _BOUNDARY["handles"] = (
-                torch.nn.modules.module.register_module_forward_pre_hook(_cast_inputs),
-                torch.nn.modules.module.register_module_forward_hook(_cast_outputs, always_call=True))
-        _BOUNDARY["depth"] += 1
-    try:
-        yield
-    finally:
-        with _BOUNDARY_LOCK:
-            _BOUNDARY["depth"] -= 1
-            if _BOUNDARY["depth"] == 0:
-                for handle in _BOUNDARY["handles"]:
-                    handle.remove()
-                _BOUNDARY["handles"], _BOUNDARY["pending"] = (), {}
-
-
-def _module_dtype(module) -> torch.dtype | None:
-    """The dtype of a module's first floating parameter or buffer (None if it has none)."""
-    for tensor in module.parameters():
-        if tensor.is_floating_point():
-            return tensor.dtype
-    for tensor in module.buffers():
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return None
-
-
-def _cast_inputs(module, args):
-    own = _module_dtype(module)
-    cast_from = None
-    if own is not None:
-        for a in args:
-            if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != own:
-                cast_from = a.dtype
-                break
-    _BOUNDARY["pending"].setdefault(id(module), []).append(cast_from)
-    if cast_from is None:
-        return None
-    return tuple(a.to(own) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-
-
-def _cast_outputs(module, args, output):
-    stack = _BOUNDARY["pending"].get(id(module))
-    cast_from = stack.pop() if stack else None
-    if cast_from is None:
-        return None
-    return _cast_tree(output, cast_from)
-
-
-def _cast_tree(value, dtype):
-    """Floating tensors in ``value`` (a tensor, or tuples / lists / dicts of them) cast to ``dtype``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype) if value.is_floating_point() else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_cast_tree(v, dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: _cast_tree(v, dtype) for k, v in value.items()}
-    return value
-
-
 # ---------------------------------------------------------------------- tracing
 def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:
     """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
@@ -460,7 +362,7 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
     fn = _SiteProgress(model.name)(fn)  # a count of the sites on a terminal, for runs over PROGRESS_DELAY s
     try:
         with kept_global_rngs(), torch.set_grad_enabled(grad):  # a model's own np.random / random draws too
-            return poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
+            trace = poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
     except (DataError, ModelError) as e:
         # Pyro appends its trace-shape table to errors raised inside a model; ours say enough
         message = str(e.args[0]) if e.args else str(e)
@@ -482,6 +384,31 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
         raise ModelError(f"model '{model.name}' raised while being traced: {why}") from e
     except Exception as e:
         raise ModelError(f"model '{model.name}' raised while being traced{_where(model, e)}: {_text(e)}") from e
+    returned = trace.nodes.get("_RETURN", {}).get("value")
+    if _lazy_kind(returned) is not None:  # e.g. a lambda or callable object around a generator function
+        if inspect.iscoroutine(returned):
+            returned.close()  # never awaited: no "coroutine was never awaited" warning
+        raise ModelError(_lazy_message(model.name, _lazy_kind(returned)))
+    return trace
+
+
+def _lazy_kind(obj) -> str | None:
+    """``"generator"`` or ``"coroutine"`` when ``obj`` is a generator / async function
+    (or what calling one returned), whose body does not run when it is called; else None."""
+    if inspect.isgeneratorfunction(obj) or inspect.isasyncgenfunction(obj) or inspect.isgenerator(obj) \
+            or inspect.isasyncgen(obj):
+        return "generator"
+    if inspect.iscoroutinefunction(obj) or inspect.iscoroutine(obj):
+        return "coroutine"
+    return None
+
+
+def _lazy_message(name: str, kind: str) -> str:
+    """The ModelError text for a model that is a generator or coroutine function."""
+    why, fix = (("its body contains `yield` (a stray yield?)", "remove the `yield` (return the value instead)")
+                if kind == "generator" else ("it is an `async def`", "write the model as a plain `def`"))
+    return (f"model '{name}' is a {kind} function: {why}, so calling it returns a {kind} object and runs none of "
+            f"the model's code (ppl would trace a model without sites); {fix}")
 
 
 _TRACE_TABLE = re.compile(r"\n\s*Trace Shapes:")

@@ -23,10 +23,13 @@ When results are reused, and when not
 -------------------------------------
 Reuse happens only when everything that could change the answer is equal:
 
-* the same model object, its function's tensors unchanged — tensors held by the model
-  function (closure cells, globals it names, containers of those up to three levels,
-  ``torch.nn.Module`` parameters) are fingerprinted by identity and version counter, so an
-  in-place edit of a table or of a ``ppl.param``'s initial value invalidates the entry;
+* the same model object, and everything its function can read besides its arguments
+  unchanged (:func:`ppl.fingerprint.fingerprint`: closure cells, default arguments,
+  globals named in its code and in nested lambdas, module attributes it names, object and
+  class attributes, ``functools.partial`` arguments, containers, ``torch.nn.Module``
+  parameters; tensors and arrays by a digest of their content), so an in-place edit of a
+  table, a changed config attribute or a ``ppl.param``'s initial value invalidates the
+  entry; where that cannot be fingerprinted reliably, nothing is reused;
 * model arguments equal in value (a content digest of every tensor), no masked arrays;
 * the same observed-site names, each value of the same shape and dtype, inside the
   site's support (anything else compiles afresh, which raises the usual ``DataError``);
@@ -45,7 +48,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-import types
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
@@ -59,6 +61,7 @@ from .compiler.families import enumerate_values
 from .compiler.tables import enumeration_dims, log_factor_tables
 from .dsl import BoundData, Model, as_model
 from .errors import PPLError
+from .fingerprint import fingerprint
 
 __all__ = ["Prepared", "lookup", "store", "clear_cache", "MAX_ENTRIES"]
 
@@ -87,68 +90,6 @@ def clear_cache() -> None:
 
 
 # ------------------------------------------------------------------ fingerprints
-_CONSTANTS = (bool, int, float, complex, str)
-
-
-def _walk_tensors(obj, out: list, seen: set, depth: int) -> None:
-    """Collect ``(id, version)`` of tensors reachable from ``obj`` (bounded walk)."""
-    if obj is None or type(obj) in _CONSTANTS:
-        out.append(obj)  # a global or closed-over constant: its value
-        return
-    if depth < 0 or id(obj) in seen or len(seen) > 20000:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        out.append((id(obj), obj._version))
-    elif isinstance(obj, np.ndarray):
-        if obj.size <= 1 << 16:  # numpy has no version counter: small arrays by content
-            out.append((id(obj), hashlib.blake2b(np.ascontiguousarray(obj).tobytes(), digest_size=8).digest()))
-        else:
-            out.append((id(obj), None))
-    elif isinstance(obj, torch.nn.Module):
-        for t in list(obj.parameters()) + list(obj.buffers()):
-            out.append((id(t), t._version))
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            _walk_tensors(x, out, seen, depth - 1)
-    elif isinstance(obj, Mapping):
-        for x in obj.values():
-            _walk_tensors(x, out, seen, depth - 1)
-    elif isinstance(obj, types.FunctionType):
-        _walk_function(obj, out, seen, depth - 1)
-
-
-def _walk_function(fn, out: list, seen: set, depth: int) -> None:
-    for cell in fn.__closure__ or ():
-        try:
-            _walk_tensors(cell.cell_contents, out, seen, depth)
-        except ValueError:  # an empty cell
-            continue
-    globs = fn.__globals__
-    for name in fn.__code__.co_names:
-        if name in globs and not isinstance(globs[name], types.ModuleType):
-            _walk_tensors(globs[name], out, seen, depth)
-
-
-def fingerprint(model: Model) -> tuple:
-    """Identities and version counters of the tensors the model function holds.
-
-    Returns
-    -------
-    tuple of (int, object)
-        ``(id(tensor), tensor._version)`` per reachable tensor (numpy arrays: a content
-        digest when small); equal fingerprints mean no tensor was replaced or edited in
-        place (PyTorch's version counter counts in-place operations).
-    """
-    out: list = []
-    target = model.function
-    if isinstance(target, types.FunctionType):
-        _walk_function(target, out, set(), 3)
-    else:
-        _walk_tensors(target, out, set(), 3)
-    return tuple(out)
-
-
 def _digest(value):
     """A hashable digest of a model argument's value, or ``None`` if it has none."""
     if isinstance(value, torch.Tensor):
@@ -178,7 +119,7 @@ class Prepared:
         self.model = model
         self.graph = graph
         self.arguments = arguments  # name -> digest
-        self.fingerprint = fingerprint(model)
+        self.fingerprint = fingerprint(model.function)  # None: not reliable, never reused
         obs = graph.bound.observations
         self.shapes = {k: (tuple(v.shape), v.dtype) for k, v in obs.items()}
         self.clamped = tuple(k for k in obs if _clampable(graph, k))
@@ -195,8 +136,8 @@ class Prepared:
 
     def matches(self, model, arguments: dict) -> bool:
         """Whether a call with ``arguments`` (digests) may reuse this entry."""
-        return (arguments == self.arguments and model.state_names == self.model.state_names
-                and fingerprint(model) == self.fingerprint)
+        return (self.fingerprint is not None and arguments == self.arguments
+                and model.state_names == self.model.state_names and fingerprint(model.function) == self.fingerprint)
 
     def clampable(self) -> bool:
         """Whether clamping is exact for this model, checked once: the model compiles
@@ -461,7 +402,7 @@ def store(model, data, graph: FactorGraph) -> None:
     if old is not None and old.matches(model, arguments):
         return  # the same structure, kept already (e.g. a model found not clampable)
     entry = Prepared(model, graph, arguments)
-    if not entry.reusable:
+    if not entry.reusable or entry.fingerprint is None:
         return
     with _LOCK:
         _CACHE[key] = entry

@@ -33,6 +33,7 @@ from .api import analyze
 from .api import compile as _compile
 from .compiler.factor_graph import FACTOR_PREFIX, FactorGraph
 from .errors import DataError, OptionError
+from .posterior.figures import checked_path, written
 from .render_matplotlib import FILL, HIGHLIGHT, compute_layout, draw_matplotlib
 
 _layout = compute_layout  # the layout's former name here, which tests/test_render.py reads
@@ -450,7 +451,8 @@ def render(model, data=None, path=None, *, largest_clique: bool = True, layout: 
     Raises
     ------
     OptionError
-        Unknown ``engine``, ``layout`` or ``heuristic``; a suffix other than
+        Unknown ``engine``, ``layout`` or ``heuristic``; a ``path`` that is not a str or
+        an ``os.PathLike``, or that cannot be written (naming it); a suffix other than
         ``.png``/``.svg``/``.pdf``; ``engine="dot"`` when Graphviz's ``dot`` is not
         installed (install Graphviz, or use ``engine="matplotlib"``).
     FileNotFoundError
@@ -480,7 +482,7 @@ def render(model, data=None, path=None, *, largest_clique: bool = True, layout: 
             target = Path(tmp) / f"model.{format}"
             d = _draw(model, data, target, format, largest_clique, layout, engine, heuristic)
             return Rendering(target.read_bytes(), format, d)
-    path = Path(path)
+    path = Path(checked_path(path, call="render()"))
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         got = repr(path.suffix) if path.suffix else "no suffix"
@@ -490,8 +492,20 @@ def render(model, data=None, path=None, *, largest_clique: bool = True, layout: 
         _draw(model, data, path, fmt, largest_clique, layout, engine, heuristic)  # raises the OptionError
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    _draw(model, data, path, fmt, largest_clique, layout, engine, heuristic)
+    written(lambda: _probe(path), path, call="render()", what="the drawing")  # before the work of drawing
+    written(lambda: _draw(model, data, path, fmt, largest_clique, layout, engine, heuristic), path,
+            call="render()", what="the drawing")
     return path
+
+
+def _probe(path: Path) -> None:
+    """Open ``path`` for writing (an ``OSError`` where it cannot be written), leaving no
+    file behind that was not there."""
+    existed = path.exists()
+    with open(path, "ab"):
+        pass
+    if not existed:
+        path.unlink()
 
 
 def _draw(model, data, path: Path, fmt: str, largest_clique, layout, engine, heuristic) -> Drawing:

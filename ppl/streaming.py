@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .api import infer
+from .backends.registry import get_backend, methods_taking
 from .errors import DataError, OptionError
 
 __all__ = ["infer_stream", "stream_npy", "NpyStream"]
@@ -110,8 +111,20 @@ def infer_stream(model, stream, data=None, method: str = "em", **options):
     Raises
     ------
     OptionError
-        ``stream`` not callable.
+        ``stream`` not callable (a list or an iterator of batches: wrap it, ``lambda:
+        iter(batches)``), or ``method`` one that does not stream (``"auto"`` included).
     DataError
-        An empty stream, a first batch that is not a dict; the errors of ``ppl.infer``.
+        An empty stream, a first batch that is not a dict, an exception raised by the
+        stream itself (naming it and the batch); the errors of ``ppl.infer``.
     """
+    if not callable(stream):
+        raise OptionError(f"infer_stream(): stream= (a {type(stream).__name__}) must be a callable returning a "
+                          "fresh iterator of data dicts on each call (every epoch reads the stream again): e.g. "
+                          "ppl.stream_npy(path, key='x', batch_size=10_000), or lambda: iter(batches) for a list")
+    streaming = methods_taking("stream")
+    if method != "auto":
+        get_backend(method)  # an unknown name: BackendNotFoundError, listing the registered ones
+    if method not in streaming:
+        raise OptionError(f"infer_stream(): method={method!r} does not fit a stream of minibatches; the methods "
+                          f"that stream: {streaming} (method='auto' does not choose among them: name one)")
     return infer(model, data, method=method, stream=stream, **options)  # compiles on the first batch

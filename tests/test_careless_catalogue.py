@@ -111,7 +111,7 @@ DATA = [
     ("strings", ["1.0", "nan"], ["data['x']", "expected numbers"]),
     ("float16 inf", np.array([1.0, np.inf], dtype=np.float16), ["data['x']", "NaN or inf"]),
     ("pandas NA", pd.Series([1.0, None, 3.0]), ["observed site 'obs'", "NaN"]),
-    ("pandas frame as a value", pd.DataFrame({"a": [0.1, 0.5], "b": [1.0, 2.0]}), ["observed site 'obs'", "cannot read"]),
+    ("pandas frame as a value", pd.DataFrame({"a": [0.1, 0.5], "b": [1.0, 2.0]}), ["observed site 'obs'", "does not fit"]),
     ("list holding a tensor that requires grad", [torch.tensor(1.0, requires_grad=True), 2.0],
      ["data['x']", "requires grad"]),
     ("a set", {1.0, 2.0}, ["observed site 'obs'", "as numbers"]),

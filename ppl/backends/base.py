@@ -15,7 +15,7 @@ from ..errors import UnsupportedModelError
 from ..trust import UNRELIABLE, Trust
 from .options import settings, validate_options
 
-__all__ = ["Applicability", "Backend", "list_names"]
+__all__ = ["Applicability", "Backend", "applicability", "list_names"]
 
 
 def list_names(names, limit: int = 4) -> str:
@@ -44,6 +44,23 @@ class Applicability:
     reason: str
     error: type = UnsupportedModelError
     details: dict | None = None
+
+
+def applicability(backend, analysis) -> Applicability:
+    """Whether ``backend`` applies to ``analysis``: the checks every backend shares, then
+    its own :meth:`Backend.check`.
+
+    Shared: a plate the model subsamples (``plate(..., subsample_size=B)``) is refused by
+    every backend without :attr:`Backend.subsampling`, naming the plate: such a backend
+    would fit one random minibatch, scaled up, as if it were the data."""
+    subsampled = [p for p in analysis.graph.plates.values() if p.subsample_size is not None]
+    if subsampled and not getattr(backend, "subsampling", False):
+        plates = ", ".join(f"'{p.name}' (subsample_size={p.subsample_size} of {p.full_size})" for p in subsampled)
+        return Applicability(False, f"plate {plates} is subsampled in the model: subsample_size is SVI's "
+                                    f"minibatching, and this method needs every copy of the plate in each "
+                                    f"evaluation (it would fit one random minibatch as if it were the data); "
+                                    f"use method='svi', or drop subsample_size")
+    return backend.check(analysis)
 
 
 class Backend(ABC):
@@ -75,6 +92,11 @@ class Backend(ABC):
         Its ``init`` option takes an earlier Posterior of the model: under
         ``method="auto"`` it is given the Gaussian approximation with the lowest k̂ that an
         earlier attempt left unreliable (:mod:`ppl.backends.common.warmstart`).
+    subsampling : bool
+        It runs on a model that subsamples a plate itself (Pyro's ``plate(name, N,
+        subsample_size=B)``: each run sees a random B of the N copies, scaled by N/B), as a
+        stochastic-gradient method can (SVI).  Every other backend needs all copies in each
+        evaluation and is refused such a model by :func:`applicability`.
     reuses_prepared : bool
         It may run on a graph :mod:`ppl.prepared` rebound to new evidence without tracing
         the model again: it reads observed values only through ``graph.bound`` and the
@@ -93,6 +115,7 @@ class Backend(ABC):
     reference_sampler: bool = False
     gaussian_approximation: bool = False
     warm_starts: bool = False
+    subsampling: bool = False
     reuses_prepared: bool = False
 
     @abstractmethod

@@ -39,12 +39,17 @@ __all__ = ["PlateInfo", "SiteRecord", "trace_with_provenance", "check_structure"
 
 @dataclass(frozen=True)
 class PlateInfo:
-    """A vectorised plate: ``size`` i.i.d. copies along tensor dimension ``dim`` (< 0)."""
+    """A vectorised plate: ``size`` i.i.d. copies along tensor dimension ``dim`` (< 0).
+
+    ``subsample_size`` is set (to ``size``) when the model subsamples the plate
+    (Pyro's ``plate(name, full_size, subsample_size=...)``): the traced run then holds
+    ``size`` of its ``full_size`` copies, a random minibatch that only SVI can use."""
 
     name: str
     size: int
     dim: int
     subsample_size: int | None = None
+    full_size: int | None = None
 
 
 @dataclass
@@ -76,6 +81,14 @@ class SiteRecord:
     plates: tuple = ()
     scope: tuple = ()
     infer: dict = field(default_factory=dict)
+
+
+def _plate_info(frame) -> PlateInfo:
+    """The :class:`PlateInfo` of one frame of a site's ``cond_indep_stack``."""
+    size, full = int(frame.size), getattr(frame, "full_size", None)
+    if full is None or int(full) == size:
+        return PlateInfo(frame.name, size, int(frame.dim))
+    return PlateInfo(frame.name, size, int(frame.dim), size, int(full))
 
 
 def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
@@ -126,11 +139,8 @@ def trace_with_provenance(model: Model, bound: BoundData) -> list[SiteRecord]:
                 check_parameters(name, fn)
             raw_value = site["value"]
             value = strip(raw_value)
-            plates = tuple(
-                PlateInfo(f.name, int(f.size), int(f.dim), None)
-                for f in reversed(site["cond_indep_stack"])
-                if f.vectorized and f.dim is not None
-            )
+            plates = tuple(_plate_info(f) for f in reversed(site["cond_indep_stack"])
+                           if f.vectorized and f.dim is not None)
             scope: tuple = ()
             if kind in ("sample", "factor"):
                 try:

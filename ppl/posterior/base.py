@@ -24,6 +24,7 @@ from ..errors import DataError, UnsupportedModelError
 from ..table import Table
 
 from .checks import check_budget, check_count, check_level, check_memory, check_seed, isolated_rng, numel
+from .copies import ReturnsCopies
 from .lazy import LazyDiagnostics
 from .networks import NetworkWeights
 from .sitecheck import SiteQueries
@@ -32,7 +33,7 @@ from .quantiles import marginal_mean, marginal_quantile, marginal_variance, tabl
 __all__ = ["Posterior", "marginal_variance", "marginal_quantile"]
 
 
-class Posterior(SiteQueries, NetworkWeights):
+class Posterior(SiteQueries, ReturnsCopies, NetworkWeights):
     """Base class of inference results.
 
     Attributes

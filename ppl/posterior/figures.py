@@ -10,7 +10,7 @@ from ..errors import OptionError, UnsupportedModelError
 from .checks import check_count, check_memory, check_seed, numel
 from .plotting import figure, plot_continuous_marginal, plot_table_marginal, safe_name
 
-__all__ = ["ARVIZ_PLOTS", "marginal_figure", "arviz_plot", "write_figure"]
+__all__ = ["ARVIZ_PLOTS", "marginal_figure", "arviz_plot", "write_figure", "checked_path", "written"]
 
 #: ``kind`` of :func:`arviz_plot` -> the ArviZ function that draws it.
 ARVIZ_PLOTS = {"posterior": "plot_posterior", "forest": "plot_forest", "ppc": "plot_ppc"}
@@ -37,8 +37,7 @@ def marginal_figure(post, site: str, path=None, copies: int = 4, num_samples: in
     seed = check_seed(seed, call="plot")
     if site not in post.sites:
         raise post._unknown(site)
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise OptionError(f"plot(): path must be None, a str or an os.PathLike, got {type(path).__name__}")
+    checked_path(path, call="plot()")
     discrete = site in getattr(post, "_supports", {}) and hasattr(post, "probs")
     marg = None
     if not discrete:
@@ -83,14 +82,41 @@ def write_figure(fig, path, *, default_name: str, call: str) -> str:
     if ext not in formats:
         raise OptionError(f"{call}: path {path!r} has the extension '.{ext}', which is not an image format "
                           f"matplotlib writes; use one of {sorted('.' + f for f in formats)} (e.g. '.png')")
-    try:
+
+    def write():
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
         fig.savefig(path, dpi=100, format=ext)
-    except OSError as e:
-        raise OptionError(f"{call}: cannot write the figure to {path!r}: {type(e).__name__}: {e}") from e
+
+    written(write, path, call=call)
     return path
+
+
+def checked_path(path, *, call: str):
+    """``path`` as given when it is None, a str or an ``os.PathLike``.
+
+    Raises
+    ------
+    OptionError
+        Naming ``path`` and ``call``, for any other type."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise OptionError(f"{call}: path must be None, a str or an os.PathLike, got {type(path).__name__}")
+    return path
+
+
+def written(write, path, *, call: str, what: str = "the figure") -> None:
+    """Run ``write()``, which writes ``what`` to ``path``.
+
+    Raises
+    ------
+    OptionError
+        Naming ``call`` and ``path``, when ``write`` raises an ``OSError`` (a folder that
+        cannot be written, a path that is a device or a directory, a full disk)."""
+    try:
+        write()
+    except OSError as e:
+        raise OptionError(f"{call}: cannot write {what} to {str(path)!r}: {type(e).__name__}: {e}") from e
 
 
 def arviz_plot(post, kind: str = "posterior", num_samples: int = 1000, seed=None, **kw):

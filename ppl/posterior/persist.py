@@ -493,7 +493,8 @@ def _check_map_location(map_location):
     ------
     OptionError
         Naming ``map_location`` and the value, when it is another type, not a device
-        name (``"gpu"``), or a device that is not available here."""
+        name (``"gpu"``), a device that is not available here, or a device type other
+        than CPU and CUDA (``"meta"``: tensors without values), as ``ppl.infer(device=)``."""
     if map_location is None:
         return None
     if not isinstance(map_location, (str, torch.device)):
@@ -505,6 +506,11 @@ def _check_map_location(map_location):
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise OptionError(f"ppl.load(): map_location={map_location!r} is not a device available here ({why}); "
                           "expected None, 'cpu', or an available device such as 'cuda' or 'cuda:0'") from None
+    kind = torch.device(map_location).type
+    if kind not in ("cpu", "cuda"):  # e.g. 'meta': tensors without values, nothing to answer from
+        raise OptionError(f"ppl.load(): map_location={map_location!r} is not supported (device type '{kind}' "
+                          "is neither CPU nor CUDA, as for ppl.infer's device=); expected None, 'cpu', or an "
+                          "available device such as 'cuda' or 'cuda:0'")
     return map_location
 
 

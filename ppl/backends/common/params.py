@@ -9,6 +9,7 @@ import pyro
 import torch
 
 from ...errors import PPLError
+from ...paramstore import store_restore, store_snapshot
 from .modules import ModuleWeights, is_module_param
 
 __all__ = ["current_params", "param_constraint", "store_params", "store_snapshot", "store_restore", "params_in_dtype",
@@ -39,39 +40,6 @@ def store_params(params: dict) -> None:
         for k, v in params.items():
             old = store[k] if k in store else None
             store[k] = (v.to(dtype=old.dtype, device=old.device) if old is not None else v).detach().clone()
-
-
-def store_snapshot() -> tuple:
-    """Pyro's param store as it is now: each entry's tensor (the same object: ``pyro.module``
-    trains a module's weights only while the store holds the module's own tensors) with a
-    copy of its value, and the constraints (read through the public ``get_state``)."""
-    state = pyro.get_param_store().get_state()
-    return {k: (v, v.detach().clone()) for k, v in state["params"].items()}, dict(state["constraints"])
-
-
-def store_restore(snapshot) -> None:
-    """Pyro's param store as :func:`store_snapshot` found it: the same tensors, with their
-    values, and nothing else.  A tensor whose value is bit for bit the saved one is not
-    written (its version counter stays as it is)."""
-    params, constraints = snapshot
-    store = pyro.get_param_store()
-    store.clear()
-    with torch.no_grad():
-        for tensor, value in params.values():
-            if tensor.shape == value.shape and not _same_bits(tensor, value):
-                tensor.copy_(value)
-    store.set_state({"params": {k: tensor for k, (tensor, _) in params.items()}, "constraints": dict(constraints)})
-
-
-def _same_bits(tensor, value) -> bool:
-    """Whether two tensors of one shape hold the same dtype and the same bytes."""
-    if tensor.dtype != value.dtype or tensor.device != value.device:
-        return False
-    try:
-        a, b = tensor.detach().reshape(-1).contiguous(), value.detach().reshape(-1).contiguous()
-        return bool(torch.equal(a.view(torch.uint8), b.view(torch.uint8)))
-    except (RuntimeError, TypeError):  # a layout without plain bytes (sparse, quantized): write it
-        return False
 
 
 def params_in_dtype(graph, dtype) -> None:

@@ -355,20 +355,49 @@ def first_batch(stream) -> dict:
     if not callable(stream):
         raise OptionError(f"stream= (a {type(stream).__name__}) must be a callable returning a fresh iterator of "
                           "data dicts (e.g. ppl.stream_npy(path, key='x', batch_size=10_000))")
-    first = next(iter(stream()), None)
+    first = next((batch for _, batch in _read(stream)), None)
     if first is None:
         raise DataError("stream=: the stream yielded no batch (an empty stream)")
     return check_batch(first, sorted(first) if isinstance(first, Mapping) else [], None, 1)
 
 
-def _batches(stream, keys=None, trailing=None):
-    """Checked batches of a fresh iterator of ``stream()``; raises DataError for an empty stream."""
+def _read(stream):
+    """``(n, batch)`` of a fresh iterator of ``stream()``, n from 1.  An exception of the
+    user's stream (calling it, or reading a batch: a missing column, a file that is gone)
+    is a :class:`DataError` naming the stream and the batch; ppl's own errors pass."""
     try:
-        it = iter(stream())
+        produced = stream()
+    except (DataError, ModelError, OptionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code: named, not swallowed
+        raise DataError(f"stream=: calling the stream {_name(stream)} raised {type(e).__name__}: {e}") from e
+    try:
+        it = iter(produced)
     except TypeError as e:
         raise OptionError(f"option stream: calling it must return an iterable of data dicts ({e})") from None
     n = 0
-    for n, batch in enumerate(it, 1):
+    while True:
+        n += 1
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (DataError, ModelError, OptionError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"stream=: the stream {_name(stream)} raised {type(e).__name__}: {e} while reading "
+                            f"batch {n}") from e
+        yield n, batch
+
+
+def _name(stream) -> str:
+    return repr(getattr(stream, "__qualname__", None) or type(stream).__name__)
+
+
+def _batches(stream, keys=None, trailing=None):
+    """Checked batches of a fresh iterator of ``stream()``; raises DataError for an empty stream."""
+    n = 0
+    for n, batch in _read(stream):
         if keys is None:
             keys = sorted(batch) if isinstance(batch, Mapping) else []
             checked = check_batch(batch, keys, None, n)

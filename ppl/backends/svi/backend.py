@@ -111,6 +111,7 @@ class SVIBackend(Backend):
     )
     rank = 40
     rank_note = "a stochastic bound from gradient steps ranks below the closed-form methods"
+    subsampling = True  # a plate the model subsamples is a minibatch: unbiased stochastic gradients
 
     # ------------------------------------------------------------------ applicability
     def check(self, analysis) -> Applicability:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -100,9 +101,12 @@ class CheckObservations(Messenger):
         value = msg["value"]
         if not isinstance(value, torch.Tensor):  # obs= given a Python number or list
             try:
-                value = torch.as_tensor(value)
+                value = torch.as_tensor(_numbers_of(value))
             except (TypeError, ValueError, RuntimeError):
-                raise DataError(f"observed site '{name}': cannot read its value {value!r} as numbers") from None
+                shown = " ".join(repr(value).split())
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
+                raise DataError(f"observed site '{name}': cannot read its value {shown} ({type(value).__name__}) "
+                                "as numbers") from None
         if value.is_complex():  # a cast to a real dtype would drop the imaginary part silently
             raise DataError(f"observed site '{name}': its value is complex ({value.dtype}); expected real numbers "
                             f"for its {family} distribution (pass x.real or x.abs() if that is what you mean)")
@@ -118,6 +122,17 @@ class CheckObservations(Messenger):
         msg["value"] = value
         if self.validate:
             check_observation(self.model, name, fn, value)
+
+
+def _numbers_of(value):
+    """An ``obs=`` value as torch reads it: a pandas Series (a model argument reaches the
+    model unchanged, so ``obs=x`` gets the Series itself) or another array-like with a
+    ``to_numpy()`` (a DataFrame, a polars Series) as its numpy array (a copy where it
+    must be one); anything else as it is."""
+    to_numpy = getattr(value, "to_numpy", None)
+    if callable(to_numpy) and not isinstance(value, np.ndarray):
+        return np.array(to_numpy())
+    return value
 
 
 def _sample_site_names(sites) -> dict:
