@@ -16,6 +16,7 @@ scalars and torch tensors are accepted; the user's objects are copied, never mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -332,6 +333,26 @@ def as_model(obj) -> Model:
 
 
 # ---------------------------------------------------------------------- tracing
+@contextlib.contextmanager
+def data_default_dtype(bound: BoundData):
+    """Trace under torch's default dtype float64 when every floating tensor of the data is
+    float64 (numpy arrays and Python floats bind as float64): the priors a model builds
+    from Python numbers (``dist.Normal(0., 1.)``) then share the data's dtype, as in every
+    backend's run (float64 by default), instead of float32 against float64 data (``x @ w``
+    refuses to mix them).  Float32 data, or a default dtype the user has set, is left as
+    it is."""
+    floating = {v.dtype for v in (*bound.args, *bound.kwargs.values(), *bound.observations.values())
+                if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if floating != {torch.float64} or torch.get_default_dtype() != torch.float32:
+        yield
+        return
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:
     """Run ``model`` once under ``poutine.trace`` with ``bound``'s observations conditioned.
 
@@ -361,7 +382,7 @@ def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False)
     fn = _FeasibleImproper()(fn)   # outermost: only sites no other handler gave a value
     fn = _SiteProgress(model.name)(fn)  # a count of the sites on a terminal, for runs over PROGRESS_DELAY s
     try:
-        with kept_global_rngs(), torch.set_grad_enabled(grad):  # a model's own np.random / random draws too
+        with kept_global_rngs(), torch.set_grad_enabled(grad), data_default_dtype(bound):
             trace = poutine.trace(fn).get_trace(*bound.args, **bound.kwargs)
     except (DataError, ModelError) as e:
         # Pyro appends its trace-shape table to errors raised inside a model; ours say enough
