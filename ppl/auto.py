@@ -6,7 +6,9 @@ cheapest and most exact first), each result's trust verdict is checked, and the 
 option sets (``Backend.auto_variants``, e.g. a richer guide).  Every attempt, its cost and
 why it was left is recorded in ``posterior.diagnostics["routing"]``.  When no attempt is
 reliable within ``time_budget`` seconds, the last result is returned with its
-"unreliable" verdict and a :class:`~ppl.errors.TrustWarning`.  Point estimates (rank 90 and
+"unreliable" verdict and a :class:`~ppl.errors.TrustWarning` (a sampler whose chains
+disagree gives way to an earlier Gaussian approximation whose k̂ is below 1:
+:func:`_least_unreliable`).  Point estimates (rank 90 and
 above) are tried only when nothing else applies.  A sampler that takes a warm start
 (``Backend.warm_starts``: ChEES) begins from the draws and covariance of the Gaussian
 approximation with the lowest PSIS k̂ that an earlier attempt left unreliable (Zhang et al.
@@ -243,9 +245,33 @@ def escalate(graph, analysis, options: dict, run_method):
         failures = "; ".join(f"{a['method']}: {a['left_because']}" for a in attempts)
         raise NumericalError(f"every method auto tried on model '{graph.model.name}' failed ({failures})") \
             from last_error
+    last = _least_unreliable(last, approx)
     post = _finish(last, route, attempts, last.method, False)
     post.trust.warn(post.method, stacklevel=4)
     return post
+
+
+#: At or above this R-hat a sampler's chains are in different places (Gelman & Rubin 1992's
+#: threshold): its pooled draws are a mixture of where each chain got stuck.
+CHAINS_DISAGREE_RHAT = 1.1
+
+
+def _least_unreliable(last, approx):
+    """Which unreliable result auto returns when none is reliable: the last one (the most
+    thorough method tried), unless it is a sampler whose chains disagree (R-hat >=
+    :data:`CHAINS_DISAGREE_RHAT`) while a Gaussian approximation tried earlier has PSIS
+    k̂ < 1, so its importance-weighted means exist (Vehtari et al. 2024, §3): then that
+    approximation, with a reason saying why."""
+    rhat = last.trust.numbers.get("rhat")
+    khat = start_khat(approx)
+    if approx is None or approx is last or rhat is None or not rhat >= CHAINS_DISAGREE_RHAT or not khat < 1.0:
+        return last
+    approx.trust.reasons.append(
+        f"auto returns this unreliable {approx.method} result rather than {last.method}'s, the last it tried: "
+        f"{last.method}'s chains disagree (R-hat {rhat:.2f} >= {CHAINS_DISAGREE_RHAT}), so its draws mix where "
+        f"each chain got stuck, while this approximation's PSIS k̂ is {khat:.2f} < 1 (its importance-weighted "
+        "means exist); the verdict stays unreliable")
+    return approx
 
 
 def option_refusals(candidates: list, given: dict) -> dict:

@@ -172,3 +172,29 @@ def test_a_warm_start_in_one_mode_does_not_hide_the_other():
     signs = (post.draws("mu") > 0).double().mean(1)                          # per chain
     assert float(signs.min()) < 0.5 < float(signs.max())                      # chains in both modes
     assert post.trust.verdict == "unreliable" and post.diagnostics["max_rhat"] > 1.1
+
+
+def _result(method, numbers, draws=None):
+    import types
+
+    from ppl.trust import UNRELIABLE, Trust
+
+    post = types.SimpleNamespace(method=method, trust=Trust(UNRELIABLE, ["a reason"], dict(numbers)))
+    if draws is not None:
+        post.weighted_draws = types.SimpleNamespace(log_p=torch.zeros(draws, dtype=torch.float64))
+    return post
+
+
+def test_auto_returns_the_approximation_when_the_last_sampler_chains_disagree():
+    """When nothing is reliable, auto returns the last result, except a sampler whose chains
+    disagree (R-hat >= 1.1) after a Gaussian approximation with k̂ < 1."""
+    from ppl.auto import _least_unreliable
+
+    lap = _result("laplace", {"psis_khat": 0.8}, draws=1000)
+    assert _least_unreliable(_result("chees", {"rhat": 2.7}), lap) is lap
+    assert "R-hat 2.70 >= 1.1" in lap.trust.reasons[-1] and lap.trust.verdict == "unreliable"
+    for last, approx in [(_result("chees", {"rhat": 1.05}), _result("laplace", {"psis_khat": 0.8}, 1000)),
+                         (_result("chees", {"rhat": 2.7}), _result("laplace", {"psis_khat": 1.3}, 1000)),
+                         (_result("chees", {"rhat": 2.7}), None),
+                         (_result("svi", {"psis_khat": 0.9}), _result("laplace", {"psis_khat": 0.8}, 1000))]:
+        assert _least_unreliable(last, approx) is last
