@@ -108,3 +108,24 @@ def test_map_finds_the_mode_in_any_units(scale):
     assert float(post.map()["mu"]) == pytest.approx(float(x.sum()) * shrink, rel=1e-6)
     assert float(post.map()["nu"]) == pytest.approx(float(z.sum()) * shrink, rel=1e-6)
     assert post.converged
+
+
+class _Overflowing:
+    """A stand-in log density whose gradient is NaN (torch.where's other branch, as a
+    model's clamps and overflows give): L-BFGS's next iterate is NaN, where the density
+    refuses the value (as a model's support check does)."""
+
+    dim = 1
+
+    def log_density(self, z):
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("Expected value argument ... but found invalid values:\nnan")
+        return -torch.where(z.sum() > 0, z.pow(2).sum(), torch.sqrt(-z).sum())
+
+
+def test_a_nan_iterate_is_named_as_an_overflow_not_as_the_model_refusing_a_value():
+    from ppl.backends.common.mode import _lbfgs
+
+    with pytest.raises(FloatingPointError, match="iterate became NaN or infinite") as e:
+        _lbfgs(_Overflowing(), torch.ones(1, dtype=torch.float64), 50, [0])
+    assert "invalid values" not in str(e.value)

@@ -79,7 +79,13 @@ def _lbfgs(potential, z0, max_iter, counter):
             try:
                 value = -potential.log_density(z)
             except (ValueError, RuntimeError) as e:
-                raise FloatingPointError(f"the model has no density at a point the optimiser tried: {e}") from e
+                if not bool(torch.isfinite(z.detach()).all()):   # the iterate itself overflowed: say so
+                    raise FloatingPointError(
+                        "the optimiser's iterate became NaN or infinite (the log density or its gradient "
+                        "overflowed: often a scale running to 0 where the density grows without bound, as in a "
+                        "centred hierarchy whose group scale can shrink to 0)") from e
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise FloatingPointError(f"the model has no density at a point the optimiser tried: {first}") from e
             if not torch.isfinite(value):
                 raise FloatingPointError("non-finite log density")
             value.backward()
