@@ -143,7 +143,8 @@ class ConjugateSweeps:
         Raises
         ------
         NumericalError
-            Improper natural parameters (the log joint is not bounded in the block under q)."""
+            Improper natural parameters (the expected log joint does not curve down in the
+            block under q: a non-conjugate factor, or a log joint unbounded in it)."""
         b, damping = self.blocks[i], self.o.damping
         eta, _ = self.gradient(qd_now, qc_now, i)
         old = b.rule.natural(qc_now[i])
@@ -152,7 +153,10 @@ class ConjugateSweeps:
         if new is None:
             site = " and ".join(f"'{s}'" for s in b.sites)
             raise NumericalError(f"CAVI: the update of latent {site} ({b.rule.name}) has improper natural parameters "
-                                 "(the model's log joint is not bounded in it under q)")
+                                 "(a negative precision or shape): the expected log joint under q, on its sigma "
+                                 "points, does not curve down in it as a conjugate factor's would; the model is "
+                                 "probably not conjugate in it (a probit or logistic link, a nonlinear mean) or "
+                                 "its log joint is unbounded there; try method='laplace' or 'nuts'")
         return tuple(t.detach() for t in new)
 
     def sweep(self, state) -> dict:
