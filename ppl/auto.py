@@ -23,6 +23,7 @@ import time
 import warnings
 
 from .backends.options import Boolean, NoneValue, Option, Real, option_table, validate_options
+from .backends.common.importance import gaussian_misfit
 from .backends.common.warmstart import start_khat
 from .backends.registry import methods_taking, ranked_backends
 from .errors import (DataError, NumericalError, OptionError, PPLError, TrustWarning, UnknownOptionError,
@@ -225,6 +226,7 @@ def escalate(graph, analysis, options: dict, run_method):
             trust = post.trust
             record = {"method": name, "options": extra, "seconds": time.perf_counter() - t0,
                       "verdict": trust.verdict, "left_because": None, "psis_khat": trust.numbers.get("psis_khat"),
+                      "gaussian_misfit": _misfit(backend, trust),
                       "gaussian_approximation": getattr(backend, "gaussian_approximation", False),
                       "ignored_options": sorted(k for k in rest if k not in declared),  # the method does not take them
                       "divergences": trust.numbers.get("divergences")}  # a sampler's: decides a longer run's use
@@ -254,6 +256,14 @@ def escalate(graph, analysis, options: dict, run_method):
 #: At or above this R-hat a sampler's chains are in different places (Gelman & Rubin 1992's
 #: threshold): its pooled draws are a mixture of where each chain got stuck.
 CHAINS_DISAGREE_RHAT = 1.1
+
+
+def _misfit(backend, trust) -> str | None:
+    """Why an unreliable Gaussian approximation says the posterior is not Gaussian
+    (:func:`~ppl.backends.common.importance.gaussian_misfit`), else None."""
+    if trust.ok or not getattr(backend, "gaussian_approximation", False):
+        return None
+    return gaussian_misfit(trust.numbers)
 
 
 def _least_unreliable(last, approx):

@@ -143,6 +143,24 @@ def test_auto_escalates_to_a_right_answer(case):
     assert post.trust.verdict == "reliable"
     err, ratio = _errors(post, reference())
     assert err < 0.2 and 0.8 <= ratio <= 1.25, (post.method, err, ratio)
+    # a Gaussian guide is not tried after two Gaussian fits failed for the posterior's shape
+    svi = [a for a in post.diagnostics["routing"]["attempts"] if a["method"] == "svi"]
+    assert svi and svi[0]["left_because"].startswith("not tried: two Gaussian approximations failed")
+
+
+def test_gaussian_misfit_reads_the_shape_failures_only():
+    from ppl.backends.common.importance import gaussian_misfit
+
+    base = {"psis_khat": 0.3, "khat_threshold": 0.7, "num_draws": 4000, "tail_mass": 1e-4,
+            "tail_variance_share": 1e-3, "psis_khat_variance": 0.4, "variance_ess": 900.0}
+    assert gaussian_misfit(base) is None
+    assert gaussian_misfit({**base, "psis_khat": 0.75}) == "k̂ 0.75"
+    assert "beyond its draws' reach" in gaussian_misfit({**base, "tail_mass": 0.05})
+    assert gaussian_misfit({**base, "psis_khat_variance": 0.9, "variance_ess": 60.0}) == "variance k̂ 0.90"
+    assert gaussian_misfit({**base, "psis_khat_variance": 0.9, "tail_variance_share": 0.2}) == "variance k̂ 0.90"
+    # a heavy variance k̂ on many effective draws with little spread out of reach: near-Gaussian
+    assert gaussian_misfit({**base, "psis_khat_variance": 0.9}) is None
+    assert gaussian_misfit({"num_draws": 50}) is None    # too few draws say nothing about the shape
 
 
 def test_second_moment_khat_is_small_when_q_is_the_posterior_and_large_when_q_is_too_narrow():

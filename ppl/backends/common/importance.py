@@ -23,7 +23,7 @@ from ...trust.psis import PSISResult, psis, second_moment_khat
 
 __all__ = ["WeightedDraws", "weigh", "psis_trust", "MIN_PSIS_DRAWS", "draws_by_site", "discrete_sites",
            "mean_field_weights", "tail_mass", "TAIL_MASS_LIMIT", "spread_khat",
-           "VARIANCE_SHARE_LIMIT"]
+           "VARIANCE_SHARE_LIMIT", "gaussian_misfit"]
 
 
 @dataclass
@@ -297,6 +297,27 @@ def psis_trust(w: WeightedDraws, *, what: str, next_method: str | None, correcte
                              "-inf, or NaN, read as -inf), so its ELBO is -inf; importance resampling gives them "
                              "weight 0")
     return trust
+
+
+def gaussian_misfit(numbers: dict) -> str | None:
+    """Why a Gaussian approximation's PSIS numbers (``trust.numbers`` of Laplace or
+    Pathfinder) show a posterior whose shape no Gaussian matches, or None: k̂ of the
+    weights at 0.7 or above (Yao et al. 2018, §2.2), more than :data:`TAIL_MASS_LIMIT` of
+    the mass beyond the draws' reach, or a variance estimate that fails
+    (:func:`psis_trust`'s rule).  Too few draws, or draws where the model has no density,
+    say nothing about the shape."""
+    k = numbers.get("psis_khat")
+    if k is not None and k >= 0.7:
+        return f"k̂ {k:.2f}"
+    if (numbers.get("tail_mass") or 0.0) > TAIL_MASS_LIMIT:
+        return f"{numbers['tail_mass']:.0%} of the mass beyond its draws' reach"
+    kv, limit = numbers.get("psis_khat_variance"), numbers.get("khat_threshold")
+    if kv is not None and limit is not None and kv >= limit:
+        s = numbers.get("num_draws") or 0
+        if (numbers.get("variance_ess") or 0.0) < min(100.0, 0.1 * s) \
+                or (numbers.get("tail_variance_share") or 0.0) > VARIANCE_SHARE_LIMIT:
+            return f"variance k̂ {kv:.2f}"
+    return None
 
 
 def _variance_untrusted(w: WeightedDraws, limit: float, s: int) -> bool:

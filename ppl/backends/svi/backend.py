@@ -165,17 +165,16 @@ class SVIBackend(Backend):
         return [{"guide": "mvn"}] if 0 < dims <= 200 else [{}]
 
     def auto_skip(self, analysis, options, attempts):
-        """No Gaussian guide after two Gaussian approximations failed: PSIS k̂ >= 0.7, or a
-        numerical failure (Laplace finds no mode with a positive definite Hessian): the
-        posterior's shape is not Gaussian (Yao et al. 2018, §2.2), so auto goes on to the sampler."""
+        """No Gaussian guide after two Gaussian approximations failed for the posterior's shape
+        (k̂ >= 0.7, tails out of reach, a failed variance estimate: ``importance.gaussian_misfit``)
+        or found no mode: the posterior is not Gaussian (Yao et al. 2018, §2.2), so auto goes on."""
         if options.get("guide", "normal") not in ("normal", "diagonal", "mvn", "lowrank"):
             return None
         bad = [a for a in attempts if a.get("gaussian_approximation")
-               and ((a.get("verdict") == "unreliable" and (a.get("psis_khat") or 0.0) >= 0.7)
-                    or a.get("numerical_failure"))]
+               and ((a.get("verdict") == "unreliable" and a.get("gaussian_misfit")) or a.get("numerical_failure"))]
         if len(bad) < 2:
             return None
-        why = ", ".join(f"{a['method']} k̂ {a['psis_khat']:.2f}" if a.get("psis_khat") is not None
+        why = ", ".join(f"{a['method']} {a['gaussian_misfit']}" if a.get("gaussian_misfit")
                         else f"{a['method']} found no mode" for a in bad)
         return (f"two Gaussian approximations failed ({why}): the posterior is not close to a Gaussian, so a "
                 "Gaussian guide would not be reliable either")
