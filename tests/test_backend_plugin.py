@@ -170,14 +170,20 @@ def test_svi_declines_gaussian_guides_after_two_gaussian_approximations_missed_t
     from ppl.backends.svi.backend import SVIBackend
 
     svi = SVIBackend()
-    bad = [{"method": "laplace", "verdict": "unreliable", "psis_khat": 0.9, "gaussian_approximation": True},
-           {"method": "pathfinder", "verdict": "unreliable", "psis_khat": 0.8, "gaussian_approximation": True}]
+    # auto's records: gaussian_misfit is importance.gaussian_misfit of the verdict's numbers
+    bad = [{"method": "laplace", "verdict": "unreliable", "psis_khat": 0.9, "gaussian_approximation": True,
+            "gaussian_misfit": "k̂ 0.90"},
+           {"method": "pathfinder", "verdict": "unreliable", "psis_khat": 0.8, "gaussian_approximation": True,
+            "gaussian_misfit": "k̂ 0.80"}]
     why = svi.auto_skip(None, {"guide": "mvn"}, bad)
     assert why and "laplace k̂ 0.90" in why and "pathfinder k̂ 0.80" in why
     assert svi.auto_skip(None, {}, bad)                                   # the mean field is Gaussian too
     assert svi.auto_skip(None, {"guide": "mvn"}, bad[:1]) is None          # one is not enough
     assert svi.auto_skip(None, {"guide": "iaf"}, bad) is None              # a flow is not Gaussian
-    assert svi.auto_skip(None, {"guide": "mvn"}, [dict(bad[0], psis_khat=0.6), bad[1]]) is None
+    assert svi.auto_skip(None, {"guide": "mvn"}, [dict(bad[0], psis_khat=0.6, gaussian_misfit=None), bad[1]]) is None
+    # heavy tails with k̂ < 0.7 count too (the tail probe, the variance check)
+    tails = dict(bad[0], psis_khat=0.6, gaussian_misfit="18% of the mass beyond its draws' reach")
+    assert "laplace 18% of the mass beyond its draws' reach" in svi.auto_skip(None, {"guide": "mvn"}, [tails, bad[1]])
     assert svi.auto_skip(None, {"guide": "mvn"}, [dict(b, gaussian_approximation=False) for b in bad]) is None
     # Laplace finding no mode (a NumericalError) counts as a Gaussian approximation that failed
     no_mode = {"method": "laplace", "verdict": None, "gaussian_approximation": True, "numerical_failure": True}
