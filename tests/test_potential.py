@@ -103,3 +103,23 @@ def test_constraining_many_draws_at_once_equals_pyro_transforms_row_by_row(name)
     for s, u in potential.unflat(zs).items():
         theirs = torch.stack([transforms[s].inv(row) for row in u]) if s in transforms else u
         torch.testing.assert_close(batch[s], theirs, rtol=1e-12, atol=1e-12)
+
+
+@ppl.model
+def _shifted(y):
+    z = ppl.sample("z", ppl.distributions.Normal(torch.tensor(0.0, dtype=F64), 1.0))
+    ppl.sample("y", ppl.distributions.Uniform(z - 1.0, z + 1.0), obs=y)
+
+
+def test_the_start_moves_off_a_prior_median_where_the_model_has_no_density():
+    """y ~ Uniform(z - 1, z + 1) at y = 2: the prior median z = 0 gives y no density (the
+    model refused to be evaluated there: a ModelError for every method); the start is now
+    the first seeded uniform(-2, 2) point with a finite density, z in (1, 3)."""
+    graph = ppl.compile(_shifted, {"y": torch.tensor(2.0, dtype=F64)})
+    potential = Potential(graph, torch.device("cpu"), F64, ppl.analyze(graph))
+    z = float(potential.median[0])
+    assert 1.0 < z < 2.0 and math.isfinite(float(potential.log_density(potential.median)))
+    again = Potential(graph, torch.device("cpu"), F64, ppl.analyze(graph))
+    assert float(again.median[0]) == z                                     # seeded: the same start
+    inside = ppl.compile(_shifted, {"y": torch.tensor(0.8, dtype=F64)})    # the median works: kept
+    assert float(Potential(inside, torch.device("cpu"), F64, ppl.analyze(inside)).median[0]) == 0.0

@@ -219,12 +219,24 @@ class Potential:
             self.transforms = None if self.tabled is None else self._static_transforms()
         if self.noncentred:
             self._batch_transforms = False   # loc + scale · z depends on other latents: a model run per point
-        try:
-            with torch.no_grad():
-                self.log_density(self.median)
-        except (RuntimeError, ValueError) as e:
-            raise ModelError(f"model '{graph.model.name}' cannot be evaluated at its starting point: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+        self.median = self._feasible(self.median, graph.model.name)
+
+    def _feasible(self, median: torch.Tensor, name: str, tries: int = 32) -> torch.Tensor:
+        """``median`` if the log density is finite there, else the first of ``tries`` seeded
+        uniform(-2, 2) points where it is (``Uniform(z - 1, z + 1)`` observed at y = 2), else
+        ``median`` if it could be evaluated; raises ModelError if it could not (nor any point)."""
+        gen, failure = torch.Generator().manual_seed(0), None
+        for i in range(tries + 1):   # a fixed seed: the same start in every run
+            z = median if i == 0 else self.random_start(gen).to(dtype=self.dtype, device=self.device)
+            try:
+                if bool(torch.isfinite(self.log_density(z).detach()).all()):
+                    return z
+            except (RuntimeError, ValueError) as e:
+                failure = failure if i else e
+        if failure is None:   # evaluable, not finite: the backends name the sites
+            return median
+        raise ModelError(f"model '{name}' cannot be evaluated at its starting point: {type(failure).__name__}: "
+                         f"{str(failure).splitlines()[0] if str(failure) else failure!r}") from failure
 
     @property
     def enumerated(self):
