@@ -334,6 +334,20 @@ def as_model(obj) -> Model:
 
 # ---------------------------------------------------------------------- tracing
 @contextlib.contextmanager
+def default_dtype(dtype):
+    """Torch's default float dtype set to ``dtype`` inside the block and restored after it;
+    nothing is changed for a dtype other than float32/float64 or the current default."""
+    old = torch.get_default_dtype()
+    if dtype not in (torch.float32, torch.float64) or dtype == old:
+        yield
+        return
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def data_default_dtype(bound: BoundData):
     """Trace under torch's default dtype float64 when every floating tensor of the data is
     float64 (numpy arrays and Python floats bind as float64): the priors a model builds
@@ -343,14 +357,8 @@ def data_default_dtype(bound: BoundData):
     it is."""
     floating = {v.dtype for v in (*bound.args, *bound.kwargs.values(), *bound.observations.values())
                 if isinstance(v, torch.Tensor) and v.is_floating_point()}
-    if floating != {torch.float64} or torch.get_default_dtype() != torch.float32:
-        yield
-        return
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(torch.float32)
+    use = floating == {torch.float64} and torch.get_default_dtype() == torch.float32
+    return default_dtype(torch.float64) if use else contextlib.nullcontext()
 
 
 def trace_model(model: Model, bound: BoundData, *messengers, grad: bool = False) -> poutine.Trace:

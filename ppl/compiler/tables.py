@@ -20,7 +20,7 @@ import networkx as nx
 import pyro
 import torch
 
-from ..dsl import BoundData, trace_model
+from ..dsl import BoundData, default_dtype, trace_model
 from ..errors import ModelError, UnsupportedModelError
 from ..ops.contract import LogFactor
 from .chunked import precompute_log_probs
@@ -32,21 +32,6 @@ from .zeros import exact_log_prob
 __all__ = ["FactorLayout", "latent_mask", "masked_latent_log_prob", "enumerated_trace", "enumeration_dims", "factor_layout", "log_factor_tables"]
 
 _MAX_DIMS = 60  # torch supports 64 dims
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype):
-    """Run the enumerated trace with ``dtype`` as torch's default float dtype, so tensors
-    the model creates (``torch.ones(K)``...) have the precision the tables are asked in."""
-    old = torch.get_default_dtype()
-    if dtype not in (torch.float32, torch.float64) or dtype == old:
-        yield
-        return
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def enumeration_dims(graph, moral: nx.Graph) -> dict:
@@ -180,7 +165,7 @@ def enumerated_trace(graph, dims: dict, dtype, *messengers, grad: bool = False, 
     """One run of the model with every discrete latent enumerated (see the module
     docstring), ``log_prob`` computed at every site unless ``log_prob=False``, observed
     values checked unless ``validate=False``.  Raises as :func:`log_factor_tables`."""
-    with pyro.validation_enabled(False), _default_dtype(dtype):
+    with pyro.validation_enabled(False), default_dtype(dtype):
         try:
             trace = trace_model(graph.model, _bound_in(graph, dtype), EnumerateSites(dims), *messengers,
                                 CheckObservations(graph.model, graph.bound.observations, validate, sites=graph.sites),

@@ -311,26 +311,24 @@ def gaussian_misfit(numbers: dict) -> str | None:
         return f"k̂ {k:.2f}"
     if (numbers.get("tail_mass") or 0.0) > TAIL_MASS_LIMIT:
         return f"{numbers['tail_mass']:.0%} of the mass beyond its draws' reach"
-    kv, limit = numbers.get("psis_khat_variance"), numbers.get("khat_threshold")
-    if kv is not None and limit is not None and kv >= limit:
-        s = numbers.get("num_draws") or 0
-        if (numbers.get("variance_ess") or 0.0) < min(100.0, 0.1 * s) \
-                or (numbers.get("tail_variance_share") or 0.0) > VARIANCE_SHARE_LIMIT:
-            return f"variance k̂ {kv:.2f}"
+    if _variance_fails(numbers):
+        return f"variance k̂ {numbers['psis_khat_variance']:.2f}"
     return None
 
 
-def _variance_untrusted(w: WeightedDraws, limit: float, s: int) -> bool:
-    """Whether a variance estimate fails: its k̂ (:func:`spread_khat`) reaches ``limit`` and
-    the heavy tail matters, either because the estimate rests on fewer than min(100, S/10)
-    effective draws (the weights' own ESS rule) or because more than
-    :data:`VARIANCE_SHARE_LIMIT` of the model's spread along an axis lies beyond the draws'
-    reach (:func:`tail_mass`).  k̂ alone also flags near-Gaussian posteriors with a slightly
-    heavier tail whose sds the draws estimate well (a Gamma rate from 20 points)."""
-    if w.spread is None or not w.spread[0] >= limit:
+def _variance_fails(numbers: dict) -> bool:
+    """Whether a verdict's numbers show a variance estimate that fails: its k̂
+    (``psis_khat_variance``, :func:`spread_khat`) reaches ``khat_threshold`` and the heavy
+    tail matters, either because the estimate rests on fewer than min(100, S/10) effective
+    draws (the weights' own ESS rule) or because more than :data:`VARIANCE_SHARE_LIMIT` of
+    the model's spread along an axis lies beyond the draws' reach (:func:`tail_mass`).  k̂
+    alone also flags near-Gaussian posteriors with a slightly heavier tail whose sds the
+    draws estimate well (a Gamma rate from 20 points)."""
+    kv, limit = numbers.get("psis_khat_variance"), numbers.get("khat_threshold")
+    if kv is None or limit is None or not kv >= limit:
         return False
-    share = w.tail[3] if w.tail is not None else 0.0
-    return w.spread[3] < min(100.0, 0.1 * s) or share > VARIANCE_SHARE_LIMIT
+    return ((numbers.get("variance_ess") or 0.0) < min(100.0, 0.1 * (numbers.get("num_draws") or 0))
+            or (numbers.get("tail_variance_share") or 0.0) > VARIANCE_SHARE_LIMIT)
 
 
 def _psis_verdict(w: WeightedDraws, r, s: int, numbers: dict, what: str, next_method, corrected: bool) -> Trust:
@@ -351,10 +349,10 @@ def _psis_verdict(w: WeightedDraws, r, s: int, numbers: dict, what: str, next_me
                                   f"mass beyond 4 sds of {what}, where its draws do not reach: the posterior's tails "
                                   f"are heavier than the approximation's, so its means and sds can be far off although "
                                   f"PSIS k̂ = {r.khat:.2f} (k̂ only sees the draws' own tail)"], numbers, next_method)
-    if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and _variance_untrusted(w, limit, s):
+    if r.khat < limit and r.ess >= min(100.0, 0.1 * s) and _variance_fails(numbers):
         k, site, index, ess = w.spread
         where = f"site '{site}'" + (f" (unconstrained coordinate {index})" if w.z.shape[1] > 1 else "")
-        share = w.tail[3] if w.tail is not None else 0.0
+        share = numbers.get("tail_variance_share") or 0.0
         why = (f"it rests on {ess:.0f} effective draws" if ess < min(100.0, 0.1 * s) else
                f"{share:.0%} of the model's spread along a principal axis lies beyond 4 sds of the draws")
         return Trust(UNRELIABLE, [f"the posterior variance of {where} cannot be estimated from {what}'s draws: "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyro
 import torch
 
-__all__ = ["nonfinite_sites", "nonfinite_sample_sites"]
+__all__ = ["nonfinite_sites", "nonfinite_sample_sites", "nonfinite_names"]
 
 
 def nonfinite_sample_sites(trace) -> list:
@@ -16,6 +16,13 @@ def nonfinite_sample_sites(trace) -> list:
     return [name for name, site in trace.nodes.items()
             if site["type"] == "sample" and not name.startswith("_")
             and not bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())]
+
+
+def nonfinite_names(trace) -> str:
+    """:func:`nonfinite_sample_sites` of a ``trace`` for a message, observed sites first:
+    ``"observed site 'y', latent site 'a'"`` (``""`` when there are none)."""
+    bad = sorted((not trace.nodes[n]["is_observed"], n) for n in nonfinite_sample_sites(trace))
+    return ", ".join(f"{'latent' if latent else 'observed'} site '{n}'" for latent, n in bad)
 
 
 def nonfinite_sites(model, guide, kwargs) -> list:

@@ -27,7 +27,7 @@ from torch.distributions import biject_to
 
 from ...analysis.report import format_bytes
 from ...errors import ModelError, PPLError
-from .nonfinite import nonfinite_sample_sites
+from .nonfinite import nonfinite_names
 from .runtime import place
 from .supports import dependent_supports
 from .unconstrained import Unconstrained, conditioned_model, site_transform, start_value
@@ -340,11 +340,10 @@ class Potential:
         try:
             with torch.no_grad():
                 trace, _ = self._run(z)
-                bad = sorted((not trace.nodes[n]["is_observed"], n) for n in nonfinite_sample_sites(trace))
+                names = nonfinite_names(trace)
         except (ValueError, RuntimeError):
             return ""
-        return f"; {where} the log density is not finite at " + ", ".join(
-            f"{'latent' if latent else 'observed'} site '{n}'" for latent, n in bad) if bad else ""
+        return f"; {where} the log density is not finite at {names}" if names else ""
 
     # ----------------------------------------------------------------- density
     def _evaluate(self, z: torch.Tensor):

@@ -16,7 +16,7 @@ from ...errors import ConvergenceWarning, DataError, NumericalError
 from ..common.discrete import DiscretePlan, discrete_plan
 from ..common.params import param_constraint, store_params
 from ..common.pointopt import DivergedError, latent_block, maximise, param_block
-from ..common.nonfinite import nonfinite_sample_sites
+from ..common.nonfinite import nonfinite_names
 from ..common.existence import unbounded_edges
 
 __all__ = ["discrete_step", "latent_step", "param_step", "kkt_residuals", "proximal_terms", "check_existence"]
@@ -150,12 +150,10 @@ def _raise_if_nonfinite_at(trace_at, values: dict, graph) -> None:
         return
     try:
         with torch.no_grad():
-            trace = trace_at(values)
-            bad = sorted((not trace.nodes[n]["is_observed"], n) for n in nonfinite_sample_sites(trace))
+            names = nonfinite_names(trace_at(values))
     except (ValueError, RuntimeError):
         return
-    if bad:
-        names = ", ".join(f"{'latent' if latent else 'observed'} site '{n}'" for latent, n in bad)
+    if names:
         raise NumericalError(f"MAP of model '{graph.model.name}': the log joint is not finite at the optimiser's "
                              f"start, at {names}: check that every observed value is possible under its "
                              "distribution (e.g. a Beta observation of exactly 0 or 1, a count above a Binomial's "
